@@ -1,0 +1,281 @@
+//! Turns a blocked DNS query over UDP into its answer, in place, for XDP_TX.
+//!
+//! The answer is the query's own Ethernet header (addresses swapped, VLAN
+//! tags kept), a fresh IPv4 header without options or an IPv6 header without
+//! extension headers (addresses swapped), UDP with ports swapped, the DNS
+//! header with QR/RA and the RCODE set, the question as asked, and for
+//! sinkhole answers one A or AAAA record. Whatever followed the question
+//! (EDNS OPT, padding) is cut: an answer without OPT is what a server that
+//! does not do EDNS sends (RFC 6891 §7).
+//!
+//! The headers are assembled in the scratch map and copied in and out of
+//! the packet with `bpf_xdp_load_bytes`/`bpf_xdp_store_bytes`: the BPF stack
+//! (512 bytes for the whole call chain) cannot hold them.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
+    },
+    programs::XdpContext,
+};
+use maps::{REPLY_BUF, Scratch, checksum, name::QUESTION_BUF};
+
+use crate::{dns::Query, headers::Layers};
+
+/// RCODE values (RFC 1035 §4.1.1).
+pub const RCODE_NOERROR: u16 = 0;
+pub const RCODE_NXDOMAIN: u16 = 3;
+pub const RCODE_REFUSED: u16 = 5;
+
+const QTYPE_A: u16 = 1;
+const QTYPE_AAAA: u16 = 28;
+const QCLASS_IN: u16 = 1;
+
+/// Hop limit / TTL of answers.
+const ANSWER_HOP_LIMIT: u8 = 64;
+
+/// Layout of `Scratch::reply`: what is read from the query, then the
+/// answer's headers (at most 22 + 40 + 8 + 12 = 82 bytes), then its record.
+const IN_L2: usize = 0; // 22 bytes: Ethernet header and VLAN tags
+const IN_IP_FIRST: usize = 24; // 4 bytes: version, traffic class / TOS, flow label
+const IN_SRC: usize = 32; // 16 bytes (4 for IPv4)
+const IN_DST: usize = 48; // 16 bytes
+const IN_PORTS: usize = 64; // 4 bytes
+const IN_ID: usize = 68; // 2 bytes
+const OUT: usize = 96; // the answer's headers
+const OUT_RR: usize = 192; // 28 bytes: the sinkhole record
+
+const _: () = assert!(OUT + 82 <= OUT_RR && OUT_RR + 28 <= REPLY_BUF);
+
+/// What to write.
+#[derive(Clone, Copy)]
+pub struct Reply {
+    pub rcode: u16,
+    /// Add an A 0.0.0.0 / AAAA :: record when the question asks for one.
+    pub sinkhole: bool,
+    pub ttl: u32,
+}
+
+/// Why no answer could be written; the caller drops the query instead.
+pub struct RewriteFailed;
+
+/// Byte access to the reply buffer with indices masked into it.
+struct Buf<'a>(&'a mut [u8; REPLY_BUF]);
+
+impl Buf<'_> {
+    #[inline(always)]
+    fn get(&self, i: usize) -> u8 {
+        self.0[i & (REPLY_BUF - 1)]
+    }
+
+    #[inline(always)]
+    fn put(&mut self, i: usize, bytes: &[u8]) {
+        for (k, b) in bytes.iter().enumerate() {
+            self.0[(i + k) & (REPLY_BUF - 1)] = *b;
+        }
+    }
+
+    #[inline(always)]
+    fn copy(&mut self, to: usize, from: usize, len: usize) {
+        for k in 0..len {
+            self.0[(to + k) & (REPLY_BUF - 1)] = self.0[(from + k) & (REPLY_BUF - 1)];
+        }
+    }
+
+    /// One's-complement sum of `len` bytes at `at` (`len` even).
+    #[inline(always)]
+    fn sum(&self, at: usize, len: usize) -> u64 {
+        let mut s = 0u64;
+        let mut k = 0;
+        while k < len {
+            s += u16::from_be_bytes([self.get(at + k), self.get(at + k + 1)]) as u64;
+            k += 2;
+        }
+        s
+    }
+}
+
+#[inline(always)]
+fn load(ctx: &XdpContext, off: usize, to: *mut u8, len: usize) -> Result<(), RewriteFailed> {
+    // Tells the verifier 1 <= len <= 32; callers never ask for more.
+    if len == 0 || len > 32 {
+        return Err(RewriteFailed);
+    }
+    // SAFETY: `to` points into the scratch map with room for `len` bytes (constant-bounded by callers).
+    match unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, to.cast(), len as u32) } {
+        0 => Ok(()),
+        _ => Err(RewriteFailed),
+    }
+}
+
+#[inline(always)]
+fn store(ctx: &XdpContext, off: usize, from: *mut u8, len: usize) -> Result<(), RewriteFailed> {
+    if len == 0 || len > 96 {
+        return Err(RewriteFailed);
+    }
+    // SAFETY: as in `load`; the helper checks the packet range.
+    match unsafe { bpf_xdp_store_bytes(ctx.ctx, off as u32, from.cast(), len as u32) } {
+        0 => Ok(()),
+        _ => Err(RewriteFailed),
+    }
+}
+
+/// Rewrites the packet into the answer. On success the packet is ready for
+/// XDP_TX; on failure it may be half-written and must be dropped.
+#[inline(always)]
+pub fn write(ctx: &XdpContext, l: &Layers, q: &Query, reply: Reply, scratch: &mut Scratch) -> Result<(), RewriteFailed> {
+    let qlen = q.name.len + 4;
+    let rdlen: usize = match (reply.sinkhole, q.qtype, q.qclass) {
+        (true, QTYPE_A, QCLASS_IN) => 4,
+        (true, QTYPE_AAAA, QCLASS_IN) => 16,
+        _ => 0,
+    };
+    // Owner (a pointer to the question's name at offset 12), type, class, TTL, RDLENGTH, RDATA.
+    let answer_len = if rdlen == 0 { 0 } else { 12 + rdlen };
+    let dns_len = crate::dns::DNS_HLEN + qlen + answer_len;
+    let udp_len = 8 + dns_len;
+    let l2 = l.l2_len;
+    let l3 = l2;
+    let ip_len = l.ip_fixed_len();
+    let addr_len = if l.ipv6 { 16 } else { 4 };
+
+    // Everything that moves is read before the packet is resized.
+    let r = scratch.reply.as_mut_ptr();
+    // SAFETY (for the pointer offsets below): constant offsets into the 256-byte buffer.
+    unsafe {
+        load(ctx, 0, r.add(IN_L2), l2 & 0x1f)?;
+        load(ctx, l3, r.add(IN_IP_FIRST), 4)?;
+        let addrs = if l.ipv6 { l3 + 8 } else { l3 + 12 };
+        load(ctx, addrs, r.add(IN_SRC), addr_len & 0x1f)?;
+        load(ctx, addrs + addr_len, r.add(IN_DST), addr_len & 0x1f)?;
+        load(ctx, l.l4_off, r.add(IN_PORTS), 4)?;
+        load(ctx, q.dns_off, r.add(IN_ID), 2)?;
+    }
+
+    // Resize: cut or grow the tail to the answer's end, then drop IPv4
+    // options / IPv6 extension headers by moving the start forward.
+    // SAFETY: plain helper calls on our own context.
+    let old_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i64;
+    let tail_delta = (q.dns_off + dns_len) as i64 - old_len;
+    if tail_delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, tail_delta as i32) } != 0 {
+        return Err(RewriteFailed);
+    }
+    let head_delta = l.l4_off.wrapping_sub(l3 + ip_len);
+    if head_delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, head_delta as i32) } != 0 {
+        return Err(RewriteFailed);
+    }
+
+    let mut b = Buf(&mut scratch.reply);
+    // Ethernet: swap addresses; the EtherType and VLAN tags stay as they were.
+    b.copy(OUT, IN_L2 + 6, 6);
+    b.copy(OUT + 6, IN_L2, 6);
+    // EtherType, or VLAN tags and the inner EtherType.
+    match l.vlan_tags {
+        0 => b.copy(OUT + 12, IN_L2 + 12, 2),
+        1 => b.copy(OUT + 12, IN_L2 + 12, 6),
+        _ => b.copy(OUT + 12, IN_L2 + 12, 10),
+    }
+    let ip = OUT + l2;
+    let sum_addrs;
+    if l.ipv6 {
+        b.copy(ip, IN_IP_FIRST, 4);
+        b.put(ip + 4, &(udp_len as u16).to_be_bytes());
+        b.put(ip + 6, &[crate::headers::IPPROTO_UDP, ANSWER_HOP_LIMIT]);
+        b.copy(ip + 8, IN_DST, 16);
+        b.copy(ip + 24, IN_SRC, 16);
+        sum_addrs = b.sum(ip + 8, 32);
+    } else {
+        let tos = b.get(IN_IP_FIRST + 1);
+        b.put(ip, &[0x45, tos]);
+        b.put(ip + 2, &((20 + udp_len) as u16).to_be_bytes());
+        // Identification 0 and no fragment flags: the answer is never fragmented.
+        b.put(ip + 4, &[0, 0, 0, 0, ANSWER_HOP_LIMIT, crate::headers::IPPROTO_UDP, 0, 0]);
+        b.copy(ip + 12, IN_DST, 4);
+        b.copy(ip + 16, IN_SRC, 4);
+        let c = checksum::finish(b.sum(ip, 20));
+        b.put(ip + 10, &c.to_be_bytes());
+        sum_addrs = b.sum(ip + 12, 8);
+    }
+    let udp = ip + ip_len;
+    b.copy(udp, IN_PORTS + 2, 2);
+    b.copy(udp + 2, IN_PORTS, 2);
+    b.put(udp + 4, &(udp_len as u16).to_be_bytes());
+    b.put(udp + 6, &[0, 0]);
+    let dns = udp + 8;
+    // QR=1, opcode and RD as asked, RA=1, CD as asked, AA=AD=0.
+    let flags = 0x8000 | (q.flags & 0x0100) | 0x0080 | (q.flags & 0x0010) | reply.rcode;
+    let ancount: u16 = if answer_len != 0 { 1 } else { 0 };
+    b.copy(dns, IN_ID, 2);
+    b.put(dns + 2, &flags.to_be_bytes());
+    b.put(dns + 4, &[0, 1]);
+    b.put(dns + 6, &ancount.to_be_bytes());
+    b.put(dns + 8, &[0, 0, 0, 0]);
+
+    if answer_len != 0 {
+        let [t0, t1] = q.qtype.to_be_bytes();
+        let [l0, l1, l2b, l3b] = reply.ttl.to_be_bytes();
+        b.put(OUT_RR, &[0xc0, 12, t0, t1, 0, QCLASS_IN as u8, l0, l1, l2b, l3b, 0, rdlen as u8]);
+        // RDATA: 0.0.0.0 or ::.
+        b.put(OUT_RR + 12, &[0; 16]);
+    }
+
+    // UDP checksum: pseudo-header (RFC 768, RFC 8200 §8.1), UDP header, DNS
+    // header, the question (unchanged in the packet, its bytes in scratch),
+    // the record.
+    let mut sum = sum_addrs + udp_len as u64 + crate::headers::IPPROTO_UDP as u64;
+    sum += b.sum(udp, 8 + crate::dns::DNS_HLEN);
+    sum += question_sum(scratch, qlen).ok_or(RewriteFailed)? as u64;
+    let mut b = Buf(&mut scratch.reply);
+    if answer_len != 0 {
+        // The record starts at an odd offset when the question's length is
+        // odd; a byte-swapped one's-complement sum is the sum of byte-swapped
+        // words (RFC 1071 §2(B)).
+        let rr = fold16(b.sum(OUT_RR, 28));
+        sum += if qlen & 1 == 0 { rr } else { rr.swap_bytes() } as u64;
+    }
+    b.put(udp + 6, &checksum::finish_udp(sum).to_be_bytes());
+
+    let hdr_len = (l2 + ip_len + 8 + crate::dns::DNS_HLEN) & 0x7f;
+    // SAFETY: constant offsets into the reply buffer; lengths bounded by it.
+    unsafe {
+        store(ctx, 0, r.add(OUT), hdr_len)?;
+        if answer_len != 0 {
+            let ans_off = l2 + ip_len + 8 + crate::dns::DNS_HLEN + qlen;
+            store(ctx, ans_off, r.add(OUT_RR), answer_len & 0x1f)?;
+        }
+    }
+    Ok(())
+}
+
+/// One's-complement sum of the question's `qlen` bytes as big-endian words,
+/// with the `bpf_csum_diff` helper: a loop over up to 259 bytes would be
+/// walked by the verifier once per path into this function.
+#[inline(always)]
+fn question_sum(scratch: &mut Scratch, qlen: usize) -> Option<u16> {
+    let qlen = crate::cursor::opaque(qlen) & (QUESTION_BUF - 1);
+    // The helper sums whole 4-byte words; zero the bytes after the question
+    // up to the next multiple of 4 (they are not needed any more).
+    for i in 0..3 {
+        scratch.question[(qlen + i) & (QUESTION_BUF - 1)] = 0;
+    }
+    let len = ((qlen + 3) & !3) & (QUESTION_BUF - 1);
+    let q = scratch.question.as_mut_ptr();
+    // SAFETY: `len` bytes of the scratch buffer, bounded by its size.
+    let partial = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, q.cast(), len as u32, 0) };
+    if partial < 0 {
+        return None;
+    }
+    // csum_partial sums the bytes as host-order (little-endian) words; the
+    // folded sum of byte-swapped words is the byte-swapped folded sum.
+    Some(fold16(partial as u64).swap_bytes())
+}
+
+#[inline(always)]
+fn fold16(mut s: u64) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}

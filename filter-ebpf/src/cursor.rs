@@ -1,0 +1,66 @@
+//! The one place that touches packet memory.
+//!
+//! Every access is checked against `data_end` right before it, in the form
+//! the verifier recognises (`data + offset + size > data_end`). Once the
+//! packet is resized (`bpf_xdp_adjust_head`/`_tail`) the old `Packet` is
+//! stale; callers build a new one from the context.
+
+use aya_ebpf::programs::XdpContext;
+
+/// Bounds-checked view of the packet's linear data.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    start: usize,
+    end: usize,
+}
+
+impl Packet {
+    #[inline(always)]
+    pub fn new(ctx: &XdpContext) -> Self {
+        Self { start: ctx.data(), end: ctx.data_end() }
+    }
+
+    /// Bytes of linear data.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Pointer to `N` bytes at `offset`, if they all lie inside the packet.
+    #[inline(always)]
+    fn ptr_at<const N: usize>(&self, offset: usize) -> Option<*mut [u8; N]> {
+        let p = self.start + offset;
+        if p + N > self.end {
+            return None;
+        }
+        Some(p as *mut [u8; N])
+    }
+
+    /// Reads `N` bytes at `offset`.
+    #[inline(always)]
+    pub fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        // SAFETY: ptr_at checked that the N bytes lie inside the packet; [u8; N] has alignment 1.
+        self.ptr_at::<N>(offset).map(|p| unsafe { p.read() })
+    }
+
+    #[inline(always)]
+    pub fn be16(&self, offset: usize) -> Option<u16> {
+        self.bytes::<2>(offset).map(u16::from_be_bytes)
+    }
+
+    /// Writes `N` bytes at `offset`; `None` if they do not fit.
+    #[inline(always)]
+    pub fn write<const N: usize>(&self, offset: usize, value: [u8; N]) -> Option<()> {
+        // SAFETY: as in `bytes`; XDP packet data is writable.
+        self.ptr_at::<N>(offset).map(|p| unsafe { p.write(value) })
+    }
+}
+
+/// Returns `x` through a volatile stack read, so LLVM forgets what it knows
+/// about its range. Needed where LLVM proves a mask redundant and drops it
+/// while the verifier, which tracks ranges differently, still needs it.
+#[inline(always)]
+pub fn opaque(x: usize) -> usize {
+    // SAFETY: reading a valid local.
+    unsafe { core::ptr::read_volatile(&raw const x) }
+}

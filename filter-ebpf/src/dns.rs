@@ -1,0 +1,314 @@
+//! From a transport payload to port 53 to a verdict: DNS header checks, the
+//! question copied out of the packet, and the suffix lookups.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_loop, bpf_xdp_load_bytes},
+    programs::XdpContext,
+};
+use maps::{
+    Counter, Scratch, Settings, Walk,
+    name::{self, LabelStep, MAX_QUESTION, NameError, WireName},
+    rule::{self, Verdict},
+};
+
+use crate::{
+    cursor::Packet,
+    headers::Layers,
+    program::{RULESETS, RuleSet, SCRATCH},
+};
+
+/// DNS header length (RFC 1035 §4.1.1).
+pub const DNS_HLEN: usize = 12;
+
+/// A query whose question was parsed.
+#[derive(Clone, Copy)]
+pub struct Query {
+    /// Offset of the DNS header.
+    pub dns_off: usize,
+    /// Flags word of the query.
+    pub flags: u16,
+    /// QNAME as parsed; its bytes and the label hashes are in the scratch map.
+    pub name: WireName,
+    pub qtype: u16,
+    pub qclass: u16,
+}
+
+/// Why a payload was not judged: the counter to increment, and whether the
+/// fail-closed policy applies (a query we should have judged but could not).
+#[derive(Clone, Copy)]
+pub struct NotJudged {
+    pub counter: Counter,
+    pub malformed: bool,
+}
+
+#[inline(always)]
+const fn skip(counter: Counter) -> NotJudged {
+    NotJudged { counter, malformed: false }
+}
+
+#[inline(always)]
+const fn malformed(counter: Counter) -> NotJudged {
+    NotJudged { counter, malformed: true }
+}
+
+/// Finds the DNS message in the payload, checks it is a one-question query
+/// and copies and parses the question into `scratch`.
+#[inline(always)]
+pub fn parse_query(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    l: &Layers,
+    seed: u64,
+    scratch: &mut Scratch,
+) -> Result<Query, NotJudged> {
+    let tcp = l.proto == crate::headers::IPPROTO_TCP;
+    let (dns_off, msg_end) = if tcp {
+        // RFC 1035 §4.2.2: a two-byte length prefix, then the message. Only a
+        // segment that starts with a message is judged.
+        let Some(len) = pkt.be16(l.payload_off) else {
+            return Err(skip(Counter::TcpNotMessageStart));
+        };
+        let dns_off = l.payload_off + 2;
+        let end = dns_off + len as usize;
+        (dns_off, if end < l.payload_end { end } else { l.payload_end })
+    } else {
+        (l.payload_off, l.payload_end)
+    };
+    let Some(h) = pkt.bytes::<DNS_HLEN>(dns_off).filter(|_| dns_off + DNS_HLEN <= msg_end) else {
+        return Err(if tcp { skip(Counter::TcpNotMessageStart) } else { malformed(Counter::DnsShortHeader) });
+    };
+    let flags = u16::from_be_bytes([h[2], h[3]]);
+    let qdcount = u16::from_be_bytes([h[4], h[5]]);
+    let not_query = if flags & 0x8000 != 0 {
+        Some(Counter::DnsResponse)
+    } else if (flags >> 11) & 0xf != 0 {
+        Some(Counter::DnsNotQuery)
+    } else if qdcount == 0 {
+        Some(Counter::DnsNoQuestion)
+    } else {
+        None
+    };
+    if let Some(c) = not_query {
+        // Over TCP such bytes are most likely the middle of a stream.
+        return Err(skip(if tcp { Counter::TcpNotMessageStart } else { c }));
+    }
+    if qdcount > 1 {
+        return Err(malformed(Counter::DnsMultiQuestion));
+    }
+
+    let qname_off = dns_off + DNS_HLEN;
+    let avail = msg_end - qname_off;
+    let copy = if avail < MAX_QUESTION { avail } else { MAX_QUESTION };
+    if copy == 0 {
+        return Err(malformed(Counter::DnsTruncated));
+    }
+    // bpf_xdp_load_bytes also reads from the fragments of multi-buffer frames.
+    // SAFETY: the destination is the scratch map value, QUESTION_BUF >= MAX_QUESTION
+    // bytes long; the helper checks the packet range itself.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(ctx.ctx, qname_off as u32, scratch.question.as_mut_ptr().cast(), copy as u32)
+    };
+    if rc != 0 {
+        return Err(malformed(Counter::DnsTruncated));
+    }
+    let name = parse_name(scratch, copy, seed).map_err(|e| {
+        malformed(match e {
+            NameError::Truncated => Counter::DnsTruncated,
+            NameError::Compressed => Counter::DnsCompressed,
+            NameError::BadLabelType => Counter::DnsBadLabel,
+            NameError::TooLong => Counter::DnsNameTooLong,
+        })
+    })?;
+    if name.len + 4 > copy {
+        return Err(malformed(Counter::DnsTruncated));
+    }
+    let q = &scratch.question;
+    let at = name.len & (name::QUESTION_BUF - 1);
+    let qtype = u16::from_be_bytes([q[at], q[(at + 1) & (name::QUESTION_BUF - 1)]]);
+    let qclass = u16::from_be_bytes([q[(at + 2) & (name::QUESTION_BUF - 1)], q[(at + 3) & (name::QUESTION_BUF - 1)]]);
+    Ok(Query { dns_off, flags, name, qtype, qclass })
+}
+
+/// Constants of the label loop, on the caller's stack; `bpf_loop` hands the
+/// callback a pointer to it. What changes from label to label is in
+/// [`maps::Walk`], in map memory (see there why).
+#[repr(C)]
+struct ParseArgs {
+    avail: u64,
+    seed: u64,
+}
+
+const RUNNING: u64 = 0;
+const DONE: u64 = 1;
+const FAILED: u64 = 2;
+
+/// Parses the QNAME copied into the scratch map, one label per `bpf_loop`
+/// iteration, so the verifier checks the label step once rather than once
+/// per possible label.
+#[inline(always)]
+fn parse_name(scratch: &mut Scratch, avail: usize, seed: u64) -> Result<WireName, NameError> {
+    let walk = &raw mut scratch.walk;
+    // Volatile: the callbacks change `walk` through their own lookup of the
+    // scratch map, behind the back of this `&mut`.
+    // SAFETY: a valid pointer into this CPU's scratch slot.
+    unsafe { walk.write_volatile(Walk { status: RUNNING, ..Walk::default() }) };
+    let mut args = ParseArgs { avail: avail as u64, seed };
+    // 127 labels and the root.
+    // SAFETY: a static callback and a pointer to our own stack, as bpf_loop requires.
+    unsafe {
+        bpf_loop(name::LABEL_SLOTS as u32, parse_step as *mut c_void, (&raw mut args).cast(), 0);
+    }
+    // SAFETY: as above.
+    let w = unsafe { walk.read_volatile() };
+    match w.status {
+        DONE => Ok(WireName { len: w.len as usize, labels: w.labels as usize }),
+        // 128 steps without reaching the root cannot happen within 255 bytes.
+        RUNNING => Err(NameError::TooLong),
+        s if s == FAILED + NameError::Truncated as u64 => Err(NameError::Truncated),
+        s if s == FAILED + NameError::Compressed as u64 => Err(NameError::Compressed),
+        s if s == FAILED + NameError::BadLabelType as u64 => Err(NameError::BadLabelType),
+        _ => Err(NameError::TooLong),
+    }
+}
+
+extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer parse_name gave it.
+    let args = unsafe { &*ctx.cast::<ParseArgs>() };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    // SAFETY: this CPU's scratch slot.
+    let scratch = unsafe { &mut *scratch };
+    let w = scratch.walk;
+    match name::parse_label(&scratch.question, args.avail as usize, w.pos as usize, args.seed) {
+        Ok(LabelStep::Label { hash, next }) => {
+            scratch.label_hashes[w.labels as usize & (name::LABEL_SLOTS - 1)] = hash;
+            scratch.walk.labels = w.labels + 1;
+            scratch.walk.pos = next as u64;
+            0
+        }
+        Ok(LabelStep::End { len }) => {
+            scratch.walk.len = len as u64;
+            scratch.walk.status = DONE;
+            1
+        }
+        Err(e) => {
+            scratch.walk.status = FAILED + e as u64;
+            1
+        }
+    }
+}
+
+/// The rule that decided a name.
+#[derive(Clone, Copy)]
+pub struct Match {
+    pub verdict: Verdict,
+    pub depth: usize,
+    pub key: u64,
+}
+
+/// Constants of the suffix loop.
+#[repr(C)]
+struct LookupArgs {
+    /// The rule set this packet is judged by, chosen once per packet so a
+    /// swap never mixes two sets within one packet.
+    rules: *const RuleSet,
+    labels: u64,
+    max_depth: u64,
+    mask: [u64; 2],
+}
+
+/// Looks up every suffix of the name, from the rightmost label leftwards,
+/// at the depths where rules exist; the deepest rule with something to say
+/// decides: the most specific rule wins. Also returns the key of the whole
+/// name (for tracing).
+#[inline(always)]
+pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Result<(Option<Match>, u64), Counter> {
+    // Depth mask before rule set: see `Settings::depth_mask` for the swap protocol.
+    let mask = settings.depth_mask;
+    let Some(rules) = RULESETS.get(maps::ACTIVE_RULESET) else {
+        return Err(Counter::NoRuleset);
+    };
+    let walk = &raw mut scratch.walk;
+    // Volatile for the same reason as in parse_name.
+    // SAFETY: a valid pointer into this CPU's scratch slot.
+    unsafe { walk.write_volatile(Walk { key: name::root_key(settings.seed), ..Walk::default() }) };
+    let mut args = LookupArgs { rules, labels: name.labels as u64, max_depth: settings.max_depth() as u64, mask };
+    // SAFETY: a static callback and a pointer to our own stack.
+    unsafe {
+        bpf_loop(name.labels as u32, lookup_step as *mut c_void, (&raw mut args).cast(), 0);
+    }
+    // SAFETY: as above.
+    let w = unsafe { walk.read_volatile() };
+    if w.collisions != 0 {
+        crate::program::count(Counter::KeyCollision);
+    }
+    let found = match w.best_kind {
+        1 => Some(Match { verdict: Verdict::Allow, depth: w.best_depth as usize, key: w.best_key }),
+        2 => Some(Match { verdict: Verdict::Block(w.best_action as u8), depth: w.best_depth as usize, key: w.best_key }),
+        _ => None,
+    };
+    if let Some(m) = &found {
+        count_hit(rules, m.key);
+    }
+    Ok((found, w.key))
+}
+
+extern "C" fn lookup_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer lookup gave it.
+    let args = unsafe { &*ctx.cast::<LookupArgs>() };
+    let depth = index + 1;
+    if depth > args.labels {
+        return 1;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    // SAFETY: this CPU's scratch slot.
+    let scratch = unsafe { &mut *scratch };
+    let slot = (args.labels - depth) as usize & (name::LABEL_SLOTS - 1);
+    let key = name::child_key(scratch.walk.key, scratch.label_hashes[slot]);
+    scratch.walk.key = key;
+    let bit = (depth - 1) & 127;
+    if depth > args.max_depth || args.mask[(bit >> 6) as usize & 1] & (1 << (bit & 63)) == 0 {
+        return 0;
+    }
+    // SAFETY: the inner map pointer stored by lookup for this packet.
+    let rules = unsafe { &*args.rules };
+    // SAFETY: the value is copied out at once.
+    let Some(rule) = (unsafe { rules.get(key) }).copied() else { return 0 };
+    if rule.labels as u64 != depth {
+        scratch.walk.collisions += 1;
+        return 0;
+    }
+    match rule::judge(&rule, depth as usize, args.labels as usize) {
+        Some(Verdict::Allow) => {
+            scratch.walk.best_kind = 1;
+            scratch.walk.best_depth = depth;
+            scratch.walk.best_key = key;
+        }
+        Some(Verdict::Block(action)) => {
+            scratch.walk.best_kind = 2;
+            scratch.walk.best_action = action as u64;
+            scratch.walk.best_depth = depth;
+            scratch.walk.best_key = key;
+        }
+        None => {}
+    }
+    0
+}
+
+/// Counts a hit on the rule with `key`. Atomic: CPUs share rule-set entries.
+#[inline(always)]
+fn count_hit(rules: &RuleSet, key: u64) {
+    let Some(p) = rules.get_ptr_mut(key) else { return };
+    // The BPF target only has 64-bit atomics. `hits` is the upper half of
+    // the 8-byte, 8-aligned value (little-endian), so adding 1 << 32 to the
+    // whole value increments `hits` and leaves the other fields alone; the
+    // carry out of bit 63 is discarded, which is the documented wrap.
+    // core's AtomicU64::fetch_add needs compare-and-swap, which the BPF
+    // target lacks; the intrinsic lowers to the BPF atomic add instruction.
+    // SAFETY: a value pointer from this run's lookup; hash-map values are
+    // 8-byte aligned and stay allocated for the whole run.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p.cast::<u64>(), 1 << 32);
+    }
+}

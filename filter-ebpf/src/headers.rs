@@ -1,0 +1,192 @@
+//! Ethernet, VLAN, IPv4/IPv6 and UDP/TCP parsing down to the DNS payload.
+
+use maps::Counter;
+
+use crate::cursor::Packet;
+
+/// Most VLAN tags followed (802.1Q inside 802.1ad).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// Most IPv6 extension headers followed before giving up.
+pub const MAX_IPV6_EXT: usize = 6;
+/// Furthest the transport header may start; deeper means extension headers
+/// longer than any real traffic carries (counted as `ipv6_ext_too_deep`).
+/// Keeping offsets small lets the verifier bound every packet access.
+pub const MAX_L4_OFF: usize = 2048;
+/// Most payload bytes the DNS code looks at: a TCP length prefix, a header
+/// and the longest question fit with room to spare.
+pub const MAX_PAYLOAD_SEEN: usize = 4096;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+pub const DNS_PORT: u16 = 53;
+
+/// Where the layers of a packet to port 53 sit. All offsets are from the
+/// start of the frame.
+#[derive(Clone, Copy)]
+pub struct Layers {
+    /// Ethernet header plus VLAN tags.
+    pub l2_len: usize,
+    /// Number of VLAN tags (0..=2).
+    pub vlan_tags: usize,
+    pub ipv6: bool,
+    /// Start of the UDP/TCP header; `l4_off - l2_len - fixed IP header` is
+    /// the length of IPv4 options or IPv6 extension headers.
+    pub l4_off: usize,
+    pub proto: u8,
+    /// Start of the transport payload.
+    pub payload_off: usize,
+    /// End of the transport payload as the IP/UDP lengths say, clamped to the
+    /// frame (Ethernet padding lies beyond it).
+    pub payload_end: usize,
+}
+
+impl Layers {
+    /// Length of the fixed IP header.
+    #[inline(always)]
+    pub fn ip_fixed_len(&self) -> usize {
+        if self.ipv6 { 40 } else { 20 }
+    }
+}
+
+#[inline(always)]
+fn min(a: usize, b: usize) -> usize {
+    if a < b { a } else { b }
+}
+
+/// Parses down to the transport payload of a packet to port 53, or says why not.
+#[inline(always)]
+pub fn parse(pkt: &Packet) -> Result<Layers, Counter> {
+    let mut ethertype = pkt.be16(12).ok_or(Counter::TruncatedHeader)?;
+    let mut l2_len = ETH_HLEN;
+    let mut vlan_tags = 0;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        // Tag control information (2 bytes), then the inner EtherType.
+        ethertype = pkt.be16(l2_len + 2).ok_or(Counter::TruncatedHeader)?;
+        l2_len += 4;
+        vlan_tags += 1;
+    }
+    let l3 = l2_len;
+    let (ipv6, proto, l4_off, ip_end) = match ethertype {
+        ETH_P_IPV4 => {
+            let (proto, l4, end) = parse_ipv4(pkt, l3)?;
+            (false, proto, l4, end)
+        }
+        ETH_P_IPV6 => {
+            let (proto, l4, end) = parse_ipv6(pkt, l3)?;
+            (true, proto, l4, end)
+        }
+        ETH_P_8021Q | ETH_P_8021AD => return Err(Counter::VlanTooDeep),
+        _ => return Err(Counter::NotIp),
+    };
+    let ip_end = min(ip_end, pkt.len());
+    if l4_off > MAX_L4_OFF {
+        return Err(Counter::Ipv6ExtTooDeep);
+    }
+    match proto {
+        IPPROTO_UDP => {
+            let [_, _, dh, dl, lh, ll, _, _] = pkt.bytes::<8>(l4_off).ok_or(Counter::TruncatedHeader)?;
+            if u16::from_be_bytes([dh, dl]) != DNS_PORT {
+                return Err(Counter::NotDnsPort);
+            }
+            let udp_len = u16::from_be_bytes([lh, ll]) as usize;
+            if udp_len < 8 {
+                return Err(Counter::BadHeader);
+            }
+            Ok(Layers {
+                l2_len,
+                vlan_tags,
+                ipv6,
+                l4_off,
+                proto,
+                payload_off: l4_off + 8,
+                payload_end: min(min(ip_end, l4_off + udp_len), l4_off + 8 + MAX_PAYLOAD_SEEN),
+            })
+        }
+        IPPROTO_TCP => {
+            let tcp = pkt.bytes::<13>(l4_off).ok_or(Counter::TruncatedHeader)?;
+            if u16::from_be_bytes([tcp[2], tcp[3]]) != DNS_PORT {
+                return Err(Counter::NotDnsPort);
+            }
+            let doff = ((tcp[12] >> 4) as usize) * 4;
+            if doff < 20 {
+                return Err(Counter::BadHeader);
+            }
+            let payload_off = l4_off + doff;
+            if payload_off >= ip_end {
+                return Err(Counter::TcpNoPayload);
+            }
+            Ok(Layers { l2_len, vlan_tags, ipv6, l4_off, proto, payload_off, payload_end: min(ip_end, payload_off + MAX_PAYLOAD_SEEN) })
+        }
+        _ => Err(Counter::NotUdpTcp),
+    }
+}
+
+/// Returns (protocol, transport offset, end of IP packet).
+#[inline(always)]
+fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
+    let h = pkt.bytes::<20>(l3).ok_or(Counter::TruncatedHeader)?;
+    if h[0] >> 4 != 4 {
+        return Err(Counter::BadHeader);
+    }
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    if ihl < 20 || total < ihl {
+        return Err(Counter::BadHeader);
+    }
+    // MF set or a fragment offset: only the first fragment carries the
+    // transport header, and a query in fragments is not reassembled here.
+    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return Err(Counter::IpFragment);
+    }
+    Ok((h[9], l3 + ihl, l3 + total))
+}
+
+/// Returns (protocol, transport offset, end of IP packet), following up to
+/// [`MAX_IPV6_EXT`] extension headers.
+#[inline(always)]
+fn parse_ipv6(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
+    let h = pkt.bytes::<8>(l3).ok_or(Counter::TruncatedHeader)?;
+    if h[0] >> 4 != 6 {
+        return Err(Counter::BadHeader);
+    }
+    let payload_len = u16::from_be_bytes([h[4], h[5]]) as usize;
+    // A zero payload length means a jumbogram (RFC 2675): up to the frame's end.
+    let end = if payload_len == 0 { pkt.len() } else { l3 + 40 + payload_len };
+    let mut next = h[6];
+    let mut off = l3 + 40;
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
+                let [nh, len] = pkt.bytes::<2>(off).ok_or(Counter::TruncatedHeader)?;
+                next = nh;
+                off += (len as usize + 1) * 8;
+            }
+            IPV6_AH => {
+                // RFC 4302 §2.2: length in 4-byte units, minus 2.
+                let [nh, len] = pkt.bytes::<2>(off).ok_or(Counter::TruncatedHeader)?;
+                next = nh;
+                off += (len as usize + 2) * 4;
+            }
+            IPV6_FRAGMENT => return Err(Counter::IpFragment),
+            _ => break,
+        }
+    }
+    match next {
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH => Err(Counter::Ipv6ExtTooDeep),
+        IPV6_FRAGMENT => Err(Counter::IpFragment),
+        _ => Ok((next, off, end)),
+    }
+}

@@ -1,0 +1,302 @@
+//! Loading the XDP program, filling its maps and running it.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader, TestRun as _,
+    maps::{Array, ArrayOfMaps, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use maps::{Counter, Rule, Settings, Trace, counters::COUNT, names};
+use thiserror::Error;
+
+use crate::{rules::RuleSet, sys};
+
+/// The namewall XDP object, built by build.rs.
+pub static NAMEWALL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/namewall"));
+/// The benchmarks' baseline XDP object.
+pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
+
+/// Errors from loading and driving the program.
+#[derive(Debug, Error)]
+pub enum FilterError {
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("{context}: {source}")]
+    Program { context: String, source: ProgramError },
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
+    #[error("map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("filling the rule set: {0}")]
+    Fill(#[from] sys::SysError),
+    #[error("interface {0:?} does not exist")]
+    NoSuchInterface(String),
+    #[error("the rule set was hashed with seed {got:#x} but the program uses {want:#x}")]
+    SeedMismatch { got: u64, want: u64 },
+    #[error("rule set of {0} rules is larger than a map can hold")]
+    TooManyRules(usize),
+    #[error("reading kernel memory use: {0}")]
+    Memory(std::io::Error),
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> FilterError {
+    move |source| FilterError::Map { map, source }
+}
+
+/// How to load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Record every decision in the `TRACE` map (replay and tests).
+    pub trace: bool,
+}
+
+/// What the program did with one packet in a test run.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// XDP action code.
+    pub action: u32,
+    /// The packet as the program left it.
+    pub output: Vec<u8>,
+}
+
+/// XDP action names, as `replay` prints them.
+pub fn action_name(action: u32) -> &'static str {
+    match action {
+        0 => "aborted",
+        1 => "drop",
+        2 => "pass",
+        3 => "tx",
+        4 => "redirect",
+        _ => "unknown",
+    }
+}
+
+/// Headroom for rule sets: live additions fit without rebuilding the map.
+fn capacity_for(rules: usize) -> Result<u32, FilterError> {
+    let cap = rules + rules / 64 + 1024;
+    u32::try_from(cap).map_err(|_| FilterError::TooManyRules(rules))
+}
+
+/// The loaded program and its maps.
+pub struct Filter {
+    ebpf: Ebpf,
+    settings: Settings,
+    active: Option<HashMap<MapData, u64, Rule>>,
+    links: Vec<(String, XdpLinkId)>,
+}
+
+impl Filter {
+    /// Loads the program into the kernel (verifier included) without attaching it.
+    pub fn load(opts: LoadOptions) -> Result<Self, FilterError> {
+        let trace = u8::from(opts.trace);
+        let mut ebpf = EbpfLoader::new().override_global(names::TRACE_ENABLED, &trace, true).load(NAMEWALL_OBJECT)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or(FilterError::MissingProgram(names::PROGRAM))?
+            .try_into()
+            .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
+        prog.load().map_err(|source| FilterError::Program { context: "loading (verifier)".into(), source })?;
+        let mut f = Self { ebpf, settings: Settings::default(), active: None, links: Vec::new() };
+        f.write_settings()?;
+        Ok(f)
+    }
+
+    /// The loaded object, for tests and tools that inspect maps directly.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Changes settings other than the seed and depth mask, which follow the rule set.
+    pub fn configure(&mut self, dns_action: maps::Action, fail_closed: bool, answer_ttl: u32) -> Result<(), FilterError> {
+        self.settings.dns_action = dns_action as u8;
+        self.settings.fail_closed = u8::from(fail_closed);
+        self.settings.answer_ttl = answer_ttl;
+        self.write_settings()
+    }
+
+    fn write_settings(&mut self) -> Result<(), FilterError> {
+        let map = self.ebpf.map_mut(names::SETTINGS).ok_or(FilterError::MissingMap(names::SETTINGS))?;
+        let mut arr: Array<_, Settings> = Array::try_from(map).map_err(map_err(names::SETTINGS))?;
+        arr.set(0, self.settings, 0).map_err(map_err(names::SETTINGS))
+    }
+
+    /// Builds `set` in a fresh map and makes it the active rule set with one
+    /// update of `RULESETS`: packets see the old set or the new one, never a
+    /// mix. The first rule set decides the hash seed; later ones must use it.
+    pub fn install(&mut self, set: &RuleSet) -> Result<(), FilterError> {
+        if self.active.is_some() && set.seed() != self.settings.seed {
+            return Err(FilterError::SeedMismatch { got: set.seed(), want: self.settings.seed });
+        }
+        let cap = capacity_for(set.len())?;
+        let inner = HashMap::<MapData, u64, Rule>::create(cap, 0).map_err(map_err("rule set"))?;
+        let (keys, values) = set.to_arrays();
+        sys::update_batch(&inner.map().fd().as_fd(), &keys, &values)?;
+
+        // Widen the depth mask first: a packet may still be judged by the
+        // old set after the swap, and a packet judged by the new set must not
+        // skip a depth it needs.
+        let new_mask = set.depth_mask();
+        self.settings.seed = set.seed();
+        self.settings.depth_mask = [
+            self.settings.depth_mask[0] | new_mask[0],
+            self.settings.depth_mask[1] | new_mask[1],
+        ];
+        if self.active.is_none() {
+            self.settings.depth_mask = new_mask;
+        }
+        self.write_settings()?;
+        {
+            let map = self.ebpf.map_mut(names::RULESETS).ok_or(FilterError::MissingMap(names::RULESETS))?;
+            let mut outer: ArrayOfMaps<_, HashMap<MapData, u64, Rule>> =
+                ArrayOfMaps::try_from(map).map_err(map_err(names::RULESETS))?;
+            outer.set(maps::ACTIVE_RULESET, &inner, 0).map_err(map_err(names::RULESETS))?;
+        }
+        self.settings.depth_mask = new_mask;
+        self.write_settings()?;
+        // The old inner map is freed by the kernel after readers finish (RCU).
+        self.active = Some(inner);
+        Ok(())
+    }
+
+    /// Attaches to an interface.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<(), FilterError> {
+        if sys::if_index(iface).is_none() {
+            return Err(FilterError::NoSuchInterface(iface.to_owned()));
+        }
+        let prog = self.xdp()?;
+        let id = prog
+            .attach(iface, mode)
+            .map_err(|source| FilterError::Program { context: format!("attaching to {iface} ({mode:?} mode)"), source })?;
+        self.links.push((iface.to_owned(), id));
+        Ok(())
+    }
+
+    /// Detaches from every interface.
+    pub fn detach_all(&mut self) -> Result<(), FilterError> {
+        let links = std::mem::take(&mut self.links);
+        let prog = self.xdp()?;
+        for (iface, id) in links {
+            prog.detach(id).map_err(|source| FilterError::Program { context: format!("detaching from {iface}"), source })?;
+        }
+        Ok(())
+    }
+
+    /// Interfaces attached to.
+    pub fn attached(&self) -> impl Iterator<Item = &str> {
+        self.links.iter().map(|(i, _)| i.as_str())
+    }
+
+    fn xdp(&mut self) -> Result<&mut Xdp, FilterError> {
+        self.ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or(FilterError::MissingProgram(names::PROGRAM))?
+            .try_into()
+            .map_err(|source| FilterError::Program { context: "program type".into(), source })
+    }
+
+    fn xdp_ref(&self) -> Result<&Xdp, FilterError> {
+        self.ebpf
+            .program(names::PROGRAM)
+            .ok_or(FilterError::MissingProgram(names::PROGRAM))?
+            .try_into()
+            .map_err(|source| FilterError::Program { context: "program type".into(), source })
+    }
+
+    /// Runs the loaded program once on `packet` (BPF_PROG_TEST_RUN).
+    pub fn run(&self, packet: &[u8]) -> Result<RunResult, FilterError> {
+        run_xdp(self.xdp_ref()?, packet, 1).map(|(r, _)| r)
+    }
+
+    /// Runs the program `repeat` times on `packet`; returns the mean time per run.
+    pub fn bench(&self, packet: &[u8], repeat: u32) -> Result<(RunResult, std::time::Duration), FilterError> {
+        run_xdp(self.xdp_ref()?, packet, repeat)
+    }
+
+    /// Counter totals over all CPUs, indexed by [`Counter`].
+    pub fn counters(&self) -> Result<[u64; COUNT], FilterError> {
+        let map = self.ebpf.map(names::COUNTERS).ok_or(FilterError::MissingMap(names::COUNTERS))?;
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err(names::COUNTERS))?;
+        let mut out = [0u64; COUNT];
+        for c in Counter::ALL {
+            let v = arr.get(&(*c as u32), 0).map_err(map_err(names::COUNTERS))?;
+            out[*c as usize] = v.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// The last decision record (only written when loaded with `trace`).
+    pub fn trace(&self) -> Result<Trace, FilterError> {
+        let map = self.ebpf.map(names::TRACE).ok_or(FilterError::MissingMap(names::TRACE))?;
+        let arr: Array<_, Trace> = Array::try_from(map).map_err(map_err(names::TRACE))?;
+        arr.get(&0, 0).map_err(map_err(names::TRACE))
+    }
+
+    /// Hit counts of the active rule set's rules that were hit at least once.
+    pub fn rule_hits(&self) -> Result<Vec<(u64, u32)>, FilterError> {
+        let Some(active) = &self.active else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in active.iter() {
+            let (k, v) = item.map_err(map_err("rule set"))?;
+            if v.hits != 0 {
+                out.push((k, v.hits));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Kernel memory of the active rule set, as the kernel accounts it.
+    pub fn ruleset_memory(&self) -> Result<u64, FilterError> {
+        let Some(active) = &self.active else { return Ok(0) };
+        sys::map_memlock(&active.map().fd().as_fd().as_raw_fd()).map_err(FilterError::Memory)
+    }
+}
+
+fn run_xdp(prog: &Xdp, packet: &[u8], repeat: u32) -> Result<(RunResult, std::time::Duration), FilterError> {
+    // Room for answers longer than the query (a sinkhole record) and for
+    // the kernel's frame layout.
+    let mut out = vec![0u8; packet.len() + 4096];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(packet);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat;
+    let r = prog
+        .test_run(opts)
+        .map_err(|source| FilterError::Program { context: "BPF_PROG_TEST_RUN".into(), source })?;
+    out.truncate(r.data_size_out as usize);
+    Ok((RunResult { action: r.return_value, output: out }, r.duration))
+}
+
+/// The benchmarks' baseline program, loaded.
+pub struct Baseline {
+    ebpf: Ebpf,
+}
+
+impl Baseline {
+    pub fn load() -> Result<Self, FilterError> {
+        let mut ebpf = Ebpf::load(BASELINE_OBJECT)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(names::BASELINE_PROGRAM)
+            .ok_or(FilterError::MissingProgram(names::BASELINE_PROGRAM))?
+            .try_into()
+            .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
+        prog.load().map_err(|source| FilterError::Program { context: "loading baseline".into(), source })?;
+        Ok(Self { ebpf })
+    }
+
+    pub fn bench(&self, packet: &[u8], repeat: u32) -> Result<(RunResult, std::time::Duration), FilterError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(names::BASELINE_PROGRAM)
+            .ok_or(FilterError::MissingProgram(names::BASELINE_PROGRAM))?
+            .try_into()
+            .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
+        run_xdp(prog, packet, repeat)
+    }
+}

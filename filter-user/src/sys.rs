@@ -1,0 +1,93 @@
+//! System calls aya 0.14 does not wrap.
+
+use std::{io, os::fd::AsRawFd};
+
+use thiserror::Error;
+
+/// `BPF_MAP_UPDATE_BATCH` (Linux 5.6).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Errors from the raw calls.
+#[derive(Debug, Error)]
+pub enum SysError {
+    #[error("bpf(BPF_MAP_UPDATE_BATCH) failed after {done} of {total} entries: {source}")]
+    UpdateBatch { done: usize, total: usize, source: io::Error },
+    #[error("keys and values differ in number ({keys} keys, {values} values)")]
+    LengthMismatch { keys: usize, values: usize },
+}
+
+/// The `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Inserts or replaces `keys[i] -> values[i]` in a map with one system call
+/// per chunk, instead of one per element: a million rules load in a
+/// fraction of a second instead of seconds.
+pub fn update_batch<K: aya::Pod, V: aya::Pod>(
+    map: &impl AsRawFd,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), SysError> {
+    const CHUNK: usize = 1 << 16;
+    if keys.len() != values.len() {
+        return Err(SysError::LengthMismatch { keys: keys.len(), values: values.len() });
+    }
+    let mut done = 0;
+    while done < keys.len() {
+        let n = (keys.len() - done).min(CHUNK);
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            values: values[done..].as_ptr() as u64,
+            count: n as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: attr points at `n` keys and values of the map's key and
+        // value sizes (aya::Pod types checked against the map by the caller);
+        // the kernel reads them and writes back `count`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &raw mut attr,
+                std::mem::size_of::<BatchAttr>() as libc::c_uint,
+            )
+        };
+        if rc < 0 {
+            return Err(SysError::UpdateBatch {
+                done: done + attr.count as usize,
+                total: keys.len(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// The kernel's own account of a map's memory: `memlock` in its fdinfo.
+pub fn map_memlock(map: &impl AsRawFd) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", map.as_raw_fd()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no memlock line in fdinfo"))
+}
+
+/// Index of a network interface, if it exists.
+pub fn if_index(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}

@@ -1,0 +1,137 @@
+//! Indices of the per-CPU `COUNTERS` array.
+//!
+//! Every packet the program sees increments exactly one *outcome* counter:
+//! the reason it returned early or the verdict it got. The sum of the outcome
+//! counters is therefore the number of packets seen, which tests check. The
+//! *extra* counters record events on top of an outcome (a fail-closed drop of
+//! a packet whose outcome is "compressed name", a rewrite that failed, ...).
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])+ $variant:ident => $label:literal, $kind:ident; )+) => {
+        /// A counter slot. `#[repr(u32)]`: the discriminant is the array index.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Counter {
+            $( $(#[$doc])+ $variant, )+
+        }
+
+        impl Counter {
+            /// All counters in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant),+];
+
+            /// Stable snake_case name, used in stats output and metrics.
+            pub const fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $label,)+ }
+            }
+
+            /// Whether this counter is an outcome (exactly one per packet) or an extra event.
+            pub const fn kind(self) -> CounterKind {
+                match self { $(Counter::$variant => CounterKind::$kind,)+ }
+            }
+
+            /// The counter at `index`, if there is one.
+            pub const fn from_index(index: u32) -> Option<Counter> {
+                if (index as usize) < Self::ALL.len() { Some(Self::ALL[index as usize]) } else { None }
+            }
+        }
+    };
+}
+
+/// What a counter counts; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterKind {
+    /// The packet was not judged: not DNS, or not a query; it passed.
+    Skipped,
+    /// The packet should have been judged but could not be parsed (fail-open passes it).
+    Malformed,
+    /// A judged packet's verdict.
+    Verdict,
+    /// An event on top of a packet's outcome.
+    Extra,
+}
+
+counters! {
+    /// EtherType is neither IPv4 nor IPv6 (after at most two VLAN tags).
+    NotIp => "not_ip", Skipped;
+    /// More than two VLAN tags.
+    VlanTooDeep => "vlan_too_deep", Skipped;
+    /// The frame ends inside an Ethernet, VLAN, IP, UDP or TCP header.
+    TruncatedHeader => "truncated_header", Skipped;
+    /// Inconsistent header: IP version, IPv4 header or total length, UDP length, TCP data offset.
+    BadHeader => "bad_header", Skipped;
+    /// A fragment (IPv4 MF/offset, IPv6 fragment header): not reassembled.
+    IpFragment => "ip_fragment", Skipped;
+    /// More IPv6 extension headers than the parser follows.
+    Ipv6ExtTooDeep => "ipv6_ext_too_deep", Skipped;
+    /// Neither UDP nor TCP.
+    NotUdpTcp => "not_udp_tcp", Skipped;
+    /// UDP or TCP, but not to port 53.
+    NotDnsPort => "not_dns_port", Skipped;
+    /// TCP segment to port 53 without payload (handshake, ACK, FIN).
+    TcpNoPayload => "tcp_no_payload", Skipped;
+    /// TCP payload to port 53 that does not start with a DNS query header
+    /// (a continuation segment, a second pipelined message): passed.
+    TcpNotMessageStart => "tcp_not_message_start", Skipped;
+    /// DNS message with QR=1 (a response).
+    DnsResponse => "dns_response", Skipped;
+    /// DNS message with an opcode other than QUERY (NOTIFY, UPDATE, ...).
+    DnsNotQuery => "dns_not_query", Skipped;
+    /// DNS query without a question (QDCOUNT=0, e.g. a cookie-only query).
+    DnsNoQuestion => "dns_no_question", Skipped;
+    /// UDP payload shorter than a DNS header.
+    DnsShortHeader => "dns_short_header", Malformed;
+    /// QDCOUNT above 1: no server answers it; fail-open passes it.
+    DnsMultiQuestion => "dns_multi_question", Malformed;
+    /// The question runs past the end of the message.
+    DnsTruncated => "dns_truncated", Malformed;
+    /// A compression pointer in the question's QNAME.
+    DnsCompressed => "dns_compressed", Malformed;
+    /// A label type other than a plain length (0b01/0b10 prefixes, RFC 6891 §5).
+    DnsBadLabel => "dns_bad_label", Malformed;
+    /// QNAME longer than 255 bytes (RFC 1035 §2.3.4), hence also more than 127 labels.
+    DnsNameTooLong => "dns_name_too_long", Malformed;
+    /// No rule set installed yet: everything passes.
+    NoRuleset => "no_ruleset", Skipped;
+    /// Judged; no rule matched.
+    PassNoMatch => "pass_no_match", Verdict;
+    /// Judged; an allow rule decided.
+    PassAllowed => "pass_allowed", Verdict;
+    /// Blocked: answered NXDOMAIN.
+    Nxdomain => "nxdomain", Verdict;
+    /// Blocked: answered REFUSED.
+    Refused => "refused", Verdict;
+    /// Blocked: answered with 0.0.0.0 / :: (or NODATA for other types).
+    Sinkhole => "sinkhole", Verdict;
+    /// Blocked: dropped.
+    Drop => "drop", Verdict;
+    /// Blocked DNS over TCP: dropped (an answer would need the TCP stream).
+    DropTcp => "drop_tcp", Verdict;
+    /// Extra: a malformed DNS query dropped because the program runs fail-closed.
+    FailClosedDrop => "fail_closed_drop", Extra;
+    /// Extra: writing an answer failed (no headroom/tailroom); the query was dropped instead.
+    RewriteFailed => "rewrite_failed", Extra;
+    /// Extra: a rule key matched but its label count did not: a hash collision, ignored.
+    KeyCollision => "key_collision", Extra;
+    /// Extra: internal error (scratch map missing). Never expected; the packet passed.
+    Internal => "internal", Extra;
+}
+
+/// Number of counter slots.
+pub const COUNT: usize = Counter::ALL.len();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_dense_and_names_unique() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            assert_eq!(Counter::from_index(i as u32), Some(*c));
+            for other in &Counter::ALL[i + 1..] {
+                assert_ne!(c.name(), other.name());
+            }
+        }
+        assert_eq!(Counter::from_index(COUNT as u32), None);
+    }
+}

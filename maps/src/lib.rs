@@ -1,0 +1,109 @@
+//! Everything the XDP program and user space must agree on: map names, the
+//! `#[repr(C)]` types stored in those maps, counter indices, and the one
+//! implementation of DNS name normalisation and hashing.
+//!
+//! Both sides compile this crate (the kernel program for `bpfel-unknown-none`,
+//! user space for the host), so a rule key computed by `namewall` is by
+//! construction the key the kernel computes for the same name.
+#![no_std]
+
+pub mod checksum;
+pub mod counters;
+pub mod name;
+pub mod rule;
+pub mod settings;
+pub mod trace;
+
+pub use counters::Counter;
+pub use rule::{Action, Rule, RuleKey};
+pub use settings::Settings;
+pub use trace::Trace;
+
+/// Map names as they appear in the object file; user space looks maps up by these.
+pub mod names {
+    /// `ArrayOfMaps` with one slot: index 0 holds the active rule set (a hash map
+    /// `RuleKey -> Rule`). User space builds a complete new rule set in a fresh
+    /// inner map and swaps it in with one update, so a packet is judged by
+    /// either the old or the new set, never a mix.
+    pub const RULESETS: &str = "RULESETS";
+    /// `Array<Settings>` with one element: seed, default actions, fail mode.
+    pub const SETTINGS: &str = "SETTINGS";
+    /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "COUNTERS";
+    /// `PerCpuArray<Scratch>`: per-CPU working memory for one packet.
+    pub const SCRATCH: &str = "SCRATCH";
+    /// `Array<Trace>` with one element, written only when `TRACE_ENABLED` is set at load.
+    pub const TRACE: &str = "TRACE";
+    /// Read-only global: non-zero makes the program record each decision in `TRACE`.
+    pub const TRACE_ENABLED: &str = "TRACE_ENABLED";
+    /// The XDP program's function name in the object file.
+    pub const PROGRAM: &str = "namewall";
+    /// The baseline program used by benchmarks.
+    pub const BASELINE_PROGRAM: &str = "baseline";
+}
+
+/// Slot of the active rule set in `RULESETS`.
+pub const ACTIVE_RULESET: u32 = 0;
+
+/// Per-CPU working memory of the kernel program: the question copied out of
+/// the packet and the hash of each of its labels. Kept in a map because the
+/// BPF stack has only 512 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    /// Per-label hashes, leftmost label first.
+    pub label_hashes: [u64; name::LABEL_SLOTS],
+    /// The question section (QNAME, QTYPE, QCLASS) copied out of the packet.
+    pub question: [u8; name::QUESTION_BUF],
+    /// State of the kernel's per-label loops.
+    pub walk: Walk,
+    /// Header offsets, passed through map memory so that the verifier
+    /// forgets which of the many header layouts produced them and checks the
+    /// DNS code once, not once per layout (see the kernel's `launder`).
+    pub spill: [u64; 8],
+    /// Where the kernel builds an answer's headers before storing them into
+    /// the packet (the BPF stack is too small to hold them).
+    pub reply: [u8; REPLY_BUF],
+}
+
+/// Size of [`Scratch::reply`]: the original headers read from the packet,
+/// the answer's headers and its resource record.
+pub const REPLY_BUF: usize = 256;
+
+/// Loop state of the kernel program's `bpf_loop` callbacks. It lives in map
+/// memory rather than on the stack on purpose: the verifier does not track
+/// values in map memory, so it checks each callback once instead of once per
+/// distinct (position, label count) pair, which exceeded its budget.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Walk {
+    /// Offset of the next length octet in `question`.
+    pub pos: u64,
+    /// Labels parsed so far.
+    pub labels: u64,
+    /// Wire length of the name once the root label is reached.
+    pub len: u64,
+    /// 0 while parsing, 1 when done, 2 + `name::NameError` code on error.
+    pub status: u64,
+    /// Key of the suffix looked up last.
+    pub key: u64,
+    /// Deepest deciding rule so far: depth, key, kind (0 none, 1 allow, 2 block), action.
+    pub best_depth: u64,
+    pub best_key: u64,
+    pub best_kind: u64,
+    pub best_action: u64,
+    /// Hits whose label count did not match the depth (key collisions).
+    pub collisions: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Scratch>() == 8 * name::LABEL_SLOTS + name::QUESTION_BUF + 80 + 64 + REPLY_BUF);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], made only of integers and arrays of
+    // integers, with every padding byte spelled out as a field.
+    unsafe impl aya::Pod for crate::Rule {}
+    unsafe impl aya::Pod for crate::Settings {}
+    unsafe impl aya::Pod for crate::Trace {}
+    unsafe impl aya::Pod for crate::Scratch {}
+}

@@ -1,0 +1,175 @@
+//! Rule keys and values, and the pure decision over a rule found at a depth.
+
+/// Key of a rule: [`crate::name`]'s 64-bit suffix hash of the rule's name.
+pub type RuleKey = u64;
+
+/// Bits of [`Rule::flags`].
+pub mod flags {
+    /// Block the rule's own name.
+    pub const BLOCK_SELF: u8 = 1 << 0;
+    /// Block every name below the rule's name.
+    pub const BLOCK_SUBDOMAINS: u8 = 1 << 1;
+    /// Allow the rule's own name (overrides any block of equal or lower specificity).
+    pub const ALLOW_SELF: u8 = 1 << 2;
+    /// Allow every name below the rule's name.
+    pub const ALLOW_SUBDOMAINS: u8 = 1 << 3;
+    /// All defined bits.
+    pub const ALL: u8 = BLOCK_SELF | BLOCK_SUBDOMAINS | ALLOW_SELF | ALLOW_SUBDOMAINS;
+}
+
+/// What a block rule does to a packet. Stored as a `u8` code; `Default`
+/// defers to the per-protocol default in [`crate::Settings`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// The protocol's default action from the settings.
+    Default = 0,
+    /// Answer the DNS query with RCODE 3 (NXDOMAIN).
+    Nxdomain = 1,
+    /// Answer the DNS query with RCODE 5 (REFUSED).
+    Refused = 2,
+    /// Answer A queries with 0.0.0.0, AAAA with ::, anything else with NODATA.
+    Sinkhole = 3,
+    /// Drop the packet.
+    Drop = 4,
+    /// Reset the connection (TLS); for DNS over UDP it means drop.
+    Reset = 5,
+}
+
+impl Action {
+    /// Every action, by code.
+    pub const ALL: [Action; 6] =
+        [Action::Default, Action::Nxdomain, Action::Refused, Action::Sinkhole, Action::Drop, Action::Reset];
+
+    /// Name used in blocklists, flags and output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Default => "default",
+            Action::Nxdomain => "nxdomain",
+            Action::Refused => "refused",
+            Action::Sinkhole => "sinkhole",
+            Action::Drop => "drop",
+            Action::Reset => "reset",
+        }
+    }
+}
+
+impl TryFrom<u8> for Action {
+    type Error = u8;
+    fn try_from(code: u8) -> Result<Self, u8> {
+        match code {
+            0 => Ok(Action::Default),
+            1 => Ok(Action::Nxdomain),
+            2 => Ok(Action::Refused),
+            3 => Ok(Action::Sinkhole),
+            4 => Ok(Action::Drop),
+            5 => Ok(Action::Reset),
+            other => Err(other),
+        }
+    }
+}
+
+/// Value of a rule in a rule set. 8 bytes, so a hash-map element is
+/// 48 (kernel `htab_elem`) + 8 + 8 = 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// [`flags`] bits: which of block/allow apply to the name itself and to names below it.
+    pub flags: u8,
+    /// [`Action`] code for blocks.
+    pub action: u8,
+    /// Labels in the rule's name. The kernel ignores a hit at another depth:
+    /// that can only be a key collision.
+    pub labels: u8,
+    /// Explicit padding; always 0.
+    pub _pad: u8,
+    /// Packets this rule decided. Incremented atomically by the kernel; wraps
+    /// at 2^32, so readers accumulate differences.
+    pub hits: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Rule>() == 8);
+
+/// What one rule says about one name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through.
+    Allow,
+    /// Block it with this action code (may be [`Action::Default`]).
+    Block(u8),
+}
+
+/// What `rule`, found at the suffix of `depth` labels of a name with `labels`
+/// labels, says about that name; `None` when the rule has nothing to say
+/// (e.g. a subdomains-only rule and the name itself). Allow beats block in
+/// the same rule: at equal specificity allow wins.
+#[inline(always)]
+pub const fn judge(rule: &Rule, depth: usize, labels: usize) -> Option<Verdict> {
+    let (allow, block) = if depth == labels {
+        (flags::ALLOW_SELF, flags::BLOCK_SELF)
+    } else {
+        (flags::ALLOW_SUBDOMAINS, flags::BLOCK_SUBDOMAINS)
+    };
+    if rule.flags & allow != 0 {
+        Some(Verdict::Allow)
+    } else if rule.flags & block != 0 {
+        Some(Verdict::Block(rule.action))
+    } else {
+        None
+    }
+}
+
+/// The action to apply for DNS: the rule's, or the default when it defers.
+/// `Reset` means nothing for UDP and becomes `Drop`.
+#[inline(always)]
+pub const fn dns_action(rule_action: u8, default: u8) -> u8 {
+    let a = if rule_action == Action::Default as u8 { default } else { rule_action };
+    match a {
+        1..=4 => a,
+        // No default configured: NXDOMAIN, the documented default for DNS.
+        0 => Action::Nxdomain as u8,
+        // Reset (no connection to reset) and unknown codes: the safest block.
+        _ => Action::Drop as u8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(f: u8) -> Rule {
+        Rule { flags: f, action: Action::Refused as u8, labels: 2, ..Rule::default() }
+    }
+
+    #[test]
+    fn judge_table() {
+        use flags::*;
+        let cases: &[(u8, usize, usize, Option<Verdict>)] = &[
+            (BLOCK_SELF | BLOCK_SUBDOMAINS, 2, 2, Some(Verdict::Block(2))),
+            (BLOCK_SELF | BLOCK_SUBDOMAINS, 2, 5, Some(Verdict::Block(2))),
+            (BLOCK_SUBDOMAINS, 2, 2, None),
+            (BLOCK_SUBDOMAINS, 2, 3, Some(Verdict::Block(2))),
+            (BLOCK_SELF, 2, 3, None),
+            (ALLOW_SELF | ALLOW_SUBDOMAINS | BLOCK_SELF | BLOCK_SUBDOMAINS, 2, 2, Some(Verdict::Allow)),
+            (ALLOW_SUBDOMAINS | BLOCK_SELF, 2, 2, Some(Verdict::Block(2))),
+            (ALLOW_SUBDOMAINS | BLOCK_SELF, 2, 4, Some(Verdict::Allow)),
+            (0, 2, 2, None),
+        ];
+        for &(f, depth, labels, want) in cases {
+            assert_eq!(judge(&rule(f), depth, labels), want, "flags {f:#x} depth {depth} labels {labels}");
+        }
+    }
+
+    #[test]
+    fn dns_action_defaults() {
+        let nx = Action::Nxdomain as u8;
+        assert_eq!(dns_action(Action::Default as u8, Action::Sinkhole as u8), Action::Sinkhole as u8);
+        assert_eq!(dns_action(Action::Refused as u8, nx), Action::Refused as u8);
+        assert_eq!(dns_action(Action::Reset as u8, nx), Action::Drop as u8);
+        assert_eq!(dns_action(Action::Default as u8, Action::Default as u8), nx);
+        assert_eq!(dns_action(200, nx), Action::Drop as u8);
+        for a in Action::ALL {
+            assert_eq!(Action::try_from(a as u8), Ok(a));
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Run-time settings the kernel program reads for every packet.
+
+/// The single element of the `SETTINGS` array.
+///
+/// All-zero settings (before user space writes them) mean: seed 0, no rule
+/// depths, so every query passes; the program fails open until configured.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Seed of the name hash. Chosen at random when a deployment starts and
+    /// kept for the life of its rule sets: keys depend on it.
+    pub seed: u64,
+    /// Bit `d - 1` is set when some installed rule has `d` labels (`d` in
+    /// 1..=128). The kernel skips lookups at depths without rules. During a
+    /// rule-set swap user space sets the union of old and new masks first, so
+    /// a packet never skips a depth that its rule set needs.
+    pub depth_mask: [u64; 2],
+    /// TTL of sinkhole answers, seconds.
+    pub answer_ttl: u32,
+    /// Default [`crate::Action`] code for blocked DNS queries.
+    pub dns_action: u8,
+    /// 1: drop DNS queries that cannot be parsed (fail-closed); 0: pass them.
+    pub fail_closed: u8,
+    /// Explicit padding; always 0.
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<Settings>() == 32);
+
+impl Settings {
+    /// Whether any rule has `depth` labels.
+    #[inline(always)]
+    pub const fn has_depth(&self, depth: usize) -> bool {
+        let bit = depth.wrapping_sub(1) & 127;
+        self.depth_mask[bit >> 6] & (1u64 << (bit & 63)) != 0
+    }
+
+    /// Marks `depth` (1..=128) as having rules.
+    pub const fn set_depth(&mut self, depth: usize) {
+        let bit = depth.wrapping_sub(1) & 127;
+        self.depth_mask[bit >> 6] |= 1u64 << (bit & 63);
+    }
+
+    /// The deepest depth with rules, 0 if none.
+    #[inline(always)]
+    pub const fn max_depth(&self) -> usize {
+        if self.depth_mask[1] != 0 {
+            128 - self.depth_mask[1].leading_zeros() as usize
+        } else {
+            64 - self.depth_mask[0].leading_zeros() as usize
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_mask() {
+        let mut s = Settings::default();
+        assert_eq!(s.max_depth(), 0);
+        for d in [1, 2, 64, 65, 127] {
+            assert!(!s.has_depth(d));
+            s.set_depth(d);
+            assert!(s.has_depth(d));
+            assert_eq!(s.max_depth(), d);
+        }
+        assert!(!s.has_depth(3));
+        assert!(!s.has_depth(128));
+    }
+}

@@ -1,0 +1,76 @@
+//! The loaded XDP program with a rule set, run one packet at a time.
+
+use filter_user::{
+    blocklist::{self, ListKind},
+    loader::{Filter, LoadOptions},
+    rules::RuleSet,
+};
+use maps::{Action, Counter, Trace, counters::COUNT};
+
+/// What the program did with one packet.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub action: u32,
+    pub output: Vec<u8>,
+    /// The outcome the program recorded.
+    pub outcome: Counter,
+    pub trace: Trace,
+    /// Counter increments caused by this packet.
+    pub delta: [u64; COUNT],
+}
+
+impl Observed {
+    pub fn action_name(&self) -> &'static str {
+        filter_user::loader::action_name(self.action)
+    }
+}
+
+/// A program loaded with tracing on and a rule set from list texts.
+pub struct Harness {
+    pub filter: Filter,
+    pub rules: RuleSet,
+}
+
+impl Harness {
+    /// Loads with `block` and `allow` list texts (any supported format).
+    pub fn new(block: &str, allow: &str) -> Self {
+        Self::with(block, allow, Action::Nxdomain, false)
+    }
+
+    pub fn with(block: &str, allow: &str, dns_action: Action, fail_closed: bool) -> Self {
+        let mut filter = Filter::load(LoadOptions { trace: true }).expect("load the XDP program");
+        filter.configure(dns_action, fail_closed, 60).expect("configure");
+        let seed = rand::random();
+        let mut rules = RuleSet::new(seed);
+        for (text, kind) in [(block, ListKind::Block), (allow, ListKind::Allow)] {
+            let parsed = blocklist::parse_bytes(text.as_bytes(), "test", kind);
+            assert!(parsed.errors.is_empty(), "bad test list: {:?}", parsed.errors);
+            assert!(rules.extend(&parsed.entries).is_empty());
+        }
+        filter.install(&rules).expect("install rules");
+        Self { filter, rules }
+    }
+
+    /// Runs one packet and reports what happened. Panics if the run fails.
+    pub fn run(&self, packet: &[u8]) -> Observed {
+        let before = self.filter.counters().expect("counters");
+        let seq = self.filter.trace().expect("trace").seq;
+        let r = self.filter.run(packet).expect("test run");
+        let after = self.filter.counters().expect("counters");
+        let trace = self.filter.trace().expect("trace");
+        assert_eq!(trace.seq, seq + 1, "the program recorded no decision");
+        let mut delta = [0u64; COUNT];
+        for i in 0..COUNT {
+            delta[i] = after[i] - before[i];
+        }
+        let outcome = Counter::from_index(trace.outcome).expect("valid outcome index");
+        Observed { action: r.action, output: r.output, outcome, trace, delta }
+    }
+
+    /// Name of the rule that decided, from the trace and the packet.
+    pub fn rule_name(&self, o: &Observed) -> Option<String> {
+        (o.trace.rule_key != 0).then(|| {
+            self.rules.get(o.trace.rule_key).map_or_else(|| format!("?{:#x}", o.trace.rule_key), |r| r.domain.to_string())
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! Fixtures for namewall's integration tests and benchmark: packet
+//! builders, DNS message helpers, a harness around the loaded XDP program,
+//! and network-namespace fixtures that clean up on drop.
+
+pub mod dnswire;
+pub mod harness;
+pub mod netns;
+pub mod packet;

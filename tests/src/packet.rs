@@ -1,0 +1,206 @@
+//! Frames for test runs: Ethernet with 0-2 VLAN tags, IPv4 with options or
+//! IPv6 with extension headers, UDP or TCP. Built with etherparse, so
+//! lengths and checksums are right unless a test breaks them on purpose.
+
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, Ipv6RoutingExtensions,
+    PacketBuilder,
+};
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const CLIENT_V4: [u8; 4] = [10, 1, 0, 2];
+pub const SERVER_V4: [u8; 4] = [10, 2, 0, 2];
+pub const CLIENT_V6: [u8; 16] = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+pub const SERVER_V6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// VLAN tagging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vlan {
+    None,
+    /// One 802.1Q tag.
+    Single(u16),
+    /// 802.1ad outer tag, 802.1Q inner tag.
+    Double(u16, u16),
+}
+
+/// IPv6 extension header chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V6Ext {
+    None,
+    HopByHop,
+    DestOpts,
+    Routing,
+    /// Hop-by-hop, routing, destination options.
+    All,
+    Fragment,
+}
+
+/// Network layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ip {
+    V4 { options: Vec<u8> },
+    V6 { ext: V6Ext },
+}
+
+/// Transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    /// A PSH/ACK segment.
+    Tcp,
+}
+
+/// A frame's headers.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub vlan: Vlan,
+    pub ip: Ip,
+    pub transport: Transport,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Spec {
+    pub fn udp4() -> Self {
+        Self { vlan: Vlan::None, ip: Ip::V4 { options: Vec::new() }, transport: Transport::Udp, sport: 40000, dport: 53 }
+    }
+
+    pub fn udp6() -> Self {
+        Self { ip: Ip::V6 { ext: V6Ext::None }, ..Self::udp4() }
+    }
+
+    #[must_use]
+    pub fn vlan(mut self, v: Vlan) -> Self {
+        self.vlan = v;
+        self
+    }
+
+    #[must_use]
+    pub fn tcp(mut self) -> Self {
+        self.transport = Transport::Tcp;
+        self
+    }
+
+    #[must_use]
+    pub fn v4_options(mut self, options: &[u8]) -> Self {
+        self.ip = Ip::V4 { options: options.to_vec() };
+        self
+    }
+
+    #[must_use]
+    pub fn v6_ext(mut self, ext: V6Ext) -> Self {
+        self.ip = Ip::V6 { ext };
+        self
+    }
+
+    #[must_use]
+    pub fn dport(mut self, p: u16) -> Self {
+        self.dport = p;
+        self
+    }
+
+    /// Builds the frame around `payload` (for TCP: the segment payload as given).
+    pub fn build(&self, payload: &[u8]) -> Vec<u8> {
+        let eth = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC);
+        let ip = match &self.ip {
+            Ip::V4 { options } => {
+                let mut h = Ipv4Header::new(0, 64, IpNumber::UDP, CLIENT_V4, SERVER_V4).expect("ipv4 header");
+                h.options = Ipv4Options::try_from(options.as_slice()).expect("options of a multiple of 4 bytes, at most 40");
+                h.identification = 0x1234;
+                IpHeaders::Ipv4(h, Default::default())
+            }
+            Ip::V6 { ext } => {
+                let h = Ipv6Header {
+                    traffic_class: 0,
+                    flow_label: Default::default(),
+                    payload_length: 0,
+                    next_header: IpNumber::UDP,
+                    hop_limit: 64,
+                    source: CLIENT_V6,
+                    destination: SERVER_V6,
+                };
+                IpHeaders::Ipv6(h, v6_exts(*ext))
+            }
+        };
+        let step = match self.vlan {
+            Vlan::None => eth.ip(ip),
+            Vlan::Single(id) => eth.single_vlan(id.try_into().expect("vlan id")).ip(ip),
+            Vlan::Double(o, i) => eth.double_vlan(o.try_into().expect("vlan id"), i.try_into().expect("vlan id")).ip(ip),
+        };
+        let mut out = Vec::new();
+        match self.transport {
+            Transport::Udp => {
+                let b = step.udp(self.sport, self.dport);
+                out.reserve(b.size(payload.len()));
+                b.write(&mut out, payload).expect("write frame");
+            }
+            Transport::Tcp => {
+                let b = step.tcp(self.sport, self.dport, 1000, 64240).psh().ack(2000);
+                out.reserve(b.size(payload.len()));
+                b.write(&mut out, payload).expect("write frame");
+            }
+        }
+        out
+    }
+}
+
+fn v6_exts(ext: V6Ext) -> Ipv6Extensions {
+    // Pad options (PadN) filling the 6 bytes after next-header and length.
+    let padn = [1u8, 4, 0, 0, 0, 0];
+    let raw = |payload: &[u8]| Ipv6RawExtHeader::new_raw(IpNumber::UDP, payload).expect("ext header");
+    // Routing header type 4 (segment routing) with segments left 0: a
+    // router on the path has nothing to do with it.
+    let routing = [4u8, 0, 0, 0, 0, 0];
+    let mut e = Ipv6Extensions::default();
+    match ext {
+        V6Ext::None => {}
+        V6Ext::HopByHop => e.hop_by_hop_options = Some(raw(&padn)),
+        V6Ext::DestOpts => e.destination_options = Some(raw(&padn)),
+        V6Ext::Routing => e.routing = Some(Ipv6RoutingExtensions { routing: raw(&routing), final_destination_options: None }),
+        V6Ext::All => {
+            e.hop_by_hop_options = Some(raw(&padn));
+            e.routing = Some(Ipv6RoutingExtensions { routing: raw(&routing), final_destination_options: Some(raw(&padn)) });
+        }
+        V6Ext::Fragment => {
+            e.fragment = Some(etherparse::Ipv6FragmentHeader::new(IpNumber::UDP, 0.try_into().expect("offset"), true, 7));
+        }
+    }
+    e
+}
+
+/// An IPv6/UDP frame with `n` destination-options headers in a row, more
+/// than the parser follows when `n` is large. Built by hand: etherparse
+/// models one header of each kind.
+pub fn udp6_with_dest_opts(n: usize, payload: &[u8]) -> Vec<u8> {
+    let mut ip_payload = Vec::new();
+    for i in 0..n {
+        let next = if i + 1 == n { 17 } else { 60 };
+        ip_payload.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let udp_len = (8 + payload.len()) as u16;
+    ip_payload.extend_from_slice(&40000u16.to_be_bytes());
+    ip_payload.extend_from_slice(&53u16.to_be_bytes());
+    ip_payload.extend_from_slice(&udp_len.to_be_bytes());
+    ip_payload.extend_from_slice(&[0, 0]);
+    ip_payload.extend_from_slice(payload);
+    let mut f = Vec::new();
+    f.extend_from_slice(&SERVER_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(ip_payload.len() as u16).to_be_bytes());
+    f.push(if n == 0 { 17 } else { 60 });
+    f.push(64);
+    f.extend_from_slice(&CLIENT_V6);
+    f.extend_from_slice(&SERVER_V6);
+    f.extend_from_slice(&ip_payload);
+    f
+}
+
+/// The 2-byte length prefix of DNS over TCP (RFC 1035 §4.2.2) and the message.
+pub fn tcp_dns(msg: &[u8]) -> Vec<u8> {
+    let mut v = (msg.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(msg);
+    v
+}
