@@ -4,5 +4,8 @@
 pub mod blocklist;
 pub mod loader;
 pub mod names;
+pub mod policy;
+pub mod replay;
 pub mod rules;
+pub mod stats;
 pub mod sys;

@@ -38,6 +38,8 @@ pub enum FilterError {
     SeedMismatch { got: u64, want: u64 },
     #[error("rule set of {0} rules is larger than a map can hold")]
     TooManyRules(usize),
+    #[error("waiting for packets in flight (membarrier): {0}")]
+    Sync(std::io::Error),
     #[error("reading kernel memory use: {0}")]
     Memory(std::io::Error),
 }
@@ -139,27 +141,34 @@ impl Filter {
         let (keys, values) = set.to_arrays();
         sys::update_batch(&inner.map().fd().as_fd(), &keys, &values)?;
 
-        // Widen the depth mask first: a packet may still be judged by the
-        // old set after the swap, and a packet judged by the new set must not
-        // skip a depth it needs.
+        // The depth mask only lets the kernel skip depths without rules, so a
+        // superset is always safe. Widen it to old | new, wait until no packet
+        // still uses the old mask, swap, wait until no packet still uses the
+        // old set, then narrow it: no packet ever skips a depth its set needs.
         let new_mask = set.depth_mask();
+        let first = self.active.is_none();
         self.settings.seed = set.seed();
-        self.settings.depth_mask = [
-            self.settings.depth_mask[0] | new_mask[0],
-            self.settings.depth_mask[1] | new_mask[1],
-        ];
-        if self.active.is_none() {
+        if !first {
+            let old = self.settings.depth_mask;
+            self.settings.depth_mask = [old[0] | new_mask[0], old[1] | new_mask[1]];
+        } else {
             self.settings.depth_mask = new_mask;
         }
         self.write_settings()?;
+        if !first {
+            sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
+        }
         {
             let map = self.ebpf.map_mut(names::RULESETS).ok_or(FilterError::MissingMap(names::RULESETS))?;
             let mut outer: ArrayOfMaps<_, HashMap<MapData, u64, Rule>> =
                 ArrayOfMaps::try_from(map).map_err(map_err(names::RULESETS))?;
             outer.set(maps::ACTIVE_RULESET, &inner, 0).map_err(map_err(names::RULESETS))?;
         }
-        self.settings.depth_mask = new_mask;
-        self.write_settings()?;
+        if !first {
+            sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
+            self.settings.depth_mask = new_mask;
+            self.write_settings()?;
+        }
         // The old inner map is freed by the kernel after readers finish (RCU).
         self.active = Some(inner);
         Ok(())

@@ -91,3 +91,14 @@ pub fn if_index(name: &str) -> Option<u32> {
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (idx != 0).then_some(idx)
 }
+
+/// Waits for an RCU grace period: every XDP program run that started before
+/// the call has finished when it returns. `MEMBARRIER_CMD_GLOBAL` is
+/// implemented with `synchronize_rcu()` (kernel/sched/membarrier.c), and XDP
+/// programs run inside RCU read-side sections.
+pub fn wait_for_packets_in_flight() -> io::Result<()> {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}

@@ -11,9 +11,12 @@ pub struct Settings {
     /// kept for the life of its rule sets: keys depend on it.
     pub seed: u64,
     /// Bit `d - 1` is set when some installed rule has `d` labels (`d` in
-    /// 1..=128). The kernel skips lookups at depths without rules. During a
-    /// rule-set swap user space sets the union of old and new masks first, so
-    /// a packet never skips a depth that its rule set needs.
+    /// 1..=128). The kernel skips lookups at depths without rules, so a
+    /// superset of the true mask is always safe. A packet reads the mask
+    /// once, then the rule set. To swap rule sets, user space widens the
+    /// mask to old | new, waits for an RCU grace period, swaps, waits again,
+    /// and only then narrows it to the new mask: no packet ever skips a
+    /// depth its rule set needs.
     pub depth_mask: [u64; 2],
     /// TTL of sinkhole answers, seconds.
     pub answer_ttl: u32,

@@ -1,0 +1,66 @@
+//! Lists on disk to a rule set: what `run` and `replay` both load.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::{
+    blocklist::{self, LineError, ListKind, LoadError},
+    rules::{Collision, RuleSet},
+};
+
+/// Which lists to load.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySource {
+    pub blocklists: Vec<PathBuf>,
+    pub allowlists: Vec<PathBuf>,
+    /// Fail on the first malformed line instead of skipping it.
+    pub strict: bool,
+}
+
+/// A loaded policy and what was wrong with its lists.
+#[derive(Debug)]
+pub struct Policy {
+    pub rules: RuleSet,
+    /// Malformed lines that were skipped (empty when strict).
+    pub skipped: Vec<LineError>,
+    /// Names left out because their key collided with another name's.
+    pub collisions: Vec<Collision>,
+    /// Lines read over all lists.
+    pub lines: usize,
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error(transparent)]
+    Read(#[from] LoadError),
+    /// Strict mode: the malformed lines, all of them.
+    #[error("{} malformed line(s), first: {}", .0.len(), .0[0])]
+    Malformed(Vec<LineError>),
+}
+
+impl PolicySource {
+    /// Reads every list and builds the rule set under `seed`.
+    pub fn load(&self, seed: u64) -> Result<Policy, PolicyError> {
+        let mut rules = RuleSet::new(seed);
+        let mut skipped = Vec::new();
+        let mut collisions = Vec::new();
+        let mut lines = 0;
+        let lists = self
+            .blocklists
+            .iter()
+            .map(|p| (p, ListKind::Block))
+            .chain(self.allowlists.iter().map(|p| (p, ListKind::Allow)));
+        for (path, kind) in lists {
+            let parsed = blocklist::load_file(path, kind)?;
+            lines += parsed.lines;
+            skipped.extend(parsed.errors);
+            collisions.extend(rules.extend(&parsed.entries));
+        }
+        if self.strict && !skipped.is_empty() {
+            return Err(PolicyError::Malformed(skipped));
+        }
+        Ok(Policy { rules, skipped, collisions, lines })
+    }
+}

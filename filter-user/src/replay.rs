@@ -1,0 +1,1 @@
+//! `namewall replay`: a capture through the loaded program, packet by packet.

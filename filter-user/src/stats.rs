@@ -1,0 +1,80 @@
+//! Counter snapshots for people and machines.
+
+use std::collections::BTreeMap;
+
+use maps::{Counter, counters::{COUNT, CounterKind}};
+
+/// Counter totals indexed by [`Counter`].
+pub type Counters = [u64; COUNT];
+
+/// `after - before`, per counter.
+pub fn delta(after: &Counters, before: &Counters) -> Counters {
+    let mut d = [0; COUNT];
+    for i in 0..COUNT {
+        d[i] = after[i].wrapping_sub(before[i]);
+    }
+    d
+}
+
+/// Packets seen: the sum of the outcome counters (each packet bumps exactly one).
+pub fn packets(c: &Counters) -> u64 {
+    Counter::ALL.iter().filter(|k| k.kind() != CounterKind::Extra).map(|k| c[*k as usize]).sum()
+}
+
+/// Non-zero counters by name.
+pub fn non_zero(c: &Counters) -> BTreeMap<&'static str, u64> {
+    Counter::ALL.iter().filter(|k| c[**k as usize] != 0).map(|k| (k.name(), c[*k as usize])).collect()
+}
+
+/// One line: `packets=12 nxdomain=3 pass_no_match=9`.
+pub fn one_line(c: &Counters) -> String {
+    let mut s = format!("packets={}", packets(c));
+    for k in Counter::ALL {
+        let v = c[*k as usize];
+        if v != 0 {
+            s.push_str(&format!(" {}={v}", k.name()));
+        }
+    }
+    s
+}
+
+/// A table of the non-zero counters, grouped by kind.
+pub fn table(c: &Counters) -> String {
+    let mut s = String::new();
+    for (kind, title) in [
+        (CounterKind::Verdict, "verdicts"),
+        (CounterKind::Skipped, "not judged"),
+        (CounterKind::Malformed, "malformed queries"),
+        (CounterKind::Extra, "events"),
+    ] {
+        let rows: Vec<_> = Counter::ALL.iter().filter(|k| k.kind() == kind && c[**k as usize] != 0).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        s.push_str(title);
+        s.push('\n');
+        for k in rows {
+            s.push_str(&format!("  {:<24} {:>12}\n", k.name(), c[*k as usize]));
+        }
+    }
+    if s.is_empty() {
+        s.push_str("no packets seen\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_ignore_extras() {
+        let mut c = [0; COUNT];
+        c[Counter::Nxdomain as usize] = 2;
+        c[Counter::NotIp as usize] = 3;
+        c[Counter::RewriteFailed as usize] = 7;
+        assert_eq!(packets(&c), 5);
+        assert_eq!(one_line(&c), "packets=5 not_ip=3 nxdomain=2 rewrite_failed=7");
+        assert!(table(&c).contains("verdicts\n  nxdomain"));
+    }
+}
