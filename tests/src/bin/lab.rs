@@ -1,0 +1,206 @@
+//! `cargo xtask lab`: a client, a router running namewall and a DNS server
+//! in network namespaces, real `dig`/`kdig` queries, and what happened.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use namewall_tests::netns::{self, Daemon, NetNs, Topology, addr};
+
+const NS: [&str; 3] = ["nwlab-client", "nwlab-router", "nwlab-server"];
+
+/// Names the lab's dnsmasq answers (every name under each).
+const RECORDS: &[(&str, &str, &str)] = &[
+    ("example.lab", "10.12.0.80", "fd12::80"),
+    ("malware.lab", "10.12.0.66", "fd12::66"),
+    ("cdn.lab", "10.12.0.81", "fd12::81"),
+    ("xn--bcher-kva.lab", "10.12.0.82", "fd12::82"),
+];
+
+/// (name, type, server, transport)
+const QUERIES: &[(&str, &str, &str, &str)] = &[
+    ("www.example.lab", "A", addr::SERVER_V4, "udp"),
+    ("ads.example.lab", "A", addr::SERVER_V4, "udp"),
+    ("x1.ADS.Example.lab", "AAAA", addr::SERVER_V6, "udp"),
+    ("good.ads.example.lab", "A", addr::SERVER_V4, "udp"),
+    ("tracker.example.lab", "A", addr::SERVER_V6, "udp"),
+    ("notads.example.lab", "A", addr::SERVER_V4, "udp"),
+    ("dl.malware.lab", "A", addr::SERVER_V4, "udp"),
+    ("refused.example.lab", "A", addr::SERVER_V4, "udp"),
+    ("sinkhole.example.lab", "A", addr::SERVER_V4, "udp"),
+    ("cdn.lab", "A", addr::SERVER_V4, "udp"),
+    ("img.cdn.lab", "A", addr::SERVER_V4, "udp"),
+    ("bücher.lab", "A", addr::SERVER_V4, "udp"),
+    ("www.example.lab", "A", addr::SERVER_V4, "tcp"),
+    ("ads.example.lab", "A", addr::SERVER_V4, "tcp"),
+];
+
+fn usage() -> ! {
+    eprintln!("usage: namewall-lab [--keep | --down]\n  --keep  leave the lab running and print how to use it\n  --down  remove a lab left running by --keep");
+    std::process::exit(2);
+}
+
+fn lab_is_up() -> bool {
+    let out = netns::sh(&["ip", "netns", "list"]);
+    NS.iter().any(|n| out.lines().any(|l| l.split_whitespace().next() == Some(n)))
+}
+
+fn down() {
+    for n in NS {
+        let out = std::process::Command::new("ip").args(["netns", "pids", n]).output();
+        if let Ok(out) = out {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = std::process::Command::new("kill").args(["-TERM", pid]).status();
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for n in NS {
+        let _ = std::process::Command::new("ip").args(["netns", "del", n]).stderr(std::process::Stdio::null()).status();
+    }
+    println!("lab removed");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let keep = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => false,
+        ["--keep"] => true,
+        ["--down"] => {
+            down();
+            return;
+        }
+        _ => usage(),
+    };
+    if lab_is_up() {
+        eprintln!("a lab is already up (namespaces {NS:?}); remove it with `cargo xtask lab --down`");
+        std::process::exit(1);
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = Arc::clone(&interrupted);
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).expect("installing the Ctrl-C handler");
+    }
+    let stop = || {
+        if interrupted.load(Ordering::SeqCst) {
+            eprintln!("\ninterrupted: tearing the lab down");
+            true
+        } else {
+            false
+        }
+    };
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let blocklist = root.join("lab/blocklist.txt").canonicalize().expect("lab/blocklist.txt");
+    let allowlist = root.join("lab/allowlist.txt").canonicalize().expect("lab/allowlist.txt");
+    let dir = tempfile::Builder::new().prefix("namewall-lab-").tempdir().expect("temp dir");
+
+    println!("== topology");
+    let t = Topology::build(NetNs::named(NS[0].into()), NetNs::named(NS[1].into()), NetNs::named(NS[2].into()));
+    println!("  {} (c0 {} {})", NS[0], addr::CLIENT_V4, addr::CLIENT_V6);
+    println!("    | veth");
+    println!("  {} (r0 {} {}  <- namewall attached here, r1 {} {})", NS[1], addr::ROUTER_C_V4, addr::ROUTER_C_V6, addr::ROUTER_S_V4, addr::ROUTER_S_V6);
+    println!("    | veth");
+    println!("  {} (s0 {} {}, dnsmasq)", NS[2], addr::SERVER_V4, addr::SERVER_V6);
+    if stop() {
+        return;
+    }
+
+    println!("\n== dnsmasq in {}: authoritative for {}", NS[2], RECORDS.iter().map(|r| r.0).collect::<Vec<_>>().join(", "));
+    let dns = netns::start_dnsmasq(&t.server, dir.path(), RECORDS);
+    println!("\n== namewall run --iface r0 --blocklist lab/blocklist.txt --allowlist lab/allowlist.txt");
+    let daemon = Daemon::start(
+        &t.router,
+        dir.path(),
+        netns::ROUTER_CLIENT_IF,
+        &["--blocklist", blocklist.to_str().expect("utf-8"), "--allowlist", allowlist.to_str().expect("utf-8")],
+    );
+    for line in daemon.proc.log().lines() {
+        println!("  {line}");
+    }
+    if stop() {
+        return;
+    }
+
+    println!("\n== one blocked name in dig, as a user would type it");
+    println!("$ ip netns exec {} dig @{} ads.example.lab", NS[0], addr::SERVER_V4);
+    let out = t.client.output(&["dig", &format!("@{}", addr::SERVER_V4), "ads.example.lab", "+time=2", "+tries=1"]);
+    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
+        println!("  {line}");
+    }
+
+    println!("\n== queries from {} (kdig)", NS[0]);
+    println!("  {:<24} {:<5} {:<4} {:<10} {:<9} {:<10} {}", "name", "type", "via", "status", "time", "answered", "answer");
+    for (name, qtype, server, transport) in QUERIES {
+        if stop() {
+            return;
+        }
+        let at = format!("@{server}");
+        let mut args = vec!["kdig", &at, name, qtype, "+timeout=1", "+retry=0"];
+        if *transport == "tcp" {
+            args.push("+tcp");
+        }
+        let out = t.client.output(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |key: &str| -> String {
+            text.lines()
+                .find_map(|l| l.find(key).map(|i| l[i + key.len()..].split(';').next().unwrap_or_default().trim().to_owned()))
+                .unwrap_or_default()
+        };
+        let status = field("status: ");
+        let status = if status.is_empty() { "no answer".to_owned() } else { status };
+        let flags = field("Flags: ");
+        let time = text.lines().find_map(|l| l.rsplit_once(") in ").map(|(_, t)| t.trim().to_owned())).unwrap_or_else(|| "-".into());
+        let who = if status == "no answer" {
+            "dropped"
+        } else if flags.split_whitespace().any(|f| f == "aa") {
+            "dnsmasq"
+        } else {
+            "namewall"
+        };
+        let answer = text
+            .lines()
+            .skip_while(|l| !l.starts_with(";; ANSWER SECTION"))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().last())
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!("  {name:<24} {qtype:<5} {transport:<4} {status:<10} {time:<9} {who:<10} {answer}");
+    }
+
+    if keep {
+        let bin = netns::namewall_bin();
+        println!("\n== the lab stays up (--keep)");
+        println!("  ip netns exec {} dig @{} ads.example.lab", NS[0], addr::SERVER_V4);
+        println!("  ip netns exec {} kdig @{} +tcp www.example.lab", NS[0], addr::SERVER_V6);
+        println!("  ip netns exec {} bash          # a shell on the router", NS[1]);
+        println!("  namewall's log: {}   dnsmasq's log: {}", daemon.proc.log_path().display(), dns.log_path().display());
+        println!("  replay a capture: ip netns exec {} tcpdump -i r0 -w /tmp/lab.pcap port 53, then", NS[1]);
+        println!("    {} replay --pcap /tmp/lab.pcap --blocklist lab/blocklist.txt --allowlist lab/allowlist.txt", bin.display());
+        println!("  remove it: cargo xtask lab --down");
+        std::mem::forget(daemon);
+        std::mem::forget(dns);
+        let _ = dir.keep();
+        for ns in [t.client, t.router, t.server] {
+            ns.keep();
+        }
+        return;
+    }
+
+    println!("\n== namewall stopped (SIGINT); its counters");
+    let counters = daemon.stop();
+    for (k, v) in &counters {
+        println!("  {k:<24} {v:>8}");
+    }
+    println!("\n== what reached dnsmasq (blocked names never do)");
+    for q in netns::dnsmasq_queries(&dns.log()) {
+        println!("  {q}");
+    }
+    println!("\n== tearing down (namespaces {})", NS.join(", "));
+}
