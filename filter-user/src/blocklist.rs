@@ -318,6 +318,7 @@ mod tests {
 
     #[test]
     fn malformed_lines() {
+        let long_label = "a".repeat(64);
         let cases: Vec<(&str, LineErrorKind)> = vec![
             ("192.168.1.1 printer.lan", LineErrorKind::NotSinkAddress("192.168.1.1".parse().unwrap())),
             ("0.0.0.0", LineErrorKind::HostsWithoutName),
@@ -337,7 +338,7 @@ mod tests {
             ("0.0.0.0 bad/name", LineErrorKind::BadName(NameError::BadChar('/'))),
             ("10.1.2.3", LineErrorKind::NotSinkAddress("10.1.2.3".parse().unwrap())),
             ("ex*ample.com", LineErrorKind::BadName(NameError::Wildcard)),
-            (&"a".repeat(64), LineErrorKind::BadName(NameError::LabelTooLong("a".repeat(64)))),
+            (&long_label, LineErrorKind::BadName(NameError::LabelTooLong(long_label.clone()))),
         ];
         for (line, want) in cases {
             assert_eq!(one(line), Err(want), "{line:?}");
