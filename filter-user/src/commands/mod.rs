@@ -18,3 +18,17 @@ pub fn init_tracing() {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
 }
+
+/// Reports skipped list lines (the first 20) and key collisions.
+pub fn report_list_problems(policy: &filter_user::policy::Policy) {
+    const SHOWN: usize = 20;
+    for e in policy.skipped.iter().take(SHOWN) {
+        tracing::warn!("skipped {e}");
+    }
+    if policy.skipped.len() > SHOWN {
+        tracing::warn!("... and {} more malformed lines (use --strict to refuse them)", policy.skipped.len() - SHOWN);
+    }
+    for c in &policy.collisions {
+        tracing::warn!("{c}");
+    }
+}

@@ -17,13 +17,12 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use filter_user::{
-    policy::{Policy, PolicySource},
+    policy::PolicySource,
     replay::{self, Capture, PacketReport, ReplayOptions, Summary},
     stats,
 };
 use maps::{Action, Counter};
 use serde::Serialize;
-use tracing::warn;
 
 /// Arguments of `namewall replay`.
 #[derive(Debug, Args)]
@@ -70,7 +69,7 @@ pub fn execute(args: ReplayArgs) -> anyhow::Result<()> {
         seed: rand::random(),
     };
     let (filter, policy) = replay::prepare(&opts)?;
-    report_list_problems(&policy);
+    super::report_list_problems(&policy);
 
     let mut out = BufWriter::new(io::stdout().lock());
     let mut write_error = None;
@@ -209,15 +208,3 @@ impl fmt::Display for SummaryText<'_> {
     }
 }
 
-fn report_list_problems(policy: &Policy) {
-    const SHOWN: usize = 20;
-    for e in policy.skipped.iter().take(SHOWN) {
-        warn!("skipped {e}");
-    }
-    if policy.skipped.len() > SHOWN {
-        warn!("... and {} more malformed lines (use --strict to refuse them)", policy.skipped.len() - SHOWN);
-    }
-    for c in &policy.collisions {
-        warn!("{c}");
-    }
-}

@@ -12,7 +12,7 @@ use filter_user::{
 };
 use maps::Action;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tracing::info;
 
 /// How to attach.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -80,7 +80,7 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let source = PolicySource { blocklists: args.blocklists.clone(), allowlists: args.allowlists.clone(), strict: args.strict };
     let policy = source.load(rand::random()).context("loading lists")?;
-    report_list_problems(&policy);
+    super::report_list_problems(&policy);
     let (block, allow) = policy.rules.counts();
 
     let mut filter = Filter::load(LoadOptions::default()).context("loading the XDP program")?;
@@ -131,15 +131,3 @@ async fn serve(filter: &Filter, interval: u64) -> anyhow::Result<()> {
     }
 }
 
-fn report_list_problems(policy: &filter_user::policy::Policy) {
-    const SHOWN: usize = 20;
-    for e in policy.skipped.iter().take(SHOWN) {
-        warn!("skipped {e}");
-    }
-    if policy.skipped.len() > SHOWN {
-        warn!("... and {} more malformed lines (use --strict to refuse them)", policy.skipped.len() - SHOWN);
-    }
-    for c in &policy.collisions {
-        warn!("{c}");
-    }
-}
