@@ -162,3 +162,62 @@ fn run_refuses_a_missing_interface() {
     assert!(err.contains("interface \"nosuch0\" does not exist"), "{err}");
     assert_eq!(err.lines().count(), 1, "one clear line, not a trace:\n{err}");
 }
+
+/// A real capture of a dig session, taken on the client, replayed through
+/// the program: each query gets the verdict the live filter gave it.
+#[test]
+fn replay_of_a_captured_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (block, allow) = write_lists(dir.path());
+    let t = Topology::new("replay");
+    let _dns = start_dnsmasq(&t.server, dir.path(), RECORDS);
+    let daemon = Daemon::start(&t.router, dir.path(), netns::ROUTER_CLIENT_IF, &["--blocklist", &block, "--allowlist", &allow]);
+    for (iface, file) in [("c0", "c0.pcap"), ("any", "any.pcap")] {
+        let pcap = dir.path().join(file);
+        let mut tcpdump = t.client.spawn(
+            &["tcpdump", "--immediate-mode", "-U", "-Z", "root", "-n", "-i", iface, "-w", pcap.to_str().unwrap(), "udp port 53"],
+            &dir.path().join(format!("{file}.log")),
+        );
+        tcpdump.wait_for_log("listening on", std::time::Duration::from_secs(10));
+        for (name, server) in [("www.ads.lab", addr::SERVER_V4), ("www.lab", addr::SERVER_V4), ("good.ads.lab", addr::SERVER_V6), ("evil.lab", addr::SERVER_V6)] {
+            let r = dig(&t.client, server, name, "A", &[]);
+            assert!(!r.status.is_empty(), "{name}: {}", r.raw);
+        }
+        tcpdump.signal(libc::SIGINT);
+        tcpdump.wait(std::time::Duration::from_secs(10)).unwrap();
+
+        let bin = netns::namewall_bin();
+        let out = std::process::Command::new(bin)
+            .args(["replay", "--json", "--pcap", pcap.to_str().unwrap(), "--blocklist", &block, "--allowlist", &allow])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (summary, packets) = lines.split_last().unwrap();
+        assert!(summary.get("summary").is_some(), "{summary}");
+        // Queries and answers, in capture order, numbered from 1; answers come
+        // from port 53, not to it, so they are not judged.
+        let got: Vec<(u64, String, String, String)> = packets
+            .iter()
+            .map(|p| {
+                let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
+                (p["packet"].as_u64().unwrap(), s("verdict"), s("outcome"), s("rule"))
+            })
+            .collect();
+        let want: Vec<(u64, &str, &str, &str)> = vec![
+            (1, "tx", "nxdomain", "ads.lab"),
+            (2, "pass", "not_dns_port", ""),
+            (3, "pass", "pass_no_match", ""),
+            (4, "pass", "not_dns_port", ""),
+            (5, "pass", "pass_allowed", "good.ads.lab"),
+            (6, "pass", "not_dns_port", ""),
+            (7, "tx", "nxdomain", "evil.lab"),
+            (8, "pass", "not_dns_port", ""),
+        ];
+        let want: Vec<(u64, String, String, String)> =
+            want.into_iter().map(|(n, v, o, r)| (n, v.to_owned(), o.to_owned(), r.to_owned())).collect();
+        assert_eq!(got, want, "capture on {iface}:\n{}", String::from_utf8_lossy(&out.stdout));
+    }
+    daemon.stop();
+}
