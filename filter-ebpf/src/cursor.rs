@@ -20,12 +20,6 @@ impl Packet {
         Self { start: ctx.data(), end: ctx.data_end() }
     }
 
-    /// Bytes of linear data.
-    #[inline(always)]
-    pub fn len(&self) -> usize {
-        self.end - self.start
-    }
-
     /// Pointer to `N` bytes at `offset`, if they all lie inside the packet.
     #[inline(always)]
     fn ptr_at<const N: usize>(&self, offset: usize) -> Option<*mut [u8; N]> {

@@ -45,8 +45,11 @@ pub struct Layers {
     pub proto: u8,
     /// Start of the transport payload.
     pub payload_off: usize,
-    /// End of the transport payload as the IP/UDP lengths say, clamped to the
-    /// frame (Ethernet padding lies beyond it).
+    /// End of the transport payload as the IP/UDP lengths say (never past
+    /// the frame; Ethernet padding lies beyond it), at most
+    /// [`MAX_PAYLOAD_SEEN`] bytes after its start. In a multi-buffer frame
+    /// it may lie past the first buffer: read beyond the DNS header with
+    /// `bpf_xdp_load_bytes`.
     pub payload_end: usize,
 }
 
@@ -64,8 +67,10 @@ fn min(a: usize, b: usize) -> usize {
 }
 
 /// Parses down to the transport payload of a packet to port 53, or says why not.
+/// `frame_len` is the length of the whole frame, fragments of a
+/// multi-buffer frame included (`pkt` covers only the first buffer).
 #[inline(always)]
-pub fn parse(pkt: &Packet) -> Result<Layers, Counter> {
+pub fn parse(pkt: &Packet, frame_len: usize) -> Result<Layers, Counter> {
     let mut ethertype = pkt.be16(12).ok_or(Counter::TruncatedHeader)?;
     let mut l2_len = ETH_HLEN;
     let mut vlan_tags = 0;
@@ -81,17 +86,16 @@ pub fn parse(pkt: &Packet) -> Result<Layers, Counter> {
     let l3 = l2_len;
     let (ipv6, proto, l4_off, ip_end) = match ethertype {
         ETH_P_IPV4 => {
-            let (proto, l4, end) = parse_ipv4(pkt, l3)?;
+            let (proto, l4, end) = parse_ipv4(pkt, l3, frame_len)?;
             (false, proto, l4, end)
         }
         ETH_P_IPV6 => {
-            let (proto, l4, end) = parse_ipv6(pkt, l3)?;
+            let (proto, l4, end) = parse_ipv6(pkt, l3, frame_len)?;
             (true, proto, l4, end)
         }
         ETH_P_8021Q | ETH_P_8021AD => return Err(Counter::VlanTooDeep),
         _ => return Err(Counter::NotIp),
     };
-    let ip_end = min(ip_end, pkt.len());
     if l4_off > MAX_L4_OFF {
         return Err(Counter::Ipv6ExtTooDeep);
     }
@@ -102,7 +106,9 @@ pub fn parse(pkt: &Packet) -> Result<Layers, Counter> {
                 return Err(Counter::NotDnsPort);
             }
             let udp_len = u16::from_be_bytes([lh, ll]) as usize;
-            if udp_len < 8 {
+            // A UDP length beyond the IP payload: Linux drops the datagram
+            // (udp_rcv's "short packet"); shorter is legal, the rest is padding.
+            if udp_len < 8 || l4_off + udp_len > ip_end {
                 return Err(Counter::BadHeader);
             }
             Ok(Layers {
@@ -112,7 +118,7 @@ pub fn parse(pkt: &Packet) -> Result<Layers, Counter> {
                 l4_off,
                 proto,
                 payload_off: l4_off + 8,
-                payload_end: min(min(ip_end, l4_off + udp_len), l4_off + 8 + MAX_PAYLOAD_SEEN),
+                payload_end: min(l4_off + udp_len, l4_off + 8 + MAX_PAYLOAD_SEEN),
             })
         }
         IPPROTO_TCP => {
@@ -121,11 +127,12 @@ pub fn parse(pkt: &Packet) -> Result<Layers, Counter> {
                 return Err(Counter::NotDnsPort);
             }
             let doff = ((tcp[12] >> 4) as usize) * 4;
-            if doff < 20 {
+            let payload_off = l4_off + doff;
+            // Data offset shorter than the fixed header or past the packet's end.
+            if doff < 20 || payload_off > ip_end {
                 return Err(Counter::BadHeader);
             }
-            let payload_off = l4_off + doff;
-            if payload_off >= ip_end {
+            if payload_off == ip_end {
                 return Err(Counter::TcpNoPayload);
             }
             Ok(Layers { l2_len, vlan_tags, ipv6, l4_off, proto, payload_off, payload_end: min(ip_end, payload_off + MAX_PAYLOAD_SEEN) })
@@ -134,9 +141,18 @@ pub fn parse(pkt: &Packet) -> Result<Layers, Counter> {
     }
 }
 
+/// A frame shorter than the IP packet it carries was cut short; Linux drops
+/// it as truncated (`ip_rcv_core`, `ipv6_rcv`). It is never judged, even
+/// when the cut spared the question: no server would see that query. Bytes
+/// beyond the IP packet are Ethernet padding and are ignored.
+#[inline(always)]
+fn check_ip_end(ip_end: usize, frame_len: usize) -> Result<(), Counter> {
+    if ip_end > frame_len { Err(Counter::BadHeader) } else { Ok(()) }
+}
+
 /// Returns (protocol, transport offset, end of IP packet).
 #[inline(always)]
-fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
+fn parse_ipv4(pkt: &Packet, l3: usize, frame_len: usize) -> Result<(u8, usize, usize), Counter> {
     let h = pkt.bytes::<20>(l3).ok_or(Counter::TruncatedHeader)?;
     if h[0] >> 4 != 4 {
         return Err(Counter::BadHeader);
@@ -146,6 +162,7 @@ fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
     if ihl < 20 || total < ihl {
         return Err(Counter::BadHeader);
     }
+    check_ip_end(l3 + total, frame_len)?;
     // MF set or a fragment offset: only the first fragment carries the
     // transport header, and a query in fragments is not reassembled here.
     if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
@@ -157,14 +174,15 @@ fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
 /// Returns (protocol, transport offset, end of IP packet), following up to
 /// [`MAX_IPV6_EXT`] extension headers.
 #[inline(always)]
-fn parse_ipv6(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
+fn parse_ipv6(pkt: &Packet, l3: usize, frame_len: usize) -> Result<(u8, usize, usize), Counter> {
     let h = pkt.bytes::<8>(l3).ok_or(Counter::TruncatedHeader)?;
     if h[0] >> 4 != 6 {
         return Err(Counter::BadHeader);
     }
     let payload_len = u16::from_be_bytes([h[4], h[5]]) as usize;
     // A zero payload length means a jumbogram (RFC 2675): up to the frame's end.
-    let end = if payload_len == 0 { pkt.len() } else { l3 + 40 + payload_len };
+    let end = if payload_len == 0 { frame_len } else { l3 + 40 + payload_len };
+    check_ip_end(end, frame_len)?;
     let mut next = h[6];
     let mut off = l3 + 40;
     for _ in 0..MAX_IPV6_EXT {

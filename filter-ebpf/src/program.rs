@@ -3,6 +3,7 @@
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray},
+    helpers::bpf_xdp_get_buff_len,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -128,7 +129,9 @@ fn record(out: &Outcome) {
 #[inline(always)]
 fn filter(ctx: &XdpContext) -> Outcome {
     let pkt = Packet::new(ctx);
-    let layers = match headers::parse(&pkt) {
+    // SAFETY: a plain helper call on our own context.
+    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let layers = match headers::parse(&pkt, frame_len) {
         Ok(l) => l,
         Err(c) => return Outcome::pass(c),
     };

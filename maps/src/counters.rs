@@ -57,7 +57,10 @@ counters! {
     VlanTooDeep => "vlan_too_deep", Skipped;
     /// The frame ends inside an Ethernet, VLAN, IP, UDP or TCP header.
     TruncatedHeader => "truncated_header", Skipped;
-    /// Inconsistent header: IP version, IPv4 header or total length, UDP length, TCP data offset.
+    /// Inconsistent header: IP version, IPv4 header length or a total length
+    /// below it, an IP or UDP length beyond the end of the frame or of the IP
+    /// packet (a frame cut short: never judged, whatever the cut spared), a
+    /// TCP data offset below 20 bytes or past the packet's end.
     BadHeader => "bad_header", Skipped;
     /// A fragment (IPv4 MF/offset, IPv6 fragment header): not reassembled.
     IpFragment => "ip_fragment", Skipped;

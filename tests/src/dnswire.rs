@@ -10,23 +10,30 @@ use hickory_proto::{
     rr::{Name, RecordType},
 };
 
+/// A name for a query with its case kept. `Name::from_str` runs UTS #46,
+/// which lower-cases ASCII; only names that are not ASCII go through it
+/// (and come out as punycode, as a client would send them).
+fn name_as_given(name: &str) -> Name {
+    Name::from_ascii(name).or_else(|_| Name::from_str(name)).expect("test name")
+}
+
 /// A query as a stub resolver sends it: RD set, EDNS OPT with a 1232-byte
 /// buffer (like dig), the name's case as given.
 pub fn query(name: &str, qtype: RecordType) -> Vec<u8> {
     let mut m = Message::new();
     m.set_id(0xbeef).set_message_type(MessageType::Query).set_op_code(OpCode::Query).set_recursion_desired(true);
-    m.add_query(Query::query(Name::from_str(name).expect("test name"), qtype));
+    m.add_query(Query::query(name_as_given(name), qtype));
     let mut edns = Edns::new();
     edns.set_max_payload(1232);
     m.set_edns(edns);
     m.to_vec().expect("encode query")
 }
 
-/// A query without EDNS.
+/// A query without EDNS, the name's case as given.
 pub fn query_plain(name: &str, qtype: RecordType) -> Vec<u8> {
     let mut m = Message::new();
     m.set_id(0x1234).set_message_type(MessageType::Query).set_op_code(OpCode::Query).set_recursion_desired(true);
-    m.add_query(Query::query(Name::from_str(name).expect("test name"), qtype));
+    m.add_query(Query::query(name_as_given(name), qtype));
     m.to_vec().expect("encode query")
 }
 
@@ -73,6 +80,8 @@ pub struct Answer {
     pub ttl: u8,
     /// IPv4 options or IPv6 extension headers left in the answer.
     pub ip_extras: usize,
+    /// The UDP payload: the DNS message as bytes.
+    pub payload: Vec<u8>,
     pub message: Message,
 }
 
@@ -129,6 +138,40 @@ pub fn parse_answer(frame: &[u8]) -> Result<Answer, String> {
         dport: udp.destination_port(),
         ttl,
         ip_extras,
+        payload: payload.to_vec(),
         message,
     })
+}
+
+/// `msg`, a message without additional records, with an EDNS OPT record
+/// (RFC 6891 §6.1.2) holding a padding option (RFC 7830) of `n` zero bytes:
+/// a legitimate way to make a query as long as a test needs.
+pub fn with_padding(msg: &[u8], n: u16) -> Vec<u8> {
+    let mut v = msg.to_vec();
+    v[10..12].copy_from_slice(&1u16.to_be_bytes());
+    // Root owner, TYPE 41, CLASS = UDP payload size 1232, TTL 0 (extended RCODE and flags).
+    v.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    v.extend_from_slice(&(n + 4).to_be_bytes());
+    v.extend_from_slice(&12u16.to_be_bytes());
+    v.extend_from_slice(&n.to_be_bytes());
+    v.resize(v.len() + usize::from(n), 0);
+    v
+}
+
+/// Length of the question section (QNAME, QTYPE, QCLASS) of a message whose
+/// first question is a plain, uncompressed name held whole in `msg`.
+pub fn question_len(msg: &[u8]) -> Option<usize> {
+    let mut i = 12;
+    loop {
+        let len = *msg.get(i)?;
+        if len == 0 {
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        i += 1 + usize::from(len);
+    }
+    let end = i + 1 + 4;
+    (end <= msg.len()).then_some(end - 12)
 }

@@ -108,12 +108,12 @@ impl Spec {
                 let mut h = Ipv4Header::new(0, 64, IpNumber::UDP, CLIENT_V4, SERVER_V4).expect("ipv4 header");
                 h.options = Ipv4Options::try_from(options.as_slice()).expect("options of a multiple of 4 bytes, at most 40");
                 h.identification = 0x1234;
-                IpHeaders::Ipv4(h, Default::default())
+                IpHeaders::Ipv4(h, etherparse::Ipv4Extensions::default())
             }
             Ip::V6 { ext } => {
                 let h = Ipv6Header {
                     traffic_class: 0,
-                    flow_label: Default::default(),
+                    flow_label: etherparse::Ipv6FlowLabel::default(),
                     payload_length: 0,
                     next_header: IpNumber::UDP,
                     hop_limit: 64,
@@ -203,4 +203,85 @@ pub fn tcp_dns(msg: &[u8]) -> Vec<u8> {
     let mut v = (msg.len() as u16).to_be_bytes().to_vec();
     v.extend_from_slice(msg);
     v
+}
+
+impl Spec {
+    /// The VLAN ids of the frame, outermost first.
+    pub fn vlan_ids(&self) -> Vec<u16> {
+        match self.vlan {
+            Vlan::None => Vec::new(),
+            Vlan::Single(id) => vec![id],
+            Vlan::Double(outer, inner) => vec![outer, inner],
+        }
+    }
+
+    /// Offset of the IP header: Ethernet header and VLAN tags.
+    pub fn l3_offset(&self) -> usize {
+        14 + 4 * self.vlan_ids().len()
+    }
+
+    /// A pure ACK (no payload, no PSH) to `dport`.
+    pub fn build_ack(&self) -> Vec<u8> {
+        let tcp = self.clone().tcp();
+        let mut f = tcp.build(&[]);
+        // build() writes PSH/ACK: clear PSH (bit 3 of the flags byte) and
+        // take its weight out of the checksum (RFC 1624: HC' = ~(~HC + ~m + m')).
+        let l4 = f.len() - 20;
+        let before = u16::from_be_bytes([f[l4 + 12], f[l4 + 13]]);
+        f[l4 + 13] &= !0x08;
+        let after = u16::from_be_bytes([f[l4 + 12], f[l4 + 13]]);
+        let old = u16::from_be_bytes([f[l4 + 16], f[l4 + 17]]);
+        let sum = u32::from(!old) + u32::from(!before) + u32::from(after);
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = (sum & 0xffff) + (sum >> 16);
+        f[l4 + 16..l4 + 18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        f
+    }
+}
+
+/// An ARP request (who-has [`SERVER_V4`] tell [`CLIENT_V4`]), broadcast.
+pub fn arp_request() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    // Ethernet, IPv4, 6-byte and 4-byte addresses, request.
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&CLIENT_V4);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&SERVER_V4);
+    f
+}
+
+/// An ICMP echo request over IPv4.
+pub fn icmp4_echo() -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC).ipv4(CLIENT_V4, SERVER_V4, 64).icmpv4_echo_request(1, 1);
+    let mut out = Vec::with_capacity(b.size(8));
+    b.write(&mut out, &[0; 8]).expect("write frame");
+    out
+}
+
+/// `frame` with one more VLAN tag (`tpid`, `id`) outside its existing ones.
+pub fn push_vlan(frame: &[u8], tpid: u16, id: u16) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&tpid.to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+/// Sets the IPv4 flags and fragment offset word of the header at `l3`
+/// (`0x2000` is MF, `0x4000` DF, the low 13 bits the offset in 8-byte units)
+/// and recomputes the header checksum.
+pub fn set_ipv4_frag(frame: &mut [u8], l3: usize, word: u16) {
+    frame[l3 + 6..l3 + 8].copy_from_slice(&word.to_be_bytes());
+    let ihl = usize::from(frame[l3] & 0x0f) * 4;
+    frame[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+    let sum = maps::checksum::finish(maps::checksum::add_bytes(0, &frame[l3..l3 + ihl]));
+    frame[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Writes a 16-bit big-endian field at `at` (to break a length on purpose).
+pub fn set_be16(frame: &mut [u8], at: usize, value: u16) {
+    frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
