@@ -5,7 +5,7 @@
 //! packet is resized (`bpf_xdp_adjust_head`/`_tail`) the old `Packet` is
 //! stale; callers build a new one from the context.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 
 /// Bounds-checked view of the packet's linear data.
 #[derive(Clone, Copy)]
@@ -18,6 +18,22 @@ impl Packet {
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
         Self { start: ctx.data(), end: ctx.data_end() }
+    }
+
+    /// Length of the whole frame, the fragments of a multi-buffer frame included.
+    #[inline(always)]
+    pub fn frame_len(ctx: &XdpContext) -> usize {
+        // SAFETY: a plain helper call on our own context.
+        unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
+    }
+
+    /// Whether the whole frame is at least `len` bytes long. Asks the kernel
+    /// only when the first buffer is shorter: the helper call would cost as
+    /// much as the rest of the header parsing, on every packet.
+    #[inline(always)]
+    pub fn frame_has(&self, ctx: &XdpContext, len: usize) -> bool {
+        // The bound on `len` lets the verifier accept the pointer sum.
+        (len <= 0xffff && self.start + len <= self.end) || Self::frame_len(ctx) >= len
     }
 
     /// Pointer to `N` bytes at `offset`, if they all lie inside the packet.

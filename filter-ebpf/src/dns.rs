@@ -131,39 +131,50 @@ pub fn parse_query(
     Ok(Query { dns_off, flags, name, qtype, qclass })
 }
 
-/// Constants of the label loop, on the caller's stack; `bpf_loop` hands the
-/// callback a pointer to it. What changes from label to label is in
-/// [`maps::Walk`], in map memory (see there why).
-#[repr(C)]
-struct ParseArgs {
-    avail: u64,
-    seed: u64,
-}
+/// Labels the straight loops handle before handing over to `bpf_loop`.
+/// The verifier walks a plain loop once per iteration, so a short one is
+/// cheap to verify and fast to run; `bpf_loop` makes it check the step once
+/// but costs a call and memory round trips per label. Nearly every name
+/// queried has at most this many labels.
+const FAST_LABELS: usize = 6;
+const FAST_PARSE: usize = 6;
 
 const RUNNING: u64 = 0;
 const DONE: u64 = 1;
 const FAILED: u64 = 2;
 
-/// Parses the QNAME copied into the scratch map, one label per `bpf_loop`
-/// iteration, so the verifier checks the label step once rather than once
-/// per possible label.
+/// Parses the QNAME copied into the scratch map and stores each label's
+/// hash: the first [`FAST_LABELS`] labels in a plain loop, any further ones
+/// one per `bpf_loop` iteration.
 #[inline(always)]
 fn parse_name(scratch: &mut Scratch, avail: usize, seed: u64) -> Result<WireName, NameError> {
+    let mut pos = 0;
+    let mut labels = 0;
+    for _ in 0..FAST_PARSE {
+        match name::parse_label(&scratch.question, avail, pos, seed)? {
+            LabelStep::Label { hash, next } => {
+                scratch.label_hashes[labels & (name::LABEL_SLOTS - 1)] = hash;
+                labels += 1;
+                pos = next;
+            }
+            LabelStep::End { len } => return Ok(forget(scratch, WireName { len, labels })),
+        }
+    }
     let walk = &raw mut scratch.walk;
     // Volatile: the callbacks change `walk` through their own lookup of the
     // scratch map, behind the back of this `&mut`.
     // SAFETY: a valid pointer into this CPU's scratch slot.
-    unsafe { walk.write_volatile(Walk { status: RUNNING, ..Walk::default() }) };
+    unsafe { walk.write_volatile(Walk { pos: pos as u64, labels: labels as u64, status: RUNNING, ..Walk::default() }) };
     let mut args = ParseArgs { avail: avail as u64, seed };
-    // 127 labels and the root.
+    // Up to 127 labels and the root in all.
     // SAFETY: a static callback and a pointer to our own stack, as bpf_loop requires.
     unsafe {
-        bpf_loop(name::LABEL_SLOTS as u32, parse_step as *mut c_void, (&raw mut args).cast(), 0);
+        bpf_loop((name::LABEL_SLOTS - FAST_PARSE) as u32, parse_step as *mut c_void, (&raw mut args).cast(), 0);
     }
     // SAFETY: as above.
     let w = unsafe { walk.read_volatile() };
     match w.status {
-        DONE => Ok(WireName { len: w.len as usize, labels: w.labels as usize }),
+        DONE => Ok(WireName { len: (w.len & 0x1ff) as usize, labels: (w.labels & 0xff) as usize }),
         // 128 steps without reaching the root cannot happen within 255 bytes.
         RUNNING => Err(NameError::TooLong),
         s if s == FAILED + NameError::Truncated as u64 => Err(NameError::Truncated),
@@ -171,6 +182,32 @@ fn parse_name(scratch: &mut Scratch, avail: usize, seed: u64) -> Result<WireName
         s if s == FAILED + NameError::BadLabelType as u64 => Err(NameError::BadLabelType),
         _ => Err(NameError::TooLong),
     }
+}
+
+/// Passes a parsed name through map memory. The plain loop reaches its end
+/// with a different, exactly known label count per iteration, and the
+/// verifier would check all that follows (lookups, answer) once per count;
+/// read back from the map, the values are unknown to it and one check
+/// covers them all.
+#[inline(always)]
+fn forget(scratch: &mut Scratch, name: WireName) -> WireName {
+    let walk = &raw mut scratch.walk;
+    // SAFETY: a valid pointer into this CPU's scratch slot; volatile so the
+    // round trip through memory stays.
+    let w = unsafe {
+        walk.write_volatile(Walk { len: name.len as u64, labels: name.labels as u64, ..Walk::default() });
+        walk.read_volatile()
+    };
+    WireName { len: (w.len & 0x1ff) as usize, labels: (w.labels & 0xff) as usize }
+}
+
+/// Constants of the label loop, on the caller's stack; `bpf_loop` hands the
+/// callback a pointer to it. What changes from label to label is in
+/// [`maps::Walk`], in map memory (see there why).
+#[repr(C)]
+struct ParseArgs {
+    avail: u64,
+    seed: u64,
 }
 
 extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
@@ -207,6 +244,40 @@ pub struct Match {
     pub key: u64,
 }
 
+/// The deepest deciding rule so far, as the loops keep it.
+#[derive(Clone, Copy)]
+struct Best {
+    /// 0: none; 1: allow; 2: block.
+    kind: u64,
+    action: u64,
+    depth: u64,
+    key: u64,
+}
+
+/// What the rule at `key`, for the suffix of `depth` labels of a name of
+/// `labels` labels, says; updates `best`. A hit whose label count differs
+/// from the depth is a key collision: counted (as an extra event) and ignored.
+#[inline(always)]
+fn consider(rules: &RuleSet, key: u64, depth: u64, labels: u64, best: &mut Best) {
+    // SAFETY: the value is copied out at once.
+    let Some(rule) = (unsafe { rules.get(key) }).copied() else { return };
+    if rule.labels as u64 != depth {
+        crate::program::count(Counter::KeyCollision);
+        return;
+    }
+    match rule::judge(&rule, depth as usize, labels as usize) {
+        Some(Verdict::Allow) => *best = Best { kind: 1, action: 0, depth, key },
+        Some(Verdict::Block(action)) => *best = Best { kind: 2, action: action as u64, depth, key },
+        None => {}
+    }
+}
+
+#[inline(always)]
+fn has_depth(mask: &[u64; 2], depth: u64) -> bool {
+    let bit = (depth.wrapping_sub(1)) & 127;
+    mask[(bit >> 6) as usize & 1] & (1 << (bit & 63)) != 0
+}
+
 /// Constants of the suffix loop.
 #[repr(C)]
 struct LookupArgs {
@@ -221,43 +292,74 @@ struct LookupArgs {
 /// Looks up every suffix of the name, from the rightmost label leftwards,
 /// at the depths where rules exist; the deepest rule with something to say
 /// decides: the most specific rule wins. Also returns the key of the whole
-/// name (for tracing).
+/// name (for tracing). The first [`FAST_LABELS`] depths in a plain loop,
+/// deeper ones one per `bpf_loop` iteration.
 #[inline(always)]
 pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Result<(Option<Match>, u64), Counter> {
     // Depth mask before rule set: see `Settings::depth_mask` for the swap protocol.
     let mask = settings.depth_mask;
+    let max_depth = settings.max_depth() as u64;
     let Some(rules) = RULESETS.get(maps::ACTIVE_RULESET) else {
         return Err(Counter::NoRuleset);
     };
+    let labels = name.labels as u64;
+    let mut key = name::root_key(settings.seed);
+    let mut best = Best { kind: 0, action: 0, depth: 0, key: 0 };
+    let mut depth = 1u64;
+    while depth <= FAST_LABELS as u64 {
+        if depth > labels {
+            break;
+        }
+        key = name::child_key(key, scratch.label_hashes[(labels - depth) as usize & (name::LABEL_SLOTS - 1)]);
+        if depth <= max_depth && has_depth(&mask, depth) {
+            consider(rules, key, depth, labels, &mut best);
+        }
+        depth += 1;
+    }
     let walk = &raw mut scratch.walk;
     // Volatile for the same reason as in parse_name.
     // SAFETY: a valid pointer into this CPU's scratch slot.
-    unsafe { walk.write_volatile(Walk { key: name::root_key(settings.seed), ..Walk::default() }) };
-    let mut args = LookupArgs { rules, labels: name.labels as u64, max_depth: settings.max_depth() as u64, mask };
-    // SAFETY: a static callback and a pointer to our own stack.
     unsafe {
-        bpf_loop(name.labels as u32, lookup_step as *mut c_void, (&raw mut args).cast(), 0);
+        walk.write_volatile(Walk {
+            key,
+            best_kind: best.kind,
+            best_action: best.action,
+            best_depth: best.depth,
+            best_key: best.key,
+            ..Walk::default()
+        });
     }
+    if labels > FAST_LABELS as u64 {
+        let mut args = LookupArgs { rules, labels, max_depth, mask };
+        // SAFETY: a static callback and a pointer to our own stack.
+        unsafe {
+            bpf_loop((labels - FAST_LABELS as u64) as u32, lookup_step as *mut c_void, (&raw mut args).cast(), 0);
+        }
+    }
+    // Read back in every case: besides collecting the callbacks' results,
+    // the round trip through map memory makes the verifier forget which
+    // depth the loop ended at and which rule kind it saw, so it checks the
+    // answer writer once rather than once per combination.
     // SAFETY: as above.
     let w = unsafe { walk.read_volatile() };
-    if w.collisions != 0 {
-        crate::program::count(Counter::KeyCollision);
-    }
-    let found = match w.best_kind {
-        1 => Some(Match { verdict: Verdict::Allow, depth: w.best_depth as usize, key: w.best_key }),
-        2 => Some(Match { verdict: Verdict::Block(w.best_action as u8), depth: w.best_depth as usize, key: w.best_key }),
+    let key = w.key;
+    let best = Best { kind: w.best_kind, action: w.best_action, depth: w.best_depth & 0xff, key: w.best_key };
+    let found = match best.kind {
+        1 => Some(Match { verdict: Verdict::Allow, depth: best.depth as usize, key: best.key }),
+        2 => Some(Match { verdict: Verdict::Block(best.action as u8), depth: best.depth as usize, key: best.key }),
         _ => None,
     };
     if let Some(m) = &found {
         count_hit(rules, m.key);
     }
-    Ok((found, w.key))
+    Ok((found, key))
 }
 
+/// One depth beyond [`FAST_LABELS`]: the `index`-th after them.
 extern "C" fn lookup_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer lookup gave it.
     let args = unsafe { &*ctx.cast::<LookupArgs>() };
-    let depth = index + 1;
+    let depth = index + 1 + FAST_LABELS as u64;
     if depth > args.labels {
         return 1;
     }
@@ -267,32 +369,18 @@ extern "C" fn lookup_step(index: u64, ctx: *mut c_void) -> i64 {
     let slot = (args.labels - depth) as usize & (name::LABEL_SLOTS - 1);
     let key = name::child_key(scratch.walk.key, scratch.label_hashes[slot]);
     scratch.walk.key = key;
-    let bit = (depth - 1) & 127;
-    if depth > args.max_depth || args.mask[(bit >> 6) as usize & 1] & (1 << (bit & 63)) == 0 {
+    if depth > args.max_depth || !has_depth(&args.mask, depth) {
         return 0;
     }
+    let w = scratch.walk;
+    let mut best = Best { kind: w.best_kind, action: w.best_action, depth: w.best_depth, key: w.best_key };
     // SAFETY: the inner map pointer stored by lookup for this packet.
     let rules = unsafe { &*args.rules };
-    // SAFETY: the value is copied out at once.
-    let Some(rule) = (unsafe { rules.get(key) }).copied() else { return 0 };
-    if rule.labels as u64 != depth {
-        scratch.walk.collisions += 1;
-        return 0;
-    }
-    match rule::judge(&rule, depth as usize, args.labels as usize) {
-        Some(Verdict::Allow) => {
-            scratch.walk.best_kind = 1;
-            scratch.walk.best_depth = depth;
-            scratch.walk.best_key = key;
-        }
-        Some(Verdict::Block(action)) => {
-            scratch.walk.best_kind = 2;
-            scratch.walk.best_action = action as u64;
-            scratch.walk.best_depth = depth;
-            scratch.walk.best_key = key;
-        }
-        None => {}
-    }
+    consider(rules, key, depth, args.labels, &mut best);
+    scratch.walk.best_kind = best.kind;
+    scratch.walk.best_action = best.action;
+    scratch.walk.best_depth = best.depth;
+    scratch.walk.best_key = best.key;
     0
 }
 

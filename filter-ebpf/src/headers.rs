@@ -1,5 +1,6 @@
 //! Ethernet, VLAN, IPv4/IPv6 and UDP/TCP parsing down to the DNS payload.
 
+use aya_ebpf::programs::XdpContext;
 use maps::Counter;
 
 use crate::cursor::Packet;
@@ -66,11 +67,11 @@ fn min(a: usize, b: usize) -> usize {
     if a < b { a } else { b }
 }
 
-/// Parses down to the transport payload of a packet to port 53, or says why not.
-/// `frame_len` is the length of the whole frame, fragments of a
-/// multi-buffer frame included (`pkt` covers only the first buffer).
+/// Parses down to the transport payload of a packet to port 53, or says why
+/// not. `pkt` covers only the first buffer of a multi-buffer frame; `ctx`
+/// answers for the whole frame when needed.
 #[inline(always)]
-pub fn parse(pkt: &Packet, frame_len: usize) -> Result<Layers, Counter> {
+pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     let mut ethertype = pkt.be16(12).ok_or(Counter::TruncatedHeader)?;
     let mut l2_len = ETH_HLEN;
     let mut vlan_tags = 0;
@@ -86,11 +87,11 @@ pub fn parse(pkt: &Packet, frame_len: usize) -> Result<Layers, Counter> {
     let l3 = l2_len;
     let (ipv6, proto, l4_off, ip_end) = match ethertype {
         ETH_P_IPV4 => {
-            let (proto, l4, end) = parse_ipv4(pkt, l3, frame_len)?;
+            let (proto, l4, end) = parse_ipv4(ctx, pkt, l3)?;
             (false, proto, l4, end)
         }
         ETH_P_IPV6 => {
-            let (proto, l4, end) = parse_ipv6(pkt, l3, frame_len)?;
+            let (proto, l4, end) = parse_ipv6(ctx, pkt, l3)?;
             (true, proto, l4, end)
         }
         ETH_P_8021Q | ETH_P_8021AD => return Err(Counter::VlanTooDeep),
@@ -146,13 +147,13 @@ pub fn parse(pkt: &Packet, frame_len: usize) -> Result<Layers, Counter> {
 /// when the cut spared the question: no server would see that query. Bytes
 /// beyond the IP packet are Ethernet padding and are ignored.
 #[inline(always)]
-fn check_ip_end(ip_end: usize, frame_len: usize) -> Result<(), Counter> {
-    if ip_end > frame_len { Err(Counter::BadHeader) } else { Ok(()) }
+fn check_ip_end(ctx: &XdpContext, pkt: &Packet, ip_end: usize) -> Result<(), Counter> {
+    if pkt.frame_has(ctx, ip_end) { Ok(()) } else { Err(Counter::BadHeader) }
 }
 
 /// Returns (protocol, transport offset, end of IP packet).
 #[inline(always)]
-fn parse_ipv4(pkt: &Packet, l3: usize, frame_len: usize) -> Result<(u8, usize, usize), Counter> {
+fn parse_ipv4(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
     let h = pkt.bytes::<20>(l3).ok_or(Counter::TruncatedHeader)?;
     if h[0] >> 4 != 4 {
         return Err(Counter::BadHeader);
@@ -162,7 +163,7 @@ fn parse_ipv4(pkt: &Packet, l3: usize, frame_len: usize) -> Result<(u8, usize, u
     if ihl < 20 || total < ihl {
         return Err(Counter::BadHeader);
     }
-    check_ip_end(l3 + total, frame_len)?;
+    check_ip_end(ctx, pkt, l3 + total)?;
     // MF set or a fragment offset: only the first fragment carries the
     // transport header, and a query in fragments is not reassembled here.
     if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
@@ -174,15 +175,15 @@ fn parse_ipv4(pkt: &Packet, l3: usize, frame_len: usize) -> Result<(u8, usize, u
 /// Returns (protocol, transport offset, end of IP packet), following up to
 /// [`MAX_IPV6_EXT`] extension headers.
 #[inline(always)]
-fn parse_ipv6(pkt: &Packet, l3: usize, frame_len: usize) -> Result<(u8, usize, usize), Counter> {
+fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
     let h = pkt.bytes::<8>(l3).ok_or(Counter::TruncatedHeader)?;
     if h[0] >> 4 != 6 {
         return Err(Counter::BadHeader);
     }
     let payload_len = u16::from_be_bytes([h[4], h[5]]) as usize;
     // A zero payload length means a jumbogram (RFC 2675): up to the frame's end.
-    let end = if payload_len == 0 { frame_len } else { l3 + 40 + payload_len };
-    check_ip_end(end, frame_len)?;
+    let end = if payload_len == 0 { Packet::frame_len(ctx) } else { l3 + 40 + payload_len };
+    check_ip_end(ctx, pkt, end)?;
     let mut next = h[6];
     let mut off = l3 + 40;
     for _ in 0..MAX_IPV6_EXT {

@@ -3,7 +3,6 @@
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray},
-    helpers::bpf_xdp_get_buff_len,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -58,32 +57,23 @@ pub fn count(c: Counter) {
     }
 }
 
-/// What happened to one packet.
-struct Outcome {
-    action: u32,
-    counter: Counter,
-    name_offset: usize,
-    name_len: usize,
-    name_labels: usize,
-    name_key: u64,
-    rule_key: u64,
-    rule_labels: usize,
-    l4_proto: u8,
+/// Whether this load records decisions in `TRACE` (replay and tests). The
+/// verifier knows the value of read-only data and removes every traced
+/// branch from production loads, so tracing costs them nothing.
+#[inline(always)]
+fn tracing() -> bool {
+    // SAFETY: reading our own read-only global.
+    unsafe { core::ptr::read_volatile(&TRACE_ENABLED) != 0 }
 }
 
-impl Outcome {
-    const fn pass(counter: Counter) -> Self {
-        Self {
-            action: xdp_action::XDP_PASS,
-            counter,
-            name_offset: 0,
-            name_len: 0,
-            name_labels: 0,
-            name_key: 0,
-            rule_key: 0,
-            rule_labels: 0,
-            l4_proto: 0,
-        }
+/// Runs `f` on the trace record when tracing.
+#[inline(always)]
+fn trace(f: impl FnOnce(&mut Trace)) {
+    if tracing()
+        && let Some(t) = TRACE.get_ptr_mut(0)
+    {
+        // SAFETY: the map value is valid; only tests and replay, one packet at a time, read it.
+        f(unsafe { &mut *t });
     }
 }
 
@@ -92,54 +82,38 @@ impl Outcome {
 /// first buffer and the question with `bpf_xdp_load_bytes`, which spans buffers.
 #[xdp(frags)]
 pub fn namewall(ctx: XdpContext) -> u32 {
-    let out = filter(&ctx);
-    count(out.counter);
-    // SAFETY: reading our own read-only global.
-    if unsafe { core::ptr::read_volatile(&TRACE_ENABLED) } != 0 {
-        record(&out);
-    }
-    out.action
+    trace(|t| *t = Trace { seq: t.seq, ..Trace::default() });
+    let (action, counter) = filter(&ctx);
+    count(counter);
+    trace(|t| {
+        t.seq += 1;
+        t.outcome = counter as u32;
+        t.xdp_action = action;
+    });
+    action
 }
 
-fn record(out: &Outcome) {
-    if let Some(t) = TRACE.get_ptr_mut(0) {
-        // SAFETY: the map value is valid; only tests and replay, one packet at a time, read it.
-        unsafe {
-            let seq = (*t).seq + 1;
-            *t = Trace {
-                seq,
-                name_key: out.name_key,
-                rule_key: out.rule_key,
-                outcome: out.counter as u32,
-                xdp_action: out.action,
-                name_offset: out.name_offset as u16,
-                name_len: out.name_len as u16,
-                name_labels: out.name_labels as u8,
-                rule_labels: out.rule_labels as u8,
-                l4_proto: out.l4_proto,
-                _pad: 0,
-            };
-        }
-    }
-}
-
-/// Judges one packet. Fail-open: anything we cannot parse passes, with
-/// its reason counted, unless the operator chose fail-closed for DNS
-/// queries we should have been able to judge.
 #[inline(always)]
-fn filter(ctx: &XdpContext) -> Outcome {
+const fn pass(counter: Counter) -> (u32, Counter) {
+    (xdp_action::XDP_PASS, counter)
+}
+
+/// Judges one packet: returns the XDP action and the packet's outcome
+/// counter. Fail-open: anything we cannot parse passes, with its reason
+/// counted, unless the operator chose fail-closed for DNS queries we should
+/// have been able to judge.
+#[inline(always)]
+fn filter(ctx: &XdpContext) -> (u32, Counter) {
     let pkt = Packet::new(ctx);
-    // SAFETY: a plain helper call on our own context.
-    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    let layers = match headers::parse(&pkt, frame_len) {
+    let layers = match headers::parse(ctx, &pkt) {
         Ok(l) => l,
-        Err(c) => return Outcome::pass(c),
+        Err(c) => return pass(c),
     };
     let Some(settings) = SETTINGS.get(0) else {
-        return Outcome::pass(Counter::Internal);
+        return pass(Counter::Internal);
     };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return Outcome::pass(Counter::Internal);
+        return pass(Counter::Internal);
     };
     // SAFETY: this CPU's scratch slot, used by this program run only.
     let scratch = unsafe { &mut *scratch };
@@ -149,73 +123,55 @@ fn filter(ctx: &XdpContext) -> Outcome {
     let query = match dns::parse_query(ctx, &pkt, &layers, settings.seed, scratch) {
         Ok(q) => q,
         Err(e) => {
-            let mut out = Outcome::pass(e.counter);
             if e.malformed && settings.fail_closed != 0 {
                 count(Counter::FailClosedDrop);
-                out.action = xdp_action::XDP_DROP;
+                return (xdp_action::XDP_DROP, e.counter);
             }
-            return out;
+            return pass(e.counter);
         }
     };
-    let tcp = layers.proto == headers::IPPROTO_TCP;
-    let mut out = Outcome {
-        action: xdp_action::XDP_PASS,
-        counter: Counter::PassNoMatch,
-        name_offset: query.dns_off + dns::DNS_HLEN,
-        name_len: query.name.len,
-        name_labels: query.name.labels,
-        name_key: 0,
-        rule_key: 0,
-        rule_labels: 0,
-        l4_proto: layers.proto,
-    };
+    trace(|t| {
+        t.name_offset = (query.dns_off + dns::DNS_HLEN) as u16;
+        t.name_len = query.name.len as u16;
+        t.name_labels = query.name.labels as u8;
+        t.l4_proto = layers.proto;
+    });
     let (found, name_key) = match dns::lookup(settings, scratch, &query.name) {
         Ok(r) => r,
-        Err(c) => {
-            out.counter = c;
-            return out;
-        }
+        Err(c) => return pass(c),
     };
-    out.name_key = name_key;
+    trace(|t| t.name_key = name_key);
     let Some(m) = found else {
-        return out;
+        return pass(Counter::PassNoMatch);
     };
-    out.rule_key = m.key;
-    out.rule_labels = m.depth;
+    trace(|t| {
+        t.rule_key = m.key;
+        t.rule_labels = m.depth as u8;
+    });
     let Verdict::Block(rule_action) = m.verdict else {
-        out.counter = Counter::PassAllowed;
-        return out;
+        return pass(Counter::PassAllowed);
     };
-    if tcp {
+    if layers.proto == headers::IPPROTO_TCP {
         // Answering over TCP would need the stream's state; the client's
         // retry will be dropped too.
-        out.counter = Counter::DropTcp;
-        out.action = xdp_action::XDP_DROP;
-        return out;
+        return (xdp_action::XDP_DROP, Counter::DropTcp);
     }
     let action = rule::dns_action(rule_action, settings.dns_action);
     let (rcode, sinkhole, counter) = match action {
         a if a == Action::Nxdomain as u8 => (answer::RCODE_NXDOMAIN, false, Counter::Nxdomain),
         a if a == Action::Refused as u8 => (answer::RCODE_REFUSED, false, Counter::Refused),
         a if a == Action::Sinkhole as u8 => (answer::RCODE_NOERROR, true, Counter::Sinkhole),
-        _ => {
-            out.counter = Counter::Drop;
-            out.action = xdp_action::XDP_DROP;
-            return out;
-        }
+        _ => return (xdp_action::XDP_DROP, Counter::Drop),
     };
-    out.counter = counter;
     let reply = Reply { rcode, sinkhole, ttl: settings.answer_ttl };
     match answer::write(ctx, &layers, &query, reply, scratch) {
-        Ok(()) => out.action = xdp_action::XDP_TX,
+        Ok(()) => (xdp_action::XDP_TX, counter),
         Err(answer::RewriteFailed) => {
             count(Counter::RewriteFailed);
-            out.action = xdp_action::XDP_DROP;
+            (xdp_action::XDP_DROP, counter)
         }
     }
-    out
 }
-
 
 /// Passes the header offsets through map memory. Each VLAN/IP/extension
 /// layout reaches the DNS code with differently-bounded offsets, and the
