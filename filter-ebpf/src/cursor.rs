@@ -57,13 +57,6 @@ impl Packet {
     pub fn be16(&self, offset: usize) -> Option<u16> {
         self.bytes::<2>(offset).map(u16::from_be_bytes)
     }
-
-    /// Writes `N` bytes at `offset`; `None` if they do not fit.
-    #[inline(always)]
-    pub fn write<const N: usize>(&self, offset: usize, value: [u8; N]) -> Option<()> {
-        // SAFETY: as in `bytes`; XDP packet data is writable.
-        self.ptr_at::<N>(offset).map(|p| unsafe { p.write(value) })
-    }
 }
 
 /// Returns `x` through a volatile stack read, so LLVM forgets what it knows

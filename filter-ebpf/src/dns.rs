@@ -16,7 +16,7 @@ use maps::{
 use crate::{
     cursor::Packet,
     headers::Layers,
-    program::{RULESETS, RuleSet, SCRATCH},
+    program::{FILTER, RULESETS, RuleSet, SCRATCH},
 };
 
 /// DNS header length (RFC 1035 §4.1.1).
@@ -258,7 +258,15 @@ struct Best {
 /// `labels` labels, says; updates `best`. A hit whose label count differs
 /// from the depth is a key collision: counted (as an extra event) and ignored.
 #[inline(always)]
-fn consider(rules: &RuleSet, key: u64, depth: u64, labels: u64, best: &mut Best) {
+fn consider(rules: &RuleSet, filter_mask: u64, key: u64, depth: u64, labels: u64, best: &mut Best) {
+    let (word, bit) = maps::filter::position(key, filter_mask);
+    // A clear bit proves the key absent; a missing word (never expected)
+    // just means no proof.
+    if let Some(w) = FILTER.get(word)
+        && *w & bit == 0
+    {
+        return;
+    }
     // SAFETY: the value is copied out at once.
     let Some(rule) = (unsafe { rules.get(key) }).copied() else { return };
     if rule.labels as u64 != depth {
@@ -287,6 +295,7 @@ struct LookupArgs {
     labels: u64,
     max_depth: u64,
     mask: [u64; 2],
+    filter_mask: u64,
 }
 
 /// Looks up every suffix of the name, from the rightmost label leftwards,
@@ -298,6 +307,7 @@ struct LookupArgs {
 pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Result<(Option<Match>, u64), Counter> {
     // Depth mask before rule set: see `Settings::depth_mask` for the swap protocol.
     let mask = settings.depth_mask;
+    let filter_mask = settings.filter_mask;
     let max_depth = settings.max_depth() as u64;
     let Some(rules) = RULESETS.get(maps::ACTIVE_RULESET) else {
         return Err(Counter::NoRuleset);
@@ -312,7 +322,7 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
         }
         key = name::child_key(key, scratch.label_hashes[(labels - depth) as usize & (name::LABEL_SLOTS - 1)]);
         if depth <= max_depth && has_depth(&mask, depth) {
-            consider(rules, key, depth, labels, &mut best);
+            consider(rules, filter_mask, key, depth, labels, &mut best);
         }
         depth += 1;
     }
@@ -330,7 +340,7 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
         });
     }
     if labels > FAST_LABELS as u64 {
-        let mut args = LookupArgs { rules, labels, max_depth, mask };
+        let mut args = LookupArgs { rules, labels, max_depth, mask, filter_mask };
         // SAFETY: a static callback and a pointer to our own stack.
         unsafe {
             bpf_loop((labels - FAST_LABELS as u64) as u32, lookup_step as *mut c_void, (&raw mut args).cast(), 0);
@@ -376,7 +386,7 @@ extern "C" fn lookup_step(index: u64, ctx: *mut c_void) -> i64 {
     let mut best = Best { kind: w.best_kind, action: w.best_action, depth: w.best_depth, key: w.best_key };
     // SAFETY: the inner map pointer stored by lookup for this packet.
     let rules = unsafe { &*args.rules };
-    consider(rules, key, depth, args.labels, &mut best);
+    consider(rules, args.filter_mask, key, depth, args.labels, &mut best);
     scratch.walk.best_kind = best.kind;
     scratch.walk.best_action = best.action;
     scratch.walk.best_depth = best.depth;

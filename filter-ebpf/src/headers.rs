@@ -62,6 +62,12 @@ impl Layers {
     }
 }
 
+/// 802.1Q and 802.1ad tag protocol identifiers.
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
+}
+
 #[inline(always)]
 fn min(a: usize, b: usize) -> usize {
     if a < b { a } else { b }
@@ -72,30 +78,37 @@ fn min(a: usize, b: usize) -> usize {
 /// answers for the whole frame when needed.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
-    let mut ethertype = pkt.be16(12).ok_or(Counter::TruncatedHeader)?;
-    let mut l2_len = ETH_HLEN;
-    let mut vlan_tags = 0;
-    for _ in 0..MAX_VLAN_TAGS {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
-            break;
-        }
+    // Untagged IPv4 and IPv6 first, in straight-line code: this runs for
+    // every packet and the verifier-friendly loop cost more than the rest of
+    // the header parsing.
+    let outer = pkt.be16(12).ok_or(Counter::TruncatedHeader)?;
+    let (ethertype, l2_len, vlan_tags) = if outer == ETH_P_IPV4 || outer == ETH_P_IPV6 {
+        (outer, ETH_HLEN, 0)
+    } else if is_vlan(outer) {
         // Tag control information (2 bytes), then the inner EtherType.
-        ethertype = pkt.be16(l2_len + 2).ok_or(Counter::TruncatedHeader)?;
-        l2_len += 4;
-        vlan_tags += 1;
-    }
+        let inner = pkt.be16(16).ok_or(Counter::TruncatedHeader)?;
+        if !is_vlan(inner) {
+            (inner, ETH_HLEN + 4, 1)
+        } else {
+            let third = pkt.be16(20).ok_or(Counter::TruncatedHeader)?;
+            if is_vlan(third) {
+                return Err(Counter::VlanTooDeep);
+            }
+            (third, ETH_HLEN + 8, 2)
+        }
+    } else {
+        return Err(Counter::NotIp);
+    };
+    const _: () = assert!(MAX_VLAN_TAGS == 2);
     let l3 = l2_len;
-    let (ipv6, proto, l4_off, ip_end) = match ethertype {
-        ETH_P_IPV4 => {
-            let (proto, l4, end) = parse_ipv4(ctx, pkt, l3)?;
-            (false, proto, l4, end)
-        }
-        ETH_P_IPV6 => {
-            let (proto, l4, end) = parse_ipv6(ctx, pkt, l3)?;
-            (true, proto, l4, end)
-        }
-        ETH_P_8021Q | ETH_P_8021AD => return Err(Counter::VlanTooDeep),
-        _ => return Err(Counter::NotIp),
+    let (ipv6, proto, l4_off, ip_end) = if ethertype == ETH_P_IPV4 {
+        let (proto, l4, end) = parse_ipv4(pkt, l3)?;
+        (false, proto, l4, end)
+    } else if ethertype == ETH_P_IPV6 {
+        let (proto, l4, end) = parse_ipv6(ctx, pkt, l3)?;
+        (true, proto, l4, end)
+    } else {
+        return Err(Counter::NotIp);
     };
     if l4_off > MAX_L4_OFF {
         return Err(Counter::Ipv6ExtTooDeep);
@@ -106,6 +119,7 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
             if u16::from_be_bytes([dh, dl]) != DNS_PORT {
                 return Err(Counter::NotDnsPort);
             }
+            check_ip_end(ctx, pkt, ip_end)?;
             let udp_len = u16::from_be_bytes([lh, ll]) as usize;
             // A UDP length beyond the IP payload: Linux drops the datagram
             // (udp_rcv's "short packet"); shorter is legal, the rest is padding.
@@ -127,6 +141,7 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
             if u16::from_be_bytes([tcp[2], tcp[3]]) != DNS_PORT {
                 return Err(Counter::NotDnsPort);
             }
+            check_ip_end(ctx, pkt, ip_end)?;
             let doff = ((tcp[12] >> 4) as usize) * 4;
             let payload_off = l4_off + doff;
             // Data offset shorter than the fixed header or past the packet's end.
@@ -145,7 +160,9 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
 /// A frame shorter than the IP packet it carries was cut short; Linux drops
 /// it as truncated (`ip_rcv_core`, `ipv6_rcv`). It is never judged, even
 /// when the cut spared the question: no server would see that query. Bytes
-/// beyond the IP packet are Ethernet padding and are ignored.
+/// beyond the IP packet are Ethernet padding and are ignored. Checked only
+/// for packets to port 53, after the port: other traffic is not judged
+/// anyway and should cost as little as possible.
 #[inline(always)]
 fn check_ip_end(ctx: &XdpContext, pkt: &Packet, ip_end: usize) -> Result<(), Counter> {
     if pkt.frame_has(ctx, ip_end) { Ok(()) } else { Err(Counter::BadHeader) }
@@ -153,7 +170,7 @@ fn check_ip_end(ctx: &XdpContext, pkt: &Packet, ip_end: usize) -> Result<(), Cou
 
 /// Returns (protocol, transport offset, end of IP packet).
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
+fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
     let h = pkt.bytes::<20>(l3).ok_or(Counter::TruncatedHeader)?;
     if h[0] >> 4 != 4 {
         return Err(Counter::BadHeader);
@@ -163,7 +180,6 @@ fn parse_ipv4(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<(u8, usize, u
     if ihl < 20 || total < ihl {
         return Err(Counter::BadHeader);
     }
-    check_ip_end(ctx, pkt, l3 + total)?;
     // MF set or a fragment offset: only the first fragment carries the
     // transport header, and a query in fragments is not reassembled here.
     if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
@@ -183,7 +199,6 @@ fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<(u8, usize, u
     let payload_len = u16::from_be_bytes([h[4], h[5]]) as usize;
     // A zero payload length means a jumbogram (RFC 2675): up to the frame's end.
     let end = if payload_len == 0 { Packet::frame_len(ctx) } else { l3 + 40 + payload_len };
-    check_ip_end(ctx, pkt, end)?;
     let mut next = h[6];
     let mut off = l3 + 40;
     for _ in 0..MAX_IPV6_EXT {

@@ -28,6 +28,11 @@ pub type RuleSet = HashMap<RuleKey, Rule, 1>;
 #[btf_map]
 pub static RULESETS: ArrayOfMaps<RuleSet, 1> = ArrayOfMaps::new();
 
+/// Negative-lookup bit filter (see `maps::filter`); user space sets its
+/// size at load time.
+#[btf_map]
+pub static FILTER: Array<u64, 1024> = Array::new();
+
 /// Seed, default actions and fail mode.
 #[btf_map]
 static SETTINGS: Array<Settings, 1> = Array::new();

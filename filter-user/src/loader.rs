@@ -53,6 +53,9 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> FilterError {
 pub struct LoadOptions {
     /// Record every decision in the `TRACE` map (replay and tests).
     pub trace: bool,
+    /// Rules the deployment expects, to size the negative-lookup filter
+    /// (`maps::filter`); more rules still work, with more lookups.
+    pub expected_rules: usize,
 }
 
 /// What the program did with one packet in a test run.
@@ -87,6 +90,8 @@ pub struct Filter {
     ebpf: Ebpf,
     settings: Settings,
     active: Option<HashMap<MapData, u64, Rule>>,
+    /// The filter bits of the active set, as installed.
+    filter_bits: Vec<u64>,
     links: Vec<(String, XdpLinkId)>,
 }
 
@@ -94,14 +99,19 @@ impl Filter {
     /// Loads the program into the kernel (verifier included) without attaching it.
     pub fn load(opts: LoadOptions) -> Result<Self, FilterError> {
         let trace = u8::from(opts.trace);
-        let mut ebpf = EbpfLoader::new().override_global(names::TRACE_ENABLED, &trace, true).load(NAMEWALL_OBJECT)?;
+        let words = maps::filter::words_for(opts.expected_rules);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::TRACE_ENABLED, &trace, true)
+            .map_max_entries(names::FILTER, words as u32)
+            .load(NAMEWALL_OBJECT)?;
         let prog: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
             .ok_or(FilterError::MissingProgram(names::PROGRAM))?
             .try_into()
             .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
         prog.load().map_err(|source| FilterError::Program { context: "loading (verifier)".into(), source })?;
-        let mut f = Self { ebpf, settings: Settings::default(), active: None, links: Vec::new() };
+        let settings = Settings { filter_mask: words as u64 - 1, ..Settings::default() };
+        let mut f = Self { ebpf, settings, active: None, filter_bits: vec![0; words], links: Vec::new() };
         f.write_settings()?;
         Ok(f)
     }
@@ -141,18 +151,23 @@ impl Filter {
         let (keys, values) = set.to_arrays();
         sys::update_batch(&inner.map().fd().as_fd(), &keys, &values)?;
 
-        // The depth mask only lets the kernel skip depths without rules, so a
-        // superset is always safe. Widen it to old | new, wait until no packet
-        // still uses the old mask, swap, wait until no packet still uses the
-        // old set, then narrow it: no packet ever skips a depth its set needs.
+        // The depth mask and the filter only let the kernel skip lookups, so
+        // supersets are always safe. Widen both to old | new, wait until no
+        // packet still uses the old ones, swap, wait until no packet still
+        // uses the old set, then narrow them: no packet ever skips a lookup
+        // its set needs.
         let new_mask = set.depth_mask();
+        let new_bits = set.filter_bits(self.filter_bits.len());
         let first = self.active.is_none();
         self.settings.seed = set.seed();
-        if !first {
+        if first {
+            self.settings.depth_mask = new_mask;
+            self.write_filter(&new_bits)?;
+        } else {
             let old = self.settings.depth_mask;
             self.settings.depth_mask = [old[0] | new_mask[0], old[1] | new_mask[1]];
-        } else {
-            self.settings.depth_mask = new_mask;
+            let union: Vec<u64> = self.filter_bits.iter().zip(&new_bits).map(|(a, b)| a | b).collect();
+            self.write_filter(&union)?;
         }
         self.write_settings()?;
         if !first {
@@ -167,11 +182,30 @@ impl Filter {
         if !first {
             sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
             self.settings.depth_mask = new_mask;
+            self.write_filter(&new_bits)?;
             self.write_settings()?;
         }
+        self.filter_bits = new_bits;
         // The old inner map is freed by the kernel after readers finish (RCU).
         self.active = Some(inner);
         Ok(())
+    }
+
+    /// Writes the whole filter (one batch of word updates).
+    fn write_filter(&mut self, bits: &[u64]) -> Result<(), FilterError> {
+        let map = self.ebpf.map(names::FILTER).ok_or(FilterError::MissingMap(names::FILTER))?;
+        let arr: Array<_, u64> = Array::try_from(map).map_err(map_err(names::FILTER))?;
+        let fd = arr.map().fd().as_fd();
+        let keys: Vec<u32> = (0..bits.len() as u32).collect();
+        sys::update_batch(&fd, &keys, bits)?;
+        Ok(())
+    }
+
+    /// Kernel memory of the filter, as the kernel accounts it.
+    pub fn filter_memory(&self) -> Result<u64, FilterError> {
+        let map = self.ebpf.map(names::FILTER).ok_or(FilterError::MissingMap(names::FILTER))?;
+        let arr: Array<_, u64> = Array::try_from(map).map_err(map_err(names::FILTER))?;
+        sys::map_memlock(&arr.map().fd().as_fd().as_raw_fd()).map_err(FilterError::Memory)
     }
 
     /// Attaches to an interface.

@@ -581,7 +581,8 @@ pub struct ReplayOptions {
 /// installs the rule set: a filter ready for [`replay`].
 pub fn prepare(opts: &ReplayOptions) -> Result<(Filter, Policy), ReplayError> {
     let policy = opts.lists.load(opts.seed)?;
-    let mut filter = Filter::load(LoadOptions { trace: true }).map_err(filter_err("loading the XDP program"))?;
+    let load = LoadOptions { trace: true, expected_rules: policy.rules.len() };
+    let mut filter = Filter::load(load).map_err(filter_err("loading the XDP program"))?;
     filter
         .configure(opts.dns_action, opts.fail_closed, opts.answer_ttl)
         .map_err(filter_err("configuring the program"))?;

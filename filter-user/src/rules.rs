@@ -110,6 +110,18 @@ impl RuleSet {
         s.depth_mask
     }
 
+    /// The filter bits of this set's keys, for a filter of `words` words
+    /// (a power of two): see `maps::filter`.
+    pub fn filter_bits(&self, words: usize) -> Vec<u64> {
+        let mut bits = vec![0u64; words];
+        let mask = words as u64 - 1;
+        for key in self.rules.keys() {
+            let (w, b) = maps::filter::position(*key, mask);
+            bits[w as usize] |= b;
+        }
+        bits
+    }
+
     pub fn get(&self, key: u64) -> Option<&CompiledRule> {
         self.rules.get(&key)
     }

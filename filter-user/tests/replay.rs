@@ -854,7 +854,7 @@ fn library_replay_requires_a_tracing_program() {
 
     let fx = Fixture::new();
     let (capture, _) = ethernet_capture(&fx);
-    let mut filter = Filter::load(LoadOptions { trace: false }).expect("load");
+    let mut filter = Filter::load(LoadOptions { trace: false, ..LoadOptions::default() }).expect("load");
     let rules = RuleSet::new(1);
     filter.install(&rules).expect("install");
     let err = replay::replay(&filter, &rules, &capture, |_| ControlFlow::Continue(())).expect_err("no trace");

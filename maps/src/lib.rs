@@ -9,6 +9,7 @@
 
 pub mod checksum;
 pub mod counters;
+pub mod filter;
 pub mod name;
 pub mod rule;
 pub mod settings;
@@ -28,6 +29,8 @@ pub mod names {
     pub const RULESETS: &str = "RULESETS";
     /// `Array<Settings>` with one element: seed, default actions, fail mode.
     pub const SETTINGS: &str = "SETTINGS";
+    /// `Array<u64>`: the negative-lookup bit filter, see [`crate::filter`].
+    pub const FILTER: &str = "FILTER";
     /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
     /// `PerCpuArray<Scratch>`: per-CPU working memory for one packet.

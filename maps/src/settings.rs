@@ -26,9 +26,11 @@ pub struct Settings {
     pub fail_closed: u8,
     /// Explicit padding; always 0.
     pub _pad: [u8; 2],
+    /// Words in `FILTER` minus one (a power of two minus one): see [`crate::filter`].
+    pub filter_mask: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Settings>() == 32);
+const _: () = assert!(core::mem::size_of::<Settings>() == 40);
 
 impl Settings {
     /// Whether any rule has `depth` labels.

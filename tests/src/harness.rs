@@ -38,7 +38,7 @@ impl Harness {
     }
 
     pub fn with(block: &str, allow: &str, dns_action: Action, fail_closed: bool) -> Self {
-        let mut filter = Filter::load(LoadOptions { trace: true }).expect("load the XDP program");
+        let mut filter = Filter::load(LoadOptions { trace: true, ..LoadOptions::default() }).expect("load the XDP program");
         filter.configure(dns_action, fail_closed, 60).expect("configure");
         let seed = rand::random();
         let mut rules = RuleSet::new(seed);

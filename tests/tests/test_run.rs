@@ -980,15 +980,25 @@ fn sweep_queries() -> Vec<(&'static str, Spec, Vec<u8>, Option<&'static str>)> {
 /// UDP length beyond the IP payload in `udp_rcv`): the program must not act
 /// on it, even when the cut spares the whole question (e.g. it only removes
 /// the EDNS OPT record). So every cut passes the frame unchanged and counts
-/// `truncated_header` while the fixed IP header is incomplete, and
-/// `bad_header` (IP length beyond the frame) from there on. Cuts start at
-/// 14 bytes: `BPF_PROG_TEST_RUN` refuses XDP frames shorter than an Ethernet
-/// header (EINVAL).
+/// `truncated_header` while the headers the program reads to find the
+/// destination port are incomplete (the fixed IP header, extension headers,
+/// 8 bytes of UDP or 13 of TCP), and `bad_header` (IP length beyond the
+/// frame) from there on: the length is checked after the port, so traffic
+/// to other ports pays nothing for it. Cuts start at 14 bytes:
+/// `BPF_PROG_TEST_RUN` refuses XDP frames shorter than an Ethernet header (EINVAL).
 fn raw_cut_rows(rows: &mut Vec<Row>, desc: &str, s: &Spec, msg: &[u8]) {
     let full = frame(s, msg);
-    let fixed_ip = s.l3_offset() + if matches!(s.ip, Ip::V4 { .. }) { 20 } else { 8 };
+    let (l4_header, l4_read) = match s.transport {
+        Transport::Udp => (8, 8),
+        Transport::Tcp => (20, 13),
+    };
+    let payload = match s.transport {
+        Transport::Udp => msg.len(),
+        Transport::Tcp => msg.len() + 2,
+    };
+    let ports_read = full.len() - payload - l4_header + l4_read;
     for cut in 14..full.len() {
-        let outcome = if cut < fixed_ip { Counter::TruncatedHeader } else { Counter::BadHeader };
+        let outcome = if cut < ports_read { Counter::TruncatedHeader } else { Counter::BadHeader };
         rows.push(Row::pass(
             format!("{desc}: frame cut to {cut} of {} bytes", full.len()),
             full[..cut].to_vec(),

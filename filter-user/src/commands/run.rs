@@ -83,7 +83,8 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
     super::report_list_problems(&policy);
     let (block, allow) = policy.rules.counts();
 
-    let mut filter = Filter::load(LoadOptions::default()).context("loading the XDP program")?;
+    let load = LoadOptions { trace: false, expected_rules: policy.rules.len() };
+    let mut filter = Filter::load(load).context("loading the XDP program")?;
     filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
     filter.install(&policy.rules).context("installing the rule set")?;
     for iface in &args.ifaces {

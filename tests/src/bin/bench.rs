@@ -89,12 +89,12 @@ fn load(n: usize, dir: &std::path::Path) -> Loaded {
     let t = Instant::now();
     let policy = PolicySource { blocklists: vec![path], allowlists: vec![], strict: true }.load(rand::random()).expect("parse list");
     let parse = t.elapsed();
-    let mut filter = Filter::load(LoadOptions::default()).expect("load program");
+    let mut filter = Filter::load(LoadOptions { trace: false, expected_rules: policy.rules.len() }).expect("load program");
     filter.configure(Action::Nxdomain, false, 60).expect("configure");
     let t = Instant::now();
     filter.install(&policy.rules).expect("install");
     let install = t.elapsed();
-    let memory = filter.ruleset_memory().expect("memlock");
+    let memory = filter.ruleset_memory().expect("memlock") + filter.filter_memory().expect("memlock");
     Loaded { filter, rules: policy.rules.len(), parse, install, memory }
 }
 
