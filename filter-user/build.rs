@@ -1,5 +1,5 @@
 //! Builds the XDP programs (filter-ebpf's `namewall` and `baseline`
-//! binaries) with the nightly toolchain and bpf-linker, into OUT_DIR, where
+//! binaries) with the nightly toolchain and bpf-linker, into `OUT_DIR`, where
 //! the loader embeds them. `cargo xtask setup` installs what this needs.
 use anyhow::Context as _;
 

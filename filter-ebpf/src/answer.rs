@@ -1,4 +1,4 @@
-//! Turns a blocked DNS query over UDP into its answer, in place, for XDP_TX.
+//! Turns a blocked DNS query over UDP into its answer, in place, for `XDP_TX`.
 //!
 //! The answer is the query's own Ethernet header (addresses swapped, VLAN
 //! tags kept), a fresh IPv4 header without options or an IPv6 header without
@@ -122,9 +122,16 @@ fn store(ctx: &XdpContext, off: usize, from: *mut u8, len: usize) -> Result<(), 
 }
 
 /// Rewrites the packet into the answer. On success the packet is ready for
-/// XDP_TX; on failure it may be half-written and must be dropped.
+/// `XDP_TX`; on failure it may be half-written and must be dropped.
 #[inline(always)]
-pub fn write(ctx: &XdpContext, l: &Layers, q: &Query, reply: Reply, scratch: &mut Scratch) -> Result<(), RewriteFailed> {
+#[expect(clippy::many_single_char_names, reason = "l(ayers), q(uery), b(uffer), r(eply buffer): used on every line")]
+pub fn write(
+    ctx: &XdpContext,
+    l: &Layers,
+    q: &Query,
+    reply: Reply,
+    scratch: &mut Scratch,
+) -> Result<(), RewriteFailed> {
     let qlen = q.name.len + 4;
     let rdlen: usize = match (reply.sinkhole, q.qtype, q.qclass) {
         (true, QTYPE_A, QCLASS_IN) => 4,
@@ -156,13 +163,14 @@ pub fn write(ctx: &XdpContext, l: &Layers, q: &Query, reply: Reply, scratch: &mu
     // Resize: cut or grow the tail to the answer's end, then drop IPv4
     // options / IPv6 extension headers by moving the start forward.
     // SAFETY: plain helper calls on our own context.
-    let old_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i64;
-    let tail_delta = (q.dns_off + dns_len) as i64 - old_len;
+    // Frame lengths and offsets are far below 2^31: the casts are exact.
+    let old_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) }.cast_signed();
+    let tail_delta = (q.dns_off + dns_len).cast_signed() as i64 - old_len;
     if tail_delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, tail_delta as i32) } != 0 {
         return Err(RewriteFailed);
     }
     let head_delta = l.l4_off.wrapping_sub(l3 + ip_len);
-    if head_delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, head_delta as i32) } != 0 {
+    if head_delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, head_delta.cast_signed() as i32) } != 0 {
         return Err(RewriteFailed);
     }
 
@@ -177,14 +185,13 @@ pub fn write(ctx: &XdpContext, l: &Layers, q: &Query, reply: Reply, scratch: &mu
         _ => b.copy(OUT + 12, IN_L2 + 12, 10),
     }
     let ip = OUT + l2;
-    let sum_addrs;
-    if l.ipv6 {
+    let sum_addrs = if l.ipv6 {
         b.copy(ip, IN_IP_FIRST, 4);
         b.put(ip + 4, &(udp_len as u16).to_be_bytes());
         b.put(ip + 6, &[crate::headers::IPPROTO_UDP, ANSWER_HOP_LIMIT]);
         b.copy(ip + 8, IN_DST, 16);
         b.copy(ip + 24, IN_SRC, 16);
-        sum_addrs = b.sum(ip + 8, 32);
+        b.sum(ip + 8, 32)
     } else {
         let tos = b.get(IN_IP_FIRST + 1);
         b.put(ip, &[0x45, tos]);
@@ -195,8 +202,8 @@ pub fn write(ctx: &XdpContext, l: &Layers, q: &Query, reply: Reply, scratch: &mu
         b.copy(ip + 16, IN_SRC, 4);
         let c = checksum::finish(b.sum(ip, 20));
         b.put(ip + 10, &c.to_be_bytes());
-        sum_addrs = b.sum(ip + 12, 8);
-    }
+        b.sum(ip + 12, 8)
+    };
     let udp = ip + ip_len;
     b.copy(udp, IN_PORTS + 2, 2);
     b.copy(udp + 2, IN_PORTS, 2);
@@ -205,7 +212,7 @@ pub fn write(ctx: &XdpContext, l: &Layers, q: &Query, reply: Reply, scratch: &mu
     let dns = udp + 8;
     // QR=1, opcode and RD as asked, RA=1, CD as asked, AA=AD=0.
     let flags = 0x8000 | (q.flags & 0x0100) | 0x0080 | (q.flags & 0x0010) | reply.rcode;
-    let ancount: u16 = if answer_len != 0 { 1 } else { 0 };
+    let ancount = u16::from(answer_len != 0);
     b.copy(dns, IN_ID, 2);
     b.put(dns + 2, &flags.to_be_bytes());
     b.put(dns + 4, &[0, 1]);
@@ -268,7 +275,7 @@ fn question_sum(scratch: &mut Scratch, qlen: usize) -> Option<u16> {
     }
     // csum_partial sums the bytes as host-order (little-endian) words; the
     // folded sum of byte-swapped words is the byte-swapped folded sum.
-    Some(fold16(partial as u64).swap_bytes())
+    Some(fold16(partial.cast_unsigned()).swap_bytes())
 }
 
 #[inline(always)]

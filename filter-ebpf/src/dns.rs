@@ -107,9 +107,8 @@ pub fn parse_query(
     // bpf_xdp_load_bytes also reads from the fragments of multi-buffer frames.
     // SAFETY: the destination is the scratch map value, QUESTION_BUF >= MAX_QUESTION
     // bytes long; the helper checks the packet range itself.
-    let rc = unsafe {
-        bpf_xdp_load_bytes(ctx.ctx, qname_off as u32, scratch.question.as_mut_ptr().cast(), copy as u32)
-    };
+    let rc =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, qname_off as u32, scratch.question.as_mut_ptr().cast(), copy as u32) };
     if rc != 0 {
         return Err(malformed(Counter::DnsTruncated));
     }
@@ -406,7 +405,11 @@ fn count_hit(rules: &RuleSet, key: u64) {
     // target lacks; the intrinsic lowers to the BPF atomic add instruction.
     // SAFETY: a value pointer from this run's lookup; hash-map values are
     // 8-byte aligned and stay allocated for the whole run.
+    #[expect(clippy::cast_ptr_alignment, reason = "hash-map values are 8-byte aligned (see above)")]
     unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p.cast::<u64>(), 1 << 32);
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p.cast::<u64>(),
+            1 << 32,
+        );
     }
 }

@@ -7,6 +7,8 @@ use crate::cursor::Packet;
 
 /// Most VLAN tags followed (802.1Q inside 802.1ad).
 pub const MAX_VLAN_TAGS: usize = 2;
+// `parse` follows exactly this many tags, written out.
+const _: () = assert!(MAX_VLAN_TAGS == 2);
 /// Most IPv6 extension headers followed before giving up.
 pub const MAX_IPV6_EXT: usize = 6;
 /// Furthest the transport header may start; deeper means extension headers
@@ -87,19 +89,18 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     } else if is_vlan(outer) {
         // Tag control information (2 bytes), then the inner EtherType.
         let inner = pkt.be16(16).ok_or(Counter::TruncatedHeader)?;
-        if !is_vlan(inner) {
-            (inner, ETH_HLEN + 4, 1)
-        } else {
+        if is_vlan(inner) {
             let third = pkt.be16(20).ok_or(Counter::TruncatedHeader)?;
             if is_vlan(third) {
                 return Err(Counter::VlanTooDeep);
             }
             (third, ETH_HLEN + 8, 2)
+        } else {
+            (inner, ETH_HLEN + 4, 1)
         }
     } else {
         return Err(Counter::NotIp);
     };
-    const _: () = assert!(MAX_VLAN_TAGS == 2);
     let l3 = l2_len;
     let (ipv6, proto, l4_off, ip_end) = if ethertype == ETH_P_IPV4 {
         let (proto, l4, end) = parse_ipv4(pkt, l3)?;
@@ -151,7 +152,15 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
             if payload_off == ip_end {
                 return Err(Counter::TcpNoPayload);
             }
-            Ok(Layers { l2_len, vlan_tags, ipv6, l4_off, proto, payload_off, payload_end: min(ip_end, payload_off + MAX_PAYLOAD_SEEN) })
+            Ok(Layers {
+                l2_len,
+                vlan_tags,
+                ipv6,
+                l4_off,
+                proto,
+                payload_off,
+                payload_end: min(ip_end, payload_off + MAX_PAYLOAD_SEEN),
+            })
         }
         _ => Err(Counter::NotUdpTcp),
     }

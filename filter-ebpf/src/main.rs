@@ -10,6 +10,10 @@
 // For the atomic add on rule hit counts (see `dns::Match::count_hit`).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", expect(internal_features, reason = "atomic_xadd: the BPF target has no CAS"))]
+// Every function of the program is inlined on purpose: a BPF call costs a
+// frame and register spills, and inlined code lets the verifier see
+// constants and bounds through it.
+#![cfg_attr(target_arch = "bpf", expect(clippy::inline_always, reason = "see above"))]
 
 #[cfg(target_arch = "bpf")]
 mod answer;

@@ -68,7 +68,7 @@ pub fn count(c: Counter) {
 #[inline(always)]
 fn tracing() -> bool {
     // SAFETY: reading our own read-only global.
-    unsafe { core::ptr::read_volatile(&TRACE_ENABLED) != 0 }
+    unsafe { core::ptr::read_volatile(&raw const TRACE_ENABLED) != 0 }
 }
 
 /// Runs `f` on the trace record when tracing.
@@ -86,6 +86,7 @@ fn trace(f: impl FnOnce(&mut Trace)) {
 /// test runs of packets larger than a page); headers are read from the
 /// first buffer and the question with `bpf_xdp_load_bytes`, which spans buffers.
 #[xdp(frags)]
+#[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
 pub fn namewall(ctx: XdpContext) -> u32 {
     trace(|t| *t = Trace { seq: t.seq, ..Trace::default() });
     let (action, counter) = filter(&ctx);
@@ -169,13 +170,11 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
         _ => return (xdp_action::XDP_DROP, Counter::Drop),
     };
     let reply = Reply { rcode, sinkhole, ttl: settings.answer_ttl };
-    match answer::write(ctx, &layers, &query, reply, scratch) {
-        Ok(()) => (xdp_action::XDP_TX, counter),
-        Err(answer::RewriteFailed) => {
-            count(Counter::RewriteFailed);
-            (xdp_action::XDP_DROP, counter)
-        }
+    if let Err(answer::RewriteFailed) = answer::write(ctx, &layers, &query, reply, scratch) {
+        count(Counter::RewriteFailed);
+        return (xdp_action::XDP_DROP, counter);
     }
+    (xdp_action::XDP_TX, counter)
 }
 
 /// Passes the header offsets through map memory. Each VLAN/IP/extension
@@ -184,8 +183,9 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
 /// once per layout, past its budget. Values read back from a map are
 /// unknown to it, so every layout arrives in one state; the masks give back
 /// the bounds packet access needs. They never change a value: `headers`
-/// guarantees l4_off <= 2048, payload_off <= 2048 + 60 and payload_end <=
-/// payload_off + 4096, and the verifier needs offset + access size <= 0xffff.
+/// guarantees `l4_off <= 2048`, `payload_off <= 2048 + 60` and
+/// `payload_end <= payload_off + 4096`, and the verifier needs offset +
+/// access size <= 0xffff.
 #[inline(always)]
 fn launder(scratch: &mut Scratch, l: &headers::Layers) -> headers::Layers {
     let spill = &raw mut scratch.spill;

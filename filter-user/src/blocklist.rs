@@ -12,7 +12,7 @@
 //!
 //! A line that cannot be understood is reported with file, line, reason and
 //! text, and skipped (or fails the load when the caller is strict). A rule
-//! whose meaning we cannot honour (AdGuard's `$important`, regular
+//! whose meaning we cannot honour (`AdGuard`'s `$important`, regular
 //! expressions, cosmetic rules) is an error too, never a silent guess.
 
 use std::{fmt, net::IpAddr, path::Path, sync::Arc};
@@ -254,7 +254,9 @@ fn parse_adblock(rest: &str) -> Result<(Domain, Scope, Action), LineErrorKind> {
                     "0.0.0.0" | "::" => Action::Sinkhole,
                     _ => return Err(LineErrorKind::UnsupportedModifier(m.to_owned())),
                 },
-                Some(("action", v)) => parse_action(v).ok_or_else(|| LineErrorKind::UnsupportedModifier(m.to_owned()))?,
+                Some(("action", v)) => {
+                    parse_action(v).ok_or_else(|| LineErrorKind::UnsupportedModifier(m.to_owned()))?
+                }
                 _ => return Err(LineErrorKind::UnsupportedModifier(m.to_owned())),
             };
         }
@@ -281,10 +283,12 @@ mod tests {
         (name.to_owned(), Scope::NameAndSubdomains, false, Action::Default)
     }
 
+    type Parsed = (String, Scope, bool, Action);
+
     #[test]
     fn formats() {
         use Scope::*;
-        let cases: Vec<(&str, Vec<(String, Scope, bool, Action)>)> = vec![
+        let cases: Vec<(&str, Vec<Parsed>)> = vec![
             ("", vec![]),
             ("   ", vec![]),
             ("# comment", vec![]),
@@ -361,7 +365,10 @@ mod tests {
         let names: Vec<_> = p.entries.iter().map(|e| (e.domain.to_string(), e.origin.line)).collect();
         assert_eq!(names, vec![("ads.example".into(), 2), ("t.example".into(), 6)]);
         assert_eq!(p.errors.len(), 2);
-        assert_eq!(p.errors[0].to_string(), "lists/block.txt:4: several names without a hosts address in front: \"bad name here\"");
+        assert_eq!(
+            p.errors[0].to_string(),
+            "lists/block.txt:4: several names without a hosts address in front: \"bad name here\""
+        );
         assert_eq!(p.errors[1].origin.line, 5);
         assert_eq!(p.errors[1].kind, LineErrorKind::Utf8);
     }

@@ -91,7 +91,7 @@ pub struct Filter {
     settings: Settings,
     active: Option<HashMap<MapData, u64, Rule>>,
     /// The filter bits of the active set, as installed.
-    filter_bits: Vec<u64>,
+    installed_bits: Vec<u64>,
     links: Vec<(String, XdpLinkId)>,
 }
 
@@ -111,7 +111,7 @@ impl Filter {
             .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
         prog.load().map_err(|source| FilterError::Program { context: "loading (verifier)".into(), source })?;
         let settings = Settings { filter_mask: words as u64 - 1, ..Settings::default() };
-        let mut f = Self { ebpf, settings, active: None, filter_bits: vec![0; words], links: Vec::new() };
+        let mut f = Self { ebpf, settings, active: None, installed_bits: vec![0; words], links: Vec::new() };
         f.write_settings()?;
         Ok(f)
     }
@@ -126,7 +126,12 @@ impl Filter {
     }
 
     /// Changes settings other than the seed and depth mask, which follow the rule set.
-    pub fn configure(&mut self, dns_action: maps::Action, fail_closed: bool, answer_ttl: u32) -> Result<(), FilterError> {
+    pub fn configure(
+        &mut self,
+        dns_action: maps::Action,
+        fail_closed: bool,
+        answer_ttl: u32,
+    ) -> Result<(), FilterError> {
         self.settings.dns_action = dns_action as u8;
         self.settings.fail_closed = u8::from(fail_closed);
         self.settings.answer_ttl = answer_ttl;
@@ -157,7 +162,7 @@ impl Filter {
         // uses the old set, then narrow them: no packet ever skips a lookup
         // its set needs.
         let new_mask = set.depth_mask();
-        let new_bits = set.filter_bits(self.filter_bits.len());
+        let new_bits = set.filter_bits(self.installed_bits.len());
         let first = self.active.is_none();
         self.settings.seed = set.seed();
         if first {
@@ -166,7 +171,7 @@ impl Filter {
         } else {
             let old = self.settings.depth_mask;
             self.settings.depth_mask = [old[0] | new_mask[0], old[1] | new_mask[1]];
-            let union: Vec<u64> = self.filter_bits.iter().zip(&new_bits).map(|(a, b)| a | b).collect();
+            let union: Vec<u64> = self.installed_bits.iter().zip(&new_bits).map(|(a, b)| a | b).collect();
             self.write_filter(&union)?;
         }
         self.write_settings()?;
@@ -185,7 +190,7 @@ impl Filter {
             self.write_filter(&new_bits)?;
             self.write_settings()?;
         }
-        self.filter_bits = new_bits;
+        self.installed_bits = new_bits;
         // The old inner map is freed by the kernel after readers finish (RCU).
         self.active = Some(inner);
         Ok(())
@@ -214,9 +219,10 @@ impl Filter {
             return Err(FilterError::NoSuchInterface(iface.to_owned()));
         }
         let prog = self.xdp()?;
-        let id = prog
-            .attach(iface, mode)
-            .map_err(|source| FilterError::Program { context: format!("attaching to {iface} ({mode:?} mode)"), source })?;
+        let id = prog.attach(iface, mode).map_err(|source| FilterError::Program {
+            context: format!("attaching to {iface} ({mode:?} mode)"),
+            source,
+        })?;
         self.links.push((iface.to_owned(), id));
         Ok(())
     }
@@ -226,7 +232,8 @@ impl Filter {
         let links = std::mem::take(&mut self.links);
         let prog = self.xdp()?;
         for (iface, id) in links {
-            prog.detach(id).map_err(|source| FilterError::Program { context: format!("detaching from {iface}"), source })?;
+            prog.detach(id)
+                .map_err(|source| FilterError::Program { context: format!("detaching from {iface}"), source })?;
         }
         Ok(())
     }
@@ -252,7 +259,7 @@ impl Filter {
             .map_err(|source| FilterError::Program { context: "program type".into(), source })
     }
 
-    /// Runs the loaded program once on `packet` (BPF_PROG_TEST_RUN).
+    /// Runs the loaded program once on `packet` (`BPF_PROG_TEST_RUN`).
     pub fn run(&self, packet: &[u8]) -> Result<RunResult, FilterError> {
         run_xdp(self.xdp_ref()?, packet, 1).map(|(r, _)| r)
     }
@@ -285,7 +292,7 @@ impl Filter {
     pub fn rule_hits(&self) -> Result<Vec<(u64, u32)>, FilterError> {
         let Some(active) = &self.active else { return Ok(Vec::new()) };
         let mut out = Vec::new();
-        for item in active.iter() {
+        for item in active {
             let (k, v) = item.map_err(map_err("rule set"))?;
             if v.hits != 0 {
                 out.push((k, v.hits));
@@ -309,9 +316,8 @@ fn run_xdp(prog: &Xdp, packet: &[u8], repeat: u32) -> Result<(RunResult, std::ti
     opts.data_in = Some(packet);
     opts.data_out = Some(&mut out);
     opts.repeat = repeat;
-    let r = prog
-        .test_run(opts)
-        .map_err(|source| FilterError::Program { context: "BPF_PROG_TEST_RUN".into(), source })?;
+    let r =
+        prog.test_run(opts).map_err(|source| FilterError::Program { context: "BPF_PROG_TEST_RUN".into(), source })?;
     out.truncate(r.data_size_out as usize);
     Ok((RunResult { action: r.return_value, output: out }, r.duration))
 }

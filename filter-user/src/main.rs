@@ -22,7 +22,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => commands::run::execute(args),
+        Command::Run(args) => commands::run::execute(&args),
         Command::Replay(args) => commands::replay::execute(args),
     };
     match result {

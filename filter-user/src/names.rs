@@ -2,7 +2,7 @@
 //! (punycode) form the kernel compares, and turned into rule keys with the
 //! shared hash in `maps::name`.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use maps::name::{MAX_LABEL_LEN, MAX_NAME_WIRE};
 use thiserror::Error;
@@ -124,7 +124,7 @@ pub fn wire_to_text(wire: &[u8]) -> String {
             if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
                 out.push(b as char);
             } else {
-                out.push_str(&format!("\\{b:03}"));
+                let _ = write!(out, "\\{b:03}");
             }
         }
         i += 1 + len as usize;

@@ -72,7 +72,11 @@ impl RuleSet {
             MapEntry::Occupied(mut o) => {
                 let r = o.get_mut();
                 if r.domain != e.domain {
-                    return Err(Collision { kept: r.domain.clone(), skipped: e.domain.clone(), origin: e.origin.clone() });
+                    return Err(Collision {
+                        kept: r.domain.clone(),
+                        skipped: e.domain.clone(),
+                        origin: e.origin.clone(),
+                    });
                 }
                 r.rule.flags |= bits;
                 if r.rule.action == Action::Default as u8 && !e.allow {
@@ -86,7 +90,7 @@ impl RuleSet {
                         flags: bits,
                         action: if e.allow { Action::Default as u8 } else { e.action as u8 },
                         labels: e.domain.labels() as u8,
-                        _pad: 0,
+                        pad: 0,
                         hits: 0,
                     },
                     origin: e.origin.clone(),
@@ -137,7 +141,8 @@ impl RuleSet {
 
     /// Counts of block and allow rules.
     pub fn counts(&self) -> (usize, usize) {
-        let allow = self.rules.values().filter(|r| r.rule.flags & (flags::ALLOW_SELF | flags::ALLOW_SUBDOMAINS) != 0).count();
+        let allow =
+            self.rules.values().filter(|r| r.rule.flags & (flags::ALLOW_SELF | flags::ALLOW_SUBDOMAINS) != 0).count();
         (self.rules.len() - allow, allow)
     }
 }

@@ -1,8 +1,11 @@
 //! Counter snapshots for people and machines.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
-use maps::{Counter, counters::{COUNT, CounterKind}};
+use maps::{
+    Counter,
+    counters::{COUNT, CounterKind},
+};
 
 /// Counter totals indexed by [`Counter`].
 pub type Counters = [u64; COUNT];
@@ -32,7 +35,7 @@ pub fn one_line(c: &Counters) -> String {
     for k in Counter::ALL {
         let v = c[*k as usize];
         if v != 0 {
-            s.push_str(&format!(" {}={v}", k.name()));
+            let _ = write!(s, " {}={v}", k.name());
         }
     }
     s
@@ -54,7 +57,7 @@ pub fn table(c: &Counters) -> String {
         s.push_str(title);
         s.push('\n');
         for k in rows {
-            s.push_str(&format!("  {:<24} {:>12}\n", k.name(), c[*k as usize]));
+            let _ = writeln!(s, "  {:<24} {:>12}", k.name(), c[*k as usize]);
         }
     }
     if s.is_empty() {

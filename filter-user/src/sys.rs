@@ -33,11 +33,7 @@ struct BatchAttr {
 /// Inserts or replaces `keys[i] -> values[i]` in a map with one system call
 /// per chunk, instead of one per element: a million rules load in a
 /// fraction of a second instead of seconds.
-pub fn update_batch<K: aya::Pod, V: aya::Pod>(
-    map: &impl AsRawFd,
-    keys: &[K],
-    values: &[V],
-) -> Result<(), SysError> {
+pub fn update_batch<K: aya::Pod, V: aya::Pod>(map: &impl AsRawFd, keys: &[K], values: &[V]) -> Result<(), SysError> {
     const CHUNK: usize = 1 << 16;
     if keys.len() != values.len() {
         return Err(SysError::LengthMismatch { keys: keys.len(), values: values.len() });
@@ -49,7 +45,7 @@ pub fn update_batch<K: aya::Pod, V: aya::Pod>(
             keys: keys[done..].as_ptr() as u64,
             values: values[done..].as_ptr() as u64,
             count: n as u32,
-            map_fd: map.as_raw_fd() as u32,
+            map_fd: map.as_raw_fd().cast_unsigned(),
             ..BatchAttr::default()
         };
         // SAFETY: attr points at `n` keys and values of the map's key and

@@ -19,7 +19,7 @@ macro_rules! counters {
             /// All counters in index order.
             pub const ALL: &'static [Counter] = &[$(Counter::$variant),+];
 
-            /// Stable snake_case name, used in stats output and metrics.
+            /// Stable `snake_case` name, used in stats output and metrics.
             pub const fn name(self) -> &'static str {
                 match self { $(Counter::$variant => $label,)+ }
             }
@@ -51,7 +51,7 @@ pub enum CounterKind {
 }
 
 counters! {
-    /// EtherType is neither IPv4 nor IPv6 (after at most two VLAN tags).
+    /// `EtherType` is neither IPv4 nor IPv6 (after at most two VLAN tags).
     NotIp => "not_ip", Skipped;
     /// More than two VLAN tags.
     VlanTooDeep => "vlan_too_deep", Skipped;

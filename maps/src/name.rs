@@ -30,7 +30,7 @@
 //!
 //! The hash is not cryptographic: each label is absorbed eight bytes at a
 //! time (case folded with a SWAR trick, multiply and xor-shift per word),
-//! finished with the MurmurHash3 64-bit finaliser, then chained. A typical
+//! finished with the `MurmurHash3` 64-bit finaliser, then chained. A typical
 //! label costs one word, which the kernel program can afford on every query.
 
 /// Longest name on the wire, length octets and root label included (RFC 1035 §2.3.4).
@@ -69,12 +69,12 @@ pub struct WireName {
     pub labels: usize,
 }
 
-/// An odd 64-bit constant (from MurmurHash3's finaliser) that multiplies each word in.
+/// An odd 64-bit constant (from `MurmurHash3`'s finaliser) that multiplies each word in.
 const WORD_MIX: u64 = 0xff51_afd7_ed55_8ccd;
 const LEN_MIX: u64 = 0x9e37_79b9_7f4a_7c15;
 const ROOT_MIX: u64 = 0x6a09_e667_f3bc_c909;
 
-/// MurmurHash3's 64-bit finaliser: every input bit affects every output bit.
+/// `MurmurHash3`'s 64-bit finaliser: every input bit affects every output bit.
 #[inline(always)]
 pub const fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
@@ -313,16 +313,8 @@ mod tests {
     fn word_folding_matches_byte_folding() {
         for b in 0..=255u8 {
             let w = u64::from_le_bytes([b, b'A', b'z', 0x80 | b, b'Z', b'@', b'[', b]);
-            let want = u64::from_le_bytes([
-                fold_case(b),
-                b'a',
-                b'z',
-                fold_case(0x80 | b),
-                b'z',
-                b'@',
-                b'[',
-                fold_case(b),
-            ]);
+            let want =
+                u64::from_le_bytes([fold_case(b), b'a', b'z', fold_case(0x80 | b), b'z', b'@', b'[', fold_case(b)]);
             assert_eq!(fold_case_word(w), want, "byte {b:#x}");
         }
     }

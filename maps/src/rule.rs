@@ -82,7 +82,7 @@ pub struct Rule {
     /// that can only be a key collision.
     pub labels: u8,
     /// Explicit padding; always 0.
-    pub _pad: u8,
+    pub pad: u8,
     /// Packets this rule decided. Incremented atomically by the kernel; wraps
     /// at 2^32, so readers accumulate differences.
     pub hits: u32,

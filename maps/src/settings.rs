@@ -25,7 +25,7 @@ pub struct Settings {
     /// 1: drop DNS queries that cannot be parsed (fail-closed); 0: pass them.
     pub fail_closed: u8,
     /// Explicit padding; always 0.
-    pub _pad: [u8; 2],
+    pub pad: [u8; 2],
     /// Words in `FILTER` minus one (a power of two minus one): see [`crate::filter`].
     pub filter_mask: u64,
 }

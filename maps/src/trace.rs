@@ -27,7 +27,7 @@ pub struct Trace {
     /// 17 for DNS over UDP, 6 for DNS over TCP, 0 when no DNS was found.
     pub l4_proto: u8,
     /// Explicit padding; always 0.
-    pub _pad: u8,
+    pub pad: u8,
 }
 
 const _: () = assert!(core::mem::size_of::<Trace>() == 40);

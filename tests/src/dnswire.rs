@@ -105,7 +105,11 @@ pub fn parse_answer(frame: &[u8]) -> Result<Answer, String> {
         Some(NetSlice::Ipv4(ip)) => {
             let h = ip.header().to_header();
             if h.calc_header_checksum() != h.header_checksum {
-                return Err(format!("bad IPv4 header checksum {:#06x}, want {:#06x}", h.header_checksum, h.calc_header_checksum()));
+                return Err(format!(
+                    "bad IPv4 header checksum {:#06x}, want {:#06x}",
+                    h.header_checksum,
+                    h.calc_header_checksum()
+                ));
             }
             if h.total_len as usize != h.header_len() + 8 + payload.len() {
                 return Err(format!("IPv4 total length {} is wrong", h.total_len));

@@ -38,7 +38,8 @@ impl Harness {
     }
 
     pub fn with(block: &str, allow: &str, dns_action: Action, fail_closed: bool) -> Self {
-        let mut filter = Filter::load(LoadOptions { trace: true, ..LoadOptions::default() }).expect("load the XDP program");
+        let mut filter =
+            Filter::load(LoadOptions { trace: true, ..LoadOptions::default() }).expect("load the XDP program");
         filter.configure(dns_action, fail_closed, 60).expect("configure");
         let seed = rand::random();
         let mut rules = RuleSet::new(seed);
@@ -70,7 +71,9 @@ impl Harness {
     /// Name of the rule that decided, from the trace and the packet.
     pub fn rule_name(&self, o: &Observed) -> Option<String> {
         (o.trace.rule_key != 0).then(|| {
-            self.rules.get(o.trace.rule_key).map_or_else(|| format!("?{:#x}", o.trace.rule_key), |r| r.domain.to_string())
+            self.rules
+                .get(o.trace.rule_key)
+                .map_or_else(|| format!("?{:#x}", o.trace.rule_key), |r| r.domain.to_string())
         })
     }
 }

@@ -4,8 +4,7 @@
 //! namespaces it creates.
 
 use std::{
-    fmt,
-    fs,
+    fmt, fs,
     io::{self, Read as _},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
@@ -58,7 +57,10 @@ impl NetNs {
 
     /// Runs a command inside; returns its output whatever the exit status.
     pub fn output(&self, args: &[&str]) -> Output {
-        self.command(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("spawning {args:?} in {}: {e}", self.name))
+        self.command(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("spawning {args:?} in {}: {e}", self.name))
     }
 
     /// Runs a command inside; panics if it fails; returns stdout.
@@ -153,16 +155,21 @@ impl Proc {
             {
                 panic!("{} exited ({status}) before logging {needle:?}:\n{}", self.what, self.log());
             }
-            assert!(start.elapsed() < timeout, "{} did not log {needle:?} within {timeout:?}:\n{}", self.what, self.log());
+            assert!(
+                start.elapsed() < timeout,
+                "{} did not log {needle:?} within {timeout:?}:\n{}",
+                self.what,
+                self.log()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Sends a signal (e.g. libc::SIGINT).
+    /// Sends a signal (e.g. `libc::SIGINT`).
     pub fn signal(&self, sig: i32) {
         // `ip netns exec` execs the program, so the child's pid is the program's.
         // SAFETY: kill(2) with a pid we own.
-        unsafe { libc::kill(self.pid() as i32, sig) };
+        unsafe { libc::kill(self.pid().cast_signed(), sig) };
     }
 
     /// Waits for the process to exit, up to `timeout`.
@@ -186,7 +193,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: our child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(child.id().cast_signed(), libc::SIGTERM) };
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(2) {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -231,14 +238,42 @@ impl Topology {
 
     /// Builds it in namespaces with the given names.
     pub fn build(client: NetNs, router: NetNs, server: NetNs) -> Self {
-        use addr::*;
+        use addr::{CLIENT_V4, CLIENT_V6, ROUTER_C_V4, ROUTER_C_V6, ROUTER_S_V4, ROUTER_S_V6, SERVER_V4, SERVER_V6};
         // No duplicate address detection: link-local addresses would stay
         // tentative for a second or two and hold up the first IPv6 exchange.
         for ns in [&client, &router, &server] {
             ns.run(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]);
         }
-        sh(&["ip", "link", "add", "c0", "netns", client.name(), "type", "veth", "peer", "name", "r0", "netns", router.name()]);
-        sh(&["ip", "link", "add", "s0", "netns", server.name(), "type", "veth", "peer", "name", "r1", "netns", router.name()]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "c0",
+            "netns",
+            client.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "r0",
+            "netns",
+            router.name(),
+        ]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "s0",
+            "netns",
+            server.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "r1",
+            "netns",
+            router.name(),
+        ]);
         for (ns, dev, v4, v6) in [
             (&client, "c0", CLIENT_V4, CLIENT_V6),
             (&router, "r0", ROUTER_C_V4, ROUTER_C_V6),
@@ -270,7 +305,7 @@ impl Topology {
     /// solicitation was sometimes lost and the kernel retries after a
     /// second, which would make the first query of a test time out.
     fn resolve_neighbours(&self) {
-        use addr::*;
+        use addr::{ROUTER_C_V4, ROUTER_C_V6, ROUTER_S_V4, ROUTER_S_V6};
         for (ns, router) in [
             (&self.client, ROUTER_C_V4),
             (&self.client, ROUTER_C_V6),
@@ -291,13 +326,13 @@ impl Topology {
     }
 
     /// Turns segmentation offloads off on the client so it sends real
-    /// MTU-sized segments (GRO stays on to receive XDP_TX frames).
+    /// MTU-sized segments (GRO stays on to receive `XDP_TX` frames).
     pub fn real_segments(&self) {
         self.client.run(&["ethtool", "-K", "c0", "tso", "off", "gso", "off"]);
     }
 }
 
-/// Attaches the benchmarks' baseline program (count and XDP_PASS) to `dev`
+/// Attaches the benchmarks' baseline program (count and `XDP_PASS`) to `dev`
 /// in native mode with iproute2.
 pub fn attach_pass_program(ns: &NetNs, dev: &str) {
     let dir = std::env::temp_dir().join(format!("namewall-pass-{}", std::process::id()));
@@ -336,20 +371,21 @@ pub fn start_dnsmasq(ns: &NetNs, dir: &Path, records: &[(&str, &str, &str)]) -> 
         args.push(format!("--address=/{name}/{v4}"));
         args.push(format!("--address=/{name}/{v6}"));
     }
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut p = ns.spawn(&argv, &log);
-    p.wait_for_log("started, version", Duration::from_secs(10));
+    let command: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = ns.spawn(&command, &log);
+    server.wait_for_log("started, version", Duration::from_secs(10));
     // Listening sockets exist once it logs; wait until it answers too.
     let start = Instant::now();
     loop {
-        let out = ns.output(&["dig", "+short", "+time=1", "+tries=1", &format!("@{}", addr::SERVER_V4), "probe.invalid"]);
+        let out =
+            ns.output(&["dig", "+short", "+time=1", "+tries=1", &format!("@{}", addr::SERVER_V4), "probe.invalid"]);
         if out.status.success() {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "dnsmasq does not answer:\n{}", p.log());
+        assert!(start.elapsed() < Duration::from_secs(10), "dnsmasq does not answer:\n{}", server.log());
         thread::sleep(Duration::from_millis(50));
     }
-    p
+    server
 }
 
 /// The `namewall` binary next to the test executables (`cargo xtask test`
@@ -432,10 +468,10 @@ pub fn dig(ns: &NetNs, server: &str, name: &str, qtype: &str, extra: &[&str]) ->
     let mut in_answer = false;
     for line in raw.lines() {
         if let Some(i) = line.find("status: ") {
-            r.status = line[i + 8..].split(',').next().unwrap_or_default().to_owned();
+            line[i + 8..].split(',').next().unwrap_or_default().clone_into(&mut r.status);
         }
         if let Some(i) = line.find(";; flags: ") {
-            r.flags = line[i + 10..].split(';').next().unwrap_or_default().trim().to_owned();
+            line[i + 10..].split(';').next().unwrap_or_default().trim().clone_into(&mut r.flags);
         }
         if line.contains("OPT PSEUDOSECTION") {
             r.edns = true;

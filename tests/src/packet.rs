@@ -63,7 +63,13 @@ pub struct Spec {
 
 impl Spec {
     pub fn udp4() -> Self {
-        Self { vlan: Vlan::None, ip: Ip::V4 { options: Vec::new() }, transport: Transport::Udp, sport: 40000, dport: 53 }
+        Self {
+            vlan: Vlan::None,
+            ip: Ip::V4 { options: Vec::new() },
+            transport: Transport::Udp,
+            sport: 40000,
+            dport: 53,
+        }
     }
 
     pub fn udp6() -> Self {
@@ -106,7 +112,8 @@ impl Spec {
         let ip = match &self.ip {
             Ip::V4 { options } => {
                 let mut h = Ipv4Header::new(0, 64, IpNumber::UDP, CLIENT_V4, SERVER_V4).expect("ipv4 header");
-                h.options = Ipv4Options::try_from(options.as_slice()).expect("options of a multiple of 4 bytes, at most 40");
+                h.options =
+                    Ipv4Options::try_from(options.as_slice()).expect("options of a multiple of 4 bytes, at most 40");
                 h.identification = 0x1234;
                 IpHeaders::Ipv4(h, etherparse::Ipv4Extensions::default())
             }
@@ -126,7 +133,9 @@ impl Spec {
         let step = match self.vlan {
             Vlan::None => eth.ip(ip),
             Vlan::Single(id) => eth.single_vlan(id.try_into().expect("vlan id")).ip(ip),
-            Vlan::Double(o, i) => eth.double_vlan(o.try_into().expect("vlan id"), i.try_into().expect("vlan id")).ip(ip),
+            Vlan::Double(o, i) => {
+                eth.double_vlan(o.try_into().expect("vlan id"), i.try_into().expect("vlan id")).ip(ip)
+            }
         };
         let mut out = Vec::new();
         match self.transport {
@@ -157,13 +166,17 @@ fn v6_exts(ext: V6Ext) -> Ipv6Extensions {
         V6Ext::None => {}
         V6Ext::HopByHop => e.hop_by_hop_options = Some(raw(&padn)),
         V6Ext::DestOpts => e.destination_options = Some(raw(&padn)),
-        V6Ext::Routing => e.routing = Some(Ipv6RoutingExtensions { routing: raw(&routing), final_destination_options: None }),
+        V6Ext::Routing => {
+            e.routing = Some(Ipv6RoutingExtensions { routing: raw(&routing), final_destination_options: None });
+        }
         V6Ext::All => {
             e.hop_by_hop_options = Some(raw(&padn));
-            e.routing = Some(Ipv6RoutingExtensions { routing: raw(&routing), final_destination_options: Some(raw(&padn)) });
+            e.routing =
+                Some(Ipv6RoutingExtensions { routing: raw(&routing), final_destination_options: Some(raw(&padn)) });
         }
         V6Ext::Fragment => {
-            e.fragment = Some(etherparse::Ipv6FragmentHeader::new(IpNumber::UDP, 0.try_into().expect("offset"), true, 7));
+            e.fragment =
+                Some(etherparse::Ipv6FragmentHeader::new(IpNumber::UDP, 0.try_into().expect("offset"), true, 7));
         }
     }
     e

@@ -44,7 +44,12 @@ fn udp_over_both_families(mode: &str) {
     let (block, allow) = write_lists(dir.path());
     let t = Topology::new(&format!("udp{mode}"));
     let dns = start_dnsmasq(&t.server, dir.path(), RECORDS);
-    let daemon = Daemon::start(&t.router, dir.path(), netns::ROUTER_CLIENT_IF, &["--blocklist", &block, "--allowlist", &allow, "--xdp-mode", mode]);
+    let daemon = Daemon::start(
+        &t.router,
+        dir.path(),
+        netns::ROUTER_CLIENT_IF,
+        &["--blocklist", &block, "--allowlist", &allow, "--xdp-mode", mode],
+    );
 
     let mut blocked = 0;
     for server in [addr::SERVER_V4, addr::SERVER_V6] {
@@ -75,12 +80,26 @@ fn udp_over_both_families(mode: &str) {
     let counters = daemon.stop();
     let seen = dnsmasq_queries(&dns.log());
     for q in &seen {
-        for blocked_name in ["query[A] ads.lab", "x.y.ads.lab", "query[A] tracker.lab", "metrics.lab", "query[A] evil.lab", "refuse.lab"] {
-            assert!(!q.to_ascii_lowercase().contains(blocked_name), "the server saw a blocked query: {q}\nall: {seen:#?}");
+        for blocked_name in [
+            "query[A] ads.lab",
+            "x.y.ads.lab",
+            "query[A] tracker.lab",
+            "metrics.lab",
+            "query[A] evil.lab",
+            "refuse.lab",
+        ] {
+            assert!(
+                !q.to_ascii_lowercase().contains(blocked_name),
+                "the server saw a blocked query: {q}\nall: {seen:#?}"
+            );
         }
     }
     for allowed in ["query[A] www.lab", "query[AAAA] www.lab", "query[A] good.ads.lab", "query[A] sub.good.ads.lab"] {
-        assert_eq!(seen.iter().filter(|q| q.as_str() == allowed).count(), 2, "{allowed} once per family; saw {seen:#?}");
+        assert_eq!(
+            seen.iter().filter(|q| q.as_str() == allowed).count(),
+            2,
+            "{allowed} once per family; saw {seen:#?}"
+        );
     }
     assert_eq!(get(&counters, "nxdomain"), blocked, "{counters:?}");
     assert_eq!(get(&counters, "refused"), 2, "{counters:?}");
@@ -105,7 +124,8 @@ fn kdig_over_tcp_blocked_dropped_allowed_answered() {
     let (block, allow) = write_lists(dir.path());
     let t = Topology::new("tcp");
     let dns = start_dnsmasq(&t.server, dir.path(), RECORDS);
-    let daemon = Daemon::start(&t.router, dir.path(), netns::ROUTER_CLIENT_IF, &["--blocklist", &block, "--allowlist", &allow]);
+    let daemon =
+        Daemon::start(&t.router, dir.path(), netns::ROUTER_CLIENT_IF, &["--blocklist", &block, "--allowlist", &allow]);
     for server in [addr::SERVER_V4, addr::SERVER_V6] {
         let at = format!("@{server}");
         let out = t.client.output(&["kdig", "+tcp", "+timeout=2", "+retry=0", &at, "www.lab", "A"]);
@@ -141,9 +161,19 @@ fn sinkhole_answers_zero_addresses() {
         &["--blocklist", &block, "--allowlist", &allow, "--dns-action", "sinkhole", "--answer-ttl", "300"],
     );
     let r = dig(&t.client, addr::SERVER_V4, "ads.lab", "A", &[]);
-    assert_eq!((r.status.as_str(), r.answers.clone()), ("NOERROR", vec!["ads.lab. 300 IN A 0.0.0.0".to_owned()]), "{}", r.raw);
+    assert_eq!(
+        (r.status.as_str(), r.answers.clone()),
+        ("NOERROR", vec!["ads.lab. 300 IN A 0.0.0.0".to_owned()]),
+        "{}",
+        r.raw
+    );
     let r = dig(&t.client, addr::SERVER_V6, "www.ads.lab", "AAAA", &[]);
-    assert_eq!((r.status.as_str(), r.answers.clone()), ("NOERROR", vec!["www.ads.lab. 300 IN AAAA ::".to_owned()]), "{}", r.raw);
+    assert_eq!(
+        (r.status.as_str(), r.answers.clone()),
+        ("NOERROR", vec!["www.ads.lab. 300 IN AAAA ::".to_owned()]),
+        "{}",
+        r.raw
+    );
     let r = dig(&t.client, addr::SERVER_V4, "ads.lab", "TXT", &[]);
     assert_eq!((r.status.as_str(), r.answers.len()), ("NOERROR", 0), "NODATA for other types:\n{}", r.raw);
     let counters = daemon.stop();
@@ -171,15 +201,33 @@ fn replay_of_a_captured_session() {
     let (block, allow) = write_lists(dir.path());
     let t = Topology::new("replay");
     let _dns = start_dnsmasq(&t.server, dir.path(), RECORDS);
-    let daemon = Daemon::start(&t.router, dir.path(), netns::ROUTER_CLIENT_IF, &["--blocklist", &block, "--allowlist", &allow]);
+    let daemon =
+        Daemon::start(&t.router, dir.path(), netns::ROUTER_CLIENT_IF, &["--blocklist", &block, "--allowlist", &allow]);
     for (iface, file) in [("c0", "c0.pcap"), ("any", "any.pcap")] {
         let pcap = dir.path().join(file);
         let mut tcpdump = t.client.spawn(
-            &["tcpdump", "--immediate-mode", "-U", "-Z", "root", "-n", "-i", iface, "-w", pcap.to_str().unwrap(), "udp port 53"],
+            &[
+                "tcpdump",
+                "--immediate-mode",
+                "-U",
+                "-Z",
+                "root",
+                "-n",
+                "-i",
+                iface,
+                "-w",
+                pcap.to_str().unwrap(),
+                "udp port 53",
+            ],
             &dir.path().join(format!("{file}.log")),
         );
         tcpdump.wait_for_log("listening on", std::time::Duration::from_secs(10));
-        for (name, server) in [("www.ads.lab", addr::SERVER_V4), ("www.lab", addr::SERVER_V4), ("good.ads.lab", addr::SERVER_V6), ("evil.lab", addr::SERVER_V6)] {
+        for (name, server) in [
+            ("www.ads.lab", addr::SERVER_V4),
+            ("www.lab", addr::SERVER_V4),
+            ("good.ads.lab", addr::SERVER_V6),
+            ("evil.lab", addr::SERVER_V6),
+        ] {
             let r = dig(&t.client, server, name, "A", &[]);
             assert!(!r.status.is_empty(), "{name}: {}", r.raw);
         }

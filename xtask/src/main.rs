@@ -38,7 +38,7 @@ enum Cmd {
         #[arg(long)]
         down: bool,
     },
-    /// Every check: formatting, clippy (host and BPF target), unit, test_run and namespace tests.
+    /// Every check: formatting, clippy (host and BPF target), unit, `test_run` and namespace tests.
     Test {
         /// Only run tests whose name contains this (passed to cargo test).
         filter: Option<String>,
@@ -50,7 +50,7 @@ enum Cmd {
     Lint,
     /// Measure ns/packet against a baseline XDP program and rule loading; writes BENCHMARKS.md.
     Bench {
-        /// Repetitions per BPF_PROG_TEST_RUN measurement.
+        /// Repetitions per `BPF_PROG_TEST_RUN` measurement.
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
         /// Where to write the report.

@@ -6,7 +6,12 @@
 
 #[cfg(target_arch = "bpf")]
 mod program {
-    use aya_ebpf::{bindings::xdp_action, btf_maps::PerCpuArray, macros::{btf_map, xdp}, programs::XdpContext};
+    use aya_ebpf::{
+        bindings::xdp_action,
+        btf_maps::PerCpuArray,
+        macros::{btf_map, xdp},
+        programs::XdpContext,
+    };
 
     #[btf_map]
     static BASELINE_COUNTER: PerCpuArray<u64, 1> = PerCpuArray::new();

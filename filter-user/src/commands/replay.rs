@@ -207,4 +207,3 @@ impl fmt::Display for SummaryText<'_> {
         Ok(())
     }
 }
-

@@ -1,6 +1,9 @@
 //! `namewall run`: load, attach, report, detach on SIGINT/SIGTERM.
 
-use std::{path::PathBuf, time::{Duration, Instant}};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use aya::programs::XdpMode;
@@ -41,7 +44,7 @@ pub struct RunArgs {
     /// Interface to filter traffic entering on; repeat for several.
     #[arg(long = "iface", short = 'i', required = true, value_name = "IF")]
     pub ifaces: Vec<String>,
-    /// Blocklist file (plain names, hosts format, AdBlock `||name^`); repeat for several.
+    /// Blocklist file (plain names, hosts format, `AdBlock` `||name^`); repeat for several.
     #[arg(long = "blocklist", short = 'b', value_name = "FILE")]
     pub blocklists: Vec<PathBuf>,
     /// Allowlist file; its names are never blocked (allow wins at equal specificity).
@@ -67,7 +70,7 @@ pub struct RunArgs {
     pub stats_interval: u64,
 }
 
-pub fn execute(args: RunArgs) -> anyhow::Result<()> {
+pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     crate::commands::init_tracing();
     for iface in &args.ifaces {
         if sys::if_index(iface).is_none() {
@@ -78,7 +81,8 @@ pub fn execute(args: RunArgs) -> anyhow::Result<()> {
         bail!("no lists given: pass --blocklist FILE (and optionally --allowlist FILE)");
     }
     let started = Instant::now();
-    let source = PolicySource { blocklists: args.blocklists.clone(), allowlists: args.allowlists.clone(), strict: args.strict };
+    let source =
+        PolicySource { blocklists: args.blocklists.clone(), allowlists: args.allowlists.clone(), strict: args.strict };
     let policy = source.load(rand::random()).context("loading lists")?;
     super::report_list_problems(&policy);
     let (block, allow) = policy.rules.counts();
@@ -131,4 +135,3 @@ async fn serve(filter: &Filter, interval: u64) -> anyhow::Result<()> {
         }
     }
 }
-

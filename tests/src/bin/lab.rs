@@ -41,7 +41,9 @@ const QUERIES: &[(&str, &str, &str, &str)] = &[
 ];
 
 fn usage() -> ! {
-    eprintln!("usage: namewall-lab [--keep | --down]\n  --keep  leave the lab running and print how to use it\n  --down  remove a lab left running by --keep");
+    eprintln!(
+        "usage: namewall-lab [--keep | --down]\n  --keep  leave the lab running and print how to use it\n  --down  remove a lab left running by --keep"
+    );
     std::process::exit(2);
 }
 
@@ -64,6 +66,79 @@ fn down() {
         let _ = std::process::Command::new("ip").args(["netns", "del", n]).stderr(std::process::Stdio::null()).status();
     }
     println!("lab removed");
+}
+
+/// Queries every name in [`QUERIES`] with kdig from the client and prints
+/// what came back; false when interrupted.
+fn run_queries(t: &Topology, stop: &dyn Fn() -> bool) -> bool {
+    println!("\n== queries from {} (kdig)", NS[0]);
+    println!("  {:<24} {:<5} {:<4} {:<10} {:<9} {:<10} answer", "name", "type", "via", "status", "time", "answered");
+    for (name, qtype, server, transport) in QUERIES {
+        if stop() {
+            return false;
+        }
+        let at = format!("@{server}");
+        let mut args = vec!["kdig", &at, name, qtype, "+timeout=1", "+retry=0"];
+        if *transport == "tcp" {
+            args.push("+tcp");
+        }
+        let out = t.client.output(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |key: &str| -> String {
+            text.lines()
+                .find_map(|l| {
+                    l.find(key).map(|i| l[i + key.len()..].split(';').next().unwrap_or_default().trim().to_owned())
+                })
+                .unwrap_or_default()
+        };
+        let status = field("status: ");
+        let status = if status.is_empty() { "no answer".to_owned() } else { status };
+        let flags = field("Flags: ");
+        let time = text
+            .lines()
+            .find_map(|l| l.rsplit_once(") in ").map(|(_, t)| t.trim().to_owned()))
+            .unwrap_or_else(|| "-".into());
+        let who = if status == "no answer" {
+            "dropped"
+        } else if flags.split_whitespace().any(|f| f == "aa") {
+            "dnsmasq"
+        } else {
+            "namewall"
+        };
+        let answer = text
+            .lines()
+            .skip_while(|l| !l.starts_with(";; ANSWER SECTION"))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().last())
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!("  {name:<24} {qtype:<5} {transport:<4} {status:<10} {time:<9} {who:<10} {answer}");
+    }
+
+    true
+}
+
+/// Leaves the lab running (`--keep`) and prints how to use it.
+fn keep_up(t: Topology, daemon: Daemon, dns: netns::Proc, dir: tempfile::TempDir) {
+    let bin = netns::namewall_bin();
+    println!("\n== the lab stays up (--keep)");
+    println!("  ip netns exec {} dig @{} ads.example.lab", NS[0], addr::SERVER_V4);
+    println!("  ip netns exec {} kdig @{} +tcp www.example.lab", NS[0], addr::SERVER_V6);
+    println!("  ip netns exec {} bash          # a shell on the router", NS[1]);
+    println!("  namewall's log: {}   dnsmasq's log: {}", daemon.proc.log_path().display(), dns.log_path().display());
+    println!("  replay a capture: ip netns exec {} tcpdump -i c0 -w /tmp/lab.pcap port 53, then", NS[0]);
+    println!(
+        "    {} replay --pcap /tmp/lab.pcap --blocklist lab/blocklist.txt --allowlist lab/allowlist.txt",
+        bin.display()
+    );
+    println!("  remove it: cargo xtask lab --down");
+    std::mem::forget(daemon);
+    std::mem::forget(dns);
+    let _ = dir.keep();
+    for ns in [t.client, t.router, t.server] {
+        ns.keep();
+    }
 }
 
 fn main() {
@@ -104,14 +179,25 @@ fn main() {
     let t = Topology::build(NetNs::named(NS[0].into()), NetNs::named(NS[1].into()), NetNs::named(NS[2].into()));
     println!("  {} (c0 {} {})", NS[0], addr::CLIENT_V4, addr::CLIENT_V6);
     println!("    | veth");
-    println!("  {} (r0 {} {}  <- namewall attached here, r1 {} {})", NS[1], addr::ROUTER_C_V4, addr::ROUTER_C_V6, addr::ROUTER_S_V4, addr::ROUTER_S_V6);
+    println!(
+        "  {} (r0 {} {}  <- namewall attached here, r1 {} {})",
+        NS[1],
+        addr::ROUTER_C_V4,
+        addr::ROUTER_C_V6,
+        addr::ROUTER_S_V4,
+        addr::ROUTER_S_V6
+    );
     println!("    | veth");
     println!("  {} (s0 {} {}, dnsmasq)", NS[2], addr::SERVER_V4, addr::SERVER_V6);
     if stop() {
         return;
     }
 
-    println!("\n== dnsmasq in {}: authoritative for {}", NS[2], RECORDS.iter().map(|r| r.0).collect::<Vec<_>>().join(", "));
+    println!(
+        "\n== dnsmasq in {}: authoritative for {}",
+        NS[2],
+        RECORDS.iter().map(|r| r.0).collect::<Vec<_>>().join(", ")
+    );
     let dns = netns::start_dnsmasq(&t.server, dir.path(), RECORDS);
     println!("\n== namewall run --iface r0 --blocklist lab/blocklist.txt --allowlist lab/allowlist.txt");
     let daemon = Daemon::start(
@@ -134,62 +220,12 @@ fn main() {
         println!("  {line}");
     }
 
-    println!("\n== queries from {} (kdig)", NS[0]);
-    println!("  {:<24} {:<5} {:<4} {:<10} {:<9} {:<10} {}", "name", "type", "via", "status", "time", "answered", "answer");
-    for (name, qtype, server, transport) in QUERIES {
-        if stop() {
-            return;
-        }
-        let at = format!("@{server}");
-        let mut args = vec!["kdig", &at, name, qtype, "+timeout=1", "+retry=0"];
-        if *transport == "tcp" {
-            args.push("+tcp");
-        }
-        let out = t.client.output(&args);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let field = |key: &str| -> String {
-            text.lines()
-                .find_map(|l| l.find(key).map(|i| l[i + key.len()..].split(';').next().unwrap_or_default().trim().to_owned()))
-                .unwrap_or_default()
-        };
-        let status = field("status: ");
-        let status = if status.is_empty() { "no answer".to_owned() } else { status };
-        let flags = field("Flags: ");
-        let time = text.lines().find_map(|l| l.rsplit_once(") in ").map(|(_, t)| t.trim().to_owned())).unwrap_or_else(|| "-".into());
-        let who = if status == "no answer" {
-            "dropped"
-        } else if flags.split_whitespace().any(|f| f == "aa") {
-            "dnsmasq"
-        } else {
-            "namewall"
-        };
-        let answer = text
-            .lines()
-            .skip_while(|l| !l.starts_with(";; ANSWER SECTION"))
-            .skip(1)
-            .take_while(|l| !l.trim().is_empty())
-            .filter_map(|l| l.split_whitespace().last())
-            .collect::<Vec<_>>()
-            .join(" ");
-        println!("  {name:<24} {qtype:<5} {transport:<4} {status:<10} {time:<9} {who:<10} {answer}");
+    if !run_queries(&t, &stop) {
+        return;
     }
 
     if keep {
-        let bin = netns::namewall_bin();
-        println!("\n== the lab stays up (--keep)");
-        println!("  ip netns exec {} dig @{} ads.example.lab", NS[0], addr::SERVER_V4);
-        println!("  ip netns exec {} kdig @{} +tcp www.example.lab", NS[0], addr::SERVER_V6);
-        println!("  ip netns exec {} bash          # a shell on the router", NS[1]);
-        println!("  namewall's log: {}   dnsmasq's log: {}", daemon.proc.log_path().display(), dns.log_path().display());
-        println!("  replay a capture: ip netns exec {} tcpdump -i r0 -w /tmp/lab.pcap port 53, then", NS[1]);
-        println!("    {} replay --pcap /tmp/lab.pcap --blocklist lab/blocklist.txt --allowlist lab/allowlist.txt", bin.display());
-        println!("  remove it: cargo xtask lab --down");
-        std::mem::forget(daemon);
-        std::mem::forget(dns);
-        let _ = dir.keep();
-        for ns in [t.client, t.router, t.server] {
-            ns.keep();
-        }
+        keep_up(t, daemon, dns, dir);
         return;
     }
 
