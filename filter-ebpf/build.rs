@@ -11,5 +11,9 @@ fn main() {
     // with efficient unaligned access (x86-64, arm64), where namewall runs.
     // alu32 (Linux 5.1+): 32-bit arithmetic, fewer zero-extensions.
     // (rustc already passes --cpu, so the CPU itself cannot be chosen here.)
-    println!("cargo:rustc-link-arg=--cpu-features=+alu32,+allows-misaligned-mem-access");
+    // Only for the BPF target: host builds of this crate (cargo clippy
+    // --workspace) link with the system linker.
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("bpf") {
+        println!("cargo:rustc-link-arg=--cpu-features=+alu32,+allows-misaligned-mem-access");
+    }
 }
