@@ -14,6 +14,7 @@ const PACKAGES: &[&str] = &[
     "libzstd-dev",
     "zlib1g-dev",
     "iproute2",
+    "procps",
     "ethtool",
     "tcpdump",
     "bind9-dnsutils",
