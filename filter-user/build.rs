@@ -1,4 +1,4 @@
-//! Builds the XDP programs (filter-ebpf's `namewall` and `baseline`
+//! Builds the XDP programs (filter-ebpf's `namewall-xdp` and `baseline-xdp`
 //! binaries) with the nightly toolchain and bpf-linker, into `OUT_DIR`, where
 //! the loader embeds them. `cargo xtask setup` installs what this needs.
 //!
@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// The programs filter-ebpf builds.
-const PROGRAMS: &[&str] = &["namewall", "baseline"];
+const PROGRAMS: &[&str] = &["namewall-xdp", "baseline-xdp"];
 const TARGET: &str = "bpfel-unknown-none";
 
 fn main() -> anyhow::Result<()> {

@@ -13,9 +13,9 @@ use thiserror::Error;
 use crate::{rules::RuleSet, sys};
 
 /// The namewall XDP object, built by build.rs.
-pub static NAMEWALL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/namewall"));
+pub static NAMEWALL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/namewall-xdp"));
 /// The benchmarks' baseline XDP object.
-pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
+pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline-xdp"));
 
 /// Errors from loading and driving the program.
 #[derive(Debug, Error)]

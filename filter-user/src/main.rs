@@ -5,7 +5,7 @@ mod commands;
 
 /// Blocks DNS queries by domain name at line rate, in an XDP program.
 #[derive(Debug, Parser)]
-#[command(name = "namewall", version, about, long_about = None)]
+#[command(name = "namewall", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

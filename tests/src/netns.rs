@@ -502,3 +502,20 @@ pub fn dnsmasq_queries(log: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Runs `f` on a thread that has entered `ns`'s network namespace: sockets
+/// it opens live there. The calling thread stays where it was.
+pub fn in_namespace<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
+    let path = PathBuf::from("/run/netns").join(ns.name());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = fs::File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+            // SAFETY: setns on a namespace file we hold open; it only affects this thread.
+            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns into {}: {}", ns.name(), io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    })
+}

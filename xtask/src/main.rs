@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
             if !no_lint {
                 lint()?;
             }
-            let mut cmd = cargo(&["test", "--workspace", "--no-fail-fast"]);
+            let mut cmd = cargo(&["test", "--no-fail-fast"]);
             if let Some(f) = filter {
                 cmd.arg(f);
             }
@@ -132,7 +132,9 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 fn build(release: bool) -> anyhow::Result<()> {
-    let mut cmd = cargo(&["build", "--workspace", "--bins"]);
+    // The default members: filter-ebpf's binaries only exist for the BPF
+    // target, where filter-user's build script builds them.
+    let mut cmd = cargo(&["build", "--bins"]);
     if release {
         cmd.arg("--release");
     }

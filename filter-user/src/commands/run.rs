@@ -44,7 +44,7 @@ pub struct RunArgs {
     /// Interface to filter traffic entering on; repeat for several.
     #[arg(long = "iface", short = 'i', required = true, value_name = "IF")]
     pub ifaces: Vec<String>,
-    /// Blocklist file (plain names, hosts format, `AdBlock` `||name^`); repeat for several.
+    /// Blocklist file (plain names, hosts format, Adblock-style `||name^`); repeat for several.
     #[arg(long = "blocklist", short = 'b', value_name = "FILE")]
     pub blocklists: Vec<PathBuf>,
     /// Allowlist file; its names are never blocked (allow wins at equal specificity).
