@@ -422,12 +422,18 @@ impl Daemon {
     }
 
     /// Stops it with SIGINT and returns the counters it printed on exit.
-    pub fn stop(mut self) -> std::collections::BTreeMap<String, u64> {
+    pub fn stop(self) -> std::collections::BTreeMap<String, u64> {
+        self.stop_with_log().0
+    }
+
+    /// Stops it with SIGINT; returns its counters and its whole log.
+    pub fn stop_with_log(mut self) -> (std::collections::BTreeMap<String, u64>, String) {
         self.proc.signal(libc::SIGINT);
         let status = self.proc.wait(Duration::from_secs(10)).expect("namewall exits on SIGINT");
         let log = self.proc.log();
         assert!(status.success(), "namewall exited with {status}:\n{log}");
-        parse_counters(&log).unwrap_or_else(|| panic!("no counters in namewall's log:\n{log}"))
+        let counters = parse_counters(&log).unwrap_or_else(|| panic!("no counters in namewall's log:\n{log}"));
+        (counters, log)
     }
 }
 

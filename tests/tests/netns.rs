@@ -77,7 +77,27 @@ fn udp_over_both_families(mode: &str) {
         }
     }
 
-    let counters = daemon.stop();
+    let (counters, log) = daemon.stop_with_log();
+    // Per-rule hits, two families each: ads.lab (two names), tracker.lab, metrics.lab, evil.lab.
+    let hits: Vec<(String, u64)> = log
+        .lines()
+        .skip_while(|l| *l != "rules by hits")
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_owned(), it.next()?.parse().ok()?))
+        })
+        .collect();
+    for (rule, n) in [
+        ("ads.lab", 4),
+        ("tracker.lab", 2),
+        ("metrics.lab", 2),
+        ("evil.lab", 2),
+        ("refuse.lab", 2),
+        ("good.ads.lab", 4),
+    ] {
+        assert!(hits.contains(&(rule.to_owned(), n)), "{rule} should have {n} hits: {hits:?}\n{log}");
+    }
     let seen = dnsmasq_queries(&dns.log());
     for q in &seen {
         for blocked_name in [

@@ -70,6 +70,9 @@ pub struct RunArgs {
     pub stats_interval: u64,
 }
 
+/// Rules listed by hits when the daemon stops.
+const TOP_RULES: usize = 10;
+
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     crate::commands::init_tracing();
     for iface in &args.ifaces {
@@ -112,6 +115,15 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let totals = filter.counters().context("reading counters")?;
     info!(counters = %stats::one_line(&totals), "detached");
     eprint!("{}", stats::table(&totals));
+    let mut hits = filter.rule_hits().context("reading rule hit counts")?;
+    hits.sort_by(|a, b| b.1.cmp(&a.1));
+    if !hits.is_empty() {
+        eprintln!("rules by hits");
+        for (key, n) in hits.iter().take(TOP_RULES) {
+            let name = policy.rules.get(*key).map_or_else(|| format!("{key:#018x}"), |r| r.domain.to_string());
+            eprintln!("  {name:<40} {n:>10}");
+        }
+    }
     result
 }
 
