@@ -116,7 +116,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     info!(counters = %stats::one_line(&totals), "detached");
     eprint!("{}", stats::table(&totals));
     let mut hits = filter.rule_hits().context("reading rule hit counts")?;
-    hits.sort_by(|a, b| b.1.cmp(&a.1));
+    hits.sort_by_key(|h| std::cmp::Reverse(h.1));
     if !hits.is_empty() {
         eprintln!("rules by hits");
         for (key, n) in hits.iter().take(TOP_RULES) {
