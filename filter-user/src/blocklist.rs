@@ -102,7 +102,7 @@ pub struct Parsed {
 
 /// Loading a list file failed as a whole.
 #[derive(Debug, Error)]
-#[error("reading {path}: {source}")]
+#[error("reading {path}")]
 pub struct LoadError {
     pub path: String,
     #[source]

@@ -17,20 +17,21 @@ pub static NAMEWALL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OU
 /// The benchmarks' baseline XDP object.
 pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline-xdp"));
 
-/// Errors from loading and driving the program.
+/// Errors from loading and driving the program. Messages name the step;
+/// the cause is the error's source, which `{:#}` (anyhow) prints after it.
 #[derive(Debug, Error)]
 pub enum FilterError {
-    #[error("loading the XDP object: {0}")]
+    #[error("loading the XDP object")]
     Load(#[from] EbpfError),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Program { context: String, source: ProgramError },
-    #[error("map {map}: {source}")]
+    #[error("map {map}")]
     Map { map: &'static str, source: MapError },
     #[error("map {0} missing from the object")]
     MissingMap(&'static str),
     #[error("program {0} missing from the object")]
     MissingProgram(&'static str),
-    #[error("filling the rule set: {0}")]
+    #[error("filling the rule set")]
     Fill(#[from] sys::SysError),
     #[error("interface {0:?} does not exist")]
     NoSuchInterface(String),

@@ -10,7 +10,7 @@ const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// Errors from the raw calls.
 #[derive(Debug, Error)]
 pub enum SysError {
-    #[error("bpf(BPF_MAP_UPDATE_BATCH) failed after {done} of {total} entries: {source}")]
+    #[error("bpf(BPF_MAP_UPDATE_BATCH) failed after {done} of {total} entries")]
     UpdateBatch { done: usize, total: usize, source: io::Error },
     #[error("keys and values differ in number ({keys} keys, {values} values)")]
     LengthMismatch { keys: usize, values: usize },

@@ -211,6 +211,23 @@ fn run_refuses_a_missing_interface() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("interface \"nosuch0\" does not exist"), "{err}");
     assert_eq!(err.lines().count(), 1, "one clear line, not a trace:\n{err}");
+
+    // The loopback device has no native XDP: the kernel refuses the attach.
+    let out =
+        ns.output(&[bin.to_str().unwrap(), "run", "--iface", "lo", "--xdp-mode", "native", "--blocklist", &block]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("namewall: error: attaching to lo") && last.contains("not supported"), "{err}");
+
+    // An unreadable list: named, once.
+    let out = ns.output(&[bin.to_str().unwrap(), "run", "--iface", "lo", "--blocklist", "/nonexistent/list.txt"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "namewall: error: loading lists: reading /nonexistent/list.txt: No such file or directory (os error 2)"
+    );
 }
 
 /// A real capture of a dig session, taken on the client, replayed through
