@@ -27,6 +27,9 @@ pub const DNS_HLEN: usize = 12;
 pub struct Query {
     /// Offset of the DNS header.
     pub dns_off: usize,
+    /// End of the message within the segment or datagram; for TCP, less than
+    /// the payload's end when more messages follow in the same segment.
+    pub msg_end: usize,
     /// Flags word of the query.
     pub flags: u16,
     /// QNAME as parsed; its bytes and the label hashes are in the scratch map.
@@ -68,7 +71,7 @@ pub fn parse_query(
         // RFC 1035 §4.2.2: a two-byte length prefix, then the message. Only a
         // segment that starts with a message is judged.
         let Some(len) = pkt.be16(l.payload_off) else {
-            return Err(skip(Counter::TcpNotMessageStart));
+            return Err(malformed(Counter::TcpNotMessageStart));
         };
         let dns_off = l.payload_off + 2;
         let end = dns_off + len as usize;
@@ -77,7 +80,7 @@ pub fn parse_query(
         (l.payload_off, l.payload_end)
     };
     let Some(h) = pkt.bytes::<DNS_HLEN>(dns_off).filter(|_| dns_off + DNS_HLEN <= msg_end) else {
-        return Err(if tcp { skip(Counter::TcpNotMessageStart) } else { malformed(Counter::DnsShortHeader) });
+        return Err(malformed(if tcp { Counter::TcpNotMessageStart } else { Counter::DnsShortHeader }));
     };
     let flags = u16::from_be_bytes([h[2], h[3]]);
     let qdcount = u16::from_be_bytes([h[4], h[5]]);
@@ -91,8 +94,9 @@ pub fn parse_query(
         None
     };
     if let Some(c) = not_query {
-        // Over TCP such bytes are most likely the middle of a stream.
-        return Err(skip(if tcp { Counter::TcpNotMessageStart } else { c }));
+        // Over TCP such bytes are as likely the middle of a stream, which a
+        // client controls: fail-closed must not let them through.
+        return Err(if tcp { malformed(Counter::TcpNotMessageStart) } else { skip(c) });
     }
     if qdcount > 1 {
         return Err(malformed(Counter::DnsMultiQuestion));
@@ -127,7 +131,7 @@ pub fn parse_query(
     let at = name.len & (name::QUESTION_BUF - 1);
     let qtype = u16::from_be_bytes([q[at], q[(at + 1) & (name::QUESTION_BUF - 1)]]);
     let qclass = u16::from_be_bytes([q[(at + 2) & (name::QUESTION_BUF - 1)], q[(at + 3) & (name::QUESTION_BUF - 1)]]);
-    Ok(Query { dns_off, flags, name, qtype, qclass })
+    Ok(Query { dns_off, msg_end, flags, name, qtype, qclass })
 }
 
 /// Labels the straight loops handle before handing over to `bpf_loop`.

@@ -102,12 +102,10 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
         return Err(Counter::NotIp);
     };
     let l3 = l2_len;
-    let (ipv6, proto, l4_off, ip_end) = if ethertype == ETH_P_IPV4 {
-        let (proto, l4, end) = parse_ipv4(pkt, l3)?;
-        (false, proto, l4, end)
+    let (ipv6, (proto, l4_off, ip_end, first_fragment)) = if ethertype == ETH_P_IPV4 {
+        (false, parse_ipv4(pkt, l3)?)
     } else if ethertype == ETH_P_IPV6 {
-        let (proto, l4, end) = parse_ipv6(ctx, pkt, l3)?;
-        (true, proto, l4, end)
+        (true, parse_ipv6(ctx, pkt, l3)?)
     } else {
         return Err(Counter::NotIp);
     };
@@ -119,6 +117,9 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
             let [_, _, dh, dl, lh, ll, _, _] = pkt.bytes::<8>(l4_off).ok_or(Counter::TruncatedHeader)?;
             if u16::from_be_bytes([dh, dl]) != DNS_PORT {
                 return Err(Counter::NotDnsPort);
+            }
+            if first_fragment {
+                return Err(Counter::DnsFragment);
             }
             check_ip_end(ctx, pkt, ip_end)?;
             let udp_len = u16::from_be_bytes([lh, ll]) as usize;
@@ -141,6 +142,9 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
             let tcp = pkt.bytes::<13>(l4_off).ok_or(Counter::TruncatedHeader)?;
             if u16::from_be_bytes([tcp[2], tcp[3]]) != DNS_PORT {
                 return Err(Counter::NotDnsPort);
+            }
+            if first_fragment {
+                return Err(Counter::DnsFragment);
             }
             check_ip_end(ctx, pkt, ip_end)?;
             let doff = ((tcp[12] >> 4) as usize) * 4;
@@ -177,9 +181,13 @@ fn check_ip_end(ctx: &XdpContext, pkt: &Packet, ip_end: usize) -> Result<(), Cou
     if pkt.frame_has(ctx, ip_end) { Ok(()) } else { Err(Counter::BadHeader) }
 }
 
-/// Returns (protocol, transport offset, end of IP packet).
+/// What the IP layer says: protocol, transport offset, end of the IP packet,
+/// and whether it is the first fragment of a fragmented datagram.
+type Ip = (u8, usize, usize, bool);
+
+/// Parses an IPv4 header.
 #[inline(always)]
-fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
+fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<Ip, Counter> {
     let h = pkt.bytes::<20>(l3).ok_or(Counter::TruncatedHeader)?;
     if h[0] >> 4 != 4 {
         return Err(Counter::BadHeader);
@@ -189,27 +197,33 @@ fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
     if ihl < 20 || total < ihl {
         return Err(Counter::BadHeader);
     }
-    // MF set or a fragment offset: only the first fragment carries the
-    // transport header, and a query in fragments is not reassembled here.
-    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+    // Only the first fragment (offset 0) carries the transport header; a
+    // datagram in fragments is not reassembled here.
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    if frag & 0x1fff != 0 {
         return Err(Counter::IpFragment);
     }
-    Ok((h[9], l3 + ihl, l3 + total))
+    Ok((h[9], l3 + ihl, l3 + total, frag & 0x2000 != 0))
 }
 
-/// Returns (protocol, transport offset, end of IP packet), following up to
-/// [`MAX_IPV6_EXT`] extension headers.
+/// Parses an IPv6 header, following up to [`MAX_IPV6_EXT`] extension headers.
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<(u8, usize, usize), Counter> {
+fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<Ip, Counter> {
     let h = pkt.bytes::<8>(l3).ok_or(Counter::TruncatedHeader)?;
     if h[0] >> 4 != 6 {
         return Err(Counter::BadHeader);
     }
     let payload_len = u16::from_be_bytes([h[4], h[5]]) as usize;
-    // A zero payload length means a jumbogram (RFC 2675): up to the frame's end.
+    // A zero payload length means a jumbogram (RFC 2675), which needs the
+    // hop-by-hop jumbo option: up to the frame's end. Without a hop-by-hop
+    // header it is a malformed packet (ipv6_rcv would cut it to 40 bytes).
+    if payload_len == 0 && h[6] != IPV6_HOP_BY_HOP {
+        return Err(Counter::BadHeader);
+    }
     let end = if payload_len == 0 { Packet::frame_len(ctx) } else { l3 + 40 + payload_len };
     let mut next = h[6];
     let mut off = l3 + 40;
+    let mut first_fragment = false;
     for _ in 0..MAX_IPV6_EXT {
         match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
@@ -223,13 +237,21 @@ fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<(u8, usize, u
                 next = nh;
                 off += (len as usize + 2) * 4;
             }
-            IPV6_FRAGMENT => return Err(Counter::IpFragment),
+            IPV6_FRAGMENT => {
+                // RFC 8200 §4.5: next header, reserved, offset (13 bits) + M, id.
+                let [nh, _, oh, ol] = pkt.bytes::<4>(off).ok_or(Counter::TruncatedHeader)?;
+                if u16::from_be_bytes([oh, ol]) & 0xfff8 != 0 {
+                    return Err(Counter::IpFragment);
+                }
+                first_fragment = true;
+                next = nh;
+                off += 8;
+            }
             _ => break,
         }
     }
     match next {
-        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH => Err(Counter::Ipv6ExtTooDeep),
-        IPV6_FRAGMENT => Err(Counter::IpFragment),
-        _ => Ok((next, off, end)),
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH | IPV6_FRAGMENT => Err(Counter::Ipv6ExtTooDeep),
+        _ => Ok((next, off, end, first_fragment)),
     }
 }

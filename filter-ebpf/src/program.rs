@@ -104,6 +104,17 @@ const fn pass(counter: Counter) -> (u32, Counter) {
     (xdp_action::XDP_PASS, counter)
 }
 
+/// A DNS packet the program should have judged but could not: passed
+/// (fail-open, the default) or dropped (fail-closed), with its reason.
+#[inline(always)]
+fn not_judged(settings: &Settings, counter: Counter) -> (u32, Counter) {
+    if settings.fail_closed != 0 {
+        count(Counter::FailClosedDrop);
+        return (xdp_action::XDP_DROP, counter);
+    }
+    pass(counter)
+}
+
 /// Judges one packet: returns the XDP action and the packet's outcome
 /// counter. Fail-open: anything we cannot parse passes, with its reason
 /// counted, unless the operator chose fail-closed for DNS queries we should
@@ -113,6 +124,12 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
     let pkt = Packet::new(ctx);
     let layers = match headers::parse(ctx, &pkt) {
         Ok(l) => l,
+        Err(Counter::DnsFragment) => {
+            return match SETTINGS.get(0) {
+                Some(s) => not_judged(s, Counter::DnsFragment),
+                None => pass(Counter::Internal),
+            };
+        }
         Err(c) => return pass(c),
     };
     let Some(settings) = SETTINGS.get(0) else {
@@ -128,13 +145,8 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
     let pkt = Packet::new(ctx);
     let query = match dns::parse_query(ctx, &pkt, &layers, settings.seed, scratch) {
         Ok(q) => q,
-        Err(e) => {
-            if e.malformed && settings.fail_closed != 0 {
-                count(Counter::FailClosedDrop);
-                return (xdp_action::XDP_DROP, e.counter);
-            }
-            return pass(e.counter);
-        }
+        Err(e) if e.malformed => return not_judged(settings, e.counter),
+        Err(e) => return pass(e.counter),
     };
     trace(|t| {
         t.name_offset = (query.dns_off + dns::DNS_HLEN) as u16;
@@ -147,17 +159,21 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
         Err(c) => return pass(c),
     };
     trace(|t| t.name_key = name_key);
+    // More messages after the first in a TCP segment: only the first was
+    // judged, so an allowed verdict says nothing about the rest.
+    let tcp = layers.proto == headers::IPPROTO_TCP;
+    let pipelined = tcp && query.msg_end < layers.payload_end;
     let Some(m) = found else {
-        return pass(Counter::PassNoMatch);
+        return if pipelined { not_judged(settings, Counter::TcpPipelined) } else { pass(Counter::PassNoMatch) };
     };
     trace(|t| {
         t.rule_key = m.key;
         t.rule_labels = m.depth as u8;
     });
     let Verdict::Block(rule_action) = m.verdict else {
-        return pass(Counter::PassAllowed);
+        return if pipelined { not_judged(settings, Counter::TcpPipelined) } else { pass(Counter::PassAllowed) };
     };
-    if layers.proto == headers::IPPROTO_TCP {
+    if tcp {
         // Answering over TCP would need the stream's state; the client's
         // retry will be dropped too.
         return (xdp_action::XDP_DROP, Counter::DropTcp);

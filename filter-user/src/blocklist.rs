@@ -71,6 +71,8 @@ pub enum LineErrorKind {
     NotSinkAddress(IpAddr),
     #[error("hosts entry without a name")]
     HostsWithoutName,
+    #[error("hosts name {name:?}: {error} (the line's other names were kept)")]
+    BadHostsName { name: String, error: NameError },
     #[error("several names without a hosts address in front")]
     SeveralNames,
     #[error("AdBlock rule without the '^' separator would match names that merely start with the text")]
@@ -137,15 +139,16 @@ pub fn parse_bytes(bytes: &[u8], file: &str, kind: ListKind) -> Parsed {
             continue;
         };
         let line = if i == 0 { line.trim_start_matches('\u{feff}') } else { line };
-        match parse_line(line, kind) {
-            Ok(rules) => out.entries.extend(rules.into_iter().map(|(domain, scope, allow, action)| Entry {
-                domain,
-                scope,
-                allow,
-                action,
-                origin: origin.clone(),
-            })),
-            Err(kind) => out.errors.push(LineError { origin, text: line.to_owned(), kind }),
+        let (rules, error) = parse_line_keeping(line, kind);
+        out.entries.extend(rules.into_iter().map(|(domain, scope, allow, action)| Entry {
+            domain,
+            scope,
+            allow,
+            action,
+            origin: origin.clone(),
+        }));
+        if let Some(kind) = error {
+            out.errors.push(LineError { origin, text: line.to_owned(), kind });
         }
     }
     out
@@ -169,24 +172,50 @@ const LOCAL_NAMES: &[&str] = &[
 type Rule = (Domain, Scope, bool, Action);
 
 /// Parses one line: no rules (comment or blank), one, or several (hosts).
+/// A hosts line with a bad name among good ones is an error here; see
+/// [`parse_line_keeping`] for the lenient form lists are read with.
 pub fn parse_line(line: &str, kind: ListKind) -> Result<Vec<Rule>, LineErrorKind> {
+    match parse_line_keeping(line, kind) {
+        (rules, None) => Ok(rules),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Parses one line, keeping the good names of a hosts line that also has a
+/// bad one: the rules it could read, and what was wrong.
+pub fn parse_line_keeping(line: &str, kind: ListKind) -> (Vec<Rule>, Option<LineErrorKind>) {
+    match parse_one(line, kind) {
+        Ok(LineRules::Rules(rules)) => (rules, None),
+        Ok(LineRules::Partial(rules, e)) => (rules, Some(e)),
+        Err(e) => (Vec::new(), Some(e)),
+    }
+}
+
+/// What [`parse_one`] found.
+enum LineRules {
+    Rules(Vec<Rule>),
+    /// A hosts line's good names, and the first bad one.
+    Partial(Vec<Rule>, LineErrorKind),
+}
+
+fn parse_one(line: &str, kind: ListKind) -> Result<LineRules, LineErrorKind> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-        return Ok(Vec::new());
+        return Ok(LineRules::Rules(Vec::new()));
     }
     if line.starts_with('[') && line.ends_with(']') {
         // "[Adblock Plus 2.0]" and similar headers.
-        return Ok(Vec::new());
+        return Ok(LineRules::Rules(Vec::new()));
     }
     let allow_list = kind == ListKind::Allow;
     if let Some(rest) = line.strip_prefix("@@") {
         let rest = rest.strip_prefix("||").ok_or(LineErrorKind::Unsupported("exception without '||'"))?;
         let (domain, scope, _) = parse_adblock(rest)?;
-        return Ok(vec![(domain, scope, true, Action::Default)]);
+        return Ok(LineRules::Rules(vec![(domain, scope, true, Action::Default)]));
     }
     if let Some(rest) = line.strip_prefix("||") {
         let (domain, scope, action) = parse_adblock(rest)?;
-        return Ok(vec![(domain, scope, allow_list, action)]);
+        return Ok(LineRules::Rules(vec![(domain, scope, allow_list, action)]));
     }
     if line.starts_with('/') || line.starts_with('|') {
         return Err(LineErrorKind::Unsupported("regular expressions and URL patterns"));
@@ -207,24 +236,32 @@ pub fn parse_line(line: &str, kind: ListKind) -> Result<Vec<Rule>, LineErrorKind
             return Err(LineErrorKind::NotSinkAddress(addr));
         }
         let mut rules = Vec::new();
+        let mut bad = None;
         let mut any = false;
         for name in tokens {
             any = true;
             if LOCAL_NAMES.contains(&name.to_ascii_lowercase().as_str()) || name.parse::<IpAddr>().is_ok() {
                 continue;
             }
-            rules.push((Domain::parse(name)?, Scope::NameAndSubdomains, allow_list, Action::Default));
+            match Domain::parse(name) {
+                Ok(d) => rules.push((d, Scope::NameAndSubdomains, allow_list, Action::Default)),
+                Err(error) if bad.is_none() => bad = Some(LineErrorKind::BadHostsName { name: name.to_owned(), error }),
+                Err(_) => {}
+            }
         }
         if !any {
             return Err(LineErrorKind::HostsWithoutName);
         }
-        return Ok(rules);
+        return Ok(match bad {
+            Some(e) => LineRules::Partial(rules, e),
+            None => LineRules::Rules(rules),
+        });
     }
     if tokens.next().is_some() {
         return Err(LineErrorKind::SeveralNames);
     }
     let (name, scope) = split_wildcard(first);
-    Ok(vec![(Domain::parse(name)?, scope, allow_list, Action::Default)])
+    Ok(LineRules::Rules(vec![(Domain::parse(name)?, scope, allow_list, Action::Default)]))
 }
 
 fn split_wildcard(name: &str) -> (&str, Scope) {
@@ -265,9 +302,11 @@ fn parse_adblock(rest: &str) -> Result<(Domain, Scope, Action), LineErrorKind> {
     Ok((Domain::parse(name)?, scope, action))
 }
 
-/// Parses an action name as used in lists and flags.
+/// Parses an action name as lists and flags write it: `nxdomain`,
+/// `refused`, `sinkhole`, `drop` or `reset` (for TLS; DNS over UDP has no
+/// connection to reset and drops instead). `default` is not an action.
 pub fn parse_action(text: &str) -> Option<Action> {
-    Action::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(text))
+    Action::ALL.into_iter().filter(|a| *a != Action::Default).find(|a| a.name().eq_ignore_ascii_case(text))
 }
 
 #[cfg(test)]
@@ -339,7 +378,11 @@ mod tests {
             ("exa mple", LineErrorKind::SeveralNames),
             ("a..example", LineErrorKind::BadName(NameError::EmptyLabel)),
             ("bad!name.example", LineErrorKind::BadName(NameError::BadChar('!'))),
-            ("0.0.0.0 bad/name", LineErrorKind::BadName(NameError::BadChar('/'))),
+            (
+                "0.0.0.0 bad/name",
+                LineErrorKind::BadHostsName { name: "bad/name".into(), error: NameError::BadChar('/') },
+            ),
+            ("||x.example^$action=default", LineErrorKind::UnsupportedModifier("action=default".into())),
             ("10.1.2.3", LineErrorKind::NotSinkAddress("10.1.2.3".parse().unwrap())),
             ("ex*ample.com", LineErrorKind::BadName(NameError::Wildcard)),
             (&long_label, LineErrorKind::BadName(NameError::LabelTooLong(long_label.clone()))),
@@ -371,6 +414,18 @@ mod tests {
         );
         assert_eq!(p.errors[1].origin.line, 5);
         assert_eq!(p.errors[1].kind, LineErrorKind::Utf8);
+    }
+
+    #[test]
+    fn a_bad_hosts_name_keeps_the_good_ones() {
+        let p = parse_bytes(b"0.0.0.0 a.example bad!name b.example\n", "hosts", ListKind::Block);
+        let names: Vec<_> = p.entries.iter().map(|e| e.domain.to_string()).collect();
+        assert_eq!(names, ["a.example", "b.example"]);
+        assert_eq!(p.errors.len(), 1);
+        assert_eq!(
+            p.errors[0].to_string(),
+            "hosts:1: hosts name \"bad!name\": character '!' is not allowed in a domain name (the line's other names were kept): \"0.0.0.0 a.example bad!name b.example\""
+        );
     }
 
     #[test]

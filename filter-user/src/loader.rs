@@ -111,9 +111,14 @@ impl Filter {
             .try_into()
             .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
         prog.load().map_err(|source| FilterError::Program { context: "loading (verifier)".into(), source })?;
-        let settings = Settings { filter_mask: words as u64 - 1, ..Settings::default() };
-        let mut f = Self { ebpf, settings, active: None, installed_bits: vec![0; words], links: Vec::new() };
-        f.write_settings()?;
+        let mut f = Self {
+            ebpf,
+            settings: Settings::default(),
+            active: None,
+            installed_bits: vec![0; words],
+            links: Vec::new(),
+        };
+        f.write_settings(Settings { filter_mask: words as u64 - 1, ..Settings::default() })?;
         Ok(f)
     }
 
@@ -133,16 +138,29 @@ impl Filter {
         fail_closed: bool,
         answer_ttl: u32,
     ) -> Result<(), FilterError> {
-        self.settings.dns_action = dns_action as u8;
-        self.settings.fail_closed = u8::from(fail_closed);
-        self.settings.answer_ttl = answer_ttl;
-        self.write_settings()
+        let settings =
+            Settings { dns_action: dns_action as u8, fail_closed: u8::from(fail_closed), answer_ttl, ..self.settings };
+        self.write_settings(settings)
     }
 
-    fn write_settings(&mut self) -> Result<(), FilterError> {
+    /// Writes the settings; `self.settings` follows only on success.
+    fn write_settings(&mut self, settings: Settings) -> Result<(), FilterError> {
         let map = self.ebpf.map_mut(names::SETTINGS).ok_or(FilterError::MissingMap(names::SETTINGS))?;
         let mut arr: Array<_, Settings> = Array::try_from(map).map_err(map_err(names::SETTINGS))?;
-        arr.set(0, self.settings, 0).map_err(map_err(names::SETTINGS))
+        arr.set(0, settings, 0).map_err(map_err(names::SETTINGS))?;
+        self.settings = settings;
+        Ok(())
+    }
+
+    /// Makes `inner` the active rule set; the old one is freed by the kernel
+    /// once no program run uses it (RCU).
+    fn swap(&mut self, inner: HashMap<MapData, u64, Rule>) -> Result<(), FilterError> {
+        let map = self.ebpf.map_mut(names::RULESETS).ok_or(FilterError::MissingMap(names::RULESETS))?;
+        let mut outer: ArrayOfMaps<_, HashMap<MapData, u64, Rule>> =
+            ArrayOfMaps::try_from(map).map_err(map_err(names::RULESETS))?;
+        outer.set(maps::ACTIVE_RULESET, &inner, 0).map_err(map_err(names::RULESETS))?;
+        self.active = Some(inner);
+        Ok(())
     }
 
     /// Builds `set` in a fresh map and makes it the active rule set with one
@@ -161,49 +179,47 @@ impl Filter {
         // supersets are always safe. Widen both to old | new, wait until no
         // packet still uses the old ones, swap, wait until no packet still
         // uses the old set, then narrow them: no packet ever skips a lookup
-        // its set needs.
+        // its set needs. `self.settings` and `self.installed_bits` always
+        // mirror what the kernel holds (they change only after a write
+        // succeeded), so a failure part-way leaves a consistent, safe state:
+        // at worst supersets, which cost lookups and nothing else.
         let new_mask = set.depth_mask();
         let new_bits = set.filter_bits(self.installed_bits.len());
-        let first = self.active.is_none();
-        self.settings.seed = set.seed();
-        if first {
-            self.settings.depth_mask = new_mask;
+        let narrowed = Settings { seed: set.seed(), depth_mask: new_mask, ..self.settings };
+        if self.active.is_none() {
             self.write_filter(&new_bits)?;
-        } else {
-            let old = self.settings.depth_mask;
-            self.settings.depth_mask = [old[0] | new_mask[0], old[1] | new_mask[1]];
-            let union: Vec<u64> = self.installed_bits.iter().zip(&new_bits).map(|(a, b)| a | b).collect();
-            self.write_filter(&union)?;
+            self.write_settings(narrowed)?;
+            self.swap(inner)?;
+            return Ok(());
         }
-        self.write_settings()?;
-        if !first {
-            sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
-        }
-        {
-            let map = self.ebpf.map_mut(names::RULESETS).ok_or(FilterError::MissingMap(names::RULESETS))?;
-            let mut outer: ArrayOfMaps<_, HashMap<MapData, u64, Rule>> =
-                ArrayOfMaps::try_from(map).map_err(map_err(names::RULESETS))?;
-            outer.set(maps::ACTIVE_RULESET, &inner, 0).map_err(map_err(names::RULESETS))?;
-        }
-        if !first {
-            sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
-            self.settings.depth_mask = new_mask;
-            self.write_filter(&new_bits)?;
-            self.write_settings()?;
-        }
-        self.installed_bits = new_bits;
-        // The old inner map is freed by the kernel after readers finish (RCU).
-        self.active = Some(inner);
+        let old = self.settings.depth_mask;
+        let widened = Settings { depth_mask: [old[0] | new_mask[0], old[1] | new_mask[1]], ..narrowed };
+        let union: Vec<u64> = self.installed_bits.iter().zip(&new_bits).map(|(a, b)| a | b).collect();
+        self.write_filter(&union)?;
+        self.write_settings(widened)?;
+        sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
+        self.swap(inner)?;
+        sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
+        self.write_filter(&new_bits)?;
+        self.write_settings(narrowed)?;
         Ok(())
     }
 
-    /// Writes the whole filter (one batch of word updates).
+    /// Writes the whole filter (one batch of word updates); `installed_bits`
+    /// follows on success. A failed batch may have written part of it: the
+    /// mirror then becomes the union, which covers both.
     fn write_filter(&mut self, bits: &[u64]) -> Result<(), FilterError> {
         let map = self.ebpf.map(names::FILTER).ok_or(FilterError::MissingMap(names::FILTER))?;
         let arr: Array<_, u64> = Array::try_from(map).map_err(map_err(names::FILTER))?;
         let fd = arr.map().fd().as_fd();
         let keys: Vec<u32> = (0..bits.len() as u32).collect();
-        sys::update_batch(&fd, &keys, bits)?;
+        if let Err(e) = sys::update_batch(&fd, &keys, bits) {
+            for (have, want) in self.installed_bits.iter_mut().zip(bits) {
+                *have |= want;
+            }
+            return Err(e.into());
+        }
+        self.installed_bits = bits.to_vec();
         Ok(())
     }
 

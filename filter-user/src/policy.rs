@@ -1,6 +1,6 @@
 //! Lists on disk to a rule set: what `run` and `replay` both load.
 
-use std::path::PathBuf;
+use std::{fmt::Write as _, path::PathBuf};
 
 use thiserror::Error;
 
@@ -35,8 +35,8 @@ pub struct Policy {
 pub enum PolicyError {
     #[error(transparent)]
     Read(#[from] LoadError),
-    /// Strict mode: the malformed lines, all of them.
-    #[error("{} malformed line(s), first: {}", .0.len(), .0[0])]
+    /// Strict mode: the malformed lines, all of them (the message lists the first 20).
+    #[error("{}", list_malformed(.0))]
     Malformed(Vec<LineError>),
 }
 
@@ -63,4 +63,17 @@ impl PolicySource {
         }
         Ok(Policy { rules, skipped, collisions, lines })
     }
+}
+
+fn list_malformed(errors: &[LineError]) -> String {
+    const SHOWN: usize = 20;
+    let mut s = format!("{} malformed line(s), refused (--strict):", errors.len());
+    for e in errors.iter().take(SHOWN) {
+        s.push_str("\n  ");
+        s.push_str(&e.to_string());
+    }
+    if errors.len() > SHOWN {
+        let _ = write!(s, "\n  ... and {} more", errors.len() - SHOWN);
+    }
+    s
 }

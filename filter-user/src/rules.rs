@@ -59,7 +59,8 @@ impl RuleSet {
 
     /// Adds a list entry, merging it with an existing rule for the same name:
     /// allow and block bits accumulate (allow wins at equal specificity in
-    /// the kernel), and the first explicit action for a name is kept.
+    /// the kernel), and the first explicit action for each scope (the name
+    /// itself, the names below it) is kept.
     pub fn add(&mut self, e: &Entry) -> Result<(), Collision> {
         let bits = match (e.allow, e.scope) {
             (false, Scope::NameAndSubdomains) => flags::BLOCK_SELF | flags::BLOCK_SUBDOMAINS,
@@ -79,8 +80,8 @@ impl RuleSet {
                     });
                 }
                 r.rule.flags |= bits;
-                if r.rule.action == Action::Default as u8 && !e.allow {
-                    r.rule.action = e.action as u8;
+                if !e.allow {
+                    r.rule.action = merge_actions(r.rule.action, e.scope, e.action);
                 }
             }
             MapEntry::Vacant(v) => {
@@ -88,7 +89,7 @@ impl RuleSet {
                     domain: e.domain.clone(),
                     rule: Rule {
                         flags: bits,
-                        action: if e.allow { Action::Default as u8 } else { e.action as u8 },
+                        action: if e.allow { 0 } else { merge_actions(0, e.scope, e.action) },
                         labels: e.domain.labels() as u8,
                         pad: 0,
                         hits: 0,
@@ -147,6 +148,16 @@ impl RuleSet {
     }
 }
 
+/// Sets `action` for the scopes `scope` covers where none is set yet.
+fn merge_actions(packed: u8, scope: Scope, action: Action) -> u8 {
+    let own = packed & 0x0f;
+    let below = packed >> 4;
+    let a = action as u8;
+    let own = if scope == Scope::NameAndSubdomains && own == Action::Default as u8 { a } else { own };
+    let below = if below == Action::Default as u8 { a } else { below };
+    own | (below << 4)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -173,8 +184,22 @@ mod tests {
         assert_eq!(set.len(), 1);
         let r = set.get(Domain::parse("example.com").unwrap().key(5)).unwrap();
         assert_eq!(r.rule.flags, flags::ALL);
-        assert_eq!(r.rule.action, Action::Refused as u8);
+        assert_eq!(r.rule.action, maps::rule::actions(Action::Refused, Action::Refused));
         assert_eq!(r.rule.labels, 2);
+    }
+
+    #[test]
+    fn actions_are_kept_per_scope() {
+        let mut set = RuleSet::new(5);
+        set.add(&entry("ads.example", false, Scope::SubdomainsOnly, Action::Drop)).unwrap();
+        set.add(&entry("ads.example", false, Scope::NameAndSubdomains, Action::Default)).unwrap();
+        let r = set.get(Domain::parse("ads.example").unwrap().key(5)).unwrap();
+        assert_eq!(r.rule.action, maps::rule::actions(Action::Default, Action::Drop));
+        let mut set = RuleSet::new(5);
+        set.add(&entry("ads.example", false, Scope::NameAndSubdomains, Action::Refused)).unwrap();
+        set.add(&entry("ads.example", false, Scope::SubdomainsOnly, Action::Drop)).unwrap();
+        let r = set.get(Domain::parse("ads.example").unwrap().key(5)).unwrap();
+        assert_eq!(r.rule.action, maps::rule::actions(Action::Refused, Action::Refused));
     }
 
     #[test]

@@ -92,9 +92,22 @@ pub fn if_index(name: &str) -> Option<u32> {
 /// the call has finished when it returns. `MEMBARRIER_CMD_GLOBAL` is
 /// implemented with `synchronize_rcu()` (kernel/sched/membarrier.c), and XDP
 /// programs run inside RCU read-side sections.
+///
+/// Kernels booted with `nohz_full` refuse that command (EINVAL). There the
+/// wait falls back to a pause of 50 ms: an XDP program run goes to
+/// completion in microseconds, without sleeping, so that is thousands of
+/// times longer than any run that could have started before the call.
 pub fn wait_for_packets_in_flight() -> io::Result<()> {
     const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
     // SAFETY: membarrier takes no pointers.
     let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINVAL) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        return Ok(());
+    }
+    Err(err)
 }

@@ -62,8 +62,13 @@ counters! {
     /// packet (a frame cut short: never judged, whatever the cut spared), a
     /// TCP data offset below 20 bytes or past the packet's end.
     BadHeader => "bad_header", Skipped;
-    /// A fragment (IPv4 MF/offset, IPv6 fragment header): not reassembled.
+    /// A non-first fragment (IPv4 offset, IPv6 fragment header with an
+    /// offset): no transport header, not reassembled.
     IpFragment => "ip_fragment", Skipped;
+    /// The first fragment of a datagram to port 53: the question may go on
+    /// in fragments that are not reassembled here, so it is not judged
+    /// (fail-closed drops it, and the datagram with it).
+    DnsFragment => "dns_fragment", Malformed;
     /// More IPv6 extension headers than the parser follows.
     Ipv6ExtTooDeep => "ipv6_ext_too_deep", Skipped;
     /// Neither UDP nor TCP.
@@ -72,9 +77,14 @@ counters! {
     NotDnsPort => "not_dns_port", Skipped;
     /// TCP segment to port 53 without payload (handshake, ACK, FIN).
     TcpNoPayload => "tcp_no_payload", Skipped;
-    /// TCP payload to port 53 that does not start with a DNS query header
-    /// (a continuation segment, a second pipelined message): passed.
-    TcpNotMessageStart => "tcp_not_message_start", Skipped;
+    /// TCP payload to port 53 that does not start with a judgeable query:
+    /// a continuation segment (or a length prefix sent alone), a response, a
+    /// NOTIFY. Fail-open passes it; fail-closed drops it, so a client cannot
+    /// slip a query past the filter by splitting it across segments.
+    TcpNotMessageStart => "tcp_not_message_start", Malformed;
+    /// A TCP segment holding more than one DNS message: the first was judged
+    /// and allowed, the rest cannot be (fail-closed drops the segment).
+    TcpPipelined => "tcp_pipelined", Malformed;
     /// DNS message with QR=1 (a response).
     DnsResponse => "dns_response", Skipped;
     /// DNS message with an opcode other than QUERY (NOTIFY, UPDATE, ...).
@@ -115,8 +125,8 @@ counters! {
     RewriteFailed => "rewrite_failed", Extra;
     /// Extra: a rule key matched but its label count did not: a hash collision, ignored.
     KeyCollision => "key_collision", Extra;
-    /// Extra: internal error (scratch map missing). Never expected; the packet passed.
-    Internal => "internal", Extra;
+    /// Internal error (a per-CPU map missing). Never expected; the packet passed.
+    Internal => "internal", Skipped;
 }
 
 /// Number of counter slots.

@@ -76,7 +76,9 @@ impl TryFrom<u8> for Action {
 pub struct Rule {
     /// [`flags`] bits: which of block/allow apply to the name itself and to names below it.
     pub flags: u8,
-    /// [`Action`] code for blocks.
+    /// [`Action`] codes for blocks: the low four bits for the name itself,
+    /// the high four for the names below it (`*.ads.example` and
+    /// `ads.example` may ask for different actions). See [`actions`].
     pub action: u8,
     /// Labels in the rule's name. The kernel ignores a hit at another depth:
     /// that can only be a key collision.
@@ -89,6 +91,12 @@ pub struct Rule {
 }
 
 const _: () = assert!(core::mem::size_of::<Rule>() == 8);
+
+/// Packs the actions for a name itself and for the names below it into
+/// [`Rule::action`].
+pub const fn actions(own: Action, below: Action) -> u8 {
+    (own as u8 & 0x0f) | ((below as u8 & 0x0f) << 4)
+}
 
 /// What one rule says about one name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +121,8 @@ pub const fn judge(rule: &Rule, depth: usize, labels: usize) -> Option<Verdict> 
     if rule.flags & allow != 0 {
         Some(Verdict::Allow)
     } else if rule.flags & block != 0 {
-        Some(Verdict::Block(rule.action))
+        let action = if depth == labels { rule.action & 0x0f } else { rule.action >> 4 };
+        Some(Verdict::Block(action))
     } else {
         None
     }
@@ -138,7 +147,7 @@ mod tests {
     use super::*;
 
     fn rule(f: u8) -> Rule {
-        Rule { flags: f, action: Action::Refused as u8, labels: 2, ..Rule::default() }
+        Rule { flags: f, action: actions(Action::Refused, Action::Refused), labels: 2, ..Rule::default() }
     }
 
     #[test]
@@ -158,6 +167,18 @@ mod tests {
         for &(f, depth, labels, want) in cases {
             assert_eq!(judge(&rule(f), depth, labels), want, "flags {f:#x} depth {depth} labels {labels}");
         }
+    }
+
+    #[test]
+    fn actions_per_scope() {
+        let r = Rule {
+            flags: flags::BLOCK_SELF | flags::BLOCK_SUBDOMAINS,
+            action: actions(Action::Default, Action::Drop),
+            labels: 2,
+            ..Rule::default()
+        };
+        assert_eq!(judge(&r, 2, 2), Some(Verdict::Block(Action::Default as u8)));
+        assert_eq!(judge(&r, 2, 3), Some(Verdict::Block(Action::Drop as u8)));
     }
 
     #[test]

@@ -150,6 +150,15 @@ impl Spec {
                 b.write(&mut out, payload).expect("write frame");
             }
         }
+        if self.ip == (Ip::V6 { ext: V6Ext::Fragment }) {
+            // etherparse 0.19 writes the fragment header's M flag into bit 7
+            // of the offset field's low byte; RFC 8200 §4.5 puts the 13-bit
+            // offset in the top bits and M in bit 0. A first fragment with
+            // more to come is offset 0, M = 1.
+            let frag = self.l3_offset() + 40;
+            out[frag + 2] = 0;
+            out[frag + 3] = 1;
+        }
         out
     }
 }

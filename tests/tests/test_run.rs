@@ -617,6 +617,14 @@ plain.example
     action_rows(&mut rows, "nx.example", "nx.example", Action::Nxdomain);
     action_rows(&mut rows, "plain.example", "plain.example", Action::Sinkhole);
     run_table(&h, "per-rule actions, sinkhole default", &rows);
+
+    // Actions are kept per scope: the subdomains-only rule's action does not
+    // leak onto the name itself.
+    let h = Harness::with("||*.ads.example^$action=drop\nads.example\n", "", Action::Nxdomain, false);
+    let mut rows = Vec::new();
+    action_rows(&mut rows, "ads.example", "ads.example", Action::Nxdomain);
+    action_rows(&mut rows, "x.ads.example", "ads.example", Action::Drop);
+    run_table(&h, "per-scope actions", &rows);
 }
 
 /// Sinkhole answers whose record starts at odd and even offsets (the
@@ -792,11 +800,46 @@ fn header_rows() -> Vec<Row> {
         Row::pass("ARP in 802.1Q", packet::push_vlan(&packet::arp_request(), 0x8100, 5), Counter::NotIp),
         Row::pass("ICMP echo", packet::icmp4_echo(), Counter::NotUdpTcp),
         Row::pass("three VLAN tags", packet::push_vlan(&double.build(&blocked), 0x88a8, 3), Counter::VlanTooDeep),
-        Row::pass("IPv4 first fragment (MF)", ipv4_frag(0x2000), Counter::IpFragment),
+        Row::pass("IPv4 first fragment (MF)", ipv4_frag(0x2000), Counter::DnsFragment),
         Row::pass("IPv4 middle fragment (MF, offset 32)", ipv4_frag(0x2004), Counter::IpFragment),
         Row::pass("IPv4 last fragment (offset 32, no MF)", ipv4_frag(0x0004), Counter::IpFragment),
         Row { packet: ipv4_frag(0x4000), ..Row::blocked("IPv4 with DF (not a fragment)", &s, &blocked, "example.com") },
-        Row::pass("IPv6 fragment header", Spec::udp6().v6_ext(V6Ext::Fragment).build(&blocked), Counter::IpFragment),
+        Row::pass("IPv6 first fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&blocked), Counter::DnsFragment),
+        Row::pass(
+            "IPv6 fragment, offset 8",
+            {
+                let mut f = Spec::udp6().v6_ext(V6Ext::Fragment).build(&blocked);
+                f[14 + 40 + 3] = 8 << 3;
+                f
+            },
+            Counter::IpFragment,
+        ),
+        Row::pass(
+            "IPv6 payload length 0 without a jumbo option",
+            {
+                let mut f = Spec::udp6().build(&blocked);
+                packet::set_be16(&mut f, 14 + 4, 0);
+                f
+            },
+            Counter::BadHeader,
+        ),
+        Row::pass("TCP length prefix alone", Spec::udp4().tcp().build(&[0, 40]), Counter::TcpNotMessageStart),
+        Row::pass(
+            "TCP query without its length prefix (a continuation)",
+            Spec::udp4().tcp().build(&dnswire::query("example.com", RecordType::A)),
+            Counter::TcpNotMessageStart,
+        ),
+        Row::pass(
+            "TCP: an unknown name, then a blocked one, in one segment",
+            Spec::udp4().tcp().build(
+                &[
+                    packet::tcp_dns(&dnswire::query("example.org", RecordType::A)),
+                    packet::tcp_dns(&dnswire::query("example.com", RecordType::A)),
+                ]
+                .concat(),
+            ),
+            Counter::TcpPipelined,
+        ),
         Row::pass("7 IPv6 dest-opts headers", packet::udp6_with_dest_opts(7, &blocked), Counter::Ipv6ExtTooDeep),
         Row { packet: packet::udp6_with_dest_opts(6, &blocked), ..six },
         Row::pass("TCP pure ACK to 53", s.clone().tcp().build_ack(), Counter::TcpNoPayload),
@@ -932,7 +975,33 @@ fn fail_closed_rows() -> Vec<Row> {
         Row::pass("a response", raw(0x8180, 1, &question), Counter::DnsResponse),
         Row::pass("no question", raw(0x0100, 0, &[]), Counter::DnsNoQuestion),
         Row::pass("ARP", packet::arp_request(), Counter::NotIp),
-        Row::pass("IPv6 fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&question), Counter::IpFragment),
+        fc("IPv6 first fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&question), Counter::DnsFragment),
+        fc(
+            "IPv4 first fragment",
+            {
+                let mut f = s.build(&question);
+                packet::set_ipv4_frag(&mut f, 14, 0x2000);
+                f
+            },
+            Counter::DnsFragment,
+        ),
+        fc("TCP length prefix alone", s.clone().tcp().build(&[0, 40]), Counter::TcpNotMessageStart),
+        fc(
+            "TCP query without its length prefix",
+            s.clone().tcp().build(&dnswire::query("example.com", RecordType::A)),
+            Counter::TcpNotMessageStart,
+        ),
+        fc(
+            "TCP: an unknown name, then a blocked one, in one segment",
+            s.clone().tcp().build(
+                &[
+                    packet::tcp_dns(&dnswire::query("example.org", RecordType::A)),
+                    packet::tcp_dns(&dnswire::query("example.com", RecordType::A)),
+                ]
+                .concat(),
+            ),
+            Counter::TcpPipelined,
+        ),
         Row::pass("TCP pure ACK", s.clone().tcp().build_ack(), Counter::TcpNoPayload),
         Row::blocked("blocked name", &s, &dnswire::query("example.com", RecordType::A), "example.com"),
         Row::unmatched("unknown name", &s, &dnswire::query("example.org", RecordType::A)),
@@ -1068,13 +1137,19 @@ fn truncation() {
     run_table(&h, "DNS payloads cut short, lengths consistent", &rebuilt);
 
     // Fail-closed drops what it should have judged and could not; a frame
-    // cut short is not such a query, so it still passes. TCP rows are left
-    // out: a TCP segment may end inside a question legitimately.
+    // cut short is not such a query, so it still passes. A TCP segment that
+    // ends inside a question is dropped too: judging only whole questions is
+    // what keeps a client from splitting a blocked name across segments.
     let h = Harness::with("example.com\n", "", Action::Nxdomain, true);
-    let rebuilt_udp: Vec<Row> = rebuilt.into_iter().filter(|r| r.desc.starts_with("UDP")).map(fail_closed).collect();
-    assert!(rebuilt_udp.iter().any(|r| r.action == XDP_DROP), "no fail-closed drops in the sweep");
+    let rebuilt: Vec<Row> = rebuilt.into_iter().map(fail_closed).collect();
+    for proto in ["UDP", "TCP"] {
+        assert!(
+            rebuilt.iter().any(|r| r.desc.starts_with(proto) && r.action == XDP_DROP),
+            "no fail-closed {proto} drops in the sweep"
+        );
+    }
     run_table(&h, "frames cut short, fail-closed", &raw);
-    run_table(&h, "DNS payloads cut short, lengths consistent, fail-closed", &rebuilt_udp);
+    run_table(&h, "DNS payloads cut short, lengths consistent, fail-closed", &rebuilt);
 }
 
 /// What the program must decide for the DNS message `dns`, carried whole
@@ -1469,4 +1544,58 @@ fn rule_hit_counts() {
         let want: BTreeMap<String, u32> = want.iter().map(|(k, n)| (k.clone(), n * round)).collect();
         assert_eq!(got, want, "hit counts after {round} round(s)");
     }
+}
+
+/// Installing a second rule set: verdicts switch to it at once, the old
+/// set's names pass, the depth mask and the filter narrow to the new set, and
+/// a set hashed under another seed is refused with the active set left in force.
+#[test]
+fn rule_set_swap() {
+    use filter_user::{
+        blocklist::{self, ListKind},
+        rules::RuleSet,
+    };
+    let mut h = Harness::new("old.example\nboth.example\n", "");
+    let outcome = |h: &Harness, name: &str| h.run(&Spec::udp4().build(&dnswire::query(name, RecordType::A))).outcome;
+    assert_eq!(outcome(&h, "www.old.example"), Counter::Nxdomain);
+    assert_eq!(outcome(&h, "x.new.example"), Counter::PassNoMatch);
+
+    let list = |text: &str, seed: u64| {
+        let parsed = blocklist::parse_bytes(text.as_bytes(), "next", ListKind::Block);
+        let mut set = RuleSet::new(seed);
+        assert!(set.extend(&parsed.entries).is_empty());
+        set
+    };
+    let next = list("new.example\nboth.example\na.b.c.d.example\n", h.rules.seed());
+    h.filter.install(&next).expect("second install");
+    for (name, want) in [
+        ("www.old.example", Counter::PassNoMatch),
+        ("x.new.example", Counter::Nxdomain),
+        ("both.example", Counter::Nxdomain),
+        ("x.a.b.c.d.example", Counter::Nxdomain),
+        ("b.c.d.example", Counter::PassNoMatch),
+    ] {
+        assert_eq!(outcome(&h, name), want, "{name} after the swap");
+    }
+    assert_eq!(h.filter.settings().depth_mask, next.depth_mask(), "the depth mask narrows to the new set");
+    let map = h.filter.ebpf().map(maps::names::FILTER).expect("FILTER");
+    let filter: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map).expect("array");
+    let words: Vec<u64> = filter.iter().map(|w| w.expect("read filter")).collect();
+    assert_eq!(words, next.filter_bits(words.len()), "the filter narrows to the new set");
+
+    let refused = list("old.example\n", h.rules.seed() ^ 1);
+    let err = h.filter.install(&refused).expect_err("a set hashed under another seed");
+    assert!(err.to_string().contains("seed"), "{err}");
+    assert_eq!(outcome(&h, "x.new.example"), Counter::Nxdomain, "the active set stays in force");
+    assert_eq!(outcome(&h, "www.old.example"), Counter::PassNoMatch);
+}
+
+/// Before any rule set is installed every query passes, counted as such.
+#[test]
+fn no_rule_set_yet() {
+    let filter = filter_user::loader::Filter::load(filter_user::loader::LoadOptions { trace: true, expected_rules: 0 })
+        .expect("load the XDP program");
+    let r = filter.run(&Spec::udp4().build(&dnswire::query("example.com", RecordType::A))).expect("test run");
+    assert_eq!(r.action, XDP_PASS);
+    assert_eq!(filter.trace().expect("trace").outcome, Counter::NoRuleset as u32);
 }

@@ -65,8 +65,8 @@ pub struct RunArgs {
     /// TTL in seconds of sinkhole answers.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub answer_ttl: u32,
-    /// Seconds between counter reports (0: only at exit).
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    /// Seconds between counter reports (0: only at exit; at most a day).
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub stats_interval: u64,
 }
 
