@@ -414,7 +414,11 @@ impl Daemon {
     pub fn start(ns: &NetNs, dir: &Path, iface: &str, extra: &[&str]) -> Self {
         let bin = namewall_bin();
         let bin = bin.to_str().expect("utf-8 path");
-        let mut args = vec![bin, "run", "--iface", iface, "--stats-interval", "0"];
+        let mut args = vec![bin, "run", "--iface", iface];
+        // Quiet unless the test asks for periodic reports.
+        if !extra.contains(&"--stats-interval") {
+            args.extend_from_slice(&["--stats-interval", "0"]);
+        }
         args.extend_from_slice(extra);
         let mut proc = ns.spawn(&args, &dir.join("namewall.log"));
         proc.wait_for_log("filtering", Duration::from_secs(20));
@@ -427,9 +431,14 @@ impl Daemon {
     }
 
     /// Stops it with SIGINT; returns its counters and its whole log.
-    pub fn stop_with_log(mut self) -> (std::collections::BTreeMap<String, u64>, String) {
-        self.proc.signal(libc::SIGINT);
-        let status = self.proc.wait(Duration::from_secs(10)).expect("namewall exits on SIGINT");
+    pub fn stop_with_log(self) -> (std::collections::BTreeMap<String, u64>, String) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Stops it with `signal` (SIGINT or SIGTERM); returns its counters and its whole log.
+    pub fn stop_with(mut self, signal: i32) -> (std::collections::BTreeMap<String, u64>, String) {
+        self.proc.signal(signal);
+        let status = self.proc.wait(Duration::from_secs(10)).expect("namewall exits on the signal");
         let log = self.proc.log();
         assert!(status.success(), "namewall exited with {status}:\n{log}");
         let counters = parse_counters(&log).unwrap_or_else(|| panic!("no counters in namewall's log:\n{log}"));

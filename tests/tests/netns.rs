@@ -178,7 +178,18 @@ fn sinkhole_answers_zero_addresses() {
         &t.router,
         dir.path(),
         netns::ROUTER_CLIENT_IF,
-        &["--blocklist", &block, "--allowlist", &allow, "--dns-action", "sinkhole", "--answer-ttl", "300"],
+        &[
+            "--blocklist",
+            &block,
+            "--allowlist",
+            &allow,
+            "--dns-action",
+            "sinkhole",
+            "--answer-ttl",
+            "300",
+            "--stats-interval",
+            "1",
+        ],
     );
     let r = dig(&t.client, addr::SERVER_V4, "ads.lab", "A", &[]);
     assert_eq!(
@@ -196,7 +207,12 @@ fn sinkhole_answers_zero_addresses() {
     );
     let r = dig(&t.client, addr::SERVER_V4, "ads.lab", "TXT", &[]);
     assert_eq!((r.status.as_str(), r.answers.len()), ("NOERROR", 0), "NODATA for other types:\n{}", r.raw);
-    let counters = daemon.stop();
+    // The periodic report shows the answers within a second or two.
+    let mut daemon = daemon;
+    daemon.proc.wait_for_log("sinkhole=", std::time::Duration::from_secs(10));
+    let (counters, log) = daemon.stop_with(libc::SIGTERM);
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
+    assert!(log.lines().any(|l| l.contains(" counters ") && l.contains("delta=")), "periodic counter lines:\n{log}");
     assert_eq!(get(&counters, "sinkhole"), 3, "{counters:?}");
 }
 
