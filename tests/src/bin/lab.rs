@@ -229,10 +229,11 @@ fn main() {
         return;
     }
 
-    println!("\n== namewall stopped (SIGINT); its counters");
-    let counters = daemon.stop();
-    for (k, v) in &counters {
-        println!("  {k:<24} {v:>8}");
+    println!("\n== namewall stopped (SIGINT); its report");
+    let (_, log) = daemon.stop_with_log();
+    // What namewall prints after detaching: counters by kind, rules by hits.
+    for line in log.lines().skip_while(|l| !l.contains("detached")).skip(1) {
+        println!("  {line}");
     }
     println!("\n== what reached dnsmasq (blocked names never do)");
     for q in netns::dnsmasq_queries(&dns.log()) {
