@@ -335,15 +335,10 @@ impl Topology {
 /// Attaches the benchmarks' baseline program (count and `XDP_PASS`) to `dev`
 /// in native mode with iproute2.
 pub fn attach_pass_program(ns: &NetNs, dev: &str) {
-    let dir = std::env::temp_dir().join(format!("namewall-pass-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("temp dir");
-    let obj = dir.join("pass.o");
-    if !obj.exists() {
-        let tmp = dir.join(format!("pass.o.{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
-        fs::write(&tmp, filter_user::loader::BASELINE_OBJECT).expect("write the pass program");
-        fs::rename(&tmp, &obj).expect("rename the pass program");
-    }
-    ns.run(&["ip", "link", "set", "dev", dev, "xdpdrv", "obj", obj.to_str().expect("utf-8"), "sec", "xdp"]);
+    // The object only needs to exist while iproute2 loads it.
+    let obj = tempfile::Builder::new().prefix("namewall-pass-").suffix(".o").tempfile().expect("temp file");
+    fs::write(obj.path(), filter_user::loader::BASELINE_OBJECT).expect("write the pass program");
+    ns.run(&["ip", "link", "set", "dev", dev, "xdpdrv", "obj", obj.path().to_str().expect("utf-8"), "sec", "xdp"]);
 }
 
 /// Starts dnsmasq in the server namespace as an authoritative-only server
