@@ -121,6 +121,84 @@ fn store(ctx: &XdpContext, off: usize, from: *mut u8, len: usize) -> Result<(), 
     }
 }
 
+/// Reads what the reply's headers reuse (Ethernet header and VLAN tags, the
+/// first IP word, addresses, ports) into the reply buffer, before the
+/// packet is resized.
+#[inline(always)]
+fn read_headers(ctx: &XdpContext, l: &Layers, r: *mut u8) -> Result<(), RewriteFailed> {
+    let l3 = l.l2_len;
+    let addr_len = if l.ipv6 { 16 } else { 4 };
+    let addrs = if l.ipv6 { l3 + 8 } else { l3 + 12 };
+    // SAFETY: constant offsets into the 256-byte reply buffer.
+    unsafe {
+        load(ctx, 0, r.add(IN_L2), l.l2_len & 0x1f)?;
+        load(ctx, l3, r.add(IN_IP_FIRST), 4)?;
+        load(ctx, addrs, r.add(IN_SRC), addr_len & 0x1f)?;
+        load(ctx, addrs + addr_len, r.add(IN_DST), addr_len & 0x1f)?;
+        load(ctx, l.l4_off, r.add(IN_PORTS), 4)
+    }
+}
+
+/// Cuts or grows the tail so the packet ends at `new_end` (an offset in
+/// the packet as received), then drops IPv4 options / IPv6 extension
+/// headers by moving the start forward.
+#[inline(always)]
+fn resize(ctx: &XdpContext, l: &Layers, new_end: usize) -> Result<(), RewriteFailed> {
+    // SAFETY: plain helper calls on our own context.
+    // Frame lengths and offsets are far below 2^31: the casts are exact.
+    let old_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) }.cast_signed();
+    let tail_delta = new_end.cast_signed() as i64 - old_len;
+    if tail_delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, tail_delta as i32) } != 0 {
+        return Err(RewriteFailed);
+    }
+    let head_delta = l.l4_off.wrapping_sub(l.l2_len + l.ip_fixed_len());
+    if head_delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, head_delta.cast_signed() as i32) } != 0 {
+        return Err(RewriteFailed);
+    }
+    Ok(())
+}
+
+/// Writes the reply's Ethernet and IP headers into the buffer at [`OUT`] and
+/// the transport header's first word (ports swapped) after them. Returns
+/// the transport header's offset in the buffer and the pseudo-header sum
+/// (RFC 768, RFC 793, RFC 8200 §8.1) for a transport length of `l4_len`.
+#[inline(always)]
+fn write_l2_l3(b: &mut Buf<'_>, l: &Layers, proto: u8, l4_len: usize) -> (usize, u64) {
+    // Ethernet: swap addresses; the EtherType and VLAN tags stay as they were.
+    b.copy(OUT, IN_L2 + 6, 6);
+    b.copy(OUT + 6, IN_L2, 6);
+    // EtherType, or VLAN tags and the inner EtherType.
+    match l.vlan_tags {
+        0 => b.copy(OUT + 12, IN_L2 + 12, 2),
+        1 => b.copy(OUT + 12, IN_L2 + 12, 6),
+        _ => b.copy(OUT + 12, IN_L2 + 12, 10),
+    }
+    let ip = OUT + l.l2_len;
+    let sum_addrs = if l.ipv6 {
+        b.copy(ip, IN_IP_FIRST, 4);
+        b.put(ip + 4, &(l4_len as u16).to_be_bytes());
+        b.put(ip + 6, &[proto, ANSWER_HOP_LIMIT]);
+        b.copy(ip + 8, IN_DST, 16);
+        b.copy(ip + 24, IN_SRC, 16);
+        b.sum(ip + 8, 32)
+    } else {
+        let tos = b.get(IN_IP_FIRST + 1);
+        b.put(ip, &[0x45, tos]);
+        b.put(ip + 2, &((20 + l4_len) as u16).to_be_bytes());
+        // Identification 0 and no fragment flags: the reply is never fragmented.
+        b.put(ip + 4, &[0, 0, 0, 0, ANSWER_HOP_LIMIT, proto, 0, 0]);
+        b.copy(ip + 12, IN_DST, 4);
+        b.copy(ip + 16, IN_SRC, 4);
+        let c = checksum::finish(b.sum(ip, 20));
+        b.put(ip + 10, &c.to_be_bytes());
+        b.sum(ip + 12, 8)
+    };
+    let l4 = ip + l.ip_fixed_len();
+    b.copy(l4, IN_PORTS + 2, 2);
+    b.copy(l4 + 2, IN_PORTS, 2);
+    (l4, sum_addrs + l4_len as u64 + proto as u64)
+}
+
 /// Rewrites the packet into the answer. On success the packet is ready for
 /// `XDP_TX`; on failure it may be half-written and must be dropped.
 #[inline(always)]
@@ -142,71 +220,15 @@ pub fn write(
     let answer_len = if rdlen == 0 { 0 } else { 12 + rdlen };
     let dns_len = crate::dns::DNS_HLEN + qlen + answer_len;
     let udp_len = 8 + dns_len;
-    let l2 = l.l2_len;
-    let l3 = l2;
-    let ip_len = l.ip_fixed_len();
-    let addr_len = if l.ipv6 { 16 } else { 4 };
 
-    // Everything that moves is read before the packet is resized.
     let r = scratch.reply.as_mut_ptr();
-    // SAFETY (for the pointer offsets below): constant offsets into the 256-byte buffer.
-    unsafe {
-        load(ctx, 0, r.add(IN_L2), l2 & 0x1f)?;
-        load(ctx, l3, r.add(IN_IP_FIRST), 4)?;
-        let addrs = if l.ipv6 { l3 + 8 } else { l3 + 12 };
-        load(ctx, addrs, r.add(IN_SRC), addr_len & 0x1f)?;
-        load(ctx, addrs + addr_len, r.add(IN_DST), addr_len & 0x1f)?;
-        load(ctx, l.l4_off, r.add(IN_PORTS), 4)?;
-        load(ctx, q.dns_off, r.add(IN_ID), 2)?;
-    }
-
-    // Resize: cut or grow the tail to the answer's end, then drop IPv4
-    // options / IPv6 extension headers by moving the start forward.
-    // SAFETY: plain helper calls on our own context.
-    // Frame lengths and offsets are far below 2^31: the casts are exact.
-    let old_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) }.cast_signed();
-    let tail_delta = (q.dns_off + dns_len).cast_signed() as i64 - old_len;
-    if tail_delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, tail_delta as i32) } != 0 {
-        return Err(RewriteFailed);
-    }
-    let head_delta = l.l4_off.wrapping_sub(l3 + ip_len);
-    if head_delta != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, head_delta.cast_signed() as i32) } != 0 {
-        return Err(RewriteFailed);
-    }
+    read_headers(ctx, l, r)?;
+    // SAFETY: a constant offset into the reply buffer.
+    load(ctx, q.dns_off, unsafe { r.add(IN_ID) }, 2)?;
+    resize(ctx, l, q.dns_off + dns_len)?;
 
     let mut b = Buf(&mut scratch.reply);
-    // Ethernet: swap addresses; the EtherType and VLAN tags stay as they were.
-    b.copy(OUT, IN_L2 + 6, 6);
-    b.copy(OUT + 6, IN_L2, 6);
-    // EtherType, or VLAN tags and the inner EtherType.
-    match l.vlan_tags {
-        0 => b.copy(OUT + 12, IN_L2 + 12, 2),
-        1 => b.copy(OUT + 12, IN_L2 + 12, 6),
-        _ => b.copy(OUT + 12, IN_L2 + 12, 10),
-    }
-    let ip = OUT + l2;
-    let sum_addrs = if l.ipv6 {
-        b.copy(ip, IN_IP_FIRST, 4);
-        b.put(ip + 4, &(udp_len as u16).to_be_bytes());
-        b.put(ip + 6, &[crate::headers::IPPROTO_UDP, ANSWER_HOP_LIMIT]);
-        b.copy(ip + 8, IN_DST, 16);
-        b.copy(ip + 24, IN_SRC, 16);
-        b.sum(ip + 8, 32)
-    } else {
-        let tos = b.get(IN_IP_FIRST + 1);
-        b.put(ip, &[0x45, tos]);
-        b.put(ip + 2, &((20 + udp_len) as u16).to_be_bytes());
-        // Identification 0 and no fragment flags: the answer is never fragmented.
-        b.put(ip + 4, &[0, 0, 0, 0, ANSWER_HOP_LIMIT, crate::headers::IPPROTO_UDP, 0, 0]);
-        b.copy(ip + 12, IN_DST, 4);
-        b.copy(ip + 16, IN_SRC, 4);
-        let c = checksum::finish(b.sum(ip, 20));
-        b.put(ip + 10, &c.to_be_bytes());
-        b.sum(ip + 12, 8)
-    };
-    let udp = ip + ip_len;
-    b.copy(udp, IN_PORTS + 2, 2);
-    b.copy(udp + 2, IN_PORTS, 2);
+    let (udp, pseudo) = write_l2_l3(&mut b, l, crate::headers::IPPROTO_UDP, udp_len);
     b.put(udp + 4, &(udp_len as u16).to_be_bytes());
     b.put(udp + 6, &[0, 0]);
     let dns = udp + 8;
@@ -227,11 +249,9 @@ pub fn write(
         b.put(OUT_RR + 12, &[0; 16]);
     }
 
-    // UDP checksum: pseudo-header (RFC 768, RFC 8200 §8.1), UDP header, DNS
-    // header, the question (unchanged in the packet, its bytes in scratch),
-    // the record.
-    let mut sum = sum_addrs + udp_len as u64 + crate::headers::IPPROTO_UDP as u64;
-    sum += b.sum(udp, 8 + crate::dns::DNS_HLEN);
+    // UDP checksum: pseudo-header, UDP header, DNS header, the question
+    // (unchanged in the packet, its bytes in scratch), the record.
+    let mut sum = pseudo + b.sum(udp, 8 + crate::dns::DNS_HLEN);
     sum += question_sum(scratch, qlen).ok_or(RewriteFailed)? as u64;
     let mut b = Buf(&mut scratch.reply);
     if answer_len != 0 {
@@ -243,16 +263,52 @@ pub fn write(
     }
     b.put(udp + 6, &checksum::finish_udp(sum).to_be_bytes());
 
-    let hdr_len = (l2 + ip_len + 8 + crate::dns::DNS_HLEN) & 0x7f;
+    let hdr_len = (l.l2_len + l.ip_fixed_len() + 8 + crate::dns::DNS_HLEN) & 0x7f;
     // SAFETY: constant offsets into the reply buffer; lengths bounded by it.
     unsafe {
         store(ctx, 0, r.add(OUT), hdr_len)?;
         if answer_len != 0 {
-            let ans_off = l2 + ip_len + 8 + crate::dns::DNS_HLEN + qlen;
+            let ans_off = l.l2_len + l.ip_fixed_len() + 8 + crate::dns::DNS_HLEN + qlen;
             store(ctx, ans_off, r.add(OUT_RR), answer_len & 0x1f)?;
         }
     }
     Ok(())
+}
+
+/// TCP flag bits (RFC 9293 §3.1).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Rewrites a client's TCP segment into a reset toward the client, for
+/// `XDP_TX`: ports and addresses swapped, RST|ACK, `seq` the number the
+/// client expects next from the server (its acknowledgment number) so its
+/// stack accepts the reset (RFC 5961 §3.2: exactly the next expected
+/// sequence number), `ack` the client's sequence number after this segment,
+/// no payload, window 0.
+#[inline(always)]
+pub fn write_rst(
+    ctx: &XdpContext,
+    l: &Layers,
+    seq: u32,
+    ack: u32,
+    scratch: &mut Scratch,
+) -> Result<(), RewriteFailed> {
+    let r = scratch.reply.as_mut_ptr();
+    read_headers(ctx, l, r)?;
+    resize(ctx, l, l.l4_off + 20)?;
+    let mut b = Buf(&mut scratch.reply);
+    let (tcp, pseudo) = write_l2_l3(&mut b, l, crate::headers::IPPROTO_TCP, 20);
+    b.put(tcp + 4, &seq.to_be_bytes());
+    b.put(tcp + 8, &ack.to_be_bytes());
+    // Data offset 5 words, RST|ACK, window 0, checksum 0 for now, urgent 0.
+    b.put(tcp + 12, &[0x50, TCP_RST | TCP_ACK, 0, 0, 0, 0, 0, 0]);
+    let sum = pseudo + b.sum(tcp, 20);
+    b.put(tcp + 16, &checksum::finish(sum).to_be_bytes());
+    let hdr_len = (l.l2_len + l.ip_fixed_len() + 20) & 0x7f;
+    // SAFETY: a constant offset into the reply buffer; the length bounded by it.
+    unsafe { store(ctx, 0, r.add(OUT), hdr_len) }
 }
 
 /// One's-complement sum of the question's `qlen` bytes as big-endian words,

@@ -53,6 +53,19 @@ impl Packet {
         self.ptr_at::<N>(offset).map(|p| unsafe { p.read() })
     }
 
+    /// Reads one byte at `offset`. The end check goes through [`opaque`]:
+    /// LLVM turns `p + 1 > end` into `p >= end`, a form from which the
+    /// verifier does not learn that one byte is readable.
+    #[inline(always)]
+    pub fn u8(&self, offset: usize) -> Option<u8> {
+        let p = self.start + offset;
+        if p + opaque(1) > self.end {
+            return None;
+        }
+        // SAFETY: checked above.
+        Some(unsafe { (p as *const u8).read() })
+    }
+
     #[inline(always)]
     pub fn be16(&self, offset: usize) -> Option<u16> {
         self.bytes::<2>(offset).map(u16::from_be_bytes)

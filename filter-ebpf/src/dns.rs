@@ -122,6 +122,8 @@ pub fn parse_query(
             NameError::Compressed => Counter::DnsCompressed,
             NameError::BadLabelType => Counter::DnsBadLabel,
             NameError::TooLong => Counter::DnsNameTooLong,
+            // Only dotted text names (TLS) have these; a wire name cannot.
+            NameError::EmptyLabel | NameError::LabelTooLong => Counter::DnsBadLabel,
         })
     })?;
     if name.len + 4 > copy {
@@ -140,7 +142,7 @@ pub fn parse_query(
 /// but costs a call and memory round trips per label. Nearly every name
 /// queried has at most this many labels.
 const FAST_LABELS: usize = 6;
-const FAST_PARSE: usize = 6;
+pub const FAST_PARSE: usize = 6;
 
 const RUNNING: u64 = 0;
 const DONE: u64 = 1;
@@ -163,12 +165,27 @@ fn parse_name(scratch: &mut Scratch, avail: usize, seed: u64) -> Result<WireName
             LabelStep::End { len } => return Ok(forget(scratch, WireName { len, labels })),
         }
     }
+    parse_rest(scratch, avail, pos, labels, seed, false)
+}
+
+/// The labels after the first [`FAST_PARSE`], one per `bpf_loop` iteration:
+/// of the QNAME in `scratch.question`, or (`text`) of the TLS server name
+/// in `scratch.flow.tls`.
+#[inline(always)]
+pub fn parse_rest(
+    scratch: &mut Scratch,
+    avail: usize,
+    pos: usize,
+    labels: usize,
+    seed: u64,
+    text: bool,
+) -> Result<WireName, NameError> {
     let walk = &raw mut scratch.walk;
     // Volatile: the callbacks change `walk` through their own lookup of the
     // scratch map, behind the back of this `&mut`.
     // SAFETY: a valid pointer into this CPU's scratch slot.
     unsafe { walk.write_volatile(Walk { pos: pos as u64, labels: labels as u64, status: RUNNING, ..Walk::default() }) };
-    let mut args = ParseArgs { avail: avail as u64, seed };
+    let mut args = ParseArgs { avail: avail as u64, seed, text: u64::from(text) };
     // Up to 127 labels and the root in all.
     // SAFETY: a static callback and a pointer to our own stack, as bpf_loop requires.
     unsafe {
@@ -183,6 +200,8 @@ fn parse_name(scratch: &mut Scratch, avail: usize, seed: u64) -> Result<WireName
         s if s == FAILED + NameError::Truncated as u64 => Err(NameError::Truncated),
         s if s == FAILED + NameError::Compressed as u64 => Err(NameError::Compressed),
         s if s == FAILED + NameError::BadLabelType as u64 => Err(NameError::BadLabelType),
+        s if s == FAILED + NameError::EmptyLabel as u64 => Err(NameError::EmptyLabel),
+        s if s == FAILED + NameError::LabelTooLong as u64 => Err(NameError::LabelTooLong),
         _ => Err(NameError::TooLong),
     }
 }
@@ -193,7 +212,7 @@ fn parse_name(scratch: &mut Scratch, avail: usize, seed: u64) -> Result<WireName
 /// read back from the map, the values are unknown to it and one check
 /// covers them all.
 #[inline(always)]
-fn forget(scratch: &mut Scratch, name: WireName) -> WireName {
+pub fn forget(scratch: &mut Scratch, name: WireName) -> WireName {
     let walk = &raw mut scratch.walk;
     // SAFETY: a valid pointer into this CPU's scratch slot; volatile so the
     // round trip through memory stays.
@@ -211,6 +230,8 @@ fn forget(scratch: &mut Scratch, name: WireName) -> WireName {
 struct ParseArgs {
     avail: u64,
     seed: u64,
+    /// 1: a dotted text name (TLS server name); 0: a wire-format QNAME.
+    text: u64,
 }
 
 extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
@@ -220,7 +241,12 @@ extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: this CPU's scratch slot.
     let scratch = unsafe { &mut *scratch };
     let w = scratch.walk;
-    match name::parse_label(&scratch.question, args.avail as usize, w.pos as usize, args.seed) {
+    let step = if args.text != 0 {
+        name::parse_text_label(&scratch.flow.tls.name, args.avail as usize, w.pos as usize, args.seed)
+    } else {
+        name::parse_label(&scratch.question, args.avail as usize, w.pos as usize, args.seed)
+    };
+    match step {
         Ok(LabelStep::Label { hash, next }) => {
             scratch.label_hashes[w.labels as usize & (name::LABEL_SLOTS - 1)] = hash;
             scratch.walk.labels = w.labels + 1;

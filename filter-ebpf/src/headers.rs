@@ -46,6 +46,8 @@ pub struct Layers {
     /// the length of IPv4 options or IPv6 extension headers.
     pub l4_off: usize,
     pub proto: u8,
+    /// Destination port.
+    pub dport: u16,
     /// Start of the transport payload.
     pub payload_off: usize,
     /// End of the transport payload as the IP/UDP lengths say (never past
@@ -54,6 +56,8 @@ pub struct Layers {
     /// it may lie past the first buffer: read beyond the DNS header with
     /// `bpf_xdp_load_bytes`.
     pub payload_end: usize,
+    /// End of the IP packet (not clamped): TCP sequence numbers count to here.
+    pub ip_end: usize,
 }
 
 impl Layers {
@@ -75,9 +79,11 @@ fn min(a: usize, b: usize) -> usize {
     if a < b { a } else { b }
 }
 
-/// Parses down to the transport payload of a packet to port 53, or says why
-/// not. `pkt` covers only the first buffer of a multi-buffer frame; `ctx`
-/// answers for the whole frame when needed.
+/// Parses down to the transport payload of what the program judges: UDP and
+/// TCP to port 53 (DNS), TCP to any other port (TLS flow tracking), UDP
+/// long-header packets (QUIC Initial candidates); or says why not. `pkt`
+/// covers only the first buffer of a multi-buffer frame; `ctx` answers for
+/// the whole frame when needed.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     // Untagged IPv4 and IPv6 first, in straight-line code: this runs for
@@ -115,11 +121,27 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     match proto {
         IPPROTO_UDP => {
             let [_, _, dh, dl, lh, ll, _, _] = pkt.bytes::<8>(l4_off).ok_or(Counter::TruncatedHeader)?;
-            if u16::from_be_bytes([dh, dl]) != DNS_PORT {
-                return Err(Counter::NotDnsPort);
+            let dport = u16::from_be_bytes([dh, dl]);
+            if dport != DNS_PORT {
+                // Only a long-header packet can be a QUIC Initial; anything
+                // else is done with here, cheaply.
+                return match pkt.u8(l4_off + 8) {
+                    Some(b) if b & 0xc0 == 0xc0 && !first_fragment => Ok(Layers {
+                        l2_len,
+                        vlan_tags,
+                        ipv6,
+                        l4_off,
+                        proto,
+                        dport,
+                        payload_off: l4_off + 8,
+                        payload_end: min(ip_end, l4_off + 8 + MAX_PAYLOAD_SEEN),
+                        ip_end,
+                    }),
+                    _ => Err(Counter::NotDnsPort),
+                };
             }
             if first_fragment {
-                return Err(Counter::DnsFragment);
+                return Err(Counter::FirstFragment);
             }
             check_ip_end(ctx, pkt, ip_end)?;
             let udp_len = u16::from_be_bytes([lh, ll]) as usize;
@@ -134,17 +156,17 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
                 ipv6,
                 l4_off,
                 proto,
+                dport,
                 payload_off: l4_off + 8,
                 payload_end: min(l4_off + udp_len, l4_off + 8 + MAX_PAYLOAD_SEEN),
+                ip_end,
             })
         }
         IPPROTO_TCP => {
             let tcp = pkt.bytes::<13>(l4_off).ok_or(Counter::TruncatedHeader)?;
-            if u16::from_be_bytes([tcp[2], tcp[3]]) != DNS_PORT {
-                return Err(Counter::NotDnsPort);
-            }
+            let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
             if first_fragment {
-                return Err(Counter::DnsFragment);
+                return Err(Counter::FirstFragment);
             }
             check_ip_end(ctx, pkt, ip_end)?;
             let doff = ((tcp[12] >> 4) as usize) * 4;
@@ -153,7 +175,9 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
             if doff < 20 || payload_off > ip_end {
                 return Err(Counter::BadHeader);
             }
-            if payload_off == ip_end {
+            // Segments without payload matter to TLS flow tracking (SYN,
+            // later packets of blocked flows), not to DNS.
+            if payload_off == ip_end && dport == DNS_PORT {
                 return Err(Counter::TcpNoPayload);
             }
             Ok(Layers {
@@ -162,8 +186,10 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
                 ipv6,
                 l4_off,
                 proto,
+                dport,
                 payload_off,
                 payload_end: min(ip_end, payload_off + MAX_PAYLOAD_SEEN),
+                ip_end,
             })
         }
         _ => Err(Counter::NotUdpTcp),

@@ -25,6 +25,10 @@ mod dns;
 mod headers;
 #[cfg(target_arch = "bpf")]
 mod program;
+#[cfg(target_arch = "bpf")]
+mod quic;
+#[cfg(target_arch = "bpf")]
+mod tls;
 
 /// The program only exists for the BPF target; this keeps host-wide
 /// commands (`cargo clippy --workspace`) building.

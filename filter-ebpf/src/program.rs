@@ -6,16 +6,19 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
+use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use maps::{
     Action, Counter, Rule, RuleKey, Scratch, Settings, Trace,
     counters::COUNT,
+    flow::FlowState,
     rule::{self, Verdict},
+    trace,
 };
 
 use crate::{
     answer::{self, Reply},
     cursor::Packet,
-    dns, headers,
+    dns, headers, quic, tls,
 };
 
 /// Template of a rule set: user space creates the real inner maps with
@@ -32,6 +35,16 @@ pub static RULESETS: ArrayOfMaps<RuleSet, 1> = ArrayOfMaps::new();
 /// size at load time.
 #[btf_map]
 pub static FILTER: Array<u64, 1024> = Array::new();
+
+/// TLS flows in progress and blocked flows (see `maps::flow`); user space
+/// sets its size at load time. A plain hash map: a full table is visible.
+#[btf_map]
+pub static FLOWS: HashMap<u64, FlowState, 1024> = HashMap::new();
+
+/// Counters sparing untracked flows the `FLOWS` lookup (see `maps::flow`).
+/// Mappable, so the daemon's sweep can decrement them atomically.
+#[btf_map]
+pub static FLOW_HINT: Array<u64, 1024, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Seed, default actions and fail mode.
 #[btf_map]
@@ -55,7 +68,7 @@ static TRACE: Array<Trace, 1> = Array::new();
 static TRACE_ENABLED: u8 = 0;
 
 #[inline(always)]
-pub fn count(c: Counter) {
+pub(crate) fn count(c: Counter) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: per-CPU slot of this CPU; XDP programs do not nest on a CPU.
         unsafe { *p += 1 };
@@ -73,7 +86,7 @@ fn tracing() -> bool {
 
 /// Runs `f` on the trace record when tracing.
 #[inline(always)]
-fn trace(f: impl FnOnce(&mut Trace)) {
+pub(crate) fn trace(f: impl FnOnce(&mut Trace)) {
     if tracing()
         && let Some(t) = TRACE.get_ptr_mut(0)
     {
@@ -100,14 +113,14 @@ pub fn namewall(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-const fn pass(counter: Counter) -> (u32, Counter) {
+pub(crate) const fn pass(counter: Counter) -> (u32, Counter) {
     (xdp_action::XDP_PASS, counter)
 }
 
-/// A DNS packet the program should have judged but could not: passed
+/// A packet the program should have judged but could not: passed
 /// (fail-open, the default) or dropped (fail-closed), with its reason.
 #[inline(always)]
-fn not_judged(settings: &Settings, counter: Counter) -> (u32, Counter) {
+pub(crate) fn not_judged(settings: &Settings, counter: Counter) -> (u32, Counter) {
     if settings.fail_closed != 0 {
         count(Counter::FailClosedDrop);
         return (xdp_action::XDP_DROP, counter);
@@ -124,9 +137,9 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
     let pkt = Packet::new(ctx);
     let layers = match headers::parse(ctx, &pkt) {
         Ok(l) => l,
-        Err(Counter::DnsFragment) => {
+        Err(Counter::FirstFragment) => {
             return match SETTINGS.get(0) {
-                Some(s) => not_judged(s, Counter::DnsFragment),
+                Some(s) => not_judged(s, Counter::FirstFragment),
                 None => pass(Counter::Internal),
             };
         }
@@ -141,6 +154,14 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
     // SAFETY: this CPU's scratch slot, used by this program run only.
     let scratch = unsafe { &mut *scratch };
 
+    if layers.dport != headers::DNS_PORT {
+        let layers = launder(scratch, &layers);
+        return if layers.proto == headers::IPPROTO_TCP {
+            tls::judge(ctx, &layers, settings, scratch)
+        } else {
+            quic::judge(ctx, &layers, settings)
+        };
+    }
     let layers = launder(scratch, &layers);
     let pkt = Packet::new(ctx);
     let query = match dns::parse_query(ctx, &pkt, &layers, settings.seed, scratch) {
@@ -153,6 +174,7 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
         t.name_len = query.name.len as u16;
         t.name_labels = query.name.labels as u8;
         t.l4_proto = layers.proto;
+        t.name_kind = trace::NAME_DNS;
     });
     let (found, name_key) = match dns::lookup(settings, scratch, &query.name) {
         Ok(r) => r,
@@ -193,15 +215,39 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
     (xdp_action::XDP_TX, counter)
 }
 
+/// Records the TLS server name being judged.
+#[inline(always)]
+pub(crate) fn trace_sni(scratch: &Scratch, name: &maps::name::WireName) {
+    trace(|t| {
+        t.name_kind = trace::NAME_TLS;
+        t.l4_proto = headers::IPPROTO_TCP;
+        t.name_labels = name.labels as u8;
+        t.sni_len = scratch.flow.tls.sni_len() as u16;
+        t.sni = scratch.flow.tls.name;
+    });
+}
+
+/// Records the keys of a judged name and of its deciding rule.
+#[inline(always)]
+pub(crate) fn trace_keys(name_key: u64, m: Option<&dns::Match>) {
+    trace(|t| {
+        t.name_key = name_key;
+        if let Some(m) = m {
+            t.rule_key = m.key;
+            t.rule_labels = m.depth as u8;
+        }
+    });
+}
+
 /// Passes the header offsets through map memory. Each VLAN/IP/extension
 /// layout reaches the DNS code with differently-bounded offsets, and the
 /// verifier would check the DNS parser, the lookups and the answer writer
 /// once per layout, past its budget. Values read back from a map are
 /// unknown to it, so every layout arrives in one state; the masks give back
 /// the bounds packet access needs. They never change a value: `headers`
-/// guarantees `l4_off <= 2048`, `payload_off <= 2048 + 60` and
-/// `payload_end <= payload_off + 4096`, and the verifier needs offset +
-/// access size <= 0xffff.
+/// guarantees `l4_off <= 2048`, `payload_off <= 2048 + 60`,
+/// `payload_end <= payload_off + 4096` and `ip_end < 2^17`, and the verifier
+/// needs offset + access size <= 0xffff.
 #[inline(always)]
 fn launder(scratch: &mut Scratch, l: &headers::Layers) -> headers::Layers {
     let spill = &raw mut scratch.spill;
@@ -210,10 +256,10 @@ fn launder(scratch: &mut Scratch, l: &headers::Layers) -> headers::Layers {
         l.vlan_tags as u64,
         u64::from(l.ipv6),
         l.l4_off as u64,
-        u64::from(l.proto),
+        u64::from(l.proto) | u64::from(l.dport) << 8,
         l.payload_off as u64,
         l.payload_end as u64,
-        0,
+        l.ip_end as u64,
     ];
     // SAFETY: a valid pointer into this CPU's scratch slot; volatile so the
     // compiler keeps the round trip through memory.
@@ -227,8 +273,10 @@ fn launder(scratch: &mut Scratch, l: &headers::Layers) -> headers::Layers {
         ipv6: v[2] & 1 != 0,
         l4_off: (v[3] & 0xfff) as usize,
         proto: v[4] as u8,
+        dport: (v[4] >> 8) as u16,
         payload_off: (v[5] & 0xfff) as usize,
         payload_end: (v[6] & 0x1fff) as usize,
+        ip_end: (v[7] & 0x1_ffff) as usize,
     }
 }
 

@@ -37,6 +37,8 @@ pub enum FilterError {
     NoSuchInterface(String),
     #[error("the rule set was hashed with seed {got:#x} but the program uses {want:#x}")]
     SeedMismatch { got: u64, want: u64 },
+    #[error("{0} flows is more than a map can hold")]
+    TooManyFlows(usize),
     #[error("rule set of {0} rules is larger than a map can hold")]
     TooManyRules(usize),
     #[error("waiting for packets in flight (membarrier): {0}")]
@@ -57,6 +59,32 @@ pub struct LoadOptions {
     /// Rules the deployment expects, to size the negative-lookup filter
     /// (`maps::filter`); more rules still work, with more lookups.
     pub expected_rules: usize,
+    /// TLS flows tracked at once (`maps::flow`); 0 means [`DEFAULT_MAX_FLOWS`].
+    pub max_flows: usize,
+}
+
+/// Flows tracked at once unless configured: new connections between SYN
+/// and first data, ClientHellos in progress, blocked flows.
+pub const DEFAULT_MAX_FLOWS: usize = 65_536;
+
+/// What blocked TLS flows get and how ECH, missing server names and QUIC
+/// are treated.
+#[derive(Clone, Copy, Debug)]
+pub struct TlsPolicy {
+    /// `Reset` (the default) or `Drop`.
+    pub action: maps::Action,
+    /// Block ClientHellos carrying encrypted_client_hello whose outer name is allowed.
+    pub ech_block: bool,
+    /// Block ClientHellos without server name.
+    pub no_sni_block: bool,
+    /// Drop QUIC Initial packets.
+    pub quic_block: bool,
+}
+
+impl Default for TlsPolicy {
+    fn default() -> Self {
+        Self { action: maps::Action::Reset, ech_block: false, no_sni_block: false, quic_block: false }
+    }
 }
 
 /// What the program did with one packet in a test run.
@@ -93,6 +121,8 @@ pub struct Filter {
     active: Option<HashMap<MapData, u64, Rule>>,
     /// The filter bits of the active set, as installed.
     installed_bits: Vec<u64>,
+    /// `FLOW_HINT` mapped into this process, for the flow sweep.
+    hint: Option<sys::SharedCounters>,
     links: Vec<(String, XdpLinkId)>,
 }
 
@@ -101,9 +131,14 @@ impl Filter {
     pub fn load(opts: LoadOptions) -> Result<Self, FilterError> {
         let trace = u8::from(opts.trace);
         let words = maps::filter::words_for(opts.expected_rules);
+        let flows = if opts.max_flows == 0 { DEFAULT_MAX_FLOWS } else { opts.max_flows };
+        let flows = u32::try_from(flows).map_err(|_| FilterError::TooManyFlows(flows))?;
+        let hint = maps::flow::hint_words(flows as usize);
         let mut ebpf = EbpfLoader::new()
             .override_global(names::TRACE_ENABLED, &trace, true)
             .map_max_entries(names::FILTER, words as u32)
+            .map_max_entries(names::FLOWS, flows)
+            .map_max_entries(names::FLOW_HINT, hint as u32)
             .load(NAMEWALL_OBJECT)?;
         let prog: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
@@ -116,9 +151,15 @@ impl Filter {
             settings: Settings::default(),
             active: None,
             installed_bits: vec![0; words],
+            hint: None,
             links: Vec::new(),
         };
-        f.write_settings(Settings { filter_mask: words as u64 - 1, ..Settings::default() })?;
+        f.write_settings(Settings {
+            filter_mask: words as u64 - 1,
+            hint_mask: hint as u64 - 1,
+            tls_action: maps::Action::Reset as u8,
+            ..Settings::default()
+        })?;
         Ok(f)
     }
 
@@ -129,6 +170,16 @@ impl Filter {
 
     pub fn settings(&self) -> Settings {
         self.settings
+    }
+
+    /// Instructions the verifier processed to accept the program (its limit
+    /// is one million): the headroom left for new parsing paths.
+    pub fn verified_instructions(&self) -> Result<Option<u32>, FilterError> {
+        let info = self
+            .xdp_ref()?
+            .info()
+            .map_err(|source| FilterError::Program { context: "program info".into(), source })?;
+        Ok(info.verified_instruction_count())
     }
 
     /// Changes settings other than the seed and depth mask, which follow the rule set.
@@ -160,6 +211,68 @@ impl Filter {
             ArrayOfMaps::try_from(map).map_err(map_err(names::RULESETS))?;
         outer.set(maps::ACTIVE_RULESET, &inner, 0).map_err(map_err(names::RULESETS))?;
         self.active = Some(inner);
+        Ok(())
+    }
+
+    /// Sets what blocked TLS flows get and the ECH, no-SNI and QUIC policies.
+    pub fn configure_tls(&mut self, tls: TlsPolicy) -> Result<(), FilterError> {
+        use maps::settings::policy;
+        let mut bits = 0;
+        if tls.ech_block {
+            bits |= policy::ECH_BLOCK;
+        }
+        if tls.no_sni_block {
+            bits |= policy::NO_SNI_BLOCK;
+        }
+        if tls.quic_block {
+            bits |= policy::QUIC_BLOCK;
+        }
+        let settings = Settings { tls_action: tls.action as u8, policy: bits, ..self.settings };
+        self.write_settings(settings)
+    }
+
+    /// Forgets flows idle past their time to live (`maps::flow`): the kernel
+    /// forgets an expired flow it meets, this sweeps the ones it never meets
+    /// again. Returns how many were removed.
+    pub fn sweep_flows(&mut self) -> Result<usize, FilterError> {
+        let now = monotonic_coarse_ns();
+        let expired: Vec<u64> = {
+            let map = self.ebpf.map(names::FLOWS).ok_or(FilterError::MissingMap(names::FLOWS))?;
+            let flows: HashMap<_, u64, maps::flow::FlowState> = HashMap::try_from(map).map_err(map_err(names::FLOWS))?;
+            flows.iter().filter_map(Result::ok).filter(|(_, v)| v.expired(now)).map(|(k, _)| k).collect()
+        };
+        let mut removed = 0;
+        let mask = self.settings.hint_mask;
+        self.map_hint()?;
+        let Some(hint) = self.hint.as_ref() else { return Ok(0) };
+        let map = self.ebpf.map_mut(names::FLOWS).ok_or(FilterError::MissingMap(names::FLOWS))?;
+        let mut flows: HashMap<_, u64, maps::flow::FlowState> = HashMap::try_from(map).map_err(map_err(names::FLOWS))?;
+        for key in expired {
+            // Deleted here, or already by the kernel (which then decremented the hint itself).
+            if flows.remove(&key).is_ok() {
+                hint.decrement(maps::flow::hint_slot(key, mask));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Flows tracked now.
+    pub fn flow_count(&self) -> Result<usize, FilterError> {
+        let map = self.ebpf.map(names::FLOWS).ok_or(FilterError::MissingMap(names::FLOWS))?;
+        let flows: HashMap<_, u64, maps::flow::FlowState> = HashMap::try_from(map).map_err(map_err(names::FLOWS))?;
+        Ok(flows.keys().filter(Result::is_ok).count())
+    }
+
+    /// Maps `FLOW_HINT` into this process, once.
+    fn map_hint(&mut self) -> Result<(), FilterError> {
+        if self.hint.is_none() {
+            let words = self.settings.hint_mask as usize + 1;
+            let map = self.ebpf.map(names::FLOW_HINT).ok_or(FilterError::MissingMap(names::FLOW_HINT))?;
+            let arr: Array<_, u64> = Array::try_from(map).map_err(map_err(names::FLOW_HINT))?;
+            let fd = arr.map().fd().as_fd();
+            self.hint = Some(sys::SharedCounters::map(&fd, words).map_err(FilterError::Memory)?);
+        }
         Ok(())
     }
 
@@ -365,4 +478,12 @@ impl Baseline {
             .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
         run_xdp(prog, packet, repeat)
     }
+}
+
+/// `CLOCK_MONOTONIC_COARSE`, the clock of `bpf_ktime_get_coarse_ns`.
+fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }

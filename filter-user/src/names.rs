@@ -132,6 +132,20 @@ pub fn wire_to_text(wire: &[u8]) -> String {
     if out.is_empty() { ".".to_owned() } else { out }
 }
 
+/// Renders a server name as sent (dotted text) for people: printable ASCII
+/// as is, other bytes as `\DDD`.
+pub fn text_to_display(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for &b in name {
+        if b.is_ascii_graphic() && b != b'\\' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "\\{b:03}");
+        }
+    }
+    out
+}
+
 /// The rightmost `labels` labels of a dotted name.
 pub fn suffix(name: &str, labels: usize) -> &str {
     if labels == 0 {

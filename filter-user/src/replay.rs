@@ -573,6 +573,10 @@ pub struct ReplayOptions {
     pub dns_action: Action,
     pub fail_closed: bool,
     pub answer_ttl: u32,
+    /// What blocked TLS flows get, and the ECH, no-SNI and QUIC policies.
+    pub tls: crate::loader::TlsPolicy,
+    /// TLS flows tracked at once.
+    pub max_flows: usize,
     /// Seed of the name hash; any value gives the same verdicts, short of a key collision.
     pub seed: u64,
 }
@@ -581,10 +585,11 @@ pub struct ReplayOptions {
 /// installs the rule set: a filter ready for [`replay`].
 pub fn prepare(opts: &ReplayOptions) -> Result<(Filter, Policy), ReplayError> {
     let policy = opts.lists.load(opts.seed)?;
-    let load = LoadOptions { trace: true, expected_rules: policy.rules.len() };
+    let load = LoadOptions { trace: true, expected_rules: policy.rules.len(), max_flows: opts.max_flows };
     let mut filter = Filter::load(load).map_err(filter_err("loading the XDP program"))?;
     filter
         .configure(opts.dns_action, opts.fail_closed, opts.answer_ttl)
+        .and_then(|()| filter.configure_tls(opts.tls))
         .map_err(filter_err("configuring the program"))?;
     filter.install(&policy.rules).map_err(filter_err("installing the rule set"))?;
     Ok((filter, policy))
@@ -690,7 +695,11 @@ fn run_one(
     if t.xdp_action != result.action {
         odd.push(format!("the trace says {} but the program returned {}", action_name(t.xdp_action), report.verdict));
     }
-    if t.name_len != 0 {
+    if t.name_kind == maps::trace::NAME_TLS {
+        // A server name may have come in several segments: the trace holds it.
+        let sni = t.sni.get(..usize::from(t.sni_len)).unwrap_or_default();
+        report.name = Some(names::text_to_display(sni));
+    } else if t.name_len != 0 {
         let start = usize::from(t.name_offset);
         match frame.get(start..start + usize::from(t.name_len)) {
             Some(wire) => report.name = Some(names::wire_to_text(wire)),
@@ -706,9 +715,10 @@ fn run_one(
             (None, None) => Some(format!("{:#018x}", t.rule_key)),
         };
     }
-    report.proto = match t.l4_proto {
-        17 => Some("udp"),
-        6 => Some("tcp"),
+    report.proto = match (t.l4_proto, t.name_kind) {
+        (6, maps::trace::NAME_TLS) => Some("tls"),
+        (17, _) => Some("udp"),
+        (6, _) => Some("tcp"),
         _ => None,
     };
     if !odd.is_empty() {

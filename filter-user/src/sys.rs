@@ -111,3 +111,67 @@ pub fn wait_for_packets_in_flight() -> io::Result<()> {
     }
     Err(err)
 }
+
+/// A BPF array of u64 counters mapped into this process (`BPF_F_MMAPABLE`),
+/// so user space can change them with atomic operations the kernel program
+/// also uses.
+pub struct SharedCounters {
+    ptr: *mut u64,
+    words: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics.
+unsafe impl Send for SharedCounters {}
+
+impl SharedCounters {
+    /// Maps the first `words` counters of the array behind `fd`.
+    pub fn map(fd: &impl AsRawFd, words: usize) -> io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let bytes = (words * 8).div_ceil(page) * page;
+        // SAFETY: a shared read-write mapping of a BPF array fd; the kernel
+        // checks the length against the map.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { ptr: ptr.cast(), words, bytes })
+    }
+
+    /// Atomically subtracts one from counter `i`.
+    pub fn decrement(&self, i: u32) {
+        let i = i as usize;
+        if i < self.words {
+            // SAFETY: in bounds of the mapping; u64 array elements are 8-byte aligned.
+            let a = unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i)) };
+            a.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Counter `i`.
+    pub fn get(&self, i: u32) -> u64 {
+        let i = i as usize;
+        if i >= self.words {
+            return 0;
+        }
+        // SAFETY: as above.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i)) }.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for SharedCounters {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
+    }
+}

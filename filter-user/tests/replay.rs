@@ -820,6 +820,8 @@ fn library_replay_streams_and_stops_on_break() {
         dns_action: maps::Action::Nxdomain,
         fail_closed: false,
         answer_ttl: 60,
+        tls: filter_user::loader::TlsPolicy::default(),
+        max_flows: 0,
         seed: 7,
     };
     let (filter, policy) = replay::prepare(&opts).expect("prepare");

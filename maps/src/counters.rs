@@ -65,16 +65,27 @@ counters! {
     /// A non-first fragment (IPv4 offset, IPv6 fragment header with an
     /// offset): no transport header, not reassembled.
     IpFragment => "ip_fragment", Skipped;
-    /// The first fragment of a datagram to port 53: the question may go on
-    /// in fragments that are not reassembled here, so it is not judged
-    /// (fail-closed drops it, and the datagram with it).
-    DnsFragment => "dns_fragment", Malformed;
+    /// The first fragment of a datagram to port 53 or of a TCP segment: a
+    /// question or a ClientHello may go on in fragments that are not
+    /// reassembled here, so it is not judged (fail-closed drops it, and the
+    /// datagram with it).
+    FirstFragment => "first_fragment", Malformed;
     /// More IPv6 extension headers than the parser follows.
     Ipv6ExtTooDeep => "ipv6_ext_too_deep", Skipped;
     /// Neither UDP nor TCP.
     NotUdpTcp => "not_udp_tcp", Skipped;
-    /// UDP or TCP, but not to port 53.
+    /// UDP, not to port 53 and not a QUIC Initial.
     NotDnsPort => "not_dns_port", Skipped;
+    /// The SYN of a new TCP connection: tracked until its first data, passed.
+    TcpSyn => "tcp_syn", Skipped;
+    /// A TCP segment of a flow not tracked that does not start a TLS
+    /// ClientHello (established traffic): passed.
+    TcpOther => "tcp_other", Skipped;
+    /// The first data of a tracked connection is not a TLS ClientHello: the
+    /// flow is forgotten, passed.
+    TlsNotClientHello => "tls_not_client_hello", Skipped;
+    /// Bytes of an unfinished ClientHello seen before (a retransmission): passed.
+    TlsRetransmission => "tls_retransmission", Skipped;
     /// TCP segment to port 53 without payload (handshake, ACK, FIN).
     TcpNoPayload => "tcp_no_payload", Skipped;
     /// TCP payload to port 53 that does not start with a judgeable query:
@@ -103,6 +114,9 @@ counters! {
     DnsBadLabel => "dns_bad_label", Malformed;
     /// QNAME longer than 255 bytes (RFC 1035 §2.3.4), hence also more than 127 labels.
     DnsNameTooLong => "dns_name_too_long", Malformed;
+    /// A TLS ClientHello that does not parse, or whose server name is not a
+    /// host name we can judge: passed (fail-open) or dropped (fail-closed).
+    TlsMalformed => "tls_malformed", Malformed;
     /// No rule set installed yet: everything passes.
     NoRuleset => "no_ruleset", Skipped;
     /// Judged; no rule matched.
@@ -119,10 +133,38 @@ counters! {
     Drop => "drop", Verdict;
     /// Blocked DNS over TCP: dropped (an answer would need the TCP stream).
     DropTcp => "drop_tcp", Verdict;
+    /// A segment of an unfinished ClientHello: passed, the parser's state kept.
+    TlsPending => "tls_pending", Verdict;
+    /// A ClientHello whose server name no rule matched: passed.
+    TlsPassNoMatch => "tls_pass_no_match", Verdict;
+    /// A ClientHello whose server name an allow rule decided: passed.
+    TlsPassAllowed => "tls_pass_allowed", Verdict;
+    /// A ClientHello without server name: passed (the default policy).
+    TlsPassNoSni => "tls_pass_no_sni", Verdict;
+    /// A blocked ClientHello: dropped, and the client sent a TCP reset.
+    TlsReset => "tls_reset", Verdict;
+    /// A blocked ClientHello: dropped.
+    TlsDrop => "tls_drop", Verdict;
+    /// A later packet of a blocked flow: dropped.
+    TlsBlockedFlow => "tls_blocked_flow", Verdict;
+    /// A segment past a gap in an unfinished ClientHello (or a first data
+    /// segment not at the connection's first byte): dropped, so the client
+    /// sends the stream in order and no byte escapes the parser.
+    TlsOutOfOrder => "tls_out_of_order", Verdict;
+    /// A QUIC Initial packet: passed (the default policy).
+    QuicInitial => "quic_initial", Verdict;
+    /// A QUIC Initial packet: dropped, so the client falls back to TCP.
+    QuicInitialDrop => "quic_initial_drop", Verdict;
     /// Extra: a malformed DNS query dropped because the program runs fail-closed.
     FailClosedDrop => "fail_closed_drop", Extra;
     /// Extra: writing an answer failed (no headroom/tailroom); the query was dropped instead.
     RewriteFailed => "rewrite_failed", Extra;
+    /// Extra: a ClientHello carrying encrypted_client_hello (its outer name is judged).
+    TlsEch => "tls_ech", Extra;
+    /// Extra: a ClientHello without server name.
+    TlsNoSni => "tls_no_sni", Extra;
+    /// Extra: the flow table was full: a new flow was not tracked (fail-open) or dropped (fail-closed).
+    FlowTableFull => "flow_table_full", Extra;
     /// Extra: a rule key matched but its label count did not: a hash collision, ignored.
     KeyCollision => "key_collision", Extra;
     /// Internal error (a per-CPU map missing). Never expected; the packet passed.

@@ -13,9 +13,11 @@
 pub mod checksum;
 pub mod counters;
 pub mod filter;
+pub mod flow;
 pub mod name;
 pub mod rule;
 pub mod settings;
+pub mod tls;
 pub mod trace;
 
 pub use counters::Counter;
@@ -34,6 +36,10 @@ pub mod names {
     pub const SETTINGS: &str = "SETTINGS";
     /// `Array<u64>`: the negative-lookup bit filter, see [`crate::filter`].
     pub const FILTER: &str = "FILTER";
+    /// `HashMap<u64, FlowState>`: TLS flows in progress and blocked flows, see [`crate::flow`].
+    pub const FLOWS: &str = "FLOWS";
+    /// `Array<u64>` (mmapable): counters sparing untracked flows a lookup, see [`crate::flow`].
+    pub const FLOW_HINT: &str = "FLOW_HINT";
     /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
     /// `PerCpuArray<Scratch>`: per-CPU working memory for one packet.
@@ -70,6 +76,14 @@ pub struct Scratch {
     /// Where the kernel builds an answer's headers before storing them into
     /// the packet (the BPF stack is too small to hold them).
     pub reply: [u8; REPLY_BUF],
+    /// A TCP segment's payload copied for the ClientHello parser.
+    pub tls_buf: [u8; tls::TLS_BUF],
+    /// The flow being parsed: fresh, or copied from `FLOWS` and back.
+    pub flow: flow::FlowState,
+    /// The parser's position in `tls_buf`, the bytes in it, and the last step's outcome code.
+    pub tls_pos: u64,
+    pub tls_len: u64,
+    pub tls_step: u64,
 }
 
 /// Size of [`Scratch::reply`]: the original headers read from the packet,
@@ -100,8 +114,17 @@ pub struct Walk {
     pub best_action: u64,
 }
 
-const _: () =
-    assert!(core::mem::size_of::<Scratch>() == 8 * name::LABEL_SLOTS + name::QUESTION_BUF + 72 + 64 + REPLY_BUF);
+const _: () = assert!(
+    core::mem::size_of::<Scratch>()
+        == 8 * name::LABEL_SLOTS
+            + name::QUESTION_BUF
+            + 72
+            + 64
+            + REPLY_BUF
+            + tls::TLS_BUF
+            + core::mem::size_of::<flow::FlowState>()
+            + 24
+);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -111,4 +134,5 @@ mod pod {
     unsafe impl aya::Pod for crate::Settings {}
     unsafe impl aya::Pod for crate::Trace {}
     unsafe impl aya::Pod for crate::Scratch {}
+    unsafe impl aya::Pod for crate::flow::FlowState {}
 }

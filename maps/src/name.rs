@@ -16,6 +16,13 @@
 //! with ASCII case folded (resolvers randomise case, draft-vixie-dnsext-dns0x20),
 //! so `WWW.Example.COM` and `www.example.com` share keys.
 //!
+//! # Text names
+//! The `server_name` of a TLS `ClientHello` is a dotted text name, not wire
+//! format. [`parse_text_label`] walks it label by label and yields exactly the
+//! label hashes [`parse_label`] yields for the same name on the wire (the
+//! hashing loop is shared), so `www.Example.com` in a `ClientHello` is judged by
+//! the keys of the QNAME `www.example.com`.
+//!
 //! # Collision odds
 //! Keys are 64 bits and the mixing is seeded with a per-deployment random
 //! seed, so collisions cannot be precomputed. With `n` rules installed, one
@@ -56,8 +63,14 @@ pub enum NameError {
     Compressed,
     /// Label type 0b01 or 0b10 (extended/reserved, RFC 6891 §5, RFC 2673).
     BadLabelType,
-    /// More than 255 bytes on the wire (so also more than 127 labels).
+    /// More than 255 bytes on the wire (so also more than 127 labels); for a
+    /// text name, more than 253 bytes without its trailing dot.
     TooLong,
+    /// Text names only: an empty label (a leading dot, `..`, an empty name or `.` alone).
+    EmptyLabel,
+    /// Text names only: a label of more than 63 bytes (its wire length octet
+    /// would not be a plain length, RFC 1035 §2.3.4).
+    LabelTooLong,
 }
 
 /// A parsed wire-format name.
@@ -138,13 +151,46 @@ fn load_word(buf: &[u8; QUESTION_BUF], i: usize) -> u64 {
     u64::from_le(unsafe { core::ptr::read_unaligned(buf.as_ptr().add(i).cast::<u64>()) })
 }
 
+/// The little-endian word of a text name's buffer at byte `i`, with zeros for
+/// the bytes past its end.
+///
+/// Unlike the question buffer this one has no slack after the name: a label
+/// may start at 253 and the hashing loop reads a whole word. Rather than copy
+/// the name into a larger buffer, the load is clamped to the last word that
+/// fits (at `MAX_SNI - 8`) and shifted down, which yields zeros where the
+/// buffer ends; those bytes are past the label's end anyway, and the caller
+/// masks them off. Words wholly past the end (`i >= MAX_SNI`, never a label's
+/// bytes) are zero.
+#[inline(always)]
+fn load_text_word(buf: &[u8; crate::tls::MAX_SNI], i: usize) -> u64 {
+    const LAST: usize = crate::tls::MAX_SNI - 8;
+    let at = if i < LAST { i } else { LAST };
+    // SAFETY: at <= MAX_SNI - 8, so the eight bytes lie inside the buffer;
+    // read_unaligned has no alignment needs.
+    let w = u64::from_le(unsafe { core::ptr::read_unaligned(buf.as_ptr().add(at).cast::<u64>()) });
+    let shift = 8 * (i - at);
+    if shift < 64 { w >> shift } else { 0 }
+}
+
 /// Hash of the `len` bytes of `buf` from `start` (a label's bytes), eight at
 /// a time. `start` is below 255 (a label starts within the 255 bytes of a
 /// name) and `len` at most 63; the masks restate that for the verifier.
-/// Written without branches but the loop's own, so the verifier has few
-/// paths to walk.
 #[inline(always)]
 fn hash_label_bytes(buf: &[u8; QUESTION_BUF], start: usize, len: usize, seed: u64) -> u64 {
+    hash_words(|i| load_word(buf, i), start, len, seed)
+}
+
+/// [`hash_label_bytes`] for a label of a text name: the same loop over
+/// different loads, so a label hashes alike in both forms.
+#[inline(always)]
+fn hash_text_label_bytes(buf: &[u8; crate::tls::MAX_SNI], start: usize, len: usize, seed: u64) -> u64 {
+    hash_words(|i| load_text_word(buf, i), start, len, seed)
+}
+
+/// The label hashing loop, over words read by `load` at byte offsets. Written
+/// without branches but the loop's own, so the verifier has few paths to walk.
+#[inline(always)]
+fn hash_words(load: impl Fn(usize) -> u64, start: usize, len: usize, seed: u64) -> u64 {
     let start = start & 0xff;
     let len = len & 0x3f;
     let mut h = label_start(seed, len as u8);
@@ -161,7 +207,7 @@ fn hash_label_bytes(buf: &[u8; QUESTION_BUF], start: usize, len: usize, seed: u6
         // rest >= 8 and 0 below (rest <= 63).
         let full = (rest + 56) >> 6;
         let mask = (1u64 << ((8 * rest) & 63)).wrapping_sub(1) | 0u64.wrapping_sub(full);
-        h = label_step(h, load_word(buf, start + done) & mask);
+        h = label_step(h, load(start + done) & mask);
         k += 1;
     }
     label_finish(h)
@@ -259,6 +305,127 @@ pub fn parse_wire_name(
         }
     }
     Err(NameError::TooLong)
+}
+
+/// Offset of the first `.` in a word's eight bytes (little-endian order), or 8.
+///
+/// SWAR: bytes equal to `.` become zero after the xor; `(x - 0x01..) & !x &
+/// 0x80..` sets the top bit of every zero byte, and of no byte below the
+/// first zero one (the borrow only runs upwards), so the lowest set bit marks
+/// the first dot. Its byte index comes from a multiply instead of a
+/// trailing-zeros count, which BPF has no instruction for.
+#[inline(always)]
+const fn first_dot(w: u64) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = w ^ (ONES * b'.' as u64);
+    let zero = x.wrapping_sub(ONES) & !x & HIGH;
+    if zero == 0 {
+        return 8;
+    }
+    // The lowest flag is bit 8k + 7; shifted to bit 8k, it multiplies the
+    // constant so that byte 7 of the product is k.
+    let lowest = (zero & zero.wrapping_neg()) >> 7;
+    (lowest.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
+}
+
+/// Parses the label of a dotted text name (a TLS `server_name`) that starts at
+/// `pos` in `buf`, of which the first `len` bytes are the name.
+///
+/// The counterpart of [`parse_label`] for text: text offset `p` is the wire
+/// offset of the same label's length octet, so `next` and the `End` length
+/// are the wire format's, and the hash is the wire label's. A single trailing
+/// dot is allowed and changes nothing. The dot is searched eight bytes at a
+/// time, at most 64 bytes (a label of 63 and its dot); bytes of `buf` past
+/// `len` are never taken as part of the name.
+#[inline(always)]
+pub fn parse_text_label(
+    buf: &[u8; crate::tls::MAX_SNI],
+    len: usize,
+    pos: usize,
+    seed: u64,
+) -> Result<LabelStep, NameError> {
+    let len = if len < crate::tls::MAX_SNI { len } else { crate::tls::MAX_SNI };
+    if pos >= len {
+        if len == 0 {
+            return Err(NameError::EmptyLabel);
+        }
+        // After the last label (pos = len + 1) or after a trailing dot (pos = len).
+        return Ok(LabelStep::End { len: pos + 1 });
+    }
+    let limit = len - pos;
+    let mut label = 64;
+    let mut k = 0;
+    while k < 8 {
+        let done = 8 * k;
+        if done >= limit {
+            break;
+        }
+        let at = first_dot(load_text_word(buf, (pos & 0xff) + done));
+        if at < 8 {
+            label = done + at;
+            break;
+        }
+        k += 1;
+    }
+    // A dot past the name's end is not the name's.
+    let label = if label < limit { label } else { limit };
+    if label == 0 {
+        return Err(NameError::EmptyLabel);
+    }
+    if label > MAX_LABEL_LEN {
+        return Err(NameError::LabelTooLong);
+    }
+    // Past the label's dot, or past a virtual one at the end: where the next
+    // length octet would be on the wire.
+    let next = pos + label + 1;
+    // The root label still has to fit: the whole name is at most 255 bytes.
+    if next >= MAX_NAME_WIRE {
+        return Err(NameError::TooLong);
+    }
+    Ok(LabelStep::Label { hash: hash_text_label_bytes(buf, pos, label, seed), next })
+}
+
+/// Parses the dotted text name in the first `len` bytes of `buf` and stores
+/// each label's hash in `hashes` (leftmost label at index 0). The host-side
+/// loop around [`parse_text_label`]; the returned length is the name's length
+/// on the wire (text length + 2, or + 1 with a trailing dot).
+pub fn parse_text_name(
+    buf: &[u8; crate::tls::MAX_SNI],
+    len: usize,
+    seed: u64,
+    hashes: &mut [u64; LABEL_SLOTS],
+) -> Result<WireName, NameError> {
+    let mut pos = 0;
+    let mut labels = 0;
+    while labels < LABEL_SLOTS {
+        match parse_text_label(buf, len, pos, seed)? {
+            LabelStep::Label { hash, next } => {
+                hashes[labels] = hash;
+                labels += 1;
+                pos = next;
+            }
+            LabelStep::End { len } => return Ok(WireName { len, labels }),
+        }
+    }
+    Err(NameError::TooLong)
+}
+
+/// Parses a dotted text name held in a slice and returns its key and wire
+/// length and label count; the text counterpart of [`wire_name_key`].
+pub fn text_name_key(seed: u64, text: &[u8]) -> Result<(u64, WireName), NameError> {
+    let mut buf = [0u8; crate::tls::MAX_SNI];
+    if text.len() > crate::tls::MAX_SNI {
+        return Err(NameError::TooLong);
+    }
+    let mut i = 0;
+    while i < text.len() {
+        buf[i] = text[i];
+        i += 1;
+    }
+    let mut hashes = [0u64; LABEL_SLOTS];
+    let name = parse_text_name(&buf, text.len(), seed, &mut hashes)?;
+    Ok((suffix_key(seed, &hashes[..name.labels], name.labels), name))
 }
 
 /// Key of the suffix made of the rightmost `depth` labels, from per-label hashes.
@@ -424,5 +591,211 @@ mod tests {
         buf[192] = 61;
         buf[254] = 0;
         assert_eq!(parse_wire_name(&buf, 300, 0, &mut h), Ok(WireName { len: 255, labels: 4 }));
+    }
+
+    fn text(name: &[u8]) -> [u8; crate::tls::MAX_SNI] {
+        let mut buf = [0u8; crate::tls::MAX_SNI];
+        buf[..name.len()].copy_from_slice(name);
+        buf
+    }
+
+    /// The wire form of a dotted name whose labels contain no dot.
+    fn wire_bytes(name: &[u8]) -> ([u8; QUESTION_BUF], usize) {
+        let mut buf = [0u8; QUESTION_BUF];
+        let mut n = 0;
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        for label in name.split(|&b| b == b'.') {
+            buf[n] = label.len() as u8;
+            buf[n + 1..n + 1 + label.len()].copy_from_slice(label);
+            n += 1 + label.len();
+        }
+        (buf, n + 1)
+    }
+
+    /// Parses `name` as text and as wire format and checks that both give the
+    /// same labels, hashes, offsets and length.
+    fn assert_text_matches_wire(seed: u64, name: &[u8]) {
+        let buf = text(name);
+        let (wire, wire_len) = wire_bytes(name);
+        let (mut th, mut wh) = ([0; LABEL_SLOTS], [0; LABEL_SLOTS]);
+        let t = parse_text_name(&buf, name.len(), seed, &mut th);
+        let w = parse_wire_name(&wire, wire_len, seed, &mut wh);
+        assert_eq!(t, w, "{:?}", core::str::from_utf8(name));
+        let t = t.unwrap();
+        assert_eq!(t.len, wire_len);
+        assert_eq!(th[..t.labels], wh[..t.labels]);
+        // Label by label, the text offsets are the wire offsets.
+        let (mut tp, mut wp) = (0, 0);
+        loop {
+            let a = parse_text_label(&buf, name.len(), tp, seed).unwrap();
+            let b = parse_label(&wire, wire_len, wp, seed).unwrap();
+            assert_eq!(a, b);
+            match a {
+                LabelStep::Label { next, .. } => (tp, wp) = (next, next),
+                LabelStep::End { .. } => break,
+            }
+        }
+        assert_eq!(text_name_key(seed, name).unwrap().0, wire_name_key(seed, &wire[..wire_len]).unwrap().0);
+    }
+
+    /// A small deterministic generator (xorshift), so these tests need no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn text_names_hash_like_wire_names() {
+        for name in [
+            &b"com"[..],
+            b"example.com",
+            b"www.Example.com",
+            b"www.example.com.",
+            b"a.b.c.d.e.f.g.h",
+            b"xn--bcher-kva.example",
+            b"under_score.-hyphen-.example",
+        ] {
+            assert_text_matches_wire(11, name);
+        }
+        assert_eq!(text_name_key(5, b"WWW.Example.COM"), text_name_key(5, b"www.example.com."));
+        assert_eq!(text_name_key(5, b"www.Example.com").unwrap().0, key(5, "www.example.com"));
+    }
+
+    #[test]
+    fn random_text_names_hash_like_wire_names() {
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..5000 {
+            // Up to 253 bytes of name, labels of 1..=63 bytes, bytes of any
+            // value but '.' one time in four.
+            let total = 1 + rng.below(253);
+            let mut name = [0u8; 256];
+            let mut n = 0;
+            while n < total {
+                let room = total - n;
+                let len = 1 + rng.below(room.min(63));
+                for _ in 0..len {
+                    name[n] = if rng.below(4) == 0 {
+                        let b = rng.next() as u8;
+                        if b == b'.' { b'x' } else { b }
+                    } else {
+                        CHARS[rng.below(CHARS.len())]
+                    };
+                    n += 1;
+                }
+                if n + 1 < total {
+                    name[n] = b'.';
+                    n += 1;
+                } else {
+                    break;
+                }
+            }
+            if i % 3 == 0 && n < 254 {
+                name[n] = b'.';
+                n += 1;
+            }
+            assert_text_matches_wire(rng.next(), &name[..n]);
+        }
+    }
+
+    #[test]
+    fn text_name_limits() {
+        let mut h = [0; LABEL_SLOTS];
+        let parse = |name: &[u8], h: &mut [u64; LABEL_SLOTS]| parse_text_name(&text(name), name.len(), 1, h);
+        for bad in [&b""[..], b".", b".a", b"a..b", b"a.b..", b"..", b"a.."] {
+            assert_eq!(parse(bad, &mut h), Err(NameError::EmptyLabel), "{bad:?}");
+        }
+        let mut long = [b'a'; 256];
+        assert_eq!(parse(&long[..63], &mut h), Ok(WireName { len: 65, labels: 1 }));
+        assert_eq!(parse(&long[..64], &mut h), Err(NameError::LabelTooLong));
+        assert_eq!(parse(&long[..200], &mut h), Err(NameError::LabelTooLong));
+        long[3] = b'.';
+        assert_eq!(parse(&long[..67], &mut h), Ok(WireName { len: 69, labels: 2 }));
+        assert_eq!(parse(&long[..68], &mut h), Err(NameError::LabelTooLong));
+        // 253 bytes of text are 255 on the wire; a trailing dot adds nothing.
+        let mut name = [b'b'; 256];
+        for i in (50..256).step_by(50) {
+            name[i] = b'.';
+        }
+        assert_eq!(parse(&name[..253], &mut h), Ok(WireName { len: 255, labels: 6 }));
+        name[253] = b'.';
+        assert_eq!(parse(&name[..254], &mut h), Ok(WireName { len: 255, labels: 6 }));
+        name[253] = b'b';
+        assert_eq!(parse(&name[..254], &mut h), Err(NameError::TooLong));
+        name[254] = b'.';
+        assert_eq!(parse(&name[..255], &mut h), Err(NameError::TooLong));
+        assert_eq!(parse(&name[..256], &mut h), Err(NameError::TooLong));
+        assert_eq!(text_name_key(1, &[b'a'; 300]), Err(NameError::TooLong));
+        // 127 one-byte labels: 253 bytes of text.
+        let mut many = [b'.'; 256];
+        for i in 0..127 {
+            many[2 * i] = b'q';
+        }
+        assert_eq!(parse(&many[..253], &mut h), Ok(WireName { len: 255, labels: 127 }));
+        assert_eq!(parse(&many[..254], &mut h), Ok(WireName { len: 255, labels: 127 }));
+        // A 128th label.
+        many[254] = b'q';
+        assert_eq!(parse(&many[..255], &mut h), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn text_labels_at_the_end_of_the_buffer() {
+        // Labels ending at the buffer's last bytes, where the hashing loop's
+        // words would run past it, hash like their wire forms.
+        for last in 1..=63 {
+            let mut name = [b'c'; 253];
+            let dot = 253 - last - 1;
+            name[dot] = b'.';
+            for i in (61..dot - 1).step_by(61) {
+                name[i] = b'.';
+            }
+            assert_text_matches_wire(3, &name);
+        }
+    }
+
+    #[test]
+    fn bytes_past_the_text_name_are_ignored() {
+        let mut h1 = [0; LABEL_SLOTS];
+        let mut h2 = [0; LABEL_SLOTS];
+        let clean = text(b"www.example.com");
+        let mut dirty = [b'.'; crate::tls::MAX_SNI];
+        dirty[..15].copy_from_slice(b"www.example.com");
+        dirty[16] = b'z';
+        let a = parse_text_name(&clean, 15, 7, &mut h1);
+        let b = parse_text_name(&dirty, 15, 7, &mut h2);
+        assert_eq!(a, b);
+        assert_eq!(h1[..3], h2[..3]);
+        let mut dirty = [b'Q'; crate::tls::MAX_SNI];
+        dirty[..15].copy_from_slice(b"www.example.com");
+        assert_eq!(parse_text_name(&dirty, 15, 7, &mut h2), a);
+        assert_eq!(h1[..3], h2[..3]);
+    }
+
+    #[test]
+    fn first_dot_matches_a_byte_search() {
+        let mut rng = Rng(77);
+        for _ in 0..100_000 {
+            let mut bytes = rng.next().to_le_bytes();
+            // Plenty of dots and near-dots ('-' and '/' differ from '.' by one bit).
+            for b in &mut bytes {
+                match rng.below(6) {
+                    0 => *b = b'.',
+                    1 => *b = b'/',
+                    2 => *b = b'-',
+                    3 => *b = 0x2e ^ 0x80,
+                    _ => {}
+                }
+            }
+            let want = bytes.iter().position(|&b| b == b'.').unwrap_or(8);
+            assert_eq!(first_dot(u64::from_le_bytes(bytes)), want, "{bytes:x?}");
+        }
     }
 }

@@ -22,15 +22,30 @@ pub struct Settings {
     pub answer_ttl: u32,
     /// Default [`crate::Action`] code for blocked DNS queries.
     pub dns_action: u8,
-    /// 1: drop DNS queries that cannot be parsed (fail-closed); 0: pass them.
+    /// 1: drop DNS queries and TLS ClientHellos that cannot be parsed, and
+    /// new TLS flows when the flow table is full (fail-closed); 0: pass them.
     pub fail_closed: u8,
-    /// Explicit padding; always 0.
-    pub pad: [u8; 2],
+    /// Default [`crate::Action`] code for blocked TLS flows: reset or drop.
+    pub tls_action: u8,
+    /// [`policy`] bits: what ECH, missing SNI and QUIC get.
+    pub policy: u8,
     /// Words in `FILTER` minus one (a power of two minus one): see [`crate::filter`].
     pub filter_mask: u64,
+    /// Words in `FLOW_HINT` minus one: see [`crate::flow`].
+    pub hint_mask: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Settings>() == 40);
+const _: () = assert!(core::mem::size_of::<Settings>() == 48);
+
+/// Bits of [`Settings::policy`].
+pub mod policy {
+    /// Block a ClientHello carrying encrypted_client_hello whose outer name is allowed.
+    pub const ECH_BLOCK: u8 = 1 << 0;
+    /// Block a ClientHello without server_name.
+    pub const NO_SNI_BLOCK: u8 = 1 << 1;
+    /// Drop QUIC Initial packets, so browsers fall back to TCP and TLS.
+    pub const QUIC_BLOCK: u8 = 1 << 2;
+}
 
 impl Settings {
     /// Whether any rule has `depth` labels.

@@ -4,7 +4,7 @@
 /// `TRACE_ENABLED` set (replay and tests). Never written in production: it
 /// would cost a store per packet and serialise CPUs on one cache line.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trace {
     /// Incremented for every packet, so a reader can tell a fresh record from a stale one.
     pub seq: u64,
@@ -24,10 +24,45 @@ pub struct Trace {
     pub name_labels: u8,
     /// Labels of the deciding rule (0 if none).
     pub rule_labels: u8,
-    /// 17 for DNS over UDP, 6 for DNS over TCP, 0 when no DNS was found.
+    /// 17 for DNS over UDP, 6 for DNS or TLS over TCP, 0 when no name was found.
     pub l4_proto: u8,
+    /// Which name was judged: [`NAME_NONE`], [`NAME_DNS`] (a QNAME at
+    /// `name_offset` in the packet) or [`NAME_TLS`] (a server name in `sni`).
+    pub name_kind: u8,
+    /// Length of `sni`.
+    pub sni_len: u16,
     /// Explicit padding; always 0.
-    pub pad: u8,
+    pub pad: [u8; 6],
+    /// The TLS server name, as sent (it may have come in several segments).
+    pub sni: [u8; crate::tls::MAX_SNI],
 }
 
-const _: () = assert!(core::mem::size_of::<Trace>() == 40);
+const _: () = assert!(core::mem::size_of::<Trace>() == 48 + crate::tls::MAX_SNI);
+
+/// [`Trace::name_kind`]: no name judged.
+pub const NAME_NONE: u8 = 0;
+/// [`Trace::name_kind`]: a DNS QNAME.
+pub const NAME_DNS: u8 = 1;
+/// [`Trace::name_kind`]: a TLS server name.
+pub const NAME_TLS: u8 = 2;
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            name_key: 0,
+            rule_key: 0,
+            outcome: 0,
+            xdp_action: 0,
+            name_offset: 0,
+            name_len: 0,
+            name_labels: 0,
+            rule_labels: 0,
+            l4_proto: 0,
+            name_kind: NAME_NONE,
+            sni_len: 0,
+            pad: [0; 6],
+            sni: [0; crate::tls::MAX_SNI],
+        }
+    }
+}

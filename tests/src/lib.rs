@@ -6,3 +6,5 @@ pub mod dnswire;
 pub mod harness;
 pub mod netns;
 pub mod packet;
+pub mod tls;
+pub mod tlslab;

@@ -794,17 +794,18 @@ fn header_rows() -> Vec<Row> {
     let six = Row::blocked("6 IPv6 dest-opts headers (the most followed)", &Spec::udp6(), &blocked, "example.com");
     let mut rows = vec![
         Row::pass("UDP to port 5353", s.clone().dport(5353).build(&blocked), Counter::NotDnsPort),
-        Row::pass("TCP to port 853", frame(&s.clone().tcp().dport(853), &blocked), Counter::NotDnsPort),
+        // DNS over TCP to another port is only a TCP stream that does not start like TLS.
+        Row::pass("DNS over TCP to port 853", frame(&s.clone().tcp().dport(853), &blocked), Counter::TcpOther),
         Row::pass("UDP from port 53 (a server's answer)", from53.build(&blocked), Counter::NotDnsPort),
         Row::pass("ARP", packet::arp_request(), Counter::NotIp),
         Row::pass("ARP in 802.1Q", packet::push_vlan(&packet::arp_request(), 0x8100, 5), Counter::NotIp),
         Row::pass("ICMP echo", packet::icmp4_echo(), Counter::NotUdpTcp),
         Row::pass("three VLAN tags", packet::push_vlan(&double.build(&blocked), 0x88a8, 3), Counter::VlanTooDeep),
-        Row::pass("IPv4 first fragment (MF)", ipv4_frag(0x2000), Counter::DnsFragment),
+        Row::pass("IPv4 first fragment (MF)", ipv4_frag(0x2000), Counter::FirstFragment),
         Row::pass("IPv4 middle fragment (MF, offset 32)", ipv4_frag(0x2004), Counter::IpFragment),
         Row::pass("IPv4 last fragment (offset 32, no MF)", ipv4_frag(0x0004), Counter::IpFragment),
         Row { packet: ipv4_frag(0x4000), ..Row::blocked("IPv4 with DF (not a fragment)", &s, &blocked, "example.com") },
-        Row::pass("IPv6 first fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&blocked), Counter::DnsFragment),
+        Row::pass("IPv6 first fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&blocked), Counter::FirstFragment),
         Row::pass(
             "IPv6 fragment, offset 8",
             {
@@ -975,7 +976,7 @@ fn fail_closed_rows() -> Vec<Row> {
         Row::pass("a response", raw(0x8180, 1, &question), Counter::DnsResponse),
         Row::pass("no question", raw(0x0100, 0, &[]), Counter::DnsNoQuestion),
         Row::pass("ARP", packet::arp_request(), Counter::NotIp),
-        fc("IPv6 first fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&question), Counter::DnsFragment),
+        fc("IPv6 first fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&question), Counter::FirstFragment),
         fc(
             "IPv4 first fragment",
             {
@@ -983,7 +984,7 @@ fn fail_closed_rows() -> Vec<Row> {
                 packet::set_ipv4_frag(&mut f, 14, 0x2000);
                 f
             },
-            Counter::DnsFragment,
+            Counter::FirstFragment,
         ),
         fc("TCP length prefix alone", s.clone().tcp().build(&[0, 40]), Counter::TcpNotMessageStart),
         fc(
@@ -1184,7 +1185,9 @@ fn model(h: &Harness, dns: &[u8]) -> (Counter, Option<u64>) {
         Ok(n) if n.len + 4 <= avail => n,
         Ok(_) | Err(NameError::Truncated) => return (Counter::DnsTruncated, None),
         Err(NameError::Compressed) => return (Counter::DnsCompressed, None),
-        Err(NameError::BadLabelType) => return (Counter::DnsBadLabel, None),
+        Err(NameError::BadLabelType | NameError::EmptyLabel | NameError::LabelTooLong) => {
+            return (Counter::DnsBadLabel, None);
+        }
         Err(NameError::TooLong) => return (Counter::DnsNameTooLong, None),
     };
     let labels = parsed.labels;
@@ -1593,7 +1596,7 @@ fn rule_set_swap() {
 /// Before any rule set is installed every query passes, counted as such.
 #[test]
 fn no_rule_set_yet() {
-    let filter = filter_user::loader::Filter::load(filter_user::loader::LoadOptions { trace: true, expected_rules: 0 })
+    let filter = filter_user::loader::Filter::load(filter_user::loader::LoadOptions { trace: true, ..Default::default() })
         .expect("load the XDP program");
     let r = filter.run(&Spec::udp4().build(&dnswire::query("example.com", RecordType::A))).expect("test run");
     assert_eq!(r.action, XDP_PASS);

@@ -20,6 +20,10 @@ const PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     "knot-dnsutils",
     "dnsmasq-base",
+    "openssl",
+    "curl",
+    "chromium",
+    "nginx",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

@@ -37,3 +37,54 @@ pub fn report_list_problems(policy: &filter_user::policy::Policy) {
         tracing::warn!("{c}");
     }
 }
+
+/// Allow or block, for the TLS policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    Allow,
+    Block,
+}
+
+/// What blocked TLS flows get: a reset or a silent drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsAction {
+    /// Answer the client with a TCP reset (it fails at once) and drop the ClientHello.
+    Reset,
+    /// Drop the ClientHello and every later packet of the flow (the client times out).
+    Drop,
+}
+
+/// The TLS flags `run` and `replay` share.
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// What TLS flows to blocked names get unless their rule says otherwise.
+    #[arg(long, value_enum, default_value_t = TlsAction::Reset)]
+    pub tls_action: TlsAction,
+    /// ClientHellos with encrypted_client_hello whose outer name is allowed: allow or block.
+    #[arg(long, value_enum, default_value_t = Policy::Allow)]
+    pub ech: Policy,
+    /// ClientHellos without server name: allow or block.
+    #[arg(long, value_enum, default_value_t = Policy::Allow)]
+    pub no_sni: Policy,
+    /// QUIC Initial packets: allow, or block so browsers fall back to TCP where the server name shows.
+    #[arg(long, value_enum, default_value_t = Policy::Allow)]
+    pub quic: Policy,
+    /// TLS flows tracked at once (new connections, ClientHellos in progress, blocked flows).
+    #[arg(long, default_value_t = filter_user::loader::DEFAULT_MAX_FLOWS as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(16..=1 << 24))]
+    pub max_flows: u64,
+}
+
+impl TlsArgs {
+    pub fn policy(&self) -> filter_user::loader::TlsPolicy {
+        filter_user::loader::TlsPolicy {
+            action: match self.tls_action {
+                TlsAction::Reset => Action::Reset,
+                TlsAction::Drop => Action::Drop,
+            },
+            ech_block: self.ech == Policy::Block,
+            no_sni_block: self.no_sni == Policy::Block,
+            quic_block: self.quic == Policy::Block,
+        }
+    }
+}

@@ -49,6 +49,8 @@ pub struct ReplayArgs {
     /// Refuse to replay if any list line is malformed (default: report and skip it).
     #[arg(long)]
     pub strict: bool,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// TTL in seconds of sinkhole answers.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub answer_ttl: u32,
@@ -66,6 +68,8 @@ pub fn execute(args: ReplayArgs) -> anyhow::Result<()> {
         dns_action: args.dns_action,
         fail_closed: args.fail_closed,
         answer_ttl: args.answer_ttl,
+        tls: args.tls.policy(),
+        max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),
         seed: rand::random(),
     };
     let (filter, policy) = replay::prepare(&opts)?;

@@ -65,6 +65,8 @@ pub struct RunArgs {
     /// TTL in seconds of sinkhole answers.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub answer_ttl: u32,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// Seconds between counter reports (0: only at exit; at most a day).
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub stats_interval: u64,
@@ -90,9 +92,10 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     super::report_list_problems(&policy);
     let (block, allow) = policy.rules.counts();
 
-    let load = LoadOptions { trace: false, expected_rules: policy.rules.len() };
+    let load = LoadOptions { trace: false, expected_rules: policy.rules.len(), max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX) };
     let mut filter = Filter::load(load).context("loading the XDP program")?;
     filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
+    filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
     filter.install(&policy.rules).context("installing the rule set")?;
     for iface in &args.ifaces {
         filter.attach(iface, args.xdp_mode.into())?;
@@ -110,7 +113,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let result = rt.block_on(serve(&filter, args.stats_interval));
+    let result = rt.block_on(serve(&mut filter, args.stats_interval));
     filter.detach_all().context("detaching")?;
     let totals = filter.counters().context("reading counters")?;
     info!(counters = %stats::one_line(&totals), "detached");
@@ -127,22 +130,42 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Waits for SIGINT or SIGTERM, logging counters on the interval.
-async fn serve(filter: &Filter, interval: u64) -> anyhow::Result<()> {
+/// How often idle TLS flows are swept out of the flow table.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Waits for SIGINT or SIGTERM, logging counters on the interval and
+/// sweeping idle flows.
+async fn serve(filter: &mut Filter, interval: u64) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let period = Duration::from_secs(if interval == 0 { u64::MAX / 4 } else { interval });
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut stats = (interval != 0).then(|| {
+        let period = Duration::from_secs(interval);
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    });
+    let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
     let mut last = filter.counters().context("reading counters")?;
     loop {
+        let stats_tick = async {
+            match stats.as_mut() {
+                Some(t) => t.tick().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: stopping"); return Ok(()); }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
-            _ = tick.tick() => {
+            _ = stats_tick => {
                 let now = filter.counters().context("reading counters")?;
                 let d = stats::delta(&now, &last);
                 info!(interval_s = interval, delta = %stats::one_line(&d), "counters");
                 last = now;
+            }
+            _ = sweep.tick() => {
+                match filter.sweep_flows() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "swept idle flows"),
+                    Err(e) => tracing::warn!("sweeping idle flows: {e}"),
+                }
             }
         }
     }
