@@ -61,25 +61,38 @@ pub struct Reply {
 pub struct RewriteFailed;
 
 /// Byte access to the reply buffer with indices masked into it.
+///
+/// Every access is volatile: LLVM may then neither hoist a run of loads
+/// ahead of their stores nor keep the unrolled copies' addresses alive, both
+/// of which spilled hundreds of bytes of registers onto the stack, which
+/// the verifier limits to 512 bytes for the whole call chain.
 struct Buf<'a>(&'a mut [u8; REPLY_BUF]);
 
 impl Buf<'_> {
     #[inline(always)]
     fn get(&self, i: usize) -> u8 {
-        self.0[i & (REPLY_BUF - 1)]
+        // SAFETY: the index is masked into the buffer.
+        unsafe { self.0.as_ptr().add(i & (REPLY_BUF - 1)).read_volatile() }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, i: usize, b: u8) {
+        // SAFETY: the index is masked into the buffer.
+        unsafe { self.0.as_mut_ptr().add(i & (REPLY_BUF - 1)).write_volatile(b) }
     }
 
     #[inline(always)]
     fn put(&mut self, i: usize, bytes: &[u8]) {
         for (k, b) in bytes.iter().enumerate() {
-            self.0[(i + k) & (REPLY_BUF - 1)] = *b;
+            self.set(i + k, *b);
         }
     }
 
     #[inline(always)]
     fn copy(&mut self, to: usize, from: usize, len: usize) {
         for k in 0..len {
-            self.0[(to + k) & (REPLY_BUF - 1)] = self.0[(from + k) & (REPLY_BUF - 1)];
+            let b = self.get(from + k);
+            self.set(to + k, b);
         }
     }
 
@@ -287,6 +300,7 @@ pub const TCP_ACK: u8 = 0x10;
 /// stack accepts the reset (RFC 5961 §3.2: exactly the next expected
 /// sequence number), `ack` the client's sequence number after this segment,
 /// no payload, window 0.
+///
 #[inline(always)]
 pub fn write_rst(
     ctx: &XdpContext,

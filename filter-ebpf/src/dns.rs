@@ -184,7 +184,7 @@ pub fn parse_rest(
     // Volatile: the callbacks change `walk` through their own lookup of the
     // scratch map, behind the back of this `&mut`.
     // SAFETY: a valid pointer into this CPU's scratch slot.
-    unsafe { walk.write_volatile(Walk { pos: pos as u64, labels: labels as u64, status: RUNNING, ..Walk::default() }) };
+    unsafe { put_walk(walk, Walk { pos: pos as u64, labels: labels as u64, status: RUNNING, ..Walk::default() }) };
     let mut args = ParseArgs { avail: avail as u64, seed, text: u64::from(text) };
     // Up to 127 labels and the root in all.
     // SAFETY: a static callback and a pointer to our own stack, as bpf_loop requires.
@@ -192,7 +192,7 @@ pub fn parse_rest(
         bpf_loop((name::LABEL_SLOTS - FAST_PARSE) as u32, parse_step as *mut c_void, (&raw mut args).cast(), 0);
     }
     // SAFETY: as above.
-    let w = unsafe { walk.read_volatile() };
+    let w = unsafe { get_walk(walk) };
     match w.status {
         DONE => Ok(WireName { len: (w.len & 0x1ff) as usize, labels: (w.labels & 0xff) as usize }),
         // 128 steps without reaching the root cannot happen within 255 bytes.
@@ -203,6 +203,51 @@ pub fn parse_rest(
         s if s == FAILED + NameError::EmptyLabel as u64 => Err(NameError::EmptyLabel),
         s if s == FAILED + NameError::LabelTooLong as u64 => Err(NameError::LabelTooLong),
         _ => Err(NameError::TooLong),
+    }
+}
+
+/// Writes `w` to the scratch walk record a field at a time: a volatile
+/// store of the whole struct would build it on the stack first and copy it,
+/// and stack is what the verifier's 512-byte limit for the call chain
+/// counts.
+///
+/// # Safety
+/// `walk` points to this CPU's scratch walk record.
+#[inline(always)]
+unsafe fn put_walk(walk: *mut Walk, w: Walk) {
+    // SAFETY: the caller's pointer; each field is a plain u64.
+    unsafe {
+        (&raw mut (*walk).pos).write_volatile(w.pos);
+        (&raw mut (*walk).labels).write_volatile(w.labels);
+        (&raw mut (*walk).len).write_volatile(w.len);
+        (&raw mut (*walk).status).write_volatile(w.status);
+        (&raw mut (*walk).key).write_volatile(w.key);
+        (&raw mut (*walk).best_depth).write_volatile(w.best_depth);
+        (&raw mut (*walk).best_key).write_volatile(w.best_key);
+        (&raw mut (*walk).best_kind).write_volatile(w.best_kind);
+        (&raw mut (*walk).best_action).write_volatile(w.best_action);
+    }
+}
+
+/// Reads the scratch walk record a field at a time; see [`put_walk`].
+///
+/// # Safety
+/// As for [`put_walk`].
+#[inline(always)]
+unsafe fn get_walk(walk: *const Walk) -> Walk {
+    // SAFETY: the caller's pointer; each field is a plain u64.
+    unsafe {
+        Walk {
+            pos: (&raw const (*walk).pos).read_volatile(),
+            labels: (&raw const (*walk).labels).read_volatile(),
+            len: (&raw const (*walk).len).read_volatile(),
+            status: (&raw const (*walk).status).read_volatile(),
+            key: (&raw const (*walk).key).read_volatile(),
+            best_depth: (&raw const (*walk).best_depth).read_volatile(),
+            best_key: (&raw const (*walk).best_key).read_volatile(),
+            best_kind: (&raw const (*walk).best_kind).read_volatile(),
+            best_action: (&raw const (*walk).best_action).read_volatile(),
+        }
     }
 }
 
@@ -217,8 +262,8 @@ pub fn forget(scratch: &mut Scratch, name: WireName) -> WireName {
     // SAFETY: a valid pointer into this CPU's scratch slot; volatile so the
     // round trip through memory stays.
     let w = unsafe {
-        walk.write_volatile(Walk { len: name.len as u64, labels: name.labels as u64, ..Walk::default() });
-        walk.read_volatile()
+        put_walk(walk, Walk { len: name.len as u64, labels: name.labels as u64, ..Walk::default() });
+        get_walk(walk)
     };
     WireName { len: (w.len & 0x1ff) as usize, labels: (w.labels & 0xff) as usize }
 }
@@ -359,7 +404,7 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
     // Volatile for the same reason as in parse_name.
     // SAFETY: a valid pointer into this CPU's scratch slot.
     unsafe {
-        walk.write_volatile(Walk {
+        put_walk(walk, Walk {
             key,
             best_kind: best.kind,
             best_action: best.action,
@@ -380,7 +425,7 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
     // depth the loop ended at and which rule kind it saw, so it checks the
     // answer writer once rather than once per combination.
     // SAFETY: as above.
-    let w = unsafe { walk.read_volatile() };
+    let w = unsafe { get_walk(walk) };
     let key = w.key;
     let best = Best { kind: w.best_kind, action: w.best_action, depth: w.best_depth & 0xff, key: w.best_key };
     let found = match best.kind {

@@ -250,7 +250,13 @@ pub(crate) fn trace_keys(name_key: u64, m: Option<&dns::Match>) {
 /// needs offset + access size <= 0xffff.
 #[inline(always)]
 fn launder(scratch: &mut Scratch, l: &headers::Layers) -> headers::Layers {
-    let spill = &raw mut scratch.spill;
+    spill_layers(scratch, l);
+    unspill_layers(scratch)
+}
+
+/// The first half of [`launder`]: the offsets into scratch memory.
+#[inline(always)]
+fn spill_layers(scratch: &mut Scratch, l: &headers::Layers) {
     let v = [
         l.l2_len as u64,
         l.vlan_tags as u64,
@@ -261,12 +267,19 @@ fn launder(scratch: &mut Scratch, l: &headers::Layers) -> headers::Layers {
         l.payload_end as u64,
         l.ip_end as u64,
     ];
-    // SAFETY: a valid pointer into this CPU's scratch slot; volatile so the
-    // compiler keeps the round trip through memory.
-    let v = unsafe {
-        spill.write_volatile(v);
-        spill.read_volatile()
-    };
+    // Volatile so the compiler keeps the round trip through memory; a word
+    // at a time so no copy of the array is built on the stack.
+    for (i, x) in v.into_iter().enumerate() {
+        // SAFETY: a valid pointer into this CPU's scratch slot.
+        unsafe { (&raw mut scratch.spill[i]).write_volatile(x) };
+    }
+}
+
+/// The second half of [`launder`]: the offsets back, masked to their bounds.
+#[inline(always)]
+fn unspill_layers(scratch: &Scratch) -> headers::Layers {
+    // SAFETY (each read): as in `spill_layers`.
+    let v: [u64; 8] = core::array::from_fn(|i| unsafe { (&raw const scratch.spill[i]).read_volatile() });
     headers::Layers {
         l2_len: (v[0] & 0x1f) as usize,
         vlan_tags: (v[1] & 0x3) as usize,

@@ -4,7 +4,8 @@
 //!
 //! Per segment, in order:
 //! 1. A SYN starts tracking the flow (`NEW`), so its first data segment can
-//!    be required to start at the first byte of the stream.
+//!    be required to start at the first byte of the stream. A SYN carrying
+//!    data (TCP Fast Open) is parsed like a first data segment.
 //! 2. The flow hint (`FLOW_HINT`) says whether the flow may be tracked; only
 //!    then is `FLOWS` looked up. Established traffic costs a hash and one
 //!    array read.
@@ -72,10 +73,21 @@ pub fn judge(ctx: &XdpContext, l: &Layers, settings: &Settings, scratch: &mut Sc
     let Some(key) = flow_key(&pkt, l, settings.seed, sport) else {
         return pass(Counter::TruncatedHeader);
     };
+    crate::program::trace(|t| t.flow_key = key);
     let payload_len = l.ip_end - l.payload_off;
 
     if tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        return track_syn(key, tcp.seq, settings);
+        let tracked = track_syn(key, tcp.seq, settings);
+        if payload_len == 0 || tracked.0 != xdp_action::XDP_PASS {
+            return tracked;
+        }
+        // TCP Fast Open: the SYN carries the stream's first bytes, which
+        // start after the SYN's own sequence number. A ClientHello here must
+        // not slip past because it rode in a SYN.
+        // track_syn left the new flow in `scratch.flow`.
+        count(Counter::TcpFastOpen);
+        let data = Tcp { seq: tcp.seq.wrapping_add(1), ..tcp };
+        return parse(ctx, l, &data, key, 0, true, settings, scratch);
     }
     let slot = flow::hint_slot(key, settings.hint_mask);
     let maybe_tracked = FLOW_HINT.get(slot).is_none_or(|n| *n != 0);
@@ -270,6 +282,8 @@ fn parse(
     if rc != 0 {
         return pass(Counter::Internal);
     }
+    // Kept for reading on past the name (the ECH policy).
+    scratch.tls_len = copy as u64;
     let outcome = run_parser(scratch, copy);
     // Bytes past what the buffer holds would be parsed by nobody.
     let outcome = if matches!(outcome, Step::NeedMore) && copy < avail { Step::Malformed(tls::TlsError::TooLong) } else { outcome };

@@ -86,7 +86,7 @@ counters! {
     TlsNotClientHello => "tls_not_client_hello", Skipped;
     /// Bytes of an unfinished ClientHello seen before (a retransmission): passed.
     TlsRetransmission => "tls_retransmission", Skipped;
-    /// TCP segment to port 53 without payload (handshake, ACK, FIN).
+    /// TCP segment without payload (handshake, ACK, FIN) to port 53, or of a flow the TLS path follows.
     TcpNoPayload => "tcp_no_payload", Skipped;
     /// TCP payload to port 53 that does not start with a judgeable query:
     /// a continuation segment (or a length prefix sent alone), a response, a
@@ -163,6 +163,8 @@ counters! {
     TlsEch => "tls_ech", Extra;
     /// Extra: a ClientHello without server name.
     TlsNoSni => "tls_no_sni", Extra;
+    /// Extra: a SYN carrying data (TCP Fast Open): parsed as the stream's first bytes.
+    TcpFastOpen => "tcp_fast_open", Extra;
     /// Extra: the flow table was full: a new flow was not tracked (fail-open) or dropped (fail-closed).
     FlowTableFull => "flow_table_full", Extra;
     /// Extra: a rule key matched but its label count did not: a hash collision, ignored.

@@ -149,6 +149,17 @@ const F_SNI_DONE: u8 = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TlsState {
+    /// Where the parser is.
+    fields: Fields,
+    /// The host_name as sent: `sni_len` bytes, case and all.
+    pub name: [u8; MAX_SNI],
+}
+
+/// The parser's integers: what [`step`] reads afresh from memory each time
+/// (see [`step`] on the verifier).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fields {
     /// Bytes of the ClientHello body not yet claimed by a field; once the
     /// extensions block begins, bytes of the block after the current extension.
     hs_left: u32,
@@ -178,10 +189,9 @@ pub struct TlsState {
     rec_len_hi: u8,
     /// Explicit padding; always 0.
     pad: u8,
-    /// The host_name as sent: `sni_len` bytes, case and all.
-    pub name: [u8; MAX_SNI],
 }
 
+const _: () = assert!(core::mem::size_of::<Fields>() == 24);
 const _: () = assert!(core::mem::size_of::<TlsState>() == 24 + MAX_SNI);
 const _: () = assert!(MAX_SNI.is_power_of_two() && TLS_BUF.is_power_of_two());
 // A name is at most 255 bytes, so `sni_len + n` never passes the buffer.
@@ -191,20 +201,22 @@ impl TlsState {
     /// The start of a stream.
     pub const fn new() -> Self {
         Self {
-            hs_left: 0,
-            acc: 0,
-            rec_left: 0,
-            ext_left: 0,
-            field_left: 0,
-            sni_len: 0,
-            phase: P_HS,
-            need: 0,
-            hdr: 0,
-            records: 0,
-            flags: 0,
-            err: 0,
-            rec_len_hi: 0,
-            pad: 0,
+            fields: Fields {
+                hs_left: 0,
+                acc: 0,
+                rec_left: 0,
+                ext_left: 0,
+                field_left: 0,
+                sni_len: 0,
+                phase: P_HS,
+                need: 0,
+                hdr: 0,
+                records: 0,
+                flags: 0,
+                err: 0,
+                rec_len_hi: 0,
+                pad: 0,
+            },
             name: [0; MAX_SNI],
         }
     }
@@ -216,17 +228,17 @@ impl TlsState {
 
     /// Whether an encrypted_client_hello extension (0xfe0d) was seen so far.
     pub fn ech(&self) -> bool {
-        self.flags & F_ECH != 0
+        self.fields.flags & F_ECH != 0
     }
 
     /// Whether the host_name is complete in `name`.
     pub fn has_sni(&self) -> bool {
-        self.flags & F_SNI_DONE != 0
+        self.fields.flags & F_SNI_DONE != 0
     }
 
     /// Bytes of `name` that hold the host_name.
     pub fn sni_len(&self) -> usize {
-        (self.sni_len as usize) & (MAX_SNI - 1)
+        (self.fields.sni_len as usize) & (MAX_SNI - 1)
     }
 }
 
@@ -388,8 +400,31 @@ impl TlsError {
 /// current segment not consumed yet, and advances `*pos` past what it
 /// consumed. `len` is clamped to [`TLS_BUF`]. See the module docs and
 /// [`Step`] for the outcomes.
+///
+/// # The verifier
+/// The kernel calls this in a loop, and LLVM would keep the parser's
+/// integers in registers from one call to the next: the verifier would then
+/// know them, and walk each call once per reachable parser state, far past
+/// its budget. So they are read from memory with a volatile load at each call
+/// and stored back at its end: every call starts from values the verifier
+/// cannot know, its paths join at the caller's loop head, and it is checked
+/// about once per iteration. Callers keep `st` and `pos` in map memory (the
+/// stack is tracked precisely, map values are not).
 #[inline(always)]
 pub fn step(st: &mut TlsState, buf: &[u8; TLS_BUF], len: usize, pos: &mut usize) -> Step {
+    // SAFETY: both pointers come from references: valid, aligned, and to
+    // plain integers.
+    let (mut fields, mut at) =
+        unsafe { (core::ptr::read_volatile(&raw const st.fields), core::ptr::read_volatile(pos)) };
+    let out = step_fields(&mut fields, &mut st.name, buf, len, &mut at);
+    st.fields = fields;
+    *pos = at;
+    out
+}
+
+/// [`step`] on the parser's integers held in registers.
+#[inline(always)]
+fn step_fields(st: &mut Fields, name: &mut [u8; MAX_SNI], buf: &[u8; TLS_BUF], len: usize, pos: &mut usize) -> Step {
     if let Some(done) = terminal(st) {
         return done;
     }
@@ -409,7 +444,7 @@ pub fn step(st: &mut TlsState, buf: &[u8; TLS_BUF], len: usize, pos: &mut usize)
     let rec = st.rec_left as usize;
     let avail = if seg < rec { seg } else { rec };
     if st.phase == P_SNI_NAME {
-        let (used, complete) = take_name(st, buf, at, avail);
+        let (used, complete) = take_name(st, name, buf, at, avail);
         consume(st, pos, at, used);
         if !complete {
             return more(*pos, len);
@@ -456,7 +491,7 @@ pub fn step(st: &mut TlsState, buf: &[u8; TLS_BUF], len: usize, pos: &mut usize)
 /// Moves `*pos` past the `used` bytes consumed from `at`, which the current
 /// record held (`used <= rec_left`, by construction of `avail`).
 #[inline(always)]
-fn consume(st: &mut TlsState, pos: &mut usize, at: usize, used: usize) {
+fn consume(st: &mut Fields, pos: &mut usize, at: usize, used: usize) {
     *pos = at + used;
     st.rec_left -= used as u16;
 }
@@ -488,7 +523,7 @@ pub fn feed(st: &mut TlsState, data: &[u8]) -> Step {
 
 /// The sticky outcome of a finished stream, if it is finished.
 #[inline(always)]
-fn terminal(st: &TlsState) -> Option<Step> {
+fn terminal(st: &Fields) -> Option<Step> {
     match st.phase {
         P_END => Some(Step::End),
         P_NOT_CH => Some(Step::NotClientHello),
@@ -513,7 +548,7 @@ fn byte(buf: &[u8; TLS_BUF], i: usize) -> u8 {
 
 /// Ends the stream with `e`.
 #[inline(always)]
-fn fail(st: &mut TlsState, e: TlsError) -> bool {
+fn fail(st: &mut Fields, e: TlsError) -> bool {
     st.phase = P_FAILED;
     st.err = e as u8;
     false
@@ -522,7 +557,7 @@ fn fail(st: &mut TlsState, e: TlsError) -> bool {
 /// Ends the stream with `e`, or as not TLS at all when this is the first
 /// record's header.
 #[inline(always)]
-fn reject(st: &mut TlsState, e: TlsError) -> bool {
+fn reject(st: &mut Fields, e: TlsError) -> bool {
     if st.records == 0 {
         st.phase = P_NOT_CH;
         false
@@ -535,7 +570,7 @@ fn reject(st: &mut TlsState, e: TlsError) -> bool {
 /// one): all five bytes when the segment holds them and none was read yet,
 /// else one. Returns the bytes consumed; a rejected header ends the stream.
 #[inline(always)]
-fn record_header(st: &mut TlsState, buf: &[u8; TLS_BUF], at: usize, seg: usize) -> usize {
+fn record_header(st: &mut Fields, buf: &[u8; TLS_BUF], at: usize, seg: usize) -> usize {
     if st.hdr == 0 && seg >= 5 {
         // Straight-line with constant indices, so each `header_byte` folds to
         // its own check.
@@ -553,7 +588,7 @@ fn record_header(st: &mut TlsState, buf: &[u8; TLS_BUF], at: usize, seg: usize) 
 /// Takes byte `i` of a record header (RFC 8446 §5.1: type, version, 16-bit
 /// length). Returns false when the header is rejected.
 #[inline(always)]
-fn header_byte(st: &mut TlsState, i: u8, b: u8) -> bool {
+fn header_byte(st: &mut Fields, i: u8, b: u8) -> bool {
     match i {
         0 => {
             if b != CONTENT_HANDSHAKE {
@@ -599,7 +634,7 @@ fn header_byte(st: &mut TlsState, i: u8, b: u8) -> bool {
 /// Reads up to `avail` bytes of the integer field. Returns the bytes
 /// consumed and whether the field is complete (its value in `acc`).
 #[inline(always)]
-fn take_int(st: &mut TlsState, buf: &[u8; TLS_BUF], at: usize, avail: usize) -> (usize, bool) {
+fn take_int(st: &mut Fields, buf: &[u8; TLS_BUF], at: usize, avail: usize) -> (usize, bool) {
     let mut acc = st.acc;
     let mut need = st.need as usize;
     let mut n = 0;
@@ -619,7 +654,7 @@ fn take_int(st: &mut TlsState, buf: &[u8; TLS_BUF], at: usize, avail: usize) -> 
 
 /// Skips up to `avail` bytes of the opaque field.
 #[inline(always)]
-fn take_opaque(st: &mut TlsState, avail: usize) -> (usize, bool) {
+fn take_opaque(st: &mut Fields, avail: usize) -> (usize, bool) {
     let left = st.field_left as usize;
     let n = if avail < left { avail } else { left };
     st.field_left = (left - n) as u16;
@@ -628,7 +663,7 @@ fn take_opaque(st: &mut TlsState, avail: usize) -> (usize, bool) {
 
 /// Copies up to `avail` (and at most [`NAME_CHUNK`]) bytes of the host_name.
 #[inline(always)]
-fn take_name(st: &mut TlsState, buf: &[u8; TLS_BUF], at: usize, avail: usize) -> (usize, bool) {
+fn take_name(st: &mut Fields, name: &mut [u8; MAX_SNI], buf: &[u8; TLS_BUF], at: usize, avail: usize) -> (usize, bool) {
     let left = st.field_left as usize;
     let n = if avail < left { avail } else { left };
     let n = if n < NAME_CHUNK { n } else { NAME_CHUNK };
@@ -638,7 +673,7 @@ fn take_name(st: &mut TlsState, buf: &[u8; TLS_BUF], at: usize, avail: usize) ->
         if k >= n {
             break;
         }
-        st.name[(base + k) & (MAX_SNI - 1)] = byte(buf, at + k);
+        name[(base + k) & (MAX_SNI - 1)] = byte(buf, at + k);
         k += 1;
     }
     // base + left <= 255: the name's length was checked when it began.
@@ -649,7 +684,7 @@ fn take_name(st: &mut TlsState, buf: &[u8; TLS_BUF], at: usize, avail: usize) ->
 
 /// Claims `n` bytes of the ClientHello body (or extensions block) for a field.
 #[inline(always)]
-fn claim(st: &mut TlsState, n: u32) -> bool {
+fn claim(st: &mut Fields, n: u32) -> bool {
     if n > st.hs_left {
         return false;
     }
@@ -659,7 +694,7 @@ fn claim(st: &mut TlsState, n: u32) -> bool {
 
 /// Claims `n` bytes of the current extension for a field.
 #[inline(always)]
-fn claim_ext(st: &mut TlsState, n: u32) -> bool {
+fn claim_ext(st: &mut Fields, n: u32) -> bool {
     if n > st.ext_left as u32 {
         return false;
     }
@@ -669,7 +704,7 @@ fn claim_ext(st: &mut TlsState, n: u32) -> bool {
 
 /// Begins an integer field of `width` bytes.
 #[inline(always)]
-fn begin_int(st: &mut TlsState, phase: u8, width: u8) {
+fn begin_int(st: &mut Fields, phase: u8, width: u8) {
     st.phase = phase;
     st.need = width;
     st.acc = 0;
@@ -677,7 +712,7 @@ fn begin_int(st: &mut TlsState, phase: u8, width: u8) {
 
 /// Begins an integer field of the body (or extensions block).
 #[inline(always)]
-fn body_int(st: &mut TlsState, phase: u8, width: u8) {
+fn body_int(st: &mut Fields, phase: u8, width: u8) {
     if claim(st, width as u32) {
         begin_int(st, phase, width);
     } else {
@@ -687,14 +722,14 @@ fn body_int(st: &mut TlsState, phase: u8, width: u8) {
 
 /// Begins skipping `n` (> 0) bytes.
 #[inline(always)]
-fn begin_opaque(st: &mut TlsState, phase: u8, n: u32) {
+fn begin_opaque(st: &mut Fields, phase: u8, n: u32) {
     st.phase = phase;
     st.field_left = n as u16;
 }
 
 /// After legacy_compression_methods: the extensions block, if the body goes on.
 #[inline(always)]
-fn after_methods(st: &mut TlsState) {
+fn after_methods(st: &mut Fields) {
     if st.hs_left == 0 {
         // No extensions at all (allowed before TLS 1.3): no name.
         st.phase = P_END;
@@ -705,7 +740,7 @@ fn after_methods(st: &mut TlsState) {
 
 /// After an extension: the next one, or the end of the ClientHello.
 #[inline(always)]
-fn next_extension(st: &mut TlsState) {
+fn next_extension(st: &mut Fields) {
     if st.hs_left == 0 {
         st.phase = P_END;
     } else {
@@ -716,7 +751,7 @@ fn next_extension(st: &mut TlsState) {
 /// The integer field of the current phase is complete (its value in
 /// `acc`): decide what comes next.
 #[inline(always)]
-fn advance(st: &mut TlsState) {
+fn advance(st: &mut Fields) {
     let v = st.acc;
     match st.phase {
         P_HS => {
@@ -780,7 +815,7 @@ fn vector_len_ok(phase: u8, len: u32) -> bool {
 /// The opaque field of the current phase is skipped (or was empty): what
 /// follows it.
 #[inline(always)]
-fn after_opaque(st: &mut TlsState) {
+fn after_opaque(st: &mut Fields) {
     match st.phase {
         P_FIXED => body_int(st, P_SID_LEN, 1),
         P_SID => body_int(st, P_CS_LEN, 2),
@@ -793,7 +828,7 @@ fn after_opaque(st: &mut TlsState) {
 
 /// An extension header: `len` bytes of type `typ` follow.
 #[inline(always)]
-fn extension(st: &mut TlsState, typ: u32, len: u32) {
+fn extension(st: &mut Fields, typ: u32, len: u32) {
     if typ == EXT_ECH {
         st.flags |= F_ECH;
     }
@@ -822,7 +857,7 @@ fn extension(st: &mut TlsState, typ: u32, len: u32) {
 /// A server_name entry: `len` bytes of name of type `typ` follow, and they
 /// must be the rest of the list.
 #[inline(always)]
-fn host_name(st: &mut TlsState, typ: u32, len: u32) {
+fn host_name(st: &mut Fields, typ: u32, len: u32) {
     if typ != 0 {
         fail(st, TlsError::SniBadType);
     } else if len != st.ext_left as u32 {
@@ -1275,7 +1310,7 @@ mod tests {
             let seg = &data[from..to];
             from = to;
             buf[..seg.len()].copy_from_slice(seg);
-            let (mut pos, mut calls, records) = (0, 0, st.records);
+            let (mut pos, mut calls, records) = (0, 0, st.fields.records);
             loop {
                 calls += 1;
                 match step(&mut st, &buf, seg.len(), &mut pos) {
@@ -1283,7 +1318,7 @@ mod tests {
                     _ => break,
                 }
             }
-            out.push((seg.len(), usize::from(st.records - records), calls));
+            out.push((seg.len(), usize::from(st.fields.records - records), calls));
         }
         out
     }

@@ -33,11 +33,15 @@ pub struct Trace {
     pub sni_len: u16,
     /// Explicit padding; always 0.
     pub pad: [u8; 6],
+    /// For TCP segments the TLS path looked at: the flow's key (a seeded
+    /// hash of addresses and ports), so a reader can group a flow's segments
+    /// and tell which one decided it. 0 otherwise.
+    pub flow_key: u64,
     /// The TLS server name, as sent (it may have come in several segments).
     pub sni: [u8; crate::tls::MAX_SNI],
 }
 
-const _: () = assert!(core::mem::size_of::<Trace>() == 48 + crate::tls::MAX_SNI);
+const _: () = assert!(core::mem::size_of::<Trace>() == 56 + crate::tls::MAX_SNI);
 
 /// [`Trace::name_kind`]: no name judged.
 pub const NAME_NONE: u8 = 0;
@@ -62,6 +66,7 @@ impl Default for Trace {
             name_kind: NAME_NONE,
             sni_len: 0,
             pad: [0; 6],
+            flow_key: 0,
             sni: [0; crate::tls::MAX_SNI],
         }
     }

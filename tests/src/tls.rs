@@ -10,6 +10,7 @@
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::Range,
     sync::Arc,
 };
 
@@ -291,6 +292,142 @@ pub fn extensions(stream: &[u8]) -> Vec<(u16, Vec<u8>)> {
     out
 }
 
+/// Where the parts of a `ClientHello` sit, as offsets into its handshake
+/// bytes ([`handshake_bytes`]; offset 0 is `msg_type`). Tests use it to cut
+/// a stream at a field or to change bytes the parser must skip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloLayout {
+    /// The 32 bytes of `random`.
+    pub random: Range<usize>,
+    /// The contents of `legacy_session_id` (without its length).
+    pub session_id: Range<usize>,
+    /// The contents of `cipher_suites`.
+    pub cipher_suites: Range<usize>,
+    /// The contents of `legacy_compression_methods`.
+    pub compression_methods: Range<usize>,
+    /// Each extension's type and the range of its data (after its 4-byte header).
+    pub extensions: Vec<(u16, Range<usize>)>,
+    /// One past the message's last byte (4 + its 24-bit length).
+    pub end: usize,
+}
+
+impl HelloLayout {
+    /// The `host_name` bytes of the `server_name` extension, when there is
+    /// one holding a single `host_name` entry (list length 2, type 1 and
+    /// length 2 bytes before it).
+    pub fn server_name(&self) -> Option<Range<usize>> {
+        let (_, data) = self.extensions.iter().find(|(t, _)| *t == EXT_SERVER_NAME)?;
+        Some(data.start + 5..data.end)
+    }
+
+    /// Position of extension `ext_type` in the extension list.
+    pub fn position(&self, ext_type: u16) -> Option<usize> {
+        self.extensions.iter().position(|(t, _)| *t == ext_type)
+    }
+}
+
+/// The layout of the `ClientHello` in `stream` (RFC 8446 §4.1.2); panics on
+/// anything but a well-formed one, like [`extensions`].
+pub fn hello_layout(stream: &[u8]) -> HelloLayout {
+    let hs = handshake_bytes(stream);
+    let mut r = Cursor { buf: &hs, at: 0 };
+    assert_eq!(r.u8(), 1, "not a ClientHello");
+    let end = 4 + r.u24();
+    assert!(end <= hs.len(), "ClientHello of {end} bytes in {} handshake bytes", hs.len());
+    let vector = |r: &mut Cursor<'_>, width: usize| {
+        let n = if width == 1 { usize::from(r.u8()) } else { usize::from(r.u16()) };
+        let start = r.at;
+        r.take(n);
+        start..r.at
+    };
+    r.take(2);
+    let random = r.at..r.at + 32;
+    r.take(32);
+    let session_id = vector(&mut r, 1);
+    let cipher_suites = vector(&mut r, 2);
+    let compression_methods = vector(&mut r, 1);
+    let mut extensions = Vec::new();
+    if r.at < end {
+        let block_end = r.at + 2 + usize::from(r.u16());
+        assert_eq!(block_end, end, "extensions block does not fill the ClientHello");
+        while r.at < end {
+            let t = r.u16();
+            let data = vector(&mut r, 2);
+            extensions.push((t, data));
+        }
+    }
+    HelloLayout { random, session_id, cipher_suites, compression_methods, extensions, end }
+}
+
+/// Where each handshake byte of `stream` sits in `stream`: entry `i` is the
+/// stream offset of handshake byte `i` (record headers skipped).
+pub fn handshake_offsets(stream: &[u8]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(stream.len());
+    for start in record_starts(stream) {
+        let len = usize::from(u16::from_be_bytes([stream[start + 3], stream[start + 4]]));
+        out.extend(start + RECORD_HEADER_LEN..start + RECORD_HEADER_LEN + len);
+    }
+    out
+}
+
+/// Stream offsets of the record headers of `stream` (whole records, as [`records`] checks).
+pub fn record_starts(stream: &[u8]) -> Vec<usize> {
+    let mut at = 0;
+    records(stream)
+        .iter()
+        .map(|r| {
+            let start = at;
+            at += RECORD_HEADER_LEN + r.fragment.len();
+            start
+        })
+        .collect()
+}
+
+/// `stream`'s `ClientHello` with its extensions changed by `edit` (a list
+/// of type and data, in order), every enclosing length (extensions block,
+/// message, record) rewritten to match, in one record with the first
+/// record's version. No content is checked, so tests can build what a
+/// client library refuses to write.
+pub fn with_extensions(stream: &[u8], edit: impl FnOnce(&mut Vec<(u16, Vec<u8>)>)) -> Vec<u8> {
+    let hs = handshake_bytes(stream);
+    let layout = hello_layout(stream);
+    let mut exts: Vec<(u16, Vec<u8>)> = layout.extensions.iter().map(|(t, r)| (*t, hs[r.clone()].to_vec())).collect();
+    edit(&mut exts);
+    let mut block = Vec::new();
+    for (t, data) in &exts {
+        block.extend_from_slice(&t.to_be_bytes());
+        block.extend_from_slice(&u16::try_from(data.len()).expect("extension of at most 65535 bytes").to_be_bytes());
+        block.extend_from_slice(data);
+    }
+    let mut body = hs[4..layout.compression_methods.end].to_vec();
+    body.extend_from_slice(&u16::try_from(block.len()).expect("extensions block length").to_be_bytes());
+    body.extend_from_slice(&block);
+    let body_len = u32::try_from(body.len()).expect("body length").to_be_bytes();
+    let mut message = vec![1, body_len[1], body_len[2], body_len[3]];
+    message.extend_from_slice(&body);
+    let version = records(stream).first().map_or(0x0301, |r| r.version);
+    let mut out = vec![CONTENT_HANDSHAKE];
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(message.len()).expect("one record").to_be_bytes());
+    out.extend_from_slice(&message);
+    out
+}
+
+/// `stream`'s `ClientHello` with `host_name` as the one entry of its
+/// `server_name` extension (any bytes: a trailing dot, upper case, empty
+/// labels, 255 bytes), lengths rewritten (see [`with_extensions`]).
+pub fn replace_server_name(stream: &[u8], host_name: &[u8]) -> Vec<u8> {
+    let name_len = u16::try_from(host_name.len()).expect("a host_name of at most 65532 bytes");
+    let mut data = (name_len + 3).to_be_bytes().to_vec();
+    data.push(0);
+    data.extend_from_slice(&name_len.to_be_bytes());
+    data.extend_from_slice(host_name);
+    with_extensions(stream, |exts| {
+        let sni = exts.iter_mut().find(|(t, _)| *t == EXT_SERVER_NAME).expect("a server_name extension");
+        sni.1 = data;
+    })
+}
+
 /// A reader over the fixtures' own bytes: running off the end is a bug in
 /// the fixture, so it panics.
 struct Cursor<'a> {
@@ -345,6 +482,9 @@ pub struct Flow {
     /// Whether segments carry the timestamp option (NOP, NOP, TS), as Linux
     /// sends them: a 32-byte TCP header, 1448-byte segments at MTU 1500.
     pub timestamps: bool,
+    /// The client's address when not [`crate::packet`]'s (see
+    /// [`Flow::with_client_ip`]): flows that differ only by address.
+    pub client_addr: Option<IpAddr>,
 }
 
 impl Flow {
@@ -359,6 +499,7 @@ impl Flow {
             server_isn: 0x2000_0000,
             window: 64240,
             timestamps: true,
+            client_addr: None,
         }
     }
 
@@ -407,7 +548,19 @@ impl Flow {
         crate::packet::SERVER_MAC
     }
 
+    /// The same flow from another client address (of the flow's IP version):
+    /// the frames' source address and the checksums follow.
+    #[must_use]
+    pub fn with_client_ip(mut self, addr: IpAddr) -> Self {
+        assert_eq!(addr.is_ipv6(), matches!(self.spec.ip, Ip::V6 { .. }), "{addr} is not of the flow's IP version");
+        self.client_addr = Some(addr);
+        self
+    }
+
     pub fn client_ip(&self) -> IpAddr {
+        if let Some(addr) = self.client_addr {
+            return addr;
+        }
         match self.spec.ip {
             Ip::V4 { .. } => Ipv4Addr::from(crate::packet::CLIENT_V4).into(),
             Ip::V6 { .. } => Ipv6Addr::from(crate::packet::CLIENT_V6).into(),
@@ -547,10 +700,20 @@ impl Flow {
         let template = self.spec.build(&[]);
         let h = PacketHeaders::from_ethernet_slice(&template).expect("Spec::build writes a parsable frame");
         let Some(LinkHeader::Ethernet2(eth)) = h.link else { unreachable!("Spec::build writes Ethernet II") };
-        let ip = match h.net {
-            Some(NetHeaders::Ipv4(h, e)) => IpHeaders::Ipv4(h, e),
-            Some(NetHeaders::Ipv6(h, e)) => IpHeaders::Ipv6(h, e),
-            other => unreachable!("Spec::build writes IP, not {other:?}"),
+        let ip = match (h.net, self.client_addr) {
+            (Some(NetHeaders::Ipv4(mut h, e)), addr) => {
+                if let Some(IpAddr::V4(a)) = addr {
+                    h.source = a.octets();
+                }
+                IpHeaders::Ipv4(h, e)
+            }
+            (Some(NetHeaders::Ipv6(mut h, e)), addr) => {
+                if let Some(IpAddr::V6(a)) = addr {
+                    h.source = a.octets();
+                }
+                IpHeaders::Ipv6(h, e)
+            }
+            (other, _) => unreachable!("Spec::build writes IP, not {other:?}"),
         };
         let tags: Vec<_> = h
             .link_exts

@@ -300,15 +300,22 @@ impl CurlResult {
 /// and port come from `url` (`https://NAME[:PORT]/...`), so curl sends the
 /// URL's name as SNI and Host and connects to `resolve_to`.
 pub fn curl(ns: &NetNs, url: &str, resolve_to: &str) -> CurlResult {
+    curl_with_timeout(ns, url, resolve_to, Duration::from_secs(3))
+}
+
+/// [`curl`] with `--max-time` set to `max_time` (whole milliseconds); it
+/// is killed if it runs 3 s past that.
+pub fn curl_with_timeout(ns: &NetNs, url: &str, resolve_to: &str, max_time: Duration) -> CurlResult {
     const MARK: &str = "\ncurl-write-out:";
     let (name, port) = url_host_port(url);
     let resolve = format!("{name}:{port}:{}", bracket(resolve_to));
     let write_out = format!("{MARK}%{{http_code}} %{{time_total}}");
+    let max = format!("{:.3}", max_time.as_secs_f64());
     let r = run_bounded(
         ns,
-        &["curl", "-sS", "-k", "--max-time", "3", "--resolve", &resolve, "-w", &write_out, url],
+        &["curl", "-sS", "-k", "--max-time", &max, "--resolve", &resolve, "-w", &write_out, url],
         &[],
-        Duration::from_secs(6),
+        max_time + Duration::from_secs(3),
     );
     let (body, tail) = r.stdout.rsplit_once(MARK).unwrap_or((&r.stdout, ""));
     let mut tail = tail.split_whitespace();
@@ -338,6 +345,8 @@ pub struct SClientResult {
     /// The connection was reset (`Connection reset by peer`, errno 104).
     pub reset: bool,
     pub timed_out: bool,
+    /// From start to exit (or to the kill).
+    pub elapsed: Duration,
     /// stdout and stderr.
     pub output: String,
 }
@@ -346,18 +355,24 @@ pub struct SClientResult {
 /// `-noservername` for `None`), stdin closed so it leaves after the
 /// handshake, killed after 5 s.
 pub fn s_client(ns: &NetNs, addr: &str, port: u16, sni: Option<&str>) -> SClientResult {
+    s_client_with_timeout(ns, addr, port, sni, Duration::from_secs(5))
+}
+
+/// [`s_client`], killed after `timeout`.
+pub fn s_client_with_timeout(ns: &NetNs, addr: &str, port: u16, sni: Option<&str>, timeout: Duration) -> SClientResult {
     let connect = format!("{}:{port}", bracket(addr));
     let mut args = vec!["openssl", "s_client", "-connect", &connect];
     match sni {
         Some(name) => args.extend(["-servername", name]),
         None => args.push("-noservername"),
     }
-    let r = run_bounded(ns, &args, &[], Duration::from_secs(5));
+    let r = run_bounded(ns, &args, &[], timeout);
     let output = format!("{}{}", r.stdout, r.stderr);
     SClientResult {
         handshake: output.contains("SSL handshake has read") && !output.contains("Cipher is (NONE)"),
         reset: output.contains("reset by peer") || output.contains("errno=104"),
         timed_out: r.timed_out(),
+        elapsed: r.elapsed,
         output,
     }
 }
@@ -464,6 +479,22 @@ pub const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(15);
 /// despite `--disable-component-update`); the resolver rule sends them to
 /// `map_to` too, so they stay in the lab and show up in the server's log.
 pub fn chromium(ns: &NetNs, url: &str, map_to: &str, dir: &Path) -> ChromiumResult {
+    chromium_with(ns, url, map_to, dir, &["--disable-quic"], CHROMIUM_TIMEOUT)
+}
+
+/// Loads `url` like [`chromium`], but speaking only QUIC to the URL's
+/// origin (`--origin-to-force-quic-on`: no TCP fallback), killed after
+/// `timeout`. For the QUIC policy: what the client sends is real, whether
+/// or not a QUIC server answers.
+pub fn chromium_quic(ns: &NetNs, url: &str, map_to: &str, dir: &Path, timeout: Duration) -> ChromiumResult {
+    let (name, port) = url_host_port(url);
+    let force = format!("--origin-to-force-quic-on={name}:{port}");
+    chromium_with(ns, url, map_to, dir, &["--enable-quic", &force], timeout)
+}
+
+/// [`chromium`] with `extra` flags in place of `--disable-quic`, killed
+/// after `timeout`.
+fn chromium_with(ns: &NetNs, url: &str, map_to: &str, dir: &Path, extra: &[&str], timeout: Duration) -> ChromiumResult {
     let profile = tempfile::Builder::new().prefix("chromium-").tempdir_in(dir).expect("profile dir");
     let user_data = format!("--user-data-dir={}", path_str(profile.path()));
     let rules = format!("--host-resolver-rules=MAP * {}", bracket(map_to));
@@ -479,18 +510,16 @@ pub fn chromium(ns: &NetNs, url: &str, map_to: &str, dir: &Path) -> ChromiumResu
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--disable-quic",
         "--disable-breakpad",
         "--ignore-certificate-errors",
         &user_data,
         &rules,
         &net_log,
-        "--dump-dom",
-        url,
     ];
+    let args: Vec<&str> = args.iter().chain(extra).copied().chain(["--dump-dom", url]).collect();
     let home = profile.path();
     let envs = [("HOME", home), ("XDG_CONFIG_HOME", home), ("XDG_CACHE_HOME", home)];
-    let r = run_bounded(ns, &args, &envs, CHROMIUM_TIMEOUT);
+    let r = run_bounded(ns, &args, &envs, timeout);
     let requests = fs::read_to_string(&net_log_path).map(|s| url_requests(&s)).unwrap_or_default();
     ChromiumResult {
         loaded: r.stdout.contains(PAGE_MARKER),

@@ -171,6 +171,19 @@ impl fmt::Display for PacketLine<'_> {
             write!(f, "{:pad$}  ({proto})", "")?;
             pad = 0;
         }
+        if let Some(t) = &p.tls {
+            write!(f, "{:pad$}  segment {} of {}", "", t.segment, t.flow)?;
+            if t.decided {
+                write!(f, ": decided")?;
+                if !t.earlier.is_empty() {
+                    let earlier: Vec<String> = t.earlier.iter().map(|n| format!("#{n}")).collect();
+                    write!(f, " (after {})", earlier.join(", "))?;
+                }
+            } else {
+                write!(f, ": ClientHello goes on")?;
+            }
+            pad = 0;
+        }
         if p.truncated {
             write!(f, "{:pad$}  [truncated: {} of {} bytes captured]", "", p.len, p.orig_len)?;
             pad = 0;
