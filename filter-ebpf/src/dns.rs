@@ -296,6 +296,13 @@ extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
             scratch.label_hashes[w.labels as usize & (name::LABEL_SLOTS - 1)] = hash;
             scratch.walk.labels = w.labels + 1;
             scratch.walk.pos = next as u64;
+            if args.text != 0 && next as u64 >= args.avail {
+                // A text name's last label: the next step would only say
+                // `End { len: next + 1 }`; one callback fewer per name.
+                scratch.walk.len = next as u64 + 1;
+                scratch.walk.status = DONE;
+                return 1;
+            }
             0
         }
         Ok(LabelStep::End { len }) => {

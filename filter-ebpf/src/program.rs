@@ -148,20 +148,19 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
     let Some(settings) = SETTINGS.get(0) else {
         return pass(Counter::Internal);
     };
+    if layers.dport != headers::DNS_PORT {
+        return if layers.proto == headers::IPPROTO_TCP {
+            tls::judge(ctx, &layers, settings)
+        } else {
+            quic::judge(ctx, &layers, settings)
+        };
+    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return pass(Counter::Internal);
     };
     // SAFETY: this CPU's scratch slot, used by this program run only.
     let scratch = unsafe { &mut *scratch };
 
-    if layers.dport != headers::DNS_PORT {
-        let layers = launder(scratch, &layers);
-        return if layers.proto == headers::IPPROTO_TCP {
-            tls::judge(ctx, &layers, settings, scratch)
-        } else {
-            quic::judge(ctx, &layers, settings)
-        };
-    }
     let layers = launder(scratch, &layers);
     let pkt = Packet::new(ctx);
     let query = match dns::parse_query(ctx, &pkt, &layers, settings.seed, scratch) {
@@ -217,12 +216,12 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
 
 /// Records the TLS server name being judged.
 #[inline(always)]
-pub(crate) fn trace_sni(scratch: &Scratch, name: &maps::name::WireName) {
+pub(crate) fn trace_sni(scratch: &Scratch, len: usize, name: &maps::name::WireName) {
     trace(|t| {
         t.name_kind = trace::NAME_TLS;
         t.l4_proto = headers::IPPROTO_TCP;
         t.name_labels = name.labels as u8;
-        t.sni_len = scratch.flow.tls.sni_len() as u16;
+        t.sni_len = len as u16;
         t.sni = scratch.flow.tls.name;
     });
 }
@@ -249,7 +248,7 @@ pub(crate) fn trace_keys(name_key: u64, m: Option<&dns::Match>) {
 /// `payload_end <= payload_off + 4096` and `ip_end < 2^17`, and the verifier
 /// needs offset + access size <= 0xffff.
 #[inline(always)]
-fn launder(scratch: &mut Scratch, l: &headers::Layers) -> headers::Layers {
+pub(crate) fn launder(scratch: &mut Scratch, l: &headers::Layers) -> headers::Layers {
     spill_layers(scratch, l);
     unspill_layers(scratch)
 }

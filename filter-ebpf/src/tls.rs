@@ -33,6 +33,7 @@ use maps::{
     name::{NameError, WireName},
     rule::Verdict,
     settings::policy,
+    sni::{self, Located},
     tls::{self, Step, TlsState},
 };
 
@@ -57,108 +58,269 @@ struct Tcp {
     flags: u8,
 }
 
-/// Judges a TCP segment to a port other than 53.
+/// Judges a TCP segment to a port other than 53. `l` comes straight from
+/// `headers` (not laundered): the triage below is short enough for the
+/// verifier to check once per header layout, and most segments end there.
 #[inline(always)]
-pub fn judge(ctx: &XdpContext, l: &Layers, settings: &Settings, scratch: &mut Scratch) -> (u32, Counter) {
+pub fn judge(ctx: &XdpContext, l: &Layers, settings: &Settings) -> (u32, Counter) {
     let pkt = Packet::new(ctx);
     let Some(h) = pkt.bytes::<14>(l.l4_off) else {
         return pass(Counter::TruncatedHeader);
     };
-    let tcp = Tcp {
-        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
-        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
-        flags: h[13],
-    };
+    let flags = h[13];
     let sport = u16::from_be_bytes([h[0], h[1]]);
     let Some(key) = flow_key(&pkt, l, settings.seed, sport) else {
         return pass(Counter::TruncatedHeader);
     };
     crate::program::trace(|t| t.flow_key = key);
-    let payload_len = l.ip_end - l.payload_off;
-
-    if tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        let tracked = track_syn(key, tcp.seq, settings);
-        if payload_len == 0 || tracked.0 != xdp_action::XDP_PASS {
-            return tracked;
-        }
-        // TCP Fast Open: the SYN carries the stream's first bytes, which
-        // start after the SYN's own sequence number. A ClientHello here must
-        // not slip past because it rode in a SYN.
-        // track_syn left the new flow in `scratch.flow`.
-        count(Counter::TcpFastOpen);
-        let data = Tcp { seq: tcp.seq.wrapping_add(1), ..tcp };
-        return parse(ctx, l, &data, key, 0, true, settings, scratch);
-    }
-    let slot = flow::hint_slot(key, settings.hint_mask);
-    let maybe_tracked = FLOW_HINT.get(slot).is_none_or(|n| *n != 0);
-    let mut state = if maybe_tracked { FLOWS.get_ptr_mut(key) } else { None };
-    // SAFETY (for the dereferences of `state` below): a value pointer from
-    // this run's lookup; the entry stays allocated for the whole run.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(s) = state
-        && unsafe { (*s).expired(now) }
-    {
-        forget(key, settings);
-        state = None;
-    }
-    if let Some(s) = state {
-        let s = unsafe { &mut *s };
-        s.last_seen_ns = now;
-        if s.kind == flow::BLOCKED {
-            return (xdp_action::XDP_DROP, Counter::TlsBlockedFlow);
-        }
-        if payload_len == 0 {
-            if tcp.flags & (TCP_RST | TCP_FIN) != 0 {
-                forget(key, settings);
-            }
+    let syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let hinted = FLOW_HINT.get(flow::hint_slot(key, settings.hint_mask)).is_none_or(|n| *n != 0);
+    let maybe_tracked = syn || hinted;
+    if !maybe_tracked {
+        // Untracked, as almost every segment is: only one that starts like
+        // a TLS handshake record carrying a ClientHello needs more.
+        if l.payload_off == l.ip_end {
             return pass(Counter::TcpNoPayload);
         }
-        // Where this segment starts relative to the next byte expected.
-        let delta = tcp.seq.wrapping_sub(s.next_seq).cast_signed();
-        if delta > 0 {
-            return (xdp_action::XDP_DROP, Counter::TlsOutOfOrder);
+        if !starts_like_hello(&pkt, l) {
+            return pass(Counter::TcpOther);
         }
-        let seen = delta.unsigned_abs() as usize;
-        if seen >= payload_len {
-            return pass(Counter::TlsRetransmission);
+    }
+    let tcp = Tcp {
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+        flags,
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return pass(Counter::Internal);
+    };
+    // SAFETY: this CPU's scratch slot, used by this program run only.
+    let scratch = unsafe { &mut *scratch };
+    // From here on one verifier state covers every header layout.
+    let l = crate::program::launder(scratch, l);
+    let state = if hinted { FLOWS.get_ptr_mut(key) } else { None };
+    // The clock only for tracked flows and SYNs: an untracked ClientHello
+    // (and the flow entries it may create, which read it themselves) does
+    // without.
+    // SAFETY: a plain helper call.
+    let now = if syn || state.is_some() { unsafe { bpf_ktime_get_coarse_ns() } } else { 0 };
+    // SAFETY: a value pointer from this run's lookup; the entry stays
+    // allocated for the whole run.
+    let state = state.map(|s| unsafe { &mut *s });
+    let state = match state {
+        Some(s) if s.expired(now) => {
+            // Forgotten, and judged as if never tracked.
+            forget(key, settings);
+            None
         }
-        if s.kind == flow::NEW {
-            // The first data: a fresh ClientHello, or not TLS at all.
-            restart(&mut scratch.flow.tls);
-            scratch.flow.flags = 0;
-        } else {
-            scratch.flow = *s;
+        other => other,
+    };
+    let how = match state {
+        Some(s) if syn => judge_syn_tracked(&l, &tcp, s, now),
+        None if syn => judge_syn(&l, &tcp, key, now, settings, scratch),
+        Some(s) => judge_tracked(&l, &tcp, key, s, now, settings, scratch),
+        None => untracked(ctx, &l, &tcp),
+    };
+    match how {
+        // One call site: the parser and everything after it is inlined,
+        // and verified, once.
+        Ok(p) => {
+            let p = p.launder(scratch);
+            if p.fresh {
+                restart(&mut scratch.flow.tls);
+                scratch.flow.flags = if p.tracked { flow::FLAG_SYN_SEEN } else { 0 };
+                // The stream's first byte is the one this segment starts with.
+                scratch.flow.isn = p.seq.wrapping_sub(1);
+                scratch.flow.pad2 = 0;
+            }
+            let tcp = Tcp { seq: p.seq, ..tcp };
+            parse(ctx, &l, &tcp, key, p.skip, p.tracked, p.fresh, settings, scratch)
         }
-        return parse(ctx, l, &tcp, key, seen, true, settings, scratch);
+        Err(done) => done,
     }
-    if payload_len == 0 {
-        return pass(Counter::TcpNoPayload);
-    }
-    // Untracked: only a segment that starts like a TLS handshake record
-    // carrying a ClientHello is worth the parser.
-    match pkt.bytes::<6>(l.payload_off) {
-        Some([0x16, 0x03, _, _, _, 0x01]) => {}
-        None if pkt.u8(l.payload_off) == Some(0x16) => {}
-        _ => return pass(Counter::TcpOther),
-    }
-    restart(&mut scratch.flow.tls);
-    scratch.flow.flags = 0;
-    parse(ctx, l, &tcp, key, 0, false, settings, scratch)
 }
 
-/// Resets the parser to the start of a stream: all zero, like
-/// [`TlsState::new`], written a word at a time. Assigning `TlsState::new()`
-/// compiles to a byte-wise `memset` loop the verifier would walk 280 times on
-/// every path.
+/// How to parse a segment: from which sequence number its payload counts
+/// (the SYN's own number does not), how many of its bytes were seen
+/// before, whether the flow is in `FLOWS`, and whether the parser starts
+/// afresh (the first data of a flow) or goes on from `scratch.flow`.
+struct ParseFrom {
+    seq: u32,
+    skip: usize,
+    tracked: bool,
+    fresh: bool,
+}
+
+impl ParseFrom {
+    /// Passes the values through scratch memory: each way here leaves
+    /// them as different constants, and the verifier would check the parser,
+    /// the lookups and the reset writer once per combination.
+    #[inline(always)]
+    fn launder(self, scratch: &mut Scratch) -> Self {
+        let spill = &raw mut scratch.spill;
+        let v = [
+            u64::from(self.seq),
+            self.skip as u64,
+            u64::from(self.tracked),
+            u64::from(self.fresh),
+        ];
+        for (i, x) in v.into_iter().enumerate() {
+            // SAFETY: a word of this CPU's scratch slot (the header offsets
+            // it held were read back already).
+            unsafe { (&raw mut (*spill)[i]).write_volatile(x) };
+        }
+        // SAFETY (each read): as above.
+        let v: [u64; 4] = core::array::from_fn(|i| unsafe { (&raw const (*spill)[i]).read_volatile() });
+        Self { seq: v[0] as u32, skip: (v[1] & 0x1_ffff) as usize, tracked: v[2] & 1 != 0, fresh: v[3] & 1 != 0 }
+    }
+}
+
+/// Whether the payload starts like a TLS handshake record carrying a
+/// ClientHello: `16 03 xx  xx xx  01`, or as much of it as the segment
+/// holds (a client may send the record header alone). Bytes past the IP
+/// packet's end (Ethernet padding) are not the segment's. A payload outside
+/// the first buffer of a multi-buffer frame is left to the parser.
+#[inline(always)]
+fn starts_like_hello(pkt: &Packet, l: &Layers) -> bool {
+    if l.ip_end - l.payload_off >= 6 {
+        return match pkt.bytes::<6>(l.payload_off) {
+            Some(b) => b[0] == 0x16 && b[1] == 0x03 && b[5] == 0x01,
+            None => true,
+        };
+    }
+    match pkt.u8(l.payload_off) {
+        Some(b) => b == 0x16,
+        None => true,
+    }
+}
+
+/// A segment of an untracked flow: parsed from its first byte if it starts
+/// like a handshake record carrying a ClientHello.
+#[inline(always)]
+fn untracked(ctx: &XdpContext, l: &Layers, tcp: &Tcp) -> Result<ParseFrom, (u32, Counter)> {
+    if l.payload_off == l.ip_end {
+        return Err(pass(Counter::TcpNoPayload));
+    }
+    if !starts_like_hello(&Packet::new(ctx), l) {
+        return Err(pass(Counter::TcpOther));
+    }
+    Ok(ParseFrom { seq: tcp.seq, skip: 0, tracked: false, fresh: true })
+}
+
+/// A SYN of an untracked flow: start tracking it; with data (TCP Fast
+/// Open), parse it.
+#[inline(always)]
+fn judge_syn(
+    l: &Layers,
+    tcp: &Tcp,
+    key: u64,
+    now: u64,
+    settings: &Settings,
+    scratch: &mut Scratch,
+) -> Result<ParseFrom, (u32, Counter)> {
+    let tracked = track_syn(key, tcp.seq, now, settings, scratch);
+    if l.payload_off == l.ip_end || tracked.0 != xdp_action::XDP_PASS {
+        return Err(tracked);
+    }
+    // TCP Fast Open: the SYN carries the stream's first bytes, which start
+    // after the SYN's own sequence number. A ClientHello here must not slip
+    // past because it rode in a SYN.
+    count(Counter::TcpFastOpen);
+    Ok(ParseFrom { seq: tcp.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true })
+}
+
+/// A SYN of a tracked flow. A blocked flow stays blocked: a SYN on its
+/// addresses and ports must not wipe the verdict (the old connection may
+/// live on at the server). A flow waiting for its first data takes the new
+/// SYN's sequence number (a new attempt). A flow in the middle of a
+/// ClientHello keeps its state: a repeated SYN changes nothing, and one
+/// with another sequence number is ignored, or a client could restart the
+/// parser in the middle of the name and send the rest as "retransmitted".
+#[inline(always)]
+fn judge_syn_tracked(l: &Layers, tcp: &Tcp, s: &mut FlowState, now: u64) -> Result<ParseFrom, (u32, Counter)> {
+    s.last_seen_ns = now;
+    if s.kind == flow::BLOCKED {
+        return Err((xdp_action::XDP_DROP, Counter::TlsBlockedFlow));
+    }
+    if s.kind == flow::NEW && s.isn != tcp.seq {
+        s.isn = tcp.seq;
+        s.next_seq = tcp.seq.wrapping_add(1);
+    }
+    if l.payload_off != l.ip_end {
+        // A Fast Open SYN repeated, or one for a flow already under way:
+        // its data is not taken as the stream's.
+        return Err(pass(Counter::TlsRetransmission));
+    }
+    Err(pass(Counter::TcpSyn))
+}
+
+/// A segment of a flow in `FLOWS`: blocked, waiting for its first data, or
+/// in the middle of a ClientHello (copied into `scratch.flow`).
+#[inline(always)]
+fn judge_tracked(
+    l: &Layers,
+    tcp: &Tcp,
+    key: u64,
+    s: &mut FlowState,
+    now: u64,
+    settings: &Settings,
+    scratch: &mut Scratch,
+) -> Result<ParseFrom, (u32, Counter)> {
+    s.last_seen_ns = now;
+    if s.kind == flow::BLOCKED {
+        return Err((xdp_action::XDP_DROP, Counter::TlsBlockedFlow));
+    }
+    let payload_len = l.ip_end - l.payload_off;
+    if payload_len == 0 {
+        // A reset or FIN ends the flow only at the next expected byte,
+        // where the server takes it too (RFC 5961 §3.2 for resets): one
+        // anywhere else is ignored by the server, and must not make the
+        // filter forget the ClientHello it is in the middle of.
+        if tcp.flags & (TCP_RST | TCP_FIN) != 0 && tcp.seq == s.next_seq {
+            forget(key, settings);
+        }
+        return Err(pass(Counter::TcpNoPayload));
+    }
+    // Where this segment starts relative to the next byte expected.
+    let delta = tcp.seq.wrapping_sub(s.next_seq).cast_signed();
+    if delta > 0 {
+        if s.flags & flow::FLAG_SYN_SEEN == 0 {
+            forget(key, settings);
+            return Err(pass(Counter::TlsGapUnsynced));
+        }
+        return Err((xdp_action::XDP_DROP, Counter::TlsOutOfOrder));
+    }
+    let seen = delta.unsigned_abs() as usize;
+    // Bytes of the stream so far: a retransmission repeats some of them; a
+    // segment starting before them is another connection's, or forged.
+    let so_far = s.next_seq.wrapping_sub(s.isn).wrapping_sub(1) as usize;
+    if seen > so_far {
+        return Err((xdp_action::XDP_DROP, Counter::TlsOutOfWindow));
+    }
+    if seen >= payload_len {
+        return Err(pass(Counter::TlsRetransmission));
+    }
+    // The first data: a fresh ClientHello, or not TLS at all.
+    let fresh = s.kind == flow::NEW;
+    if !fresh {
+        scratch.flow = *s;
+    }
+    Ok(ParseFrom { seq: tcp.seq, skip: seen, tracked: true, fresh })
+}
+
+/// Resets the parser to the start of a stream: its integers zeroed (all
+/// zero is the start, see `TlsState::reset`) with volatile word stores, so
+/// the `bpf_loop` callbacks, which read them through their own lookup, see
+/// them; the name's bytes mean nothing until the parser writes them.
 #[inline(always)]
 fn restart(tls: &mut TlsState) {
-    const WORDS: usize = core::mem::size_of::<TlsState>() / 4;
-    const _: () = assert!(core::mem::size_of::<TlsState>() % 4 == 0 && core::mem::align_of::<TlsState>() >= 4);
+    const WORDS: usize = TlsState::RESET_BYTES / 4;
+    const _: () = assert!(TlsState::RESET_BYTES % 4 == 0 && core::mem::align_of::<TlsState>() >= 4);
     let p = (&raw mut *tls).cast::<u32>();
     let mut i = 0;
     while i < WORDS {
-        // SAFETY: word `i` of `tls`, which is at least 4-aligned; all zero is
-        // a valid `TlsState`.
+        // SAFETY: word `i` of the integers at the start of `tls`, which is
+        // at least 4-aligned.
         unsafe { p.add(i).write_volatile(0) };
         i += 1;
     }
@@ -168,17 +330,17 @@ fn restart(tls: &mut TlsState) {
 #[inline(always)]
 fn flow_key(pkt: &Packet, l: &Layers, seed: u64, sport: u16) -> Option<u64> {
     let l3 = l.l2_len;
-    let (src, dst) = if l.ipv6 {
+    if l.ipv6 {
         let a = pkt.bytes::<32>(l3 + 8)?;
-        let w = |i: usize| u64::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
-        ([w(0), w(8)], [w(16), w(24)])
+        let w = |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
+        Some(flow::flow_key_v6(seed, [w(0), w(8)], [w(16), w(24)], sport, l.dport))
     } else {
+        // Both addresses in one load, in the machine's byte order: the key
+        // is a hash, and byte swaps would only cost.
         let a = pkt.bytes::<8>(l3 + 12)?;
-        // IPv4-mapped IPv6: ::ffff:a.b.c.d.
-        let mapped = |i: usize| 0xffff_0000_0000 | u64::from(u32::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]));
-        ([0, mapped(0)], [0, mapped(4)])
-    };
-    Some(flow::flow_key(seed, src, dst, sport, l.dport))
+        let both = u64::from_ne_bytes(a);
+        Some(flow::flow_key_v4(seed, (both >> 32) as u32, both as u32, sport, l.dport))
+    }
 }
 
 /// Counts a key into the flow hint before it is inserted into `FLOWS`.
@@ -217,20 +379,16 @@ fn forget(key: u64, settings: &Settings) {
 /// A SYN: track the flow until its first data, so that data must start at
 /// the first byte of the stream.
 #[inline(always)]
-fn track_syn(key: u64, seq: u32, settings: &Settings) -> (u32, Counter) {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return pass(Counter::Internal);
-    };
-    // SAFETY: this CPU's scratch slot.
-    let scratch = unsafe { &mut *scratch };
+fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings, scratch: &mut Scratch) -> (u32, Counter) {
     let f = &mut scratch.flow;
     f.kind = flow::NEW;
     f.action = 0;
-    f.flags = 0;
+    f.flags = flow::FLAG_SYN_SEEN;
     f.pad = 0;
     f.next_seq = seq.wrapping_add(1);
-    // SAFETY: a plain helper call.
-    f.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    f.isn = seq;
+    f.pad2 = 0;
+    f.last_seen_ns = now;
     restart(&mut f.tls);
     if !remember(key, settings, &scratch.flow) {
         count(Counter::FlowTableFull);
@@ -259,51 +417,189 @@ fn parse(
     key: u64,
     skip: usize,
     tracked: bool,
+    fresh: bool,
     settings: &Settings,
     scratch: &mut Scratch,
 ) -> (u32, Counter) {
     let payload_len = l.ip_end - l.payload_off;
     let avail = payload_len - skip;
-    // Through `opaque` so that LLVM keeps both bounds for the verifier.
-    let copy = cursor::opaque(if avail < tls::TLS_BUF { avail } else { tls::TLS_BUF });
-    if copy == 0 || copy > tls::TLS_BUF {
-        return pass(Counter::Internal);
+    let mut found = Found::Slow;
+    if fresh && skip == 0 {
+        // The common case first: the segment starts the ClientHello and
+        // holds the name (see `maps::sni`), read where it lies.
+        let whole_list = settings.policy & policy::ECH_BLOCK != 0;
+        found = match quick(ctx, l, avail, whole_list, scratch) {
+            Quick::Sni { off, len, ech } => {
+                // The name into the parser's name buffer.
+                // SAFETY: 1..=255 bytes into a 256-byte buffer of the scratch map.
+                let rc = unsafe {
+                    bpf_xdp_load_bytes(
+                        ctx.ctx,
+                        (l.payload_off + off) as u32,
+                        scratch.flow.tls.name.as_mut_ptr().cast(),
+                        len as u32,
+                    )
+                };
+                if rc != 0 {
+                    return pass(Counter::Internal);
+                }
+                Found::Sni(Name { len, ech, complete: whole_list })
+            }
+            Quick::NoSni { ech } => Found::NoSni(ech),
+            Quick::Slow => Found::Slow,
+        };
     }
-    // SAFETY: `copy` bytes into the scratch buffer of TLS_BUF bytes; the
-    // helper checks the packet range (and reads across buffers).
-    let rc = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            (l.payload_off + skip) as u32,
-            scratch.tls_buf.as_mut_ptr().cast(),
-            copy as u32,
+    if let Found::Slow = found {
+        // The state machine reads the segment from scratch memory.
+        // Through `opaque` so that LLVM keeps both bounds for the verifier.
+        let copy = cursor::opaque(if avail < tls::TLS_BUF { avail } else { tls::TLS_BUF });
+        if copy == 0 || copy > tls::TLS_BUF {
+            return pass(Counter::Internal);
+        }
+        // SAFETY: `copy` bytes into the scratch buffer of TLS_BUF bytes; the
+        // helper checks the packet range (and reads across buffers).
+        let rc = unsafe {
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                (l.payload_off + skip) as u32,
+                scratch.tls_buf.as_mut_ptr().cast(),
+                copy as u32,
+            )
+        };
+        if rc != 0 {
+            return pass(Counter::Internal);
+        }
+        // Kept for reading on past the name (the ECH policy).
+        scratch.tls_len = copy as u64;
+        let outcome = run_parser(scratch, copy);
+        // Bytes past what the buffer holds would be parsed by nobody.
+        let outcome =
+            if matches!(outcome, Step::NeedMore) && copy < avail { Step::Malformed(tls::TlsError::TooLong) } else { outcome };
+        found = match outcome {
+            Step::NeedMore => return keep(key, tcp.seq.wrapping_add(payload_len as u32), settings, scratch),
+            Step::NotClientHello => {
+                if tracked {
+                    forget(key, settings);
+                }
+                return pass(if tracked { Counter::TlsNotClientHello } else { Counter::TcpOther });
+            }
+            Step::Malformed(_) | Step::Continue => {
+                if tracked {
+                    forget(key, settings);
+                }
+                return not_judged(settings, Counter::TlsMalformed);
+            }
+            Step::End => {
+                // SAFETY: the scratch map's parser state.
+                let (ech, _) = unsafe { TlsState::ech_and_sni_len(&raw const scratch.flow.tls) };
+                Found::NoSni(ech)
+            }
+            Step::Sni => {
+                // SAFETY: as above.
+                let (ech, len) = unsafe { TlsState::ech_and_sni_len(&raw const scratch.flow.tls) };
+                Found::Sni(Name { len, ech, complete: false })
+            }
+        };
+    }
+    let decision = match found {
+        Found::Sni(name) => judge_sni(l, tcp, key, name, settings, scratch),
+        Found::NoSni(ech) => no_sni(key, ech, settings, scratch),
+        Found::Slow => return pass(Counter::Internal),
+    };
+    match decision {
+        Decision::Done(r) => r,
+        Decision::Block(action) => block(ctx, l, tcp, key, action, settings, scratch),
+    }
+}
+
+/// What parsing a segment came to, before acting on it.
+enum Found {
+    Sni(Name),
+    NoSni(bool),
+    Slow,
+}
+
+/// What judging a ClientHello came to: an outcome, or a block to carry
+/// out (in one place, so the reset writer is inlined once).
+enum Decision {
+    Done((u32, Counter)),
+    /// Block with this rule action.
+    Block(u8),
+}
+
+/// A server name to judge, in `scratch.flow.tls.name`.
+#[derive(Clone, Copy)]
+struct Name {
+    len: usize,
+    /// encrypted_client_hello seen so far.
+    ech: bool,
+    /// Whether `ech` covers the whole extension list (no need to read on).
+    complete: bool,
+}
+
+/// What the fast path found, with bounds the verifier can use.
+enum Quick {
+    Sni { off: usize, len: usize, ech: bool },
+    NoSni { ech: bool },
+    Slow,
+}
+
+/// The payload of the segment in the packet, for `maps::sni::locate`:
+/// bounds-checked reads of the first buffer, so the common ClientHello is
+/// found without copying the segment.
+struct Payload {
+    pkt: Packet,
+    off: usize,
+}
+
+impl sni::Bytes for Payload {
+    #[inline(always)]
+    fn at(&self, i: usize) -> Option<u8> {
+        // The mask restates `locate`'s bound (it reads below TLS_BUF) for
+        // the verifier.
+        self.pkt.u8(self.off + (i & (tls::TLS_BUF - 1)))
+    }
+
+    #[inline(always)]
+    fn be32(&self, i: usize) -> Option<u32> {
+        self.pkt.bytes::<4>(self.off + (i & (tls::TLS_BUF - 1))).map(u32::from_be_bytes)
+    }
+}
+
+/// Runs `maps::sni::locate` on the segment's `len` bytes, then passes its
+/// answer through scratch memory: the locator ends in a different state
+/// after each extension it walked, and what follows (the name's judgment,
+/// a reset) would be verified once per state.
+#[inline(always)]
+fn quick(ctx: &XdpContext, l: &Layers, len: usize, whole_list: bool, scratch: &mut Scratch) -> Quick {
+    let payload = Payload { pkt: Packet::new(ctx), off: l.payload_off };
+    let (code, off, name_len) = match sni::locate(&payload, len, whole_list) {
+        l @ Located::Sni { off, len, .. } => (l.code(), off as u64, len as u64),
+        l => (l.code(), 0, 0),
+    };
+    let spill = &raw mut scratch.spill;
+    // SAFETY (both blocks): words of this CPU's scratch slot; volatile so
+    // the round trip through memory stays.
+    unsafe {
+        (&raw mut (*spill)[0]).write_volatile(code);
+        (&raw mut (*spill)[1]).write_volatile(off);
+        (&raw mut (*spill)[2]).write_volatile(name_len);
+    }
+    let (code, off, name_len) = unsafe {
+        (
+            (&raw const (*spill)[0]).read_volatile(),
+            (&raw const (*spill)[1]).read_volatile(),
+            (&raw const (*spill)[2]).read_volatile(),
         )
     };
-    if rc != 0 {
-        return pass(Counter::Internal);
-    }
-    // Kept for reading on past the name (the ECH policy).
-    scratch.tls_len = copy as u64;
-    let outcome = run_parser(scratch, copy);
-    // Bytes past what the buffer holds would be parsed by nobody.
-    let outcome = if matches!(outcome, Step::NeedMore) && copy < avail { Step::Malformed(tls::TlsError::TooLong) } else { outcome };
-    let next_seq = tcp.seq.wrapping_add(payload_len as u32);
-    match outcome {
-        Step::NeedMore => keep(key, next_seq, settings, scratch),
-        Step::NotClientHello => {
-            if tracked {
-                forget(key, settings);
-            }
-            pass(if tracked { Counter::TlsNotClientHello } else { Counter::TcpOther })
+    let ech = code & 4 != 0;
+    match code & 3 {
+        // A name of 1..=255 bytes within the first TLS_BUF bytes.
+        2 if name_len >= 1 && name_len < tls::MAX_SNI as u64 && off < tls::TLS_BUF as u64 => {
+            Quick::Sni { off: off as usize, len: name_len as usize, ech }
         }
-        Step::Malformed(_) | Step::Continue => {
-            if tracked {
-                forget(key, settings);
-            }
-            not_judged(settings, Counter::TlsMalformed)
-        }
-        Step::End => no_sni(ctx, l, tcp, key, settings, scratch),
-        Step::Sni => judge_sni(ctx, l, tcp, key, settings, scratch),
+        1 => Quick::NoSni { ech },
+        _ => Quick::Slow,
     }
 }
 
@@ -363,105 +659,100 @@ fn keep(key: u64, next_seq: u32, settings: &Settings, scratch: &mut Scratch) -> 
     pass(Counter::TlsPending)
 }
 
-/// A ClientHello that ended without server name.
+/// A ClientHello that ended without server name, or the end of one whose
+/// name was allowed while ECH ClientHellos are blocked.
 #[inline(always)]
-fn no_sni(
-    ctx: &XdpContext,
-    l: &Layers,
-    tcp: &Tcp,
-    key: u64,
-    settings: &Settings,
-    scratch: &mut Scratch,
-) -> (u32, Counter) {
-    if scratch.flow.tls.ech() {
-        count(Counter::TlsEch);
-    }
-    if scratch.flow.flags & flow::FLAG_SNI_PASSED != 0 {
+fn no_sni(key: u64, ech: bool, settings: &Settings, scratch: &mut Scratch) -> Decision {
+    let flags = scratch.flow.flags;
+    if flags & flow::FLAG_SNI_PASSED != 0 {
         // The name was judged allowed; only ECH was left to learn.
-        return finish_allowed(ctx, l, tcp, key, settings, scratch, Counter::TlsPassNoMatch);
+        let allowed = if flags & flow::FLAG_SNI_ALLOWED != 0 { Counter::TlsPassAllowed } else { Counter::TlsPassNoMatch };
+        return finish_allowed(None, key, Name { len: 0, ech, complete: true }, settings, scratch, allowed);
+    }
+    if ech {
+        count(Counter::TlsEch);
     }
     count(Counter::TlsNoSni);
     if settings.policy & policy::NO_SNI_BLOCK != 0 {
-        return block(ctx, l, tcp, key, settings.tls_action, settings, scratch);
+        return Decision::Block(settings.tls_action);
     }
     forget_if_tracked(key, settings);
-    pass(Counter::TlsPassNoSni)
+    Decision::Done(pass(Counter::TlsPassNoSni))
 }
 
 /// The server name is complete: judge it.
 #[inline(always)]
-fn judge_sni(
-    ctx: &XdpContext,
-    l: &Layers,
-    tcp: &Tcp,
-    key: u64,
-    settings: &Settings,
-    scratch: &mut Scratch,
-) -> (u32, Counter) {
-    let name = match parse_sni(scratch, settings.seed) {
+fn judge_sni(l: &Layers, tcp: &Tcp, key: u64, sni: Name, settings: &Settings, scratch: &mut Scratch) -> Decision {
+    let name = match parse_sni(scratch, sni.len, settings.seed) {
         Ok(n) => n,
         Err(_) => {
             forget_if_tracked(key, settings);
-            return not_judged(settings, Counter::TlsMalformed);
+            return Decision::Done(not_judged(settings, Counter::TlsMalformed));
         }
     };
-    crate::program::trace_sni(scratch, &name);
+    crate::program::trace_sni(scratch, sni.len, &name);
     let found = match crate::dns::lookup(settings, scratch, &name) {
         Ok((m, name_key)) => {
             crate::program::trace_keys(name_key, m.as_ref());
             m
         }
-        Err(c) => return pass(c),
+        Err(c) => return Decision::Done(pass(c)),
     };
     let allowed = match found.map(|m| m.verdict) {
-        Some(Verdict::Block(action)) => return block(ctx, l, tcp, key, action, settings, scratch),
+        Some(Verdict::Block(action)) => return Decision::Block(action),
         Some(Verdict::Allow) => Counter::TlsPassAllowed,
         None => Counter::TlsPassNoMatch,
     };
-    finish_allowed(ctx, l, tcp, key, settings, scratch, allowed)
+    finish_allowed(Some((l, tcp)), key, sni, settings, scratch, allowed)
 }
 
 /// An allowed name: done, unless ECH ClientHellos are blocked and the rest
 /// of the ClientHello (where encrypted_client_hello may be) is yet to come.
+/// `segment` is given when the parser may read on in this segment.
 #[inline(always)]
 fn finish_allowed(
-    ctx: &XdpContext,
-    l: &Layers,
-    tcp: &Tcp,
+    segment: Option<(&Layers, &Tcp)>,
     key: u64,
+    sni: Name,
     settings: &Settings,
     scratch: &mut Scratch,
     allowed: Counter,
-) -> (u32, Counter) {
-    if settings.policy & policy::ECH_BLOCK != 0 {
-        if scratch.flow.tls.ech() {
+) -> Decision {
+    if settings.policy & policy::ECH_BLOCK == 0 {
+        if sni.ech {
             count(Counter::TlsEch);
-            return block(ctx, l, tcp, key, settings.tls_action, settings, scratch);
         }
-        if scratch.flow.flags & flow::FLAG_SNI_PASSED == 0 {
-            // Read on to the end of the ClientHello for ECH.
-            scratch.flow.flags |= flow::FLAG_SNI_PASSED;
-            let len = scratch.tls_len as usize;
-            let more = run_parser_from(scratch, len);
-            match more {
-                Step::End => {
-                    if scratch.flow.tls.ech() {
-                        count(Counter::TlsEch);
-                        return block(ctx, l, tcp, key, settings.tls_action, settings, scratch);
-                    }
-                }
-                Step::NeedMore => {
-                    let payload_len = l.ip_end - l.payload_off;
-                    return keep(key, tcp.seq.wrapping_add(payload_len as u32), settings, scratch);
-                }
-                _ => {}
+        forget_if_tracked(key, settings);
+        return Decision::Done(pass(allowed));
+    }
+    let mut ech = sni.ech;
+    if !ech
+        && !sni.complete
+        && scratch.flow.flags & flow::FLAG_SNI_PASSED == 0
+        && let Some((l, tcp)) = segment
+    {
+        // Read on to the end of the ClientHello for ECH.
+        scratch.flow.flags |= flow::FLAG_SNI_PASSED;
+        if allowed == Counter::TlsPassAllowed {
+            scratch.flow.flags |= flow::FLAG_SNI_ALLOWED;
+        }
+        let len = scratch.tls_len as usize;
+        match run_parser_from(scratch, len) {
+            // SAFETY: the scratch map's parser state.
+            Step::End => ech = unsafe { TlsState::ech_and_sni_len(&raw const scratch.flow.tls) }.0,
+            Step::NeedMore => {
+                let payload_len = l.ip_end - l.payload_off;
+                return Decision::Done(keep(key, tcp.seq.wrapping_add(payload_len as u32), settings, scratch));
             }
+            _ => {}
         }
-    } else if scratch.flow.tls.ech() {
+    }
+    if ech {
         count(Counter::TlsEch);
+        return Decision::Block(settings.tls_action);
     }
     forget_if_tracked(key, settings);
-    pass(allowed)
+    Decision::Done(pass(allowed))
 }
 
 #[inline(always)]
@@ -525,7 +816,6 @@ const fn tls_action(rule_action: u8, default: u8) -> u8 {
 /// names): a name is judged once per flow, and a second plain loop here
 /// would cost the verifier more than the whole DNS path.
 #[inline(always)]
-fn parse_sni(scratch: &mut Scratch, seed: u64) -> Result<WireName, NameError> {
-    let len = scratch.flow.tls.sni_len();
+fn parse_sni(scratch: &mut Scratch, len: usize, seed: u64) -> Result<WireName, NameError> {
     crate::dns::parse_rest(scratch, len, 0, 0, seed, true)
 }

@@ -151,6 +151,15 @@ counters! {
     /// segment not at the connection's first byte): dropped, so the client
     /// sends the stream in order and no byte escapes the parser.
     TlsOutOfOrder => "tls_out_of_order", Verdict;
+    /// A segment of a tracked flow that starts before the stream's first byte
+    /// (a sequence number from another connection on the same addresses and
+    /// ports, or forged): dropped; the server would not take it as this
+    /// connection's data either.
+    TlsOutOfWindow => "tls_out_of_window", Verdict;
+    /// A segment past a gap in the ClientHello of a flow whose SYN was not
+    /// seen (see `flow::FLAG_SYN_SEEN`): the flow is forgotten, the segment
+    /// passes.
+    TlsGapUnsynced => "tls_gap_unsynced", Verdict;
     /// A QUIC Initial packet: passed (the default policy).
     QuicInitial => "quic_initial", Verdict;
     /// A QUIC Initial packet: dropped, so the client falls back to TCP.

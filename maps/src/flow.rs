@@ -2,7 +2,8 @@
 //! the verdict of blocked flows.
 //!
 //! `FLOWS` is a hash map from a seeded 64-bit hash of the flow's 4-tuple
-//! (client to server direction) to a [`FlowState`]. It holds:
+//! (client to server direction; [`flow_key_v4`], [`flow_key_v6`]) to a
+//! [`FlowState`]. It holds:
 //! - flows whose SYN was seen and whose first data byte was not yet
 //!   (`NEW`): the first data segment must start at the next sequence number,
 //!   so a client cannot slip the rest of a ClientHello past the filter by
@@ -38,6 +39,17 @@ pub const BLOCKED: u8 = 3;
 /// [`FlowState::flags`]: the server name was judged allowed; the parser
 /// reads on only to learn whether the ClientHello carries ECH.
 pub const FLAG_SNI_PASSED: u8 = 1;
+/// [`FlowState::flags`]: with [`FLAG_SNI_PASSED`], an allow rule matched
+/// the name (rather than no rule), for the outcome counted at the end.
+pub const FLAG_SNI_ALLOWED: u8 = 2;
+/// [`FlowState::flags`]: the flow was tracked from its SYN, so its stream's
+/// first byte is known and a gap in its ClientHello is the client's to fill
+/// (the segment past it is dropped). A flow first seen at a ClientHello
+/// (its SYN came before the daemon, or it was forgotten after a verdict and
+/// a spurious retransmission looked like a new ClientHello) is forgotten at
+/// a gap instead: dropping would stall a connection the filter never saw
+/// begin.
+pub const FLAG_SYN_SEEN: u8 = 4;
 
 /// Idle time after which a `NEW` entry is forgotten (a client sends its
 /// first data one round trip after the handshake).
@@ -55,12 +67,18 @@ pub struct FlowState {
     pub kind: u8,
     /// For blocked flows: the [`crate::Action`] applied.
     pub action: u8,
-    /// [`FLAG_SNI_PASSED`].
+    /// [`FLAG_SNI_PASSED`], [`FLAG_SNI_ALLOWED`], [`FLAG_SYN_SEEN`].
     pub flags: u8,
     /// Explicit padding; always 0.
     pub pad: u8,
     /// The client's next sequence number we expect.
     pub next_seq: u32,
+    /// The client's initial sequence number (the SYN's; for a flow first
+    /// seen at its ClientHello, the number before it): a segment starting
+    /// before `isn + 1` is not this stream's data, however old it looks.
+    pub isn: u32,
+    /// Explicit padding; always 0.
+    pub pad2: u32,
     /// `bpf_ktime_get_coarse_ns` of the last packet that touched the entry.
     pub last_seen_ns: u64,
     /// The ClientHello parser's state (for `PENDING`).
@@ -80,16 +98,25 @@ impl FlowState {
     }
 }
 
-/// Hash of a flow's 4-tuple, client to server. IPv4 addresses are given as
-/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so one function serves both.
+/// Key of an IPv4 flow, client to server: a seeded hash of the 4-tuple.
+/// Two rounds of `fmix64`: every segment of every TCP flow through the
+/// filter pays for this hash, so it mixes the tuple in two words. With the
+/// seed secret, keys of distinct flows collide with probability about
+/// n/2^64, as rule keys do.
 #[inline(always)]
-pub const fn flow_key(seed: u64, src: [u64; 2], dst: [u64; 2], sport: u16, dport: u16) -> u64 {
-    let mut h = crate::name::fmix64(seed ^ 0x243f_6a88_85a3_08d3);
-    h = crate::name::fmix64(h ^ src[0]);
+pub const fn flow_key_v4(seed: u64, src: u32, dst: u32, sport: u16, dport: u16) -> u64 {
+    let h = crate::name::fmix64(seed ^ 0x243f_6a88_85a3_08d3 ^ ((src as u64) << 32 | dst as u64));
+    crate::name::fmix64(h ^ ((sport as u64) << 16 | dport as u64))
+}
+
+/// Key of an IPv6 flow, client to server (see [`flow_key_v4`]); a different
+/// constant keeps the two families apart.
+#[inline(always)]
+pub const fn flow_key_v6(seed: u64, src: [u64; 2], dst: [u64; 2], sport: u16, dport: u16) -> u64 {
+    let mut h = crate::name::fmix64(seed ^ 0x1319_8a2e_0370_7344 ^ src[0]);
     h = crate::name::fmix64(h ^ src[1]);
     h = crate::name::fmix64(h ^ dst[0]);
-    h = crate::name::fmix64(h ^ dst[1] ^ ((sport as u64) << 16 | dport as u64).rotate_left(32));
-    h
+    crate::name::fmix64(h ^ dst[1] ^ ((sport as u64) << 16 | dport as u64).rotate_left(32))
 }
 
 /// The `FLOW_HINT` slot of a flow key, for a hint of `mask + 1` counters.
@@ -98,8 +125,50 @@ pub const fn hint_slot(key: u64, mask: u64) -> u32 {
     ((key >> 17) & mask) as u32
 }
 
-/// Hint counters for `flows` flows: a power of two, four per flow.
+/// Hint counters for `flows` flows: a power of two, eight per flow, so that
+/// even with the table full about one established flow in nine shares a
+/// counter with a tracked one and pays for a lookup (1 - e^-1/8).
 pub const fn hint_words(flows: usize) -> usize {
-    let w = (flows * 4).next_power_of_two();
+    let w = (flows * 8).next_power_of_two();
     if w < 1024 { 1024 } else { w }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_differ_by_every_part_of_the_tuple() {
+        let base = flow_key_v4(7, 0x0a01_0002, 0x0a02_0002, 40000, 443);
+        for other in [
+            flow_key_v4(8, 0x0a01_0002, 0x0a02_0002, 40000, 443),
+            flow_key_v4(7, 0x0a01_0003, 0x0a02_0002, 40000, 443),
+            flow_key_v4(7, 0x0a01_0002, 0x0a02_0003, 40000, 443),
+            flow_key_v4(7, 0x0a01_0002, 0x0a02_0002, 40001, 443),
+            flow_key_v4(7, 0x0a01_0002, 0x0a02_0002, 40000, 444),
+            // The other direction is another flow.
+            flow_key_v4(7, 0x0a02_0002, 0x0a01_0002, 443, 40000),
+        ] {
+            assert_ne!(base, other);
+        }
+        let v6 = flow_key_v6(7, [1, 2], [3, 4], 40000, 443);
+        for other in [
+            flow_key_v6(7, [1, 2], [3, 4], 40000, 444),
+            flow_key_v6(7, [1, 3], [3, 4], 40000, 443),
+            flow_key_v6(7, [3, 4], [1, 2], 443, 40000),
+            flow_key_v6(9, [1, 2], [3, 4], 40000, 443),
+        ] {
+            assert_ne!(v6, other);
+        }
+    }
+
+    #[test]
+    fn hint_slots_spread() {
+        // 4096 flows from one client over 64 slots: every slot used.
+        let mut used = [false; 64];
+        for port in 0..4096u16 {
+            used[hint_slot(flow_key_v4(3, 0x0a01_0002, 0x0a02_0002, 1024 + port, 443), 63) as usize] = true;
+        }
+        assert!(used.iter().all(|u| *u));
+    }
 }

@@ -192,6 +192,26 @@ struct Fields {
 }
 
 const _: () = assert!(core::mem::size_of::<Fields>() == 24);
+
+impl Fields {
+    /// All zero but the phase, which is zero too: the start of a stream.
+    const START: Fields = Fields {
+        hs_left: 0,
+        acc: 0,
+        rec_left: 0,
+        ext_left: 0,
+        field_left: 0,
+        sni_len: 0,
+        phase: P_HS,
+        need: 0,
+        hdr: 0,
+        records: 0,
+        flags: 0,
+        err: 0,
+        rec_len_hi: 0,
+        pad: 0,
+    };
+}
 const _: () = assert!(core::mem::size_of::<TlsState>() == 24 + MAX_SNI);
 const _: () = assert!(MAX_SNI.is_power_of_two() && TLS_BUF.is_power_of_two());
 // A name is at most 255 bytes, so `sni_len + n` never passes the buffer.
@@ -200,25 +220,15 @@ const _: () = assert!(MAX_SNI - 1 <= u8::MAX as usize);
 impl TlsState {
     /// The start of a stream.
     pub const fn new() -> Self {
-        Self {
-            fields: Fields {
-                hs_left: 0,
-                acc: 0,
-                rec_left: 0,
-                ext_left: 0,
-                field_left: 0,
-                sni_len: 0,
-                phase: P_HS,
-                need: 0,
-                hdr: 0,
-                records: 0,
-                flags: 0,
-                err: 0,
-                rec_len_hi: 0,
-                pad: 0,
-            },
-            name: [0; MAX_SNI],
-        }
+        Self { fields: Fields::START, name: [0; MAX_SNI] }
+    }
+
+    /// Back to the start of a stream, leaving `name`'s bytes as they are
+    /// (only its first `sni_len` bytes mean anything): cheaper than storing
+    /// [`TlsState::new`], which the kernel program does with a byte loop.
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.fields = Fields::START;
     }
 
     /// The host_name (complete once [`Step::Sni`] was returned, see [`Self::has_sni`]).
@@ -240,6 +250,30 @@ impl TlsState {
     pub fn sni_len(&self) -> usize {
         (self.fields.sni_len as usize) & (MAX_SNI - 1)
     }
+
+    /// [`Self::ech`] and [`Self::sni_len`] read with volatile loads, for the
+    /// kernel program after `bpf_loop`: its callbacks change the state
+    /// through their own map lookup, behind the back of the caller's
+    /// reference, so plain reads could be answered from before the loop.
+    ///
+    /// # Safety
+    /// `this` points to a valid `TlsState`.
+    #[inline(always)]
+    pub unsafe fn ech_and_sni_len(this: *const Self) -> (bool, usize) {
+        // SAFETY: the caller's pointer; two plain integer fields.
+        let (flags, len) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*this).fields.flags),
+                core::ptr::read_volatile(&raw const (*this).fields.sni_len),
+            )
+        };
+        (flags & F_ECH != 0, (len as usize) & (MAX_SNI - 1))
+    }
+
+    /// Bytes at the start of a `TlsState` that [`Self::reset`] rewrites:
+    /// the parser's integers. The kernel program zeroes them with volatile
+    /// word stores (all zero is the start of a stream).
+    pub const RESET_BYTES: usize = core::mem::size_of::<Fields>();
 }
 
 impl Default for TlsState {
@@ -1900,6 +1934,14 @@ mod tests {
         let zero: TlsState = unsafe { core::mem::zeroed() };
         assert_eq!(zero, TlsState::new());
         assert_eq!(TlsState::default(), TlsState::new());
+        // A reset state parses like a new one, whatever its name held.
+        let hello = with_sni(b"second.example");
+        let mut st = TlsState::new();
+        assert_eq!(feed(&mut st, &with_sni(&[b'x'; 200])), Step::Sni);
+        st.reset();
+        assert!(st.name().is_empty() && !st.has_sni());
+        assert_eq!(feed(&mut st, &hello), Step::Sni);
+        assert_eq!(st.name(), b"second.example");
         assert_eq!(core::mem::size_of::<TlsState>(), 280);
         assert_eq!(core::mem::align_of::<TlsState>(), 4);
     }

@@ -2,7 +2,7 @@
 
 use filter_user::{
     blocklist::{self, ListKind},
-    loader::{Filter, LoadOptions},
+    loader::{Filter, LoadOptions, TlsPolicy},
     rules::RuleSet,
 };
 use maps::{Action, Counter, Trace, counters::COUNT};
@@ -38,9 +38,28 @@ impl Harness {
     }
 
     pub fn with(block: &str, allow: &str, dns_action: Action, fail_closed: bool) -> Self {
-        let mut filter =
-            Filter::load(LoadOptions { trace: true, ..LoadOptions::default() }).expect("load the XDP program");
+        Self::with_options(block, allow, LoadOptions::default(), dns_action, fail_closed, TlsPolicy::default())
+    }
+
+    /// Loads with `block` and `allow` list texts and the TLS policy `tls`
+    /// (NXDOMAIN for DNS, fail-open, the default flow table).
+    pub fn with_tls(block: &str, allow: &str, tls: TlsPolicy) -> Self {
+        Self::with_options(block, allow, LoadOptions::default(), Action::Nxdomain, false, tls)
+    }
+
+    /// Loads with everything chosen: `opts` (tracing is forced on: every
+    /// run reads the decision back), the DNS action and fail mode, the TLS policy.
+    pub fn with_options(
+        block: &str,
+        allow: &str,
+        opts: LoadOptions,
+        dns_action: Action,
+        fail_closed: bool,
+        tls: TlsPolicy,
+    ) -> Self {
+        let mut filter = Filter::load(LoadOptions { trace: true, ..opts }).expect("load the XDP program");
         filter.configure(dns_action, fail_closed, 60).expect("configure");
+        filter.configure_tls(tls).expect("configure TLS");
         let seed = rand::random();
         let mut rules = RuleSet::new(seed);
         for (text, kind) in [(block, ListKind::Block), (allow, ListKind::Allow)] {

@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use namewall_tests::netns::{self, Daemon, NetNs, Topology, addr};
+use namewall_tests::{
+    netns::{self, Daemon, NetNs, Topology, addr},
+    tlslab,
+};
 
 const NS: [&str; 3] = ["nwlab-client", "nwlab-router", "nwlab-server"];
 
@@ -39,6 +42,66 @@ const QUERIES: &[(&str, &str, &str, &str)] = &[
     ("www.example.lab", "A", addr::SERVER_V4, "tcp"),
     ("ads.example.lab", "A", addr::SERVER_V4, "tcp"),
 ];
+
+/// HTTPS requests: (name, port, server address). curl is told the address
+/// (`--resolve`), so the name never crosses DNS, as with DNS over HTTPS or a
+/// cached answer: only the ClientHello's server name can give it away.
+const HTTPS: &[(&str, u16, &str)] = &[
+    ("www.example.lab", 443, addr::SERVER_V4),
+    ("ads.example.lab", 443, addr::SERVER_V4),
+    ("x1.ADS.Example.lab", 443, addr::SERVER_V6),
+    ("good.ads.example.lab", 443, addr::SERVER_V6),
+    ("dl.malware.lab", 8443, addr::SERVER_V4),
+    ("img.cdn.lab", 443, addr::SERVER_V6),
+    ("cdn.lab", 443, addr::SERVER_V4),
+];
+
+/// Page loads in headless Chromium, whose ~1.9 KB post-quantum ClientHello
+/// crosses the lab in two segments (offloads are off), the server name in
+/// either: (name, server address).
+const BROWSER: &[(&str, &str)] = &[("www.example.lab", addr::SERVER_V4), ("dl.malware.lab", addr::SERVER_V4)];
+
+/// What a client's attempt came to, in a word.
+fn verdict(loaded: bool, reset: bool) -> &'static str {
+    match (loaded, reset) {
+        (true, _) => "page loaded",
+        (false, true) => "reset by namewall",
+        (false, false) => "failed (no reset)",
+    }
+}
+
+/// Fetches every page in [`HTTPS`] with curl and [`BROWSER`] with Chromium
+/// from the client; false when interrupted.
+fn run_https(t: &Topology, dir: &std::path::Path, stop: &dyn Fn() -> bool) -> bool {
+    let names: Vec<&str> = ["*.example.lab", "example.lab", "*.malware.lab", "cdn.lab", "*.cdn.lab"].to_vec();
+    let _servers = [443, 8443].map(|port| tlslab::start_tls_server(&t.server, dir, port, &names));
+    println!("
+== HTTPS from {} (nginx in {} on ports 443 and 8443)", NS[0], NS[2]);
+    println!("  curl --resolve: the name never goes through DNS, only the ClientHello carries it");
+    println!("  {:<28} {:<5} {:<16} {:<20} time", "name", "port", "via", "result");
+    for (name, port, server) in HTTPS {
+        if stop() {
+            return false;
+        }
+        let url = format!("https://{name}:{port}/");
+        let r = tlslab::curl(&t.client, &url, server);
+        let result = verdict(r.loaded(), r.reset());
+        println!("  {name:<28} {port:<5} {server:<16} {result:<20} {:.1} ms", r.time.as_secs_f64() * 1e3);
+    }
+    t.real_segments();
+    println!("
+  headless Chromium (offloads off: its ClientHello crosses as MTU-sized segments)");
+    for (name, server) in BROWSER {
+        if stop() {
+            return false;
+        }
+        let url = format!("https://{name}/");
+        let r = tlslab::chromium(&t.client, &url, server, dir);
+        let result = verdict(r.loaded, r.reset());
+        println!("  {name:<28} {:<5} {server:<16} {result:<20} {:.0} ms", 443, r.elapsed.as_secs_f64() * 1e3);
+    }
+    true
+}
 
 fn usage() -> ! {
     eprintln!(
@@ -188,7 +251,7 @@ fn main() {
         addr::ROUTER_S_V6
     );
     println!("    | veth");
-    println!("  {} (s0 {} {}, dnsmasq)", NS[2], addr::SERVER_V4, addr::SERVER_V6);
+    println!("  {} (s0 {} {}, dnsmasq, nginx)", NS[2], addr::SERVER_V4, addr::SERVER_V6);
     if stop() {
         return;
     }
@@ -221,6 +284,9 @@ fn main() {
     }
 
     if !run_queries(&t, &stop) {
+        return;
+    }
+    if !run_https(&t, dir.path(), &stop) {
         return;
     }
 
