@@ -215,7 +215,6 @@ fn write_l2_l3(b: &mut Buf<'_>, l: &Layers, proto: u8, l4_len: usize) -> (usize,
 /// Rewrites the packet into the answer. On success the packet is ready for
 /// `XDP_TX`; on failure it may be half-written and must be dropped.
 #[inline(always)]
-#[expect(clippy::many_single_char_names, reason = "l(ayers), q(uery), b(uffer), r(eply buffer): used on every line")]
 pub fn write(
     ctx: &XdpContext,
     l: &Layers,
@@ -302,13 +301,7 @@ pub const TCP_ACK: u8 = 0x10;
 /// no payload, window 0.
 ///
 #[inline(always)]
-pub fn write_rst(
-    ctx: &XdpContext,
-    l: &Layers,
-    seq: u32,
-    ack: u32,
-    scratch: &mut Scratch,
-) -> Result<(), RewriteFailed> {
+pub fn write_rst(ctx: &XdpContext, l: &Layers, seq: u32, ack: u32, scratch: &mut Scratch) -> Result<(), RewriteFailed> {
     let r = scratch.reply.as_mut_ptr();
     read_headers(ctx, l, r)?;
     resize(ctx, l, l.l4_off + 20)?;

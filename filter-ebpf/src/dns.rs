@@ -120,10 +120,10 @@ pub fn parse_query(
         malformed(match e {
             NameError::Truncated => Counter::DnsTruncated,
             NameError::Compressed => Counter::DnsCompressed,
-            NameError::BadLabelType => Counter::DnsBadLabel,
+            // Only dotted text names (TLS) have empty or overlong labels; a
+            // wire name cannot.
+            NameError::BadLabelType | NameError::EmptyLabel | NameError::LabelTooLong => Counter::DnsBadLabel,
             NameError::TooLong => Counter::DnsNameTooLong,
-            // Only dotted text names (TLS) have these; a wire name cannot.
-            NameError::EmptyLabel | NameError::LabelTooLong => Counter::DnsBadLabel,
         })
     })?;
     if name.len + 4 > copy {
@@ -411,14 +411,17 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
     // Volatile for the same reason as in parse_name.
     // SAFETY: a valid pointer into this CPU's scratch slot.
     unsafe {
-        put_walk(walk, Walk {
-            key,
-            best_kind: best.kind,
-            best_action: best.action,
-            best_depth: best.depth,
-            best_key: best.key,
-            ..Walk::default()
-        });
+        put_walk(
+            walk,
+            Walk {
+                key,
+                best_kind: best.kind,
+                best_action: best.action,
+                best_depth: best.depth,
+                best_key: best.key,
+                ..Walk::default()
+            },
+        );
     }
     if labels > FAST_LABELS as u64 {
         let mut args = LookupArgs { rules, labels, max_depth, mask, filter_mask };

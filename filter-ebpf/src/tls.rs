@@ -3,22 +3,30 @@
 //! keeping the verdict for the whole flow.
 //!
 //! Per segment, in order:
-//! 1. A SYN starts tracking the flow (`NEW`), so its first data segment can
-//!    be required to start at the first byte of the stream. A SYN carrying
-//!    data (TCP Fast Open) is parsed like a first data segment.
-//! 2. The flow hint (`FLOW_HINT`) says whether the flow may be tracked; only
-//!    then is `FLOWS` looked up. Established traffic costs a hash and one
-//!    array read.
+//! 1. Triage, on the headers as parsed: the flow's key, and the flow hint
+//!    (`FLOW_HINT`), which says whether the flow may be in `FLOWS`. A segment
+//!    that is no SYN, whose flow cannot be tracked and whose payload does not
+//!    start like a ClientHello ends here: established traffic costs a hash
+//!    and one array read.
+//! 2. A SYN starts tracking the flow (`NEW`), so its first data must start at
+//!    the first byte of the stream; a SYN carrying data (TCP Fast Open) is
+//!    parsed like a first data segment. A SYN on a blocked flow is dropped; on
+//!    a ClientHello in progress it changes nothing.
 //! 3. A blocked flow's packets are dropped. A tracked flow's segment that
 //!    starts past the next expected byte is dropped (the client sends the
-//!    stream again, in order); one that only repeats bytes already seen
-//!    passes.
-//! 4. Bytes that belong to a ClientHello (a tracked flow's, or a segment of an
-//!    untracked flow that starts like one) are copied into scratch memory and
-//!    run through the shared parser (`maps::tls`). When the ClientHello goes
-//!    on in a later segment the parser's state is kept in `FLOWS`.
-//! 5. A complete server name is judged with the DNS rules; blocked flows get
-//!    a TCP reset (or a drop) and are remembered as blocked.
+//!    stream again, in order) or, for a flow whose SYN was not seen, ends
+//!    tracking; one that only repeats bytes already seen passes; one that
+//!    starts before the stream is dropped. A RST or FIN ends tracking only at
+//!    the next expected byte.
+//! 4. A ClientHello's first segment that holds the name is read in place by
+//!    the one-pass locator (`maps::sni`). Anything else (a name in a later
+//!    segment, record-layer fragmentation, a continuation) is copied into
+//!    scratch memory and run through the state machine (`maps::tls`), one
+//!    field per `bpf_loop` iteration; when the ClientHello goes on in a later
+//!    segment its state is kept in `FLOWS`.
+//! 5. A complete server name is judged with the DNS rules; a blocked flow gets
+//!    a TCP reset (or a drop) and is remembered as blocked, an allowed one is
+//!    forgotten (or, with ECH blocked, read to the end of its ClientHello).
 
 use core::ffi::c_void;
 
@@ -45,9 +53,9 @@ use crate::{
 };
 
 /// Parser steps per segment, one per `bpf_loop` iteration. A ClientHello
-/// takes about two steps per extension and a dozen more; records cut into
-/// many small fragments take a few more per record (`maps::tls::MAX_RECORDS`
-/// bounds those).
+/// takes one step per extension and a dozen more; records cut into many
+/// small fragments take a few more per record (`maps::tls::MAX_RECORDS`
+/// bounds those). A 1448-byte segment needs at most 440 (`maps::tls`).
 const SLOW_STEPS: u32 = 512;
 
 /// The TCP header fields the TLS path uses.
@@ -158,12 +166,7 @@ impl ParseFrom {
     #[inline(always)]
     fn launder(self, scratch: &mut Scratch) -> Self {
         let spill = &raw mut scratch.spill;
-        let v = [
-            u64::from(self.seq),
-            self.skip as u64,
-            u64::from(self.tracked),
-            u64::from(self.fresh),
-        ];
+        let v = [u64::from(self.seq), self.skip as u64, u64::from(self.tracked), u64::from(self.fresh)];
         for (i, x) in v.into_iter().enumerate() {
             // SAFETY: a word of this CPU's scratch slot (the header offsets
             // it held were read back already).
@@ -315,7 +318,7 @@ fn judge_tracked(
 #[inline(always)]
 fn restart(tls: &mut TlsState) {
     const WORDS: usize = TlsState::RESET_BYTES / 4;
-    const _: () = assert!(TlsState::RESET_BYTES % 4 == 0 && core::mem::align_of::<TlsState>() >= 4);
+    const _: () = assert!(TlsState::RESET_BYTES.is_multiple_of(4) && core::mem::align_of::<TlsState>() >= 4);
     let p = (&raw mut *tls).cast::<u32>();
     let mut i = 0;
     while i < WORDS {
@@ -332,7 +335,8 @@ fn flow_key(pkt: &Packet, l: &Layers, seed: u64, sport: u16) -> Option<u64> {
     let l3 = l.l2_len;
     if l.ipv6 {
         let a = pkt.bytes::<32>(l3 + 8)?;
-        let w = |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
+        let w =
+            |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
         Some(flow::flow_key_v6(seed, [w(0), w(8)], [w(16), w(24)], sport, l.dport))
     } else {
         // Both addresses in one load, in the machine's byte order: the key
@@ -459,12 +463,7 @@ fn parse(
         // SAFETY: `copy` bytes into the scratch buffer of TLS_BUF bytes; the
         // helper checks the packet range (and reads across buffers).
         let rc = unsafe {
-            bpf_xdp_load_bytes(
-                ctx.ctx,
-                (l.payload_off + skip) as u32,
-                scratch.tls_buf.as_mut_ptr().cast(),
-                copy as u32,
-            )
+            bpf_xdp_load_bytes(ctx.ctx, (l.payload_off + skip) as u32, scratch.tls_buf.as_mut_ptr().cast(), copy as u32)
         };
         if rc != 0 {
             return pass(Counter::Internal);
@@ -473,8 +472,11 @@ fn parse(
         scratch.tls_len = copy as u64;
         let outcome = run_parser(scratch, copy);
         // Bytes past what the buffer holds would be parsed by nobody.
-        let outcome =
-            if matches!(outcome, Step::NeedMore) && copy < avail { Step::Malformed(tls::TlsError::TooLong) } else { outcome };
+        let outcome = if matches!(outcome, Step::NeedMore) && copy < avail {
+            Step::Malformed(tls::TlsError::TooLong)
+        } else {
+            outcome
+        };
         found = match outcome {
             Step::NeedMore => return keep(key, tcp.seq.wrapping_add(payload_len as u32), settings, scratch),
             Step::NotClientHello => {
@@ -666,7 +668,8 @@ fn no_sni(key: u64, ech: bool, settings: &Settings, scratch: &mut Scratch) -> De
     let flags = scratch.flow.flags;
     if flags & flow::FLAG_SNI_PASSED != 0 {
         // The name was judged allowed; only ECH was left to learn.
-        let allowed = if flags & flow::FLAG_SNI_ALLOWED != 0 { Counter::TlsPassAllowed } else { Counter::TlsPassNoMatch };
+        let allowed =
+            if flags & flow::FLAG_SNI_ALLOWED != 0 { Counter::TlsPassAllowed } else { Counter::TlsPassNoMatch };
         return finish_allowed(None, key, Name { len: 0, ech, complete: true }, settings, scratch, allowed);
     }
     if ech {
@@ -683,12 +686,9 @@ fn no_sni(key: u64, ech: bool, settings: &Settings, scratch: &mut Scratch) -> De
 /// The server name is complete: judge it.
 #[inline(always)]
 fn judge_sni(l: &Layers, tcp: &Tcp, key: u64, sni: Name, settings: &Settings, scratch: &mut Scratch) -> Decision {
-    let name = match parse_sni(scratch, sni.len, settings.seed) {
-        Ok(n) => n,
-        Err(_) => {
-            forget_if_tracked(key, settings);
-            return Decision::Done(not_judged(settings, Counter::TlsMalformed));
-        }
+    let Ok(name) = parse_sni(scratch, sni.len, settings.seed) else {
+        forget_if_tracked(key, settings);
+        return Decision::Done(not_judged(settings, Counter::TlsMalformed));
     };
     crate::program::trace_sni(scratch, sni.len, &name);
     let found = match crate::dns::lookup(settings, scratch, &name) {

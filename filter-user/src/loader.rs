@@ -175,10 +175,8 @@ impl Filter {
     /// Instructions the verifier processed to accept the program (its limit
     /// is one million): the headroom left for new parsing paths.
     pub fn verified_instructions(&self) -> Result<Option<u32>, FilterError> {
-        let info = self
-            .xdp_ref()?
-            .info()
-            .map_err(|source| FilterError::Program { context: "program info".into(), source })?;
+        let info =
+            self.xdp_ref()?.info().map_err(|source| FilterError::Program { context: "program info".into(), source })?;
         Ok(info.verified_instruction_count())
     }
 
@@ -238,7 +236,8 @@ impl Filter {
         let now = monotonic_coarse_ns();
         let expired: Vec<u64> = {
             let map = self.ebpf.map(names::FLOWS).ok_or(FilterError::MissingMap(names::FLOWS))?;
-            let flows: HashMap<_, u64, maps::flow::FlowState> = HashMap::try_from(map).map_err(map_err(names::FLOWS))?;
+            let flows: HashMap<_, u64, maps::flow::FlowState> =
+                HashMap::try_from(map).map_err(map_err(names::FLOWS))?;
             flows.iter().filter_map(Result::ok).filter(|(_, v)| v.expired(now)).map(|(k, _)| k).collect()
         };
         let mut removed = 0;
@@ -246,10 +245,15 @@ impl Filter {
         self.map_hint()?;
         let Some(hint) = self.hint.as_ref() else { return Ok(0) };
         let map = self.ebpf.map_mut(names::FLOWS).ok_or(FilterError::MissingMap(names::FLOWS))?;
-        let mut flows: HashMap<_, u64, maps::flow::FlowState> = HashMap::try_from(map).map_err(map_err(names::FLOWS))?;
+        let mut flows: HashMap<_, u64, maps::flow::FlowState> =
+            HashMap::try_from(map).map_err(map_err(names::FLOWS))?;
         for key in expired {
-            // Deleted here, or already by the kernel (which then decremented the hint itself).
-            if flows.remove(&key).is_ok() {
+            // Looked at again right before the delete: a packet may have
+            // brought the flow back to life since the walk, and its state
+            // (a ClientHello half parsed) must not be lost. Deleted here, or
+            // already by the kernel (which then decremented the hint itself).
+            let now = monotonic_coarse_ns();
+            if flows.get(&key, 0).is_ok_and(|v| v.expired(now)) && flows.remove(&key).is_ok() {
                 hint.decrement(maps::flow::hint_slot(key, mask));
                 removed += 1;
             }
@@ -261,7 +265,7 @@ impl Filter {
     pub fn flow_count(&self) -> Result<usize, FilterError> {
         let map = self.ebpf.map(names::FLOWS).ok_or(FilterError::MissingMap(names::FLOWS))?;
         let flows: HashMap<_, u64, maps::flow::FlowState> = HashMap::try_from(map).map_err(map_err(names::FLOWS))?;
-        Ok(flows.keys().filter(Result::is_ok).count())
+        Ok(flows.keys().flatten().count())
     }
 
     /// Maps `FLOW_HINT` into this process, once.
@@ -485,5 +489,5 @@ fn monotonic_coarse_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    ts.tv_sec.cast_unsigned() * 1_000_000_000 + ts.tv_nsec.cast_unsigned()
 }

@@ -543,9 +543,7 @@ fn flow_name(frame: &[u8]) -> String {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let Ok(p) = SlicedPacket::from_ethernet(frame) else { return "?".into() };
     let (src, dst) = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => {
-            (ip.header().source_addr().to_string(), ip.header().destination_addr().to_string())
-        }
+        Some(NetSlice::Ipv4(ip)) => (ip.header().source_addr().to_string(), ip.header().destination_addr().to_string()),
         Some(NetSlice::Ipv6(ip)) => {
             (format!("[{}]", ip.header().source_addr()), format!("[{}]", ip.header().destination_addr()))
         }

@@ -219,10 +219,10 @@ pub fn locate<B: Bytes + ?Sized>(buf: &B, len: usize, whole_list: bool) -> Locat
                 return Located::Slow;
             }
             // list length (2), name type (1), host_name length (2).
-            let (w, last) = (be32!(buf, data), byte!(buf, data + 4));
-            let list = w >> 16;
-            let host = (w & 0xff) << 8 | last;
-            if list + 2 != ext_len || (w >> 8) & 0xff != 0 || host + 3 != list || host >= MAX_SNI {
+            let (head, tail) = (be32!(buf, data), byte!(buf, data + 4));
+            let list = head >> 16;
+            let host = (head & 0xff) << 8 | tail;
+            if list + 2 != ext_len || (head >> 8) & 0xff != 0 || host + 3 != list || host >= MAX_SNI {
                 return Located::Slow;
             }
             if data + 5 + host > avail {

@@ -142,7 +142,7 @@ const F_SNI_DONE: u8 = 4;
 
 /// The parser's whole state between bytes.
 ///
-/// Lives in BPF map values (a per-flow LRU map between segments, per-CPU
+/// Lives in BPF map values (the per-flow `FLOWS` hash map between segments, per-CPU
 /// scratch while a segment is parsed), so it is `#[repr(C)]`, made only of
 /// integers and byte arrays with its padding spelled out, and all zero is a
 /// valid value: the start of a stream, like [`TlsState::new`].

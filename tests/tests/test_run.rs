@@ -1596,8 +1596,9 @@ fn rule_set_swap() {
 /// Before any rule set is installed every query passes, counted as such.
 #[test]
 fn no_rule_set_yet() {
-    let filter = filter_user::loader::Filter::load(filter_user::loader::LoadOptions { trace: true, ..Default::default() })
-        .expect("load the XDP program");
+    let filter =
+        filter_user::loader::Filter::load(filter_user::loader::LoadOptions { trace: true, ..Default::default() })
+            .expect("load the XDP program");
     let r = filter.run(&Spec::udp4().build(&dnswire::query("example.com", RecordType::A))).expect("test run");
     assert_eq!(r.action, XDP_PASS);
     assert_eq!(filter.trace().expect("trace").outcome, Counter::NoRuleset as u32);

@@ -212,7 +212,8 @@ fn run_table(h: &Harness, table: &str, scripts: &[Script]) {
             }
         }
         if std::env::var_os("NW_DEBUG").is_some() {
-            let b = s.frames.iter().filter(|f| matches!(f.want.outcome, Counter::TlsReset | Counter::TlsDrop)).count() + s.open;
+            let b = s.frames.iter().filter(|f| matches!(f.want.outcome, Counter::TlsReset | Counter::TlsDrop)).count()
+                + s.open;
             let after = h.filter.flow_count().expect("flow count");
             if after != debug_before + b {
                 eprintln!("DEBUG LEAK {}: {} -> {after}, want +{b}", s.desc, debug_before);
@@ -833,7 +834,6 @@ impl<'a> Reference<'a> {
 
     /// Runs the parser over `bytes`, the new bytes of a segment ending at
     /// stream offset `end`, and acts on the outcome.
-    #[expect(clippy::too_many_arguments, reason = "the segment and what the flow knows")]
     fn parse(
         &mut self,
         flow: &Flow,

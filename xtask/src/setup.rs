@@ -76,7 +76,25 @@ fn packages() -> anyhow::Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    )?;
+    if missing.contains(&"nginx") {
+        stop_system_nginx();
+    }
+    Ok(())
+}
+
+/// Debian's nginx package starts the system service where the machine lets
+/// it (an init system, no policy-rc.d refusing), listening on port 80 of the
+/// host. The tests and the lab run their own nginx inside their namespaces
+/// and nothing of ours should listen beyond them: stop it and keep it from
+/// starting at boot. Best effort: where the package could not start it,
+/// there is nothing to stop.
+fn stop_system_nginx() {
+    if std::path::Path::new("/run/nginx.pid").exists() {
+        let _ = Command::new("nginx").args(["-s", "quit"]).status();
+    }
+    let _ = Command::new("update-rc.d").args(["nginx", "disable"]).output();
+    let _ = Command::new("systemctl").args(["disable", "--now", "nginx"]).output();
 }
 
 fn bpf_linker() -> anyhow::Result<()> {

@@ -43,7 +43,10 @@ pub struct ReplayArgs {
     /// What blocked DNS queries get unless their rule says otherwise: nxdomain, refused, sinkhole, drop.
     #[arg(long, default_value = "nxdomain", value_parser = super::parse_dns_action)]
     pub dns_action: Action,
-    /// Drop DNS queries that cannot be parsed instead of passing them.
+    /// Drop what cannot be judged instead of passing it: DNS queries that
+    /// cannot be parsed, malformed ClientHellos, first fragments of TCP
+    /// segments and DNS queries (never reassembled), and new
+    /// TLS flows while the flow table is full.
     #[arg(long)]
     pub fail_closed: bool,
     /// Refuse to replay if any list line is malformed (default: report and skip it).

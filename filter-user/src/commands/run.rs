@@ -56,7 +56,10 @@ pub struct RunArgs {
     /// What blocked DNS queries get unless their rule says otherwise: nxdomain, refused, sinkhole, drop.
     #[arg(long, default_value = "nxdomain", value_parser = super::parse_dns_action)]
     pub dns_action: Action,
-    /// Drop DNS queries that cannot be parsed instead of passing them.
+    /// Drop what cannot be judged instead of passing it: DNS queries that
+    /// cannot be parsed, malformed ClientHellos, first fragments of TCP
+    /// segments and DNS queries (never reassembled), and new
+    /// TLS flows while the flow table is full.
     #[arg(long)]
     pub fail_closed: bool,
     /// Refuse to start if any list line is malformed (default: report and skip it).
@@ -92,7 +95,11 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     super::report_list_problems(&policy);
     let (block, allow) = policy.rules.counts();
 
-    let load = LoadOptions { trace: false, expected_rules: policy.rules.len(), max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX) };
+    let load = LoadOptions {
+        trace: false,
+        expected_rules: policy.rules.len(),
+        max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),
+    };
     let mut filter = Filter::load(load).context("loading the XDP program")?;
     filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
     filter.configure_tls(args.tls.policy()).context("configuring TLS")?;

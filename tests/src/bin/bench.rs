@@ -53,7 +53,9 @@ fn parse_args() -> Args {
             "--repeat" => a.repeat = it.next().and_then(|v| v.parse().ok()).expect("--repeat N"),
             "--out" => a.out = it.next().expect("--out FILE").into(),
             "--tls-only" => a.tls_only = true,
-            other => panic!("unknown argument {other:?} (usage: namewall-bench [--repeat N] [--out FILE] [--tls-only])"),
+            other => {
+                panic!("unknown argument {other:?} (usage: namewall-bench [--repeat N] [--out FILE] [--tls-only])")
+            }
         }
     }
     a
@@ -143,15 +145,15 @@ impl Row {
         mut namewall: impl FnMut() -> f64,
         mut baseline: impl FnMut() -> f64,
     ) -> Self {
-        let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            let x = namewall();
-            let y = baseline();
-            a.push(x);
-            b.push(y);
-            r.push(x / y);
+            let us = namewall();
+            let them = baseline();
+            ours.push(us);
+            theirs.push(them);
+            ratios.push(us / them);
         }
-        Self { case: case.into(), namewall: median(a), baseline: median(b), ratio: median(r), target }
+        Self { case: case.into(), namewall: median(ours), baseline: median(theirs), ratio: median(ratios), target }
     }
 }
 
@@ -242,7 +244,6 @@ fn flow_no(i: usize) -> Flow {
 fn tls_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
     let mut rows = Vec::new();
     let base = |pkt: &[u8]| ns(baseline.bench(pkt, repeat).expect("baseline run").1);
-    let base_single = |pkt: &[u8]| singles(TLS_SINGLE_RUNS, || ns(baseline.bench(pkt, 1).expect("baseline run").1));
     let timed = |pkt: &[u8]| ns(f.bench(pkt, repeat).expect("run").1);
     let allowed = "www.shop.example.org";
     let flow = Flow::v4();
@@ -316,9 +317,22 @@ fn tls_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
         || mean(&|p| ns(baseline.bench(p, share).expect("baseline run").1)),
     ));
 
+    rows.extend(tls_state_rows(f, baseline, repeat, &pq, &data));
+    rows
+}
+
+/// TLS with flow state: a ClientHello whose name is in its second segment
+/// (the first parsed and its state kept, the second parsed from it), and a
+/// blocked flow (its reset, then its later packets dropped).
+fn tls_state_rows(f: &Filter, baseline: &Baseline, repeat: u32, pq: &[u8], data: &[u8]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let base = |pkt: &[u8]| ns(baseline.bench(pkt, repeat).expect("baseline run").1);
+    let timed = |pkt: &[u8]| ns(f.bench(pkt, repeat).expect("run").1);
+    let base_single = |pkt: &[u8]| singles(TLS_SINGLE_RUNS, || ns(baseline.bench(pkt, 1).expect("baseline run").1));
+    let allowed = "www.shop.example.org";
     // ...and last, in segment 2: the first segment is parsed and its state
     // kept, the second parsed from that state.
-    let late = tls::with_extensions(&pq, |exts| {
+    let late = tls::with_extensions(pq, |exts| {
         let sni = exts.remove(0);
         exts.push(sni);
     });
@@ -346,7 +360,7 @@ fn tls_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
     let blocked = tls::client_hello(Some("www.blocked.example.com"), HelloKind::Small);
     let bflow = Flow::v4().sport(999);
     assert_eq!(expect(f, &bflow.segment(0, &blocked), Counter::TlsReset, "blocked ClientHello"), 3);
-    let later = bflow.segment(blocked.len(), &data);
+    let later = bflow.segment(blocked.len(), data);
     expect(f, &later, Counter::TlsBlockedFlow, "blocked flow's data");
     let mut next = 34_000;
     rows.push(Row::measure(

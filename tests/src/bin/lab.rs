@@ -75,8 +75,11 @@ fn verdict(loaded: bool, reset: bool) -> &'static str {
 fn run_https(t: &Topology, dir: &std::path::Path, stop: &dyn Fn() -> bool) -> bool {
     let names: Vec<&str> = ["*.example.lab", "example.lab", "*.malware.lab", "cdn.lab", "*.cdn.lab"].to_vec();
     let _servers = [443, 8443].map(|port| tlslab::start_tls_server(&t.server, dir, port, &names));
-    println!("
-== HTTPS from {} (nginx in {} on ports 443 and 8443)", NS[0], NS[2]);
+    println!(
+        "
+== HTTPS from {} (nginx in {} on ports 443 and 8443)",
+        NS[0], NS[2]
+    );
     println!("  curl --resolve: the name never goes through DNS, only the ClientHello carries it");
     println!("  {:<28} {:<5} {:<16} {:<20} time", "name", "port", "via", "result");
     for (name, port, server) in HTTPS {
@@ -89,8 +92,10 @@ fn run_https(t: &Topology, dir: &std::path::Path, stop: &dyn Fn() -> bool) -> bo
         println!("  {name:<28} {port:<5} {server:<16} {result:<20} {:.1} ms", r.time.as_secs_f64() * 1e3);
     }
     t.real_segments();
-    println!("
-  headless Chromium (offloads off: its ClientHello crosses as MTU-sized segments)");
+    println!(
+        "
+  headless Chromium (offloads off: its ClientHello crosses as MTU-sized segments)"
+    );
     for (name, server) in BROWSER {
         if stop() {
             return false;
