@@ -185,11 +185,12 @@ pub fn parse_rest(
     // scratch map, behind the back of this `&mut`.
     // SAFETY: a valid pointer into this CPU's scratch slot.
     unsafe { put_walk(walk, Walk { pos: pos as u64, labels: labels as u64, status: RUNNING, ..Walk::default() }) };
-    let mut args = ParseArgs { avail: avail as u64, seed, text: u64::from(text) };
+    let mut args = ParseArgs { avail: avail as u64, seed };
     // Up to 127 labels and the root in all.
     // SAFETY: a static callback and a pointer to our own stack, as bpf_loop requires.
     unsafe {
-        bpf_loop((name::LABEL_SLOTS - FAST_PARSE) as u32, parse_step as *mut c_void, (&raw mut args).cast(), 0);
+        let step = if text { parse_text_step as *mut c_void } else { parse_step as *mut c_void };
+        bpf_loop((name::LABEL_SLOTS - FAST_PARSE) as u32, step, (&raw mut args).cast(), 0);
     }
     // SAFETY: as above.
     let w = unsafe { get_walk(walk) };
@@ -275,10 +276,9 @@ pub fn forget(scratch: &mut Scratch, name: WireName) -> WireName {
 struct ParseArgs {
     avail: u64,
     seed: u64,
-    /// 1: a dotted text name (TLS server name); 0: a wire-format QNAME.
-    text: u64,
 }
 
+/// One label of a wire-format QNAME per call.
 extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer parse_name gave it.
     let args = unsafe { &*ctx.cast::<ParseArgs>() };
@@ -286,33 +286,55 @@ extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: this CPU's scratch slot.
     let scratch = unsafe { &mut *scratch };
     let w = scratch.walk;
-    let step = if args.text != 0 {
-        name::parse_text_label(&scratch.flow.tls.name, args.avail as usize, w.pos as usize, args.seed)
-    } else {
-        name::parse_label(&scratch.question, args.avail as usize, w.pos as usize, args.seed)
-    };
+    let step = name::parse_label(&scratch.question, args.avail as usize, w.pos as usize, args.seed);
+    i64::from(!record_label(scratch, step, w.labels))
+}
+
+/// Two labels of a dotted text name (a TLS server name) per call: every
+/// TLS name goes through this loop (the wire path parses its first labels
+/// in plain code), and a call costs about as much as the label it parses.
+extern "C" fn parse_text_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer parse_name gave it.
+    let args = unsafe { &*ctx.cast::<ParseArgs>() };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    // SAFETY: this CPU's scratch slot.
+    let scratch = unsafe { &mut *scratch };
+    for _ in 0..2 {
+        let w = scratch.walk;
+        let step = name::parse_text_label(&scratch.flow.tls.name, args.avail as usize, w.pos as usize, args.seed);
+        if !record_label(scratch, step, w.labels) {
+            return 1;
+        }
+        if scratch.walk.pos >= args.avail {
+            // The last label: the next step would only say
+            // `End { len: pos + 1 }`.
+            scratch.walk.len = scratch.walk.pos + 1;
+            scratch.walk.status = DONE;
+            return 1;
+        }
+    }
+    0
+}
+
+/// Records one step of a name's parse in the scratch walk record: a
+/// label's hash (true: go on), or the end or an error (false: stop).
+#[inline(always)]
+fn record_label(scratch: &mut Scratch, step: Result<LabelStep, NameError>, labels: u64) -> bool {
     match step {
         Ok(LabelStep::Label { hash, next }) => {
-            scratch.label_hashes[w.labels as usize & (name::LABEL_SLOTS - 1)] = hash;
-            scratch.walk.labels = w.labels + 1;
+            scratch.label_hashes[labels as usize & (name::LABEL_SLOTS - 1)] = hash;
+            scratch.walk.labels = labels + 1;
             scratch.walk.pos = next as u64;
-            if args.text != 0 && next as u64 >= args.avail {
-                // A text name's last label: the next step would only say
-                // `End { len: next + 1 }`; one callback fewer per name.
-                scratch.walk.len = next as u64 + 1;
-                scratch.walk.status = DONE;
-                return 1;
-            }
-            0
+            true
         }
         Ok(LabelStep::End { len }) => {
             scratch.walk.len = len as u64;
             scratch.walk.status = DONE;
-            1
+            false
         }
         Err(e) => {
             scratch.walk.status = FAILED + e as u64;
-            1
+            false
         }
     }
 }
