@@ -36,6 +36,16 @@ fn name_end(hello: &[u8], name: &str) -> usize {
     tls::find(hello, name.as_bytes()).expect("the name is in the ClientHello") + name.len()
 }
 
+/// A `ClientHello` for `name` whose name ends at least `room` bytes before
+/// the end: rustls shuffles its extensions, so `server_name` is sometimes
+/// last, and a cut after the name needs bytes after it.
+fn hello_with_room(name: &str, kind: HelloKind, room: usize) -> Vec<u8> {
+    (0..200)
+        .map(|_| tls::client_hello(Some(name), kind))
+        .find(|h| name_end(h, name) + room < h.len())
+        .unwrap_or_else(|| panic!("200 {kind:?} ClientHellos for {name}, none with {room} bytes after the name"))
+}
+
 /// What each packet of the capture must show: (packet number, outcome,
 /// segment, decided, earlier packets).
 type Want = (u64, &'static str, u32, bool, Vec<u64>);
@@ -44,7 +54,7 @@ type Want = (u64, &'static str, u32, bool, Vec<u64>);
 /// three), an allowed one in one segment, and an IPv6 blocked one whose
 /// name ends in its first segment, interleaved as a router would see them.
 fn capture(dir: &Path) -> (std::path::PathBuf, Vec<Want>) {
-    let pq = tls::client_hello(Some("www.blocked.example"), HelloKind::PostQuantum);
+    let pq = hello_with_room("www.blocked.example", HelloKind::PostQuantum, 1);
     let end = name_end(&pq, "www.blocked.example");
     // The name's last byte in segment 2 of 3.
     let cuts = [end - 1, (end + 1).max(pq.len() - 10)];
@@ -54,7 +64,7 @@ fn capture(dir: &Path) -> (std::path::PathBuf, Vec<Want>) {
     let c = Flow::new(Spec::udp6().tcp().dport(8443)).sport(40003);
     let a_segs = a.segments(&pq, &cuts);
     let small = tls::client_hello(Some("ok.blocked.example"), HelloKind::Small);
-    let v6 = tls::client_hello(Some("BLOCKED.example"), HelloKind::Small);
+    let v6 = hello_with_room("BLOCKED.example", HelloKind::Small, 5);
     let v6_cut = name_end(&v6, "BLOCKED.example") + 5;
     let c_segs = c.segments(&v6, &[v6_cut]);
     let frames = vec![

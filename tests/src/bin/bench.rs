@@ -137,27 +137,24 @@ struct Row {
 
 impl Row {
     /// Measures namewall and the baseline in alternating rounds, `ROUNDS`
-    /// of each; the ratio is the median of each round's pair, which drifts
-    /// least when the shared machine's speed changes during the run.
+    /// of each after one uncounted warm-up round each, and keeps each
+    /// side's best round: noise on a shared machine only ever adds time, so
+    /// the fastest round is the closest to what the code costs, and the
+    /// ratio of the two is what drifts least from run to run.
     fn measure(
         case: impl Into<String>,
         target: &'static str,
         mut namewall: impl FnMut() -> f64,
         mut baseline: impl FnMut() -> f64,
     ) -> Self {
-        // One round each first, not counted: caches, branch predictors and
-        // the CPU's clock settle on this packet.
         namewall();
         baseline();
-        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
         for _ in 0..ROUNDS {
-            let us = namewall();
-            let them = baseline();
-            ours.push(us);
-            theirs.push(them);
-            ratios.push(us / them);
+            ours = ours.min(namewall());
+            theirs = theirs.min(baseline());
         }
-        Self { case: case.into(), namewall: median(ours), baseline: median(theirs), ratio: median(ratios), target }
+        Self { case: case.into(), namewall: ours, baseline: theirs, ratio: ours / theirs, target }
     }
 }
 
@@ -460,8 +457,7 @@ fn report(rows: &[Row], loads: &[Loaded], verified: Option<u32>, lat: &Latency, 
     let mut r = String::new();
     let w = &mut r;
     let _ = writeln!(w, "# namewall benchmarks\n");
-    let _ =
-        writeln!(w, "Produced by `cargo xtask bench` (repeat {repeat}, median of {ROUNDS} rounds) on {}.", machine());
+    let _ = writeln!(w, "Produced by `cargo xtask bench` (repeat {repeat}, best of {ROUNDS} rounds) on {}.", machine());
     let _ =
         writeln!(w, "Per-packet times come from BPF_PROG_TEST_RUN on the loaded program. Every time is paired with a");
     let _ =
@@ -476,12 +472,12 @@ fn report(rows: &[Row], loads: &[Loaded], verified: Option<u32>, lat: &Latency, 
             row.case, row.namewall, row.baseline, row.ratio, row.target
         );
     }
-    let _ = writeln!(w, "\nThe ratio is the median of the per-round ratios (namewall and the baseline alternate, one");
+    let _ = writeln!(w, "\nEach figure is the best of the rounds (namewall and the baseline alternate, after one");
+    let _ = writeln!(w, "warm-up round each): noise only adds time. Rows marked \"1 run per call\" time single runs");
     let _ =
-        writeln!(w, "warm-up round each first). Rows marked \"1 run per call\" time single runs (the kernel's timer");
-    let _ = writeln!(w, "brackets one run, so both sides include its overhead): the program rewrites the packet (an");
-    let _ = writeln!(w, "answer, a reset) or changes flow state, so a repeated test run would measure something else;");
-    let _ = writeln!(w, "each such TLS run uses a flow of its own.\n");
+        writeln!(w, "(the kernel's timer brackets one run, so both sides include its overhead): the program rewrites");
+    let _ = writeln!(w, "the packet (an answer, a reset) or changes flow state, so a repeated test run would measure");
+    let _ = writeln!(w, "something else; each such TLS run uses a flow of its own.\n");
     let _ = writeln!(w, "TLS rows: real ClientHellos written by rustls (the post-quantum one with X25519MLKEM768 and");
     let _ = writeln!(w, "ECH GREASE, its extensions reordered to put the name first or last), in TCP segments of at");
     let _ =
