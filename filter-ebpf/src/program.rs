@@ -48,7 +48,7 @@ pub static FLOW_HINT: Array<u64, 1024, { BPF_F_MMAPABLE as usize }> = Array::new
 
 /// Seed, default actions and fail mode.
 #[btf_map]
-static SETTINGS: Array<Settings, 1> = Array::new();
+pub(crate) static SETTINGS: Array<Settings, 1> = Array::new();
 
 /// Outcome and event counters, per CPU so the hot path needs no atomics.
 #[btf_map]
@@ -151,15 +151,14 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
         }
         Err(c) => return pass(c),
     };
+    if layers.dport != headers::DNS_PORT && layers.proto != headers::IPPROTO_TCP {
+        return quic::judge(ctx, &layers);
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return pass(Counter::Internal);
     };
     if layers.dport != headers::DNS_PORT {
-        return if layers.proto == headers::IPPROTO_TCP {
-            tls::judge(ctx, &layers, settings)
-        } else {
-            quic::judge(ctx, &layers, settings)
-        };
+        return tls::judge(ctx, &layers, settings);
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return pass(Counter::Internal);

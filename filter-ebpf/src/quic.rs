@@ -5,9 +5,13 @@
 //! visible (RFC 9000 §14.1, RFC 9369 for version 2).
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use maps::{Counter, Settings, settings::policy};
+use maps::{Counter, settings::policy};
 
-use crate::{cursor::Packet, headers::Layers, program::pass};
+use crate::{
+    cursor::Packet,
+    headers::Layers,
+    program::{SETTINGS, pass},
+};
 
 /// Smallest UDP payload carrying a client's Initial: clients pad Initial
 /// datagrams to at least 1200 bytes (RFC 9000 §14.1).
@@ -15,9 +19,14 @@ const MIN_INITIAL: usize = 1200;
 const QUIC_V1: u32 = 0x0000_0001;
 const QUIC_V2: u32 = 0x6b33_43cf;
 
-/// Judges a UDP packet with a long header to a port other than 53.
+/// Judges a UDP packet to a port other than 53. Most such traffic is not
+/// a QUIC Initial: the length test comes first, and the settings are read
+/// only for an Initial, so other UDP costs next to nothing.
 #[inline(always)]
-pub fn judge(ctx: &XdpContext, l: &Layers, settings: &Settings) -> (u32, Counter) {
+pub fn judge(ctx: &XdpContext, l: &Layers) -> (u32, Counter) {
+    if l.ip_end - l.payload_off < MIN_INITIAL {
+        return pass(Counter::NotDnsPort);
+    }
     let pkt = Packet::new(ctx);
     let Some([first, v0, v1, v2, v3]) = pkt.bytes::<5>(l.payload_off) else {
         return pass(Counter::NotDnsPort);
@@ -32,9 +41,12 @@ pub fn judge(ctx: &XdpContext, l: &Layers, settings: &Settings) -> (u32, Counter
         v if v & 0xffff_ff00 == 0xff00_0000 => kind == 0,
         _ => false,
     };
-    if !initial || l.ip_end - l.payload_off < MIN_INITIAL {
+    if !initial {
         return pass(Counter::NotDnsPort);
     }
+    let Some(settings) = SETTINGS.get(0) else {
+        return pass(Counter::Internal);
+    };
     if settings.policy & policy::QUIC_BLOCK != 0 {
         return (xdp_action::XDP_DROP, Counter::QuicInitialDrop);
     }
