@@ -30,7 +30,7 @@ pub enum ListKind {
 }
 
 /// Which names a rule covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     /// The name and every name below it.
     NameAndSubdomains,
@@ -264,7 +264,8 @@ fn parse_one(line: &str, kind: ListKind) -> Result<LineRules, LineErrorKind> {
     Ok(LineRules::Rules(vec![(Domain::parse(name)?, scope, allow_list, Action::Default)]))
 }
 
-fn split_wildcard(name: &str) -> (&str, Scope) {
+/// Splits a leading `*.` ("only the names below") off a name.
+pub fn split_wildcard(name: &str) -> (&str, Scope) {
     match name.strip_prefix("*.") {
         Some(rest) => (rest, Scope::SubdomainsOnly),
         None => (name, Scope::NameAndSubdomains),

@@ -2,10 +2,14 @@
 //! the commands built on them.
 
 pub mod blocklist;
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod loader;
 pub mod names;
 pub mod policy;
 pub mod replay;
 pub mod rules;
+pub mod state;
 pub mod stats;
 pub mod sys;

@@ -41,6 +41,10 @@ pub enum FilterError {
     TooManyFlows(usize),
     #[error("rule set of {0} rules is larger than a map can hold")]
     TooManyRules(usize),
+    #[error("no rule set installed yet")]
+    NoRuleSet,
+    #[error("the active rule set is full ({capacity} rules)")]
+    RuleSetFull { capacity: usize },
     #[error("waiting for packets in flight (membarrier): {0}")]
     Sync(std::io::Error),
     #[error("reading kernel memory use: {0}")]
@@ -124,6 +128,9 @@ pub struct Filter {
     /// `FLOW_HINT` mapped into this process, for the flow sweep.
     hint: Option<sys::SharedCounters>,
     links: Vec<(String, XdpLinkId)>,
+    /// Rules in the active set, and how many it can hold.
+    active_len: usize,
+    active_capacity: usize,
 }
 
 impl Filter {
@@ -153,6 +160,8 @@ impl Filter {
             installed_bits: vec![0; words],
             hint: None,
             links: Vec::new(),
+            active_len: 0,
+            active_capacity: 0,
         };
         f.write_settings(Settings {
             filter_mask: words as u64 - 1,
@@ -284,13 +293,19 @@ impl Filter {
     /// update of `RULESETS`: packets see the old set or the new one, never a
     /// mix. The first rule set decides the hash seed; later ones must use it.
     pub fn install(&mut self, set: &RuleSet) -> Result<(), FilterError> {
-        if self.active.is_some() && set.seed() != self.settings.seed {
-            return Err(FilterError::SeedMismatch { got: set.seed(), want: self.settings.seed });
-        }
-        let cap = capacity_for(set.len())?;
-        let inner = HashMap::<MapData, u64, Rule>::create(cap, 0).map_err(map_err("rule set"))?;
         let (keys, values) = set.to_arrays();
-        sys::update_batch(&inner.map().fd().as_fd(), &keys, &values)?;
+        self.install_arrays(set.seed(), &keys, &values)
+    }
+
+    /// [`Filter::install`] for rules given as parallel arrays of keys
+    /// (hashed under `seed`) and values.
+    pub fn install_arrays(&mut self, seed: u64, keys: &[u64], values: &[Rule]) -> Result<(), FilterError> {
+        if self.active.is_some() && seed != self.settings.seed {
+            return Err(FilterError::SeedMismatch { got: seed, want: self.settings.seed });
+        }
+        let cap = capacity_for(keys.len())?;
+        let inner = HashMap::<MapData, u64, Rule>::create(cap, 0).map_err(map_err("rule set"))?;
+        sys::update_batch(&inner.map().fd().as_fd(), keys, values)?;
 
         // The depth mask and the filter only let the kernel skip lookups, so
         // supersets are always safe. Widen both to old | new, wait until no
@@ -300,9 +315,15 @@ impl Filter {
         // mirror what the kernel holds (they change only after a write
         // succeeded), so a failure part-way leaves a consistent, safe state:
         // at worst supersets, which cost lookups and nothing else.
-        let new_mask = set.depth_mask();
-        let new_bits = set.filter_bits(self.installed_bits.len());
-        let narrowed = Settings { seed: set.seed(), depth_mask: new_mask, ..self.settings };
+        let mut depths = Settings::default();
+        for v in values {
+            depths.set_depth(v.labels as usize);
+        }
+        let new_mask = depths.depth_mask;
+        let new_bits = crate::rules::filter_bits(keys, self.installed_bits.len());
+        let narrowed = Settings { seed, depth_mask: new_mask, ..self.settings };
+        self.active_len = keys.len();
+        self.active_capacity = cap as usize;
         if self.active.is_none() {
             self.write_filter(&new_bits)?;
             self.write_settings(narrowed)?;
@@ -319,6 +340,81 @@ impl Filter {
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
         self.write_filter(&new_bits)?;
         self.write_settings(narrowed)?;
+        Ok(())
+    }
+
+    /// Changes rules of the active set in place, for live updates: `Some`
+    /// inserts or replaces the rule of a key (keeping its hit count),
+    /// `None` removes it. The depth mask and filter are widened first, so
+    /// no packet skips a lookup a new rule needs; removals leave them wide
+    /// (a superset costs a lookup, nothing else) until the next install.
+    /// Packets see each key's old rule or new one. When the new keys do
+    /// not fit the active map's headroom nothing is changed and
+    /// [`FilterError::RuleSetFull`] says so: install a whole set instead.
+    pub fn update_rules(&mut self, changes: &[(u64, Option<Rule>)]) -> Result<(), FilterError> {
+        let Some(active) = self.active.as_ref() else { return Err(FilterError::NoRuleSet) };
+        let new_keys = changes.iter().filter(|(k, r)| r.is_some() && active.get(k, 0).is_err()).count();
+        if self.active_len + new_keys > self.active_capacity {
+            return Err(FilterError::RuleSetFull { capacity: self.active_capacity });
+        }
+        let mut widened = self.settings;
+        let mut bits = self.installed_bits.clone();
+        let mask = bits.len() as u64 - 1;
+        for (k, r) in changes {
+            if let Some(r) = r {
+                widened.set_depth(r.labels as usize);
+                let (w, b) = maps::filter::position(*k, mask);
+                bits[w as usize] |= b;
+            }
+        }
+        if bits != self.installed_bits {
+            self.write_filter_words(&bits)?;
+        }
+        if widened.depth_mask != self.settings.depth_mask {
+            self.write_settings(widened)?;
+        }
+        let active = self.active.as_mut().ok_or(FilterError::NoRuleSet)?;
+        for (k, r) in changes {
+            match r {
+                Some(r) => {
+                    let old = active.get(k, 0).ok();
+                    let rule = Rule { hits: old.map_or(0, |o| o.hits), ..*r };
+                    active.insert(k, rule, 0).map_err(map_err("rule set"))?;
+                    if old.is_none() {
+                        self.active_len += 1;
+                    }
+                }
+                None => match active.remove(k) {
+                    Ok(()) => self.active_len -= 1,
+                    Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err("rule set")(e)),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// The rule the kernel holds for `key` in the active set.
+    pub fn active_rule(&self, key: u64) -> Option<Rule> {
+        self.active.as_ref()?.get(&key, 0).ok()
+    }
+
+    /// Rules in the active set.
+    pub fn active_len(&self) -> usize {
+        self.active_len
+    }
+
+    /// Writes the filter words that differ from `installed_bits`, one by
+    /// one; the mirror follows each write.
+    fn write_filter_words(&mut self, bits: &[u64]) -> Result<(), FilterError> {
+        let map = self.ebpf.map_mut(names::FILTER).ok_or(FilterError::MissingMap(names::FILTER))?;
+        let mut arr: Array<_, u64> = Array::try_from(map).map_err(map_err(names::FILTER))?;
+        for (i, (have, want)) in self.installed_bits.iter_mut().zip(bits).enumerate() {
+            if have != want {
+                arr.set(i as u32, *want, 0).map_err(map_err(names::FILTER))?;
+                *have = *want;
+            }
+        }
         Ok(())
     }
 

@@ -69,36 +69,71 @@ impl RuleSet {
             (true, Scope::SubdomainsOnly) => flags::ALLOW_SUBDOMAINS,
         };
         let key = e.domain.key(self.seed);
+        let rule = Rule {
+            flags: bits,
+            action: if e.allow { 0 } else { merge_actions(0, e.scope, e.action) },
+            labels: e.domain.labels() as u8,
+            pad: 0,
+            hits: 0,
+        };
+        self.merge(key, CompiledRule { domain: e.domain.clone(), rule, origin: e.origin.clone() })
+    }
+
+    /// Merges a compiled rule into the one for its key: flags accumulate,
+    /// and for each scope the action already set stays (earlier wins).
+    fn merge(&mut self, key: u64, c: CompiledRule) -> Result<(), Collision> {
         match self.rules.entry(key) {
             MapEntry::Occupied(mut o) => {
                 let r = o.get_mut();
-                if r.domain != e.domain {
-                    return Err(Collision {
-                        kept: r.domain.clone(),
-                        skipped: e.domain.clone(),
-                        origin: e.origin.clone(),
-                    });
+                if r.domain != c.domain {
+                    return Err(Collision { kept: r.domain.clone(), skipped: c.domain, origin: c.origin });
                 }
-                r.rule.flags |= bits;
-                if !e.allow {
-                    r.rule.action = merge_actions(r.rule.action, e.scope, e.action);
-                }
+                r.rule.flags |= c.rule.flags;
+                let (own, below) = (r.rule.action & 0x0f, r.rule.action >> 4);
+                let own = if own == Action::Default as u8 { c.rule.action & 0x0f } else { own };
+                let below = if below == Action::Default as u8 { c.rule.action >> 4 } else { below };
+                r.rule.action = own | (below << 4);
             }
             MapEntry::Vacant(v) => {
-                v.insert(CompiledRule {
-                    domain: e.domain.clone(),
-                    rule: Rule {
-                        flags: bits,
-                        action: if e.allow { 0 } else { merge_actions(0, e.scope, e.action) },
-                        labels: e.domain.labels() as u8,
-                        pad: 0,
-                        hits: 0,
-                    },
-                    origin: e.origin.clone(),
-                });
+                v.insert(c);
             }
         }
         Ok(())
+    }
+
+    /// The rule for `domain` when `first` (entries for `domain`, the
+    /// operator's) is added before this set's own rule for it: the
+    /// operator's actions win, allow and block bits accumulate. `None`
+    /// when neither has a rule.
+    pub fn combined(&self, domain: &crate::names::Domain, first: &[Entry]) -> Result<Option<CompiledRule>, Collision> {
+        let key = domain.key(self.seed);
+        let mut one = RuleSet::new(self.seed);
+        for e in first {
+            one.add(e)?;
+        }
+        if let Some(own) = self.rules.get(&key) {
+            one.merge(key, own.clone())?;
+        }
+        Ok(one.rules.remove(&key))
+    }
+
+    /// Keys and values as parallel arrays, with `overlay` replacing or
+    /// adding rules: what the kernel holds when the overlay's rules (the
+    /// operator's, combined) are in force beside this set's.
+    pub fn to_arrays_with(&self, overlay: &HashMap<u64, Rule>) -> (Vec<u64>, Vec<Rule>) {
+        let mut keys = Vec::with_capacity(self.rules.len() + overlay.len());
+        let mut values = Vec::with_capacity(self.rules.len() + overlay.len());
+        for (k, v) in &self.rules {
+            keys.push(*k);
+            values.push(overlay.get(k).copied().unwrap_or(v.rule));
+        }
+        for (k, v) in overlay {
+            if !self.rules.contains_key(k) {
+                keys.push(*k);
+                values.push(*v);
+            }
+        }
+        (keys, values)
     }
 
     /// Adds many entries; returns the collisions (normally none).
@@ -118,13 +153,7 @@ impl RuleSet {
     /// The filter bits of this set's keys, for a filter of `words` words
     /// (a power of two): see `maps::filter`.
     pub fn filter_bits(&self, words: usize) -> Vec<u64> {
-        let mut bits = vec![0u64; words];
-        let mask = words as u64 - 1;
-        for key in self.rules.keys() {
-            let (w, b) = maps::filter::position(*key, mask);
-            bits[w as usize] |= b;
-        }
-        bits
+        filter_bits(self.rules.keys(), words)
     }
 
     pub fn get(&self, key: u64) -> Option<&CompiledRule> {
@@ -146,6 +175,18 @@ impl RuleSet {
             self.rules.values().filter(|r| r.rule.flags & (flags::ALLOW_SELF | flags::ALLOW_SUBDOMAINS) != 0).count();
         (self.rules.len() - allow, allow)
     }
+}
+
+/// The filter bits of `keys` for a filter of `words` words (a power of
+/// two): see `maps::filter`.
+pub fn filter_bits<'a>(keys: impl IntoIterator<Item = &'a u64>, words: usize) -> Vec<u64> {
+    let mut bits = vec![0u64; words];
+    let mask = words as u64 - 1;
+    for key in keys {
+        let (w, b) = maps::filter::position(*key, mask);
+        bits[w as usize] |= b;
+    }
+    bits
 }
 
 /// Sets `action` for the scopes `scope` covers where none is set yet.
@@ -200,6 +241,28 @@ mod tests {
         set.add(&entry("ads.example", false, Scope::SubdomainsOnly, Action::Drop)).unwrap();
         let r = set.get(Domain::parse("ads.example").unwrap().key(5)).unwrap();
         assert_eq!(r.rule.action, maps::rule::actions(Action::Refused, Action::Refused));
+    }
+
+    #[test]
+    fn operator_rules_come_first() {
+        let mut lists = RuleSet::new(5);
+        lists.add(&entry("ads.example", false, Scope::NameAndSubdomains, Action::Refused)).unwrap();
+        let domain = Domain::parse("ads.example").unwrap();
+        let op = [entry("ads.example", false, Scope::SubdomainsOnly, Action::Drop)];
+        let r = lists.combined(&domain, &op).unwrap().unwrap();
+        assert_eq!(r.rule.flags, flags::BLOCK_SELF | flags::BLOCK_SUBDOMAINS);
+        assert_eq!(r.rule.action, maps::rule::actions(Action::Refused, Action::Drop), "operator's below, list's own");
+        let allow = [entry("ads.example", true, Scope::NameAndSubdomains, Action::Default)];
+        let r = lists.combined(&domain, &allow).unwrap().unwrap();
+        assert_eq!(r.rule.flags, flags::ALL);
+        let other = Domain::parse("other.example").unwrap();
+        assert_eq!(lists.combined(&other, &[]).unwrap(), None);
+        let mut overlay = HashMap::new();
+        overlay.insert(domain.key(5), r.rule);
+        overlay.insert(other.key(5), Rule { labels: 2, ..Rule::default() });
+        let (keys, values) = lists.to_arrays_with(&overlay);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(values[keys.iter().position(|k| *k == domain.key(5)).unwrap()].flags, flags::ALL);
     }
 
     #[test]

@@ -414,6 +414,16 @@ impl Daemon {
         if !extra.contains(&"--stats-interval") {
             args.extend_from_slice(&["--stats-interval", "0"]);
         }
+        // Its own control socket and state, never the system's.
+        let socket = dir.join("namewall.sock");
+        let state = dir.join("state");
+        let (socket, state) = (socket.to_str().expect("utf-8 path"), state.to_str().expect("utf-8 path"));
+        if !extra.contains(&"--socket") {
+            args.extend_from_slice(&["--socket", socket]);
+        }
+        if !extra.contains(&"--state-dir") {
+            args.extend_from_slice(&["--state-dir", state]);
+        }
         args.extend_from_slice(extra);
         let mut proc = ns.spawn(&args, &dir.join("namewall.log"));
         proc.wait_for_log("filtering", Duration::from_secs(20));

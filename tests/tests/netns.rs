@@ -222,22 +222,25 @@ fn run_refuses_a_missing_interface() {
     let (block, _) = write_lists(dir.path());
     let ns = netns::NetNs::new("noif");
     let bin = netns::namewall_bin();
-    let out = ns.output(&[bin.to_str().unwrap(), "run", "--iface", "nosuch0", "--blocklist", &block]);
+    let socket = dir.path().join("ctl.sock");
+    let state = dir.path().join("state");
+    let private = ["--socket", socket.to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
+    let run = |args: &[&str]| ns.output(&[&[bin.to_str().unwrap(), "run"], &private[..], args].concat());
+    let out = run(&["--iface", "nosuch0", "--blocklist", &block]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("interface \"nosuch0\" does not exist"), "{err}");
     assert_eq!(err.lines().count(), 1, "one clear line, not a trace:\n{err}");
 
     // The loopback device has no native XDP: the kernel refuses the attach.
-    let out =
-        ns.output(&[bin.to_str().unwrap(), "run", "--iface", "lo", "--xdp-mode", "native", "--blocklist", &block]);
+    let out = run(&["--iface", "lo", "--xdp-mode", "native", "--blocklist", &block]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
     assert!(last.starts_with("namewall: error: attaching to lo") && last.contains("not supported"), "{err}");
 
     // An unreadable list: named, once.
-    let out = ns.output(&[bin.to_str().unwrap(), "run", "--iface", "lo", "--blocklist", "/nonexistent/list.txt"]);
+    let out = run(&["--iface", "lo", "--blocklist", "/nonexistent/list.txt"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

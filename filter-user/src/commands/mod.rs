@@ -1,4 +1,5 @@
 //! Subcommands: the binary's edge, where errors become anyhow with context.
+pub mod ctl;
 pub mod replay;
 pub mod run;
 

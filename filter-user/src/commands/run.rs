@@ -1,21 +1,28 @@
-//! `namewall run`: load, attach, report, detach on SIGINT/SIGTERM.
+//! `namewall run`: load, attach, serve the control API, reload, report,
+//! detach on SIGINT/SIGTERM.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use aya::programs::XdpMode;
-use clap::{Args, ValueEnum};
+use clap::{Args, Parser as _, ValueEnum};
 use filter_user::{
+    config, control,
+    daemon::{Daemon, RunInfo},
     loader::{Filter, LoadOptions},
     policy::PolicySource,
     stats, sys,
 };
 use maps::Action;
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+use tracing::{info, warn};
 
 /// How to attach.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -41,8 +48,12 @@ impl From<Mode> for XdpMode {
 /// Arguments of `namewall run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// TOML file whose keys are these flags' long names (`dns-action = "refused"`,
+    /// `blocklist = ["ads.txt"]`); flags on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Interface to filter traffic entering on; repeat for several.
-    #[arg(long = "iface", short = 'i', required = true, value_name = "IF")]
+    #[arg(long = "iface", short = 'i', value_name = "IF")]
     pub ifaces: Vec<String>,
     /// Blocklist file (plain names, hosts format, Adblock-style `||name^`); repeat for several.
     #[arg(long = "blocklist", short = 'b', value_name = "FILE")]
@@ -65,6 +76,10 @@ pub struct RunArgs {
     /// Refuse to start if any list line is malformed (default: report and skip it).
     #[arg(long)]
     pub strict: bool,
+    /// Let reloads load lists without their malformed lines (default: a
+    /// reload whose lists have one keeps the old rule set in force).
+    #[arg(long)]
+    pub skip_bad_lines: bool,
     /// TTL in seconds of sinkhole answers.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub answer_ttl: u32,
@@ -73,6 +88,51 @@ pub struct RunArgs {
     /// Seconds between counter reports (0: only at exit; at most a day).
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub stats_interval: u64,
+    /// Control socket the CLI verbs (block, allow, list, reload, ...) talk to;
+    /// its directory is created root-only.
+    #[arg(long, default_value = control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Directory of the state file holding the rules pushed through the control API.
+    #[arg(long, default_value = "/var/lib/namewall", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Seconds between checks of the list files for changes, which reload
+    /// them (0: reload only on SIGHUP and `namewall reload`).
+    #[arg(long, default_value_t = 2, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub watch_interval: u64,
+}
+
+/// The state file inside `--state-dir`.
+pub const STATE_FILE: &str = "rules.json";
+
+/// Re-parses `run`'s arguments with the config file's keys added before
+/// the command line's, so flags given there win and config values go
+/// through the same checks. Returns the arguments unchanged without
+/// `--config`.
+pub fn with_config(args: RunArgs, matches: &clap::ArgMatches, cli: &clap::Command) -> anyhow::Result<RunArgs> {
+    let Some(path) = args.config.clone() else { return Ok(args) };
+    let run = cli.find_subcommand("run").context("the run subcommand")?.clone();
+    let known: Vec<(String, bool)> = run
+        .get_arguments()
+        .filter_map(|a| Some((a.get_long()?.to_owned(), a.get_action().takes_values())))
+        .filter(|(k, _)| k != "config" && k != "help")
+        .collect();
+    let given = |key: &str| {
+        run.get_arguments()
+            .find(|a| a.get_long() == Some(key))
+            .is_some_and(|a| matches.value_source(a.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine))
+    };
+    let from_file = config::to_args(&path, &known, &given)?;
+    let mut command_line: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let at = command_line.iter().position(|a| a == "run").context("`run` on the command line")? + 1;
+    command_line.splice(at..at, from_file);
+    let cli = crate::Cli::try_parse_from(command_line).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+        anyhow::anyhow!("config file {}: {first}", path.display())
+    })?;
+    match cli.command {
+        crate::Command::Run(a) => Ok(a),
+        _ => bail!("the command changed while reading the config"),
+    }
 }
 
 /// Rules listed by hits when the daemon stops.
@@ -80,6 +140,9 @@ const TOP_RULES: usize = 10;
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     crate::commands::init_tracing();
+    if args.ifaces.is_empty() {
+        bail!("no interface given: pass --iface IF (or `iface = [\"IF\"]` in the config)");
+    }
     for iface in &args.ifaces {
         if sys::if_index(iface).is_none() {
             bail!("interface {iface:?} does not exist");
@@ -93,7 +156,12 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         PolicySource { blocklists: args.blocklists.clone(), allowlists: args.allowlists.clone(), strict: args.strict };
     let policy = source.load(rand::random()).context("loading lists")?;
     super::report_list_problems(&policy);
-    let (block, allow) = policy.rules.counts();
+    let state_path = args.state_dir.join(STATE_FILE);
+    // Read before anything is attached: a state file we cannot read stops
+    // the start instead of being overwritten later.
+    filter_user::state::OperatorRules::load(&state_path)?;
+    create_private_dir(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let listener = ControlSocket::bind(&args.socket)?;
 
     let load = LoadOptions {
         trace: false,
@@ -103,54 +171,192 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let mut filter = Filter::load(load).context("loading the XDP program")?;
     filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
     filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
-    filter.install(&policy.rules).context("installing the rule set")?;
+    let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };
+    let lines = policy.lines;
+    let skipped = policy.skipped.len();
+    let mut daemon = Daemon::start(filter, source, policy, state_path, args.skip_bad_lines, info)?;
     for iface in &args.ifaces {
-        filter.attach(iface, args.xdp_mode.into())?;
+        daemon.filter.attach(iface, args.xdp_mode.into())?;
     }
+    let (block, allow) = daemon.lists().rules.counts();
     info!(
         ifaces = ?args.ifaces,
         mode = ?args.xdp_mode,
-        rules = policy.rules.len(),
+        rules = daemon.filter.active_len(),
         block,
         allow,
-        lines = policy.lines,
-        skipped = policy.skipped.len(),
+        operator_rules = daemon.operator_rules().len(),
+        lines,
+        skipped,
+        socket = %args.socket.display(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "filtering"
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let result = rt.block_on(serve(&mut filter, args.stats_interval));
-    filter.detach_all().context("detaching")?;
-    let totals = filter.counters().context("reading counters")?;
+    let result = rt.block_on(serve(&mut daemon, listener, args));
+    daemon.filter.detach_all().context("detaching")?;
+    let totals = daemon.filter.counters().context("reading counters")?;
     info!(counters = %stats::one_line(&totals), "detached");
     eprint!("{}", stats::table(&totals));
-    let mut hits = filter.rule_hits().context("reading rule hit counts")?;
+    let mut hits = daemon.filter.rule_hits().context("reading rule hit counts")?;
     hits.sort_by_key(|h| std::cmp::Reverse(h.1));
     if !hits.is_empty() {
         eprintln!("rules by hits");
+        let seed = daemon.lists().rules.seed();
         for (key, n) in hits.iter().take(TOP_RULES) {
-            let name = policy.rules.get(*key).map_or_else(|| format!("{key:#018x}"), |r| r.domain.to_string());
+            let name = daemon
+                .lists()
+                .rules
+                .get(*key)
+                .map(|r| r.domain.to_string())
+                .or_else(|| {
+                    daemon.operator_rules().iter().find(|(p, _)| p.domain.key(seed) == *key).map(|(p, _)| p.to_string())
+                })
+                .unwrap_or_else(|| format!("{key:#018x}"));
             eprintln!("  {name:<40} {n:>10}");
         }
     }
     result
 }
 
+/// Creates `dir` (and its parents) if missing, `dir` itself root-only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// The control socket, bound: root-only directory, 0600 socket, removed
+/// when dropped.
+struct ControlSocket {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ControlSocket {
+    fn bind(path: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!("another namewall is running: {} answers (stop it first)", path.display());
+            }
+            // Left by a daemon that died: nobody answers on it.
+            std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+        }
+        // Created 0600 from the start: no window where others could connect.
+        // SAFETY: umask only swaps the process's file mode mask.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = std::os::unix::net::UnixListener::bind(path);
+        // SAFETY: as above, restoring it.
+        unsafe { libc::umask(old) };
+        let listener = bound.with_context(|| format!("listening on {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(Self { path: path.to_owned(), listener })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A request from a connection, and where its reply goes.
+type Job = (control::Request, oneshot::Sender<control::Response>);
+
+/// Serves one connection: checks the peer, reads one bounded request,
+/// hands it to the daemon's loop, writes the reply.
+async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>) {
+    let reply = match read_request(&mut stream).await {
+        Ok(req) => {
+            let (tx, rx) = oneshot::channel();
+            if jobs.send((req, tx)).await.is_err() {
+                return;
+            }
+            match rx.await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        }
+        Err(e) => control::Response::err(e),
+    };
+    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+    line.push(b'\n');
+    let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// How long a client may take to send its request or read its reply.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn read_request(stream: &mut tokio::net::UnixStream) -> Result<control::Request, control::ErrorBody> {
+    let cred = stream.peer_cred().map_err(|e| control::ErrorBody::new(format!("peer credentials: {e}")))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid() != 0 && cred.uid() != me {
+        warn!(uid = cred.uid(), pid = ?cred.pid(), "control request refused: not root");
+        return Err(control::ErrorBody::new("permission denied: the control API is root-only"));
+    }
+    let mut buf = Vec::new();
+    let limit = control::MAX_REQUEST as u64 + 1;
+    let mut reader = tokio::io::BufReader::new(&mut *stream).take(limit);
+    let read = reader.read_until(b'\n', &mut buf);
+    match tokio::time::timeout(IO_TIMEOUT, read).await {
+        Err(_) => return Err(control::ErrorBody::new("timed out waiting for the request")),
+        Ok(Err(e)) => return Err(control::ErrorBody::new(format!("reading the request: {e}"))),
+        Ok(Ok(_)) => {}
+    }
+    if buf.len() > control::MAX_REQUEST {
+        return Err(control::ErrorBody::new(format!(
+            "request larger than {} bytes, refused; nothing was changed",
+            control::MAX_REQUEST
+        )));
+    }
+    serde_json::from_slice(&buf).map_err(|e| control::ErrorBody::new(format!("malformed request: {e}")))
+}
+
+/// The list files' identities (inode, size, mtime): a change of any
+/// means the file was edited or replaced.
+fn list_signature(source: &PolicySource) -> Vec<Option<(u64, u64, i64, i64)>> {
+    use std::os::unix::fs::MetadataExt as _;
+    source
+        .blocklists
+        .iter()
+        .chain(&source.allowlists)
+        .map(|p| std::fs::metadata(p).ok().map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec())))
+        .collect()
+}
+
 /// How often idle TLS flows are swept out of the flow table.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Waits for SIGINT or SIGTERM, logging counters on the interval and
-/// sweeping idle flows.
-async fn serve(filter: &mut Filter, interval: u64) -> anyhow::Result<()> {
+/// Serves control requests, reloads on SIGHUP and list changes, logs
+/// counters on the interval and sweeps idle flows, until SIGINT or SIGTERM.
+async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let listener = tokio::net::UnixListener::from_std(socket.listener.try_clone().context("the control socket")?)
+        .context("the control socket")?;
+    let (jobs_tx, mut jobs) = mpsc::channel::<Job>(64);
+    let interval = args.stats_interval;
     let mut stats = (interval != 0).then(|| {
         let period = Duration::from_secs(interval);
         tokio::time::interval_at(tokio::time::Instant::now() + period, period)
     });
+    let mut watch = (args.watch_interval != 0).then(|| {
+        let period = Duration::from_secs(args.watch_interval);
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    });
+    let mut seen = list_signature(daemon.source());
     let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
-    let mut last = filter.counters().context("reading counters")?;
+    let mut last = daemon.filter.counters().context("reading counters")?;
     loop {
         let stats_tick = async {
             match stats.as_mut() {
@@ -158,22 +364,54 @@ async fn serve(filter: &mut Filter, interval: u64) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
+        let watch_tick = async {
+            match watch.as_mut() {
+                Some(t) => t.tick().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = sigint.recv() => { info!("SIGINT: stopping"); return Ok(()); }
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sighup.recv() => {
+                let _ = daemon.reload("SIGHUP");
+                seen = list_signature(daemon.source());
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(connection(stream, jobs_tx.clone())); }
+                Err(e) => warn!("accepting a control connection: {e}"),
+            },
+            Some((req, reply)) = jobs.recv() => {
+                let reload = matches!(req, control::Request::Reload);
+                let _ = reply.send(daemon.handle(req));
+                if reload {
+                    seen = list_signature(daemon.source());
+                }
+            }
+            _ = watch_tick => {
+                let now = list_signature(daemon.source());
+                if now != seen {
+                    // Reloaded once per change; an editor still writing
+                    // changes the signature again and triggers another.
+                    seen = now;
+                    let _ = daemon.reload("list file changed");
+                }
+            }
             _ = stats_tick => {
-                let now = filter.counters().context("reading counters")?;
+                let now = daemon.filter.counters().context("reading counters")?;
                 let d = stats::delta(&now, &last);
                 info!(interval_s = interval, delta = %stats::one_line(&d), "counters");
                 last = now;
             }
             _ = sweep.tick() => {
-                match filter.sweep_flows() {
+                match daemon.filter.sweep_flows() {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(removed = n, "swept idle flows"),
-                    Err(e) => tracing::warn!("sweeping idle flows: {e}"),
+                    Err(e) => warn!("sweeping idle flows: {e}"),
                 }
             }
         }
     }
+    drop(socket);
+    Ok(())
 }

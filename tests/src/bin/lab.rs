@@ -200,6 +200,10 @@ fn keep_up(t: Topology, daemon: Daemon, dns: netns::Proc, dir: tempfile::TempDir
         "    {} replay --pcap /tmp/lab.pcap --blocklist lab/blocklist.txt --allowlist lab/allowlist.txt",
         bin.display()
     );
+    let socket = dir.path().join("namewall.sock");
+    println!("  push rules to the running filter (its control socket is the lab's own):");
+    println!("    export NAMEWALL_SOCKET={}", socket.display());
+    println!("    {0} block www.example.lab; {0} list; {0} stats; {0} unblock www.example.lab", bin.display());
     println!("  remove it: cargo xtask lab --down");
     std::mem::forget(daemon);
     std::mem::forget(dns);

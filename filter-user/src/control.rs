@@ -1,0 +1,256 @@
+//! The control API between `namewall run` and the CLI verbs: one JSON
+//! request per connection on a Unix socket, one JSON reply.
+//!
+//! The socket lives in a directory only root can enter (0700) and is
+//! itself 0600; the daemon also checks each peer's credentials
+//! (`SO_PEERCRED`) and answers only root or its own user. Requests are
+//! bounded in size ([`MAX_REQUEST`]) and in entries ([`MAX_ENTRIES`]); a
+//! request is checked whole before anything changes.
+
+use std::{
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Where `namewall run` listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/namewall/namewall.sock";
+/// Largest request the daemon reads, newline included.
+pub const MAX_REQUEST: usize = 4 << 20;
+/// Most names one request may carry.
+pub const MAX_ENTRIES: usize = 100_000;
+/// Largest reply the CLI reads.
+const MAX_REPLY: u64 = 256 << 20;
+
+/// A request, as JSON: `{"verb": "block", "domains": ["ads.example"]}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Block names (`example.com`: it and every name below; `*.example.com`:
+    /// only the names below), with an action or the protocol's default.
+    Block {
+        domains: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+    },
+    /// Allow names: never blocked, whatever the lists say.
+    Allow { domains: Vec<String> },
+    /// Forget the rules pushed for names (block or allow); list rules stay.
+    Unblock { domains: Vec<String> },
+    /// The rules in force, lists' and operator's, optionally filtered.
+    List {
+        #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+        pattern: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// Counters and the top rules by hits.
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        top: Option<usize>,
+    },
+    /// Re-read every list and swap the rule set.
+    Reload,
+    /// What the daemon runs with.
+    Status,
+}
+
+/// A reply: `{"ok": true, "reply": {...}}` or `{"ok": false, "error": {...}}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Response {
+    pub fn ok(reply: Reply) -> Self {
+        Self { ok: true, reply: Some(reply), error: None }
+    }
+
+    pub fn err(e: ErrorBody) -> Self {
+        Self { ok: false, reply: None, error: Some(e) }
+    }
+}
+
+/// Why a request was refused; nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Error)]
+#[error("{message}")]
+pub struct ErrorBody {
+    pub message: String,
+    /// The offending entry of a batch: its position (1-based) and text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), entry: None, domain: None }
+    }
+
+    /// Entry `index` (0-based) of a batch, `domain`, was wrong.
+    pub fn at(index: usize, domain: &str, why: impl std::fmt::Display) -> Self {
+        Self {
+            message: format!("entry {} ({domain:?}): {why}; nothing was changed", index + 1),
+            entry: Some(index + 1),
+            domain: Some(domain.to_owned()),
+        }
+    }
+}
+
+/// What a request did or found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    Changed(Changed),
+    Rules(RuleList),
+    Stats(Stats),
+    Reloaded(Reloaded),
+    Status(Status),
+}
+
+/// A block, allow or unblock batch, applied.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Changed {
+    /// Patterns changed, as normalised.
+    pub changed: Vec<String>,
+    /// Patterns that already had this rule.
+    pub unchanged: Vec<String>,
+    /// Things worth knowing, e.g. a name a list still blocks after unblock.
+    pub notes: Vec<String>,
+    pub operator_rules: usize,
+}
+
+/// One rule in force.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RuleView {
+    /// `example.com` or `*.example.com`.
+    pub pattern: String,
+    /// `block` or `allow`.
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// `api` or `file:line`.
+    pub source: String,
+    pub hits: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RuleList {
+    pub rules: Vec<RuleView>,
+    /// Rules that matched, before `limit`.
+    pub matched: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stats {
+    /// Counter name to total since the program was loaded.
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub packets: u64,
+    pub top_rules: Vec<RuleView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub rules: usize,
+    pub list_rules: usize,
+    pub operator_rules: usize,
+    pub skipped_lines: usize,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub interfaces: Vec<String>,
+    pub xdp_mode: String,
+    pub rules: usize,
+    pub list_rules: usize,
+    pub operator_rules: usize,
+    pub lists: Vec<String>,
+    pub state_file: String,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload_ago_s: Option<u64>,
+}
+
+/// Why the CLI could not get an answer.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("namewall is not running (no daemon listens on {0})")]
+    NotRunning(PathBuf),
+    #[error("permission denied on {0}: the control socket is root-only")]
+    Denied(PathBuf),
+    #[error("talking to the daemon on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the daemon's reply is not understood: {0}")]
+    BadReply(String),
+}
+
+/// Sends one request and reads the reply.
+pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let mut line = serde_json::to_vec(req).expect("requests serialise");
+    line.push(b'\n');
+    call_raw(socket, &line)
+}
+
+/// Sends raw bytes as a request (tests send malformed ones on purpose).
+pub fn call_raw(socket: &Path, bytes: &[u8]) -> Result<Response, ClientError> {
+    let io_err = |source| ClientError::Io { path: socket.to_owned(), source };
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(socket.to_owned()),
+        io::ErrorKind::PermissionDenied => ClientError::Denied(socket.to_owned()),
+        _ => io_err(e),
+    })?;
+    // A reload of a large list takes seconds; a daemon that says nothing
+    // for this long is stuck.
+    s.set_read_timeout(Some(Duration::from_mins(2))).map_err(io_err)?;
+    // The daemon may refuse an oversized request before reading all of
+    // it and close: its reply still counts.
+    let write = s.write_all(bytes).and_then(|()| s.shutdown(std::net::Shutdown::Write));
+    let mut reply = Vec::new();
+    let read = BufReader::new(&mut s).take(MAX_REPLY).read_until(b'\n', &mut reply);
+    if reply.is_empty() {
+        return Err(io_err(write.err().or(read.err()).unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into())));
+    }
+    serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_as_json() {
+        let r: Request = serde_json::from_str(r#"{"verb":"block","domains":["a.example"],"action":"drop"}"#).unwrap();
+        assert_eq!(r, Request::Block { domains: vec!["a.example".into()], action: Some("drop".into()) });
+        let r: Request = serde_json::from_str(r#"{"verb":"list","match":"*.ads.*"}"#).unwrap();
+        assert_eq!(r, Request::List { pattern: Some("*.ads.*".into()), limit: None });
+        assert_eq!(serde_json::from_str::<Request>(r#"{"verb":"status"}"#).unwrap(), Request::Status);
+        for bad in [
+            r#"{"verb":"explode"}"#,
+            r#"{"verb":"block"}"#,
+            r#"{"verb":"block","domains":"a.example"}"#,
+            r#"{"verb":"allow","domains":[],"action":"drop"}"#,
+            r#"{"domains":[]}"#,
+            "[]",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+        let text = serde_json::to_string(&Request::Unblock { domains: vec!["x".into()] }).unwrap();
+        assert_eq!(text, r#"{"verb":"unblock","domains":["x"]}"#);
+    }
+}

@@ -1,0 +1,520 @@
+//! What `namewall run` holds while it filters: the loaded program, the
+//! rules from the lists, the operator's rules, and the answers to control
+//! requests. Every change is checked whole first, persisted second and put
+//! in the kernel third, so a refused request changes nothing and an
+//! acknowledged one survives a crash.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use maps::{Action, Rule, rule::flags};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::{
+    blocklist::{self, Scope},
+    control::{self, Changed, ErrorBody, Reloaded, Reply, Request, RuleList, RuleView},
+    loader::{Filter, FilterError},
+    names::Domain,
+    policy::{Policy, PolicySource},
+    rules::{CompiledRule, RuleSet},
+    state::{self, OperatorRules, Pattern, Verdict},
+    stats,
+};
+
+/// Rules a `list` request returns unless it asks for another limit.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+/// Rules `stats` lists by hits unless asked otherwise.
+pub const DEFAULT_TOP: usize = 10;
+
+/// How the daemon was started, for `status`.
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
+    pub interfaces: Vec<String>,
+    pub xdp_mode: String,
+}
+
+/// Reload bookkeeping, for `status` and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadStats {
+    pub reloads: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub last_success: Option<Instant>,
+    pub last_duration: Duration,
+}
+
+/// Why the daemon could not start with its state.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("installing the rule set")]
+    Install(#[from] FilterError),
+}
+
+pub struct Daemon {
+    pub filter: Filter,
+    source: PolicySource,
+    lists: Policy,
+    operator: OperatorRules,
+    state_path: PathBuf,
+    /// A reload whose lists have malformed lines loads without them
+    /// instead of keeping the old set.
+    skip_bad_lines: bool,
+    info: RunInfo,
+    started: Instant,
+    pub reloads: ReloadStats,
+}
+
+impl Daemon {
+    /// Installs the lists' rules with the operator's (from `state_path`) on
+    /// top, in the loaded `filter`.
+    pub fn start(
+        mut filter: Filter,
+        source: PolicySource,
+        lists: Policy,
+        state_path: PathBuf,
+        skip_bad_lines: bool,
+        info: RunInfo,
+    ) -> Result<Self, DaemonError> {
+        let operator = OperatorRules::load(&state_path)?;
+        let (keys, values) = effective_arrays(&lists.rules, &operator);
+        filter.install_arrays(lists.rules.seed(), &keys, &values)?;
+        Ok(Self {
+            filter,
+            source,
+            lists,
+            operator,
+            state_path,
+            skip_bad_lines,
+            info,
+            started: Instant::now(),
+            reloads: ReloadStats { last_success: Some(Instant::now()), ..ReloadStats::default() },
+        })
+    }
+
+    pub fn operator_rules(&self) -> &OperatorRules {
+        &self.operator
+    }
+
+    pub fn lists(&self) -> &Policy {
+        &self.lists
+    }
+
+    pub fn source(&self) -> &PolicySource {
+        &self.source
+    }
+
+    /// Answers one control request.
+    pub fn handle(&mut self, req: Request) -> control::Response {
+        let result = match req {
+            Request::Block { domains, action } => match action.as_deref().map(parse_block_action).transpose() {
+                Ok(a) => self.change(&domains, Change::Set(Verdict::Block(a.unwrap_or(Action::Default)))),
+                Err(e) => Err(e),
+            },
+            Request::Allow { domains } => self.change(&domains, Change::Set(Verdict::Allow)),
+            Request::Unblock { domains } => self.change(&domains, Change::Forget),
+            Request::List { pattern, limit } => Ok(self.list(pattern.as_deref(), limit.unwrap_or(DEFAULT_LIST_LIMIT))),
+            Request::Stats { top } => self.stats(top.unwrap_or(DEFAULT_TOP)),
+            Request::Reload => self.reload("control request").map(Reply::Reloaded).map_err(ErrorBody::new),
+            Request::Status => Ok(Reply::Status(self.status())),
+        };
+        match result {
+            Ok(r) => control::Response::ok(r),
+            Err(e) => control::Response::err(e),
+        }
+    }
+
+    /// Applies a batch: every name parsed and every rule computed first,
+    /// then the state file written, then the kernel maps changed.
+    fn change(&mut self, domains: &[String], change: Change) -> Result<Reply, ErrorBody> {
+        if domains.is_empty() {
+            return Err(ErrorBody::new("no names given"));
+        }
+        if domains.len() > control::MAX_ENTRIES {
+            return Err(ErrorBody::new(format!(
+                "{} names in one request, at most {} allowed; nothing was changed",
+                domains.len(),
+                control::MAX_ENTRIES
+            )));
+        }
+        let mut next = self.operator.clone();
+        let mut changed = Vec::new();
+        let mut unchanged = Vec::new();
+        let mut touched: Vec<(usize, Domain)> = Vec::new();
+        for (i, text) in domains.iter().enumerate() {
+            let p = Pattern::parse(text).map_err(|e| ErrorBody::at(i, text, e))?;
+            let before = next.get(&p);
+            match change {
+                Change::Set(v) => {
+                    next.set(p.clone(), v);
+                }
+                Change::Forget => {
+                    next.remove(&p);
+                }
+            }
+            if next.get(&p) == before {
+                unchanged.push(p.to_string());
+            } else {
+                changed.push(p.to_string());
+                touched.push((i, p.domain));
+            }
+        }
+        let seed = self.lists.rules.seed();
+        let mut updates = Vec::new();
+        let mut done = BTreeSet::new();
+        for (i, domain) in &touched {
+            if !done.insert(domain.clone()) {
+                continue;
+            }
+            let entries = operator_entries(&next, domain);
+            let rule = self
+                .lists
+                .rules
+                .combined(domain, &entries)
+                .map_err(|c| ErrorBody::at(*i, &domains[*i], format!("{c}")))?;
+            updates.push((domain.key(seed), rule.map(|r| r.rule)));
+        }
+        let mut notes = Vec::new();
+        if matches!(change, Change::Forget) {
+            for p in &unchanged {
+                notes.push(format!("{p} had no rule pushed through the API"));
+            }
+            let named: BTreeSet<Domain> =
+                domains.iter().filter_map(|t| Pattern::parse(t).ok()).map(|p| p.domain).collect();
+            for domain in named {
+                if let Some(r) = self.lists.rules.get(domain.key(seed))
+                    && r.rule.flags & (flags::BLOCK_SELF | flags::BLOCK_SUBDOMAINS) != 0
+                {
+                    notes.push(format!("{domain} is still blocked by {} (allow it to override)", r.origin));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Ok(Reply::Changed(Changed { changed, unchanged, notes, operator_rules: self.operator.len() }));
+        }
+        next.save(&self.state_path).map_err(|e| ErrorBody::new(format!("{e}; nothing was changed")))?;
+        if let Err(e) = self.put_in_kernel(&updates, &next) {
+            // The kernel refused part of it: put the old state back, on
+            // disk and in the maps, and say so.
+            let restore = self.operator.save(&self.state_path).map_err(|e| e.to_string()).and_then(|()| {
+                let (keys, values) = effective_arrays(&self.lists.rules, &self.operator);
+                self.filter.install_arrays(seed, &keys, &values).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            });
+            let mut msg = format!("updating the kernel maps: {:#}; nothing was changed", anyhow::Error::from(e));
+            if let Err(r) = restore {
+                let _ = write!(msg, " (restoring the old rules also failed: {r})");
+            }
+            return Err(ErrorBody::new(msg));
+        }
+        self.operator = next;
+        info!(changed = changed.len(), operator_rules = self.operator.len(), "operator rules changed");
+        Ok(Reply::Changed(Changed { changed, unchanged, notes, operator_rules: self.operator.len() }))
+    }
+
+    /// Changes the given keys in place, or installs the whole effective
+    /// set when the active map has no room left.
+    fn put_in_kernel(&mut self, updates: &[(u64, Option<Rule>)], next: &OperatorRules) -> Result<(), FilterError> {
+        match self.filter.update_rules(updates) {
+            Err(FilterError::RuleSetFull { .. }) => {
+                let (keys, values) = effective_arrays(&self.lists.rules, next);
+                self.filter.install_arrays(self.lists.rules.seed(), &keys, &values)
+            }
+            r => r,
+        }
+    }
+
+    /// Re-reads every list and swaps in the new rule set with the
+    /// operator's rules on top. On any failure the old set stays.
+    pub fn reload(&mut self, why: &str) -> Result<Reloaded, String> {
+        let t0 = Instant::now();
+        let result = self.try_reload();
+        let elapsed = t0.elapsed();
+        self.reloads.last_duration = elapsed;
+        match result {
+            Ok(mut r) => {
+                self.reloads.reloads += 1;
+                self.reloads.last_success = Some(Instant::now());
+                self.reloads.last_error = None;
+                r.duration_ms = elapsed.as_millis() as u64;
+                info!(why, rules = r.rules, skipped = r.skipped_lines, ms = r.duration_ms, "reloaded");
+                Ok(r)
+            }
+            Err(e) => {
+                let e = format!("{e}; the old rule set stays in force");
+                self.reloads.failures += 1;
+                self.reloads.last_error = Some(e.clone());
+                warn!(why, "reload failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn try_reload(&mut self) -> Result<Reloaded, String> {
+        let seed = self.lists.rules.seed();
+        let policy = self.source.load(seed).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        if !self.skip_bad_lines && !policy.skipped.is_empty() {
+            let first = &policy.skipped[0];
+            return Err(format!(
+                "{} malformed line(s), first {first} (fix the list, or run with --skip-bad-lines to load lists \
+                 without their bad lines)",
+                policy.skipped.len()
+            ));
+        }
+        let (keys, values) = effective_arrays(&policy.rules, &self.operator);
+        self.filter
+            .install_arrays(seed, &keys, &values)
+            .map_err(|e| format!("installing the new rule set: {:#}", anyhow::Error::from(e)))?;
+        let reply = Reloaded {
+            rules: keys.len(),
+            list_rules: policy.rules.len(),
+            operator_rules: self.operator.len(),
+            skipped_lines: policy.skipped.len(),
+            duration_ms: 0,
+        };
+        for e in policy.skipped.iter().take(20) {
+            warn!("skipped {e}");
+        }
+        self.lists = policy;
+        Ok(reply)
+    }
+
+    fn list(&self, pattern: Option<&str>, limit: usize) -> Reply {
+        let matcher = pattern.map(Matcher::new);
+        let keep = |text: &str| matcher.as_ref().is_none_or(|m| m.matches(text));
+        let seed = self.lists.rules.seed();
+        let mut rules = Vec::new();
+        let mut found = 0;
+        let mut push = |v: RuleView| {
+            found += 1;
+            if rules.len() < limit {
+                rules.push(v);
+            }
+        };
+        for (p, v) in self.operator.iter() {
+            let text = p.to_string();
+            if keep(&text) {
+                push(view_of_operator(&text, v, self.hits(p.domain.key(seed))));
+            }
+        }
+        for (key, r) in self.lists.rules.iter() {
+            if keep(r.domain.as_str()) {
+                for v in views_of_list_rule(r, self.hits(key)) {
+                    push(v);
+                }
+            }
+        }
+        Reply::Rules(RuleList { rules, matched: found })
+    }
+
+    fn hits(&self, key: u64) -> u64 {
+        self.filter.active_rule(key).map_or(0, |r| u64::from(r.hits))
+    }
+
+    fn stats(&self, top: usize) -> Result<Reply, ErrorBody> {
+        let counters = self.filter.counters().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
+        let mut hits = self.filter.rule_hits().map_err(|e| ErrorBody::new(format!("reading rule hits: {e}")))?;
+        hits.sort_by_key(|h| std::cmp::Reverse(h.1));
+        let seed = self.lists.rules.seed();
+        let by_key: HashMap<u64, (&Pattern, Verdict)> =
+            self.operator.iter().map(|(p, v)| (p.domain.key(seed), (p, v))).collect();
+        let top_rules = hits
+            .iter()
+            .take(top)
+            .filter_map(|(key, n)| {
+                let n = u64::from(*n);
+                match by_key.get(key) {
+                    Some((p, v)) => Some(view_of_operator(&p.to_string(), *v, n)),
+                    None => self.lists.rules.get(*key).and_then(|r| views_of_list_rule(r, n).into_iter().next()),
+                }
+            })
+            .collect();
+        Ok(Reply::Stats(control::Stats {
+            counters: stats::non_zero(&counters).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            packets: stats::packets(&counters),
+            top_rules,
+        }))
+    }
+
+    pub fn status(&self) -> control::Status {
+        let source = &self.source;
+        control::Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs(),
+            interfaces: self.info.interfaces.clone(),
+            xdp_mode: self.info.xdp_mode.clone(),
+            rules: self.filter.active_len(),
+            list_rules: self.lists.rules.len(),
+            operator_rules: self.operator.len(),
+            lists: source
+                .blocklists
+                .iter()
+                .map(|p| format!("block {}", p.display()))
+                .chain(source.allowlists.iter().map(|p| format!("allow {}", p.display())))
+                .collect(),
+            state_file: self.state_path.display().to_string(),
+            reloads: self.reloads.reloads,
+            reload_failures: self.reloads.failures,
+            last_reload_error: self.reloads.last_error.clone(),
+            last_reload_ago_s: self.reloads.last_success.map(|t| t.elapsed().as_secs()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Set(Verdict),
+    Forget,
+}
+
+/// `--action` of `block`: any action a list may name.
+fn parse_block_action(text: &str) -> Result<Action, ErrorBody> {
+    blocklist::parse_action(text).ok_or_else(|| {
+        ErrorBody::new(format!(
+            "{text:?} is not an action (nxdomain, refused, sinkhole, drop, reset); nothing was changed"
+        ))
+    })
+}
+
+/// The operator's entries for one domain (its two scopes).
+fn operator_entries(ops: &OperatorRules, domain: &Domain) -> Vec<blocklist::Entry> {
+    [Scope::NameAndSubdomains, Scope::SubdomainsOnly]
+        .into_iter()
+        .filter_map(|scope| {
+            let p = Pattern { domain: domain.clone(), scope };
+            ops.get(&p).map(|v| state::entry(&p, v))
+        })
+        .collect()
+}
+
+/// What the kernel holds: the lists' rules with the operator's combined
+/// on top. An operator rule whose name collides with a list name's key
+/// (64-bit hash, practically never) is left out with a warning.
+pub fn effective_arrays(lists: &RuleSet, ops: &OperatorRules) -> (Vec<u64>, Vec<Rule>) {
+    let mut overlay = HashMap::new();
+    let domains: BTreeSet<&Domain> = ops.iter().map(|(p, _)| &p.domain).collect();
+    for domain in domains {
+        match lists.combined(domain, &operator_entries(ops, domain)) {
+            Ok(Some(r)) => {
+                overlay.insert(domain.key(lists.seed()), r.rule);
+            }
+            Ok(None) => {}
+            Err(c) => warn!("operator rule left out: {c}"),
+        }
+    }
+    lists.to_arrays_with(&overlay)
+}
+
+fn view_of_operator(pattern: &str, v: Verdict, hits: u64) -> RuleView {
+    let (rule, action) = match v {
+        Verdict::Allow => ("allow", None),
+        Verdict::Block(a) => ("block", (a != Action::Default).then(|| a.name().to_owned())),
+    };
+    RuleView { pattern: pattern.to_owned(), rule: rule.to_owned(), action, source: state::API_ORIGIN.to_owned(), hits }
+}
+
+/// A list rule as the patterns it stands for: a name can be blocked and
+/// allowed, for itself and for the names below it.
+fn views_of_list_rule(r: &CompiledRule, hits: u64) -> Vec<RuleView> {
+    let f = r.rule.flags;
+    let name = r.domain.as_str();
+    let sub = format!("*.{name}");
+    let mut out = Vec::new();
+    let mut view = |pattern: &str, rule: &str, action: u8| {
+        let action = Action::ALL
+            .get(usize::from(action))
+            .copied()
+            .filter(|a| *a != Action::Default)
+            .map(|a| a.name().to_owned());
+        out.push(RuleView {
+            pattern: pattern.to_owned(),
+            rule: rule.to_owned(),
+            action,
+            source: r.origin.to_string(),
+            hits,
+        });
+    };
+    if f & flags::BLOCK_SELF != 0 {
+        view(name, "block", r.rule.action & 0x0f);
+    } else if f & flags::BLOCK_SUBDOMAINS != 0 {
+        view(&sub, "block", r.rule.action >> 4);
+    }
+    if f & flags::ALLOW_SELF != 0 {
+        view(name, "allow", 0);
+    } else if f & flags::ALLOW_SUBDOMAINS != 0 {
+        view(&sub, "allow", 0);
+    }
+    out
+}
+
+/// `list --match`: a glob (`*` any run of characters, `?` one) over the
+/// whole pattern when it has either, otherwise a substring.
+struct Matcher {
+    glob: Option<Vec<char>>,
+    text: String,
+}
+
+impl Matcher {
+    fn new(p: &str) -> Self {
+        let p = p.trim().to_ascii_lowercase();
+        Self { glob: (p.contains('*') || p.contains('?')).then(|| p.chars().collect()), text: p }
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        match &self.glob {
+            None => s.contains(&self.text),
+            Some(g) => glob(g, &s.chars().collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// Glob match with backtracking over the last `*` (linear in practice).
+fn glob(p: &[char], s: &[char]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_substrings() {
+        for (p, s, want) in [
+            ("ads", "ads.example", true),
+            ("ads", "example.com", false),
+            ("*.example", "ads.example", true),
+            ("*.example", "example", false),
+            ("a?s.*", "ads.example", true),
+            ("*", "x", true),
+            ("*ads*", "myads.example", true),
+            ("*.ads.*", "x.ads.example", true),
+            ("*.ads.*", "ads.example", false),
+            ("ADS", "ads.example", true),
+        ] {
+            assert_eq!(Matcher::new(p).matches(s), want, "{p} ~ {s}");
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The control plane end to end: `namewall run` in a router namespace
+//! between a dig client and dnsmasq, driven by the real CLI verbs and by
+//! raw requests on its socket. Every change is checked where it matters:
+//! in the answers the client gets.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use filter_user::control::{self, Request};
+use namewall_tests::netns::{self, Daemon, Topology, addr, dig, start_dnsmasq};
+use rand::Rng as _;
+
+const BLOCKLIST: &str = "ads.lab\n||tracker.lab^\n";
+
+const RECORDS: &[(&str, &str, &str)] = &[
+    ("ads.lab", "10.12.0.66", "fd12::66"),
+    ("tracker.lab", "10.12.0.67", "fd12::67"),
+    ("www.lab", "10.12.0.80", "fd12::80"),
+    ("news.lab", "10.12.0.81", "fd12::81"),
+];
+
+fn socket(dir: &Path) -> PathBuf {
+    dir.join("namewall.sock")
+}
+
+/// Runs a CLI verb against the daemon whose files are in `dir`.
+fn ctl(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(netns::namewall_bin())
+        .args(args)
+        .arg("--socket")
+        .arg(socket(dir))
+        .output()
+        .expect("run the namewall CLI")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A CLI verb that must succeed; its stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = ctl(dir, args);
+    assert!(o.status.success(), "namewall {args:?} failed:\n{}{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// A CLI verb that must fail with one clear line; that line.
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let o = ctl(dir, args);
+    assert!(!o.status.success(), "namewall {args:?} should fail:\n{}", stdout(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one line, not a trace:\n{err}");
+    assert!(err.starts_with("namewall: error: "), "{err}");
+    err.trim().to_owned()
+}
+
+fn status_of(t: &Topology, name: &str) -> String {
+    dig(&t.client, addr::SERVER_V4, name, "A", &[]).status
+}
+
+/// The `list --json` rules as (pattern, rule, source) triples.
+fn listed(dir: &Path) -> Vec<(String, String, String)> {
+    let v: serde_json::Value = serde_json::from_str(&ok(dir, &["list", "--json"])).expect("list --json is JSON");
+    v["reply"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (s("pattern"), s("rule"), s("source"))
+        })
+        .collect()
+}
+
+/// Polls `f` every 50 ms until it holds or `timeout` passes.
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    t: Topology,
+    _dns: netns::Proc,
+    block: PathBuf,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let block = dir.path().join("block.txt");
+        fs::write(&block, BLOCKLIST).unwrap();
+        let t = Topology::new(tag);
+        let dns = start_dnsmasq(&t.server, dir.path(), RECORDS);
+        Self { dir, t, _dns: dns, block }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn daemon(&self, extra: &[&str]) -> Daemon {
+        let block = self.block.to_str().unwrap();
+        let args = [&["--blocklist", block][..], extra].concat();
+        Daemon::start(&self.t.router, self.path(), netns::ROUTER_CLIENT_IF, &args)
+    }
+}
+
+#[test]
+fn verbs_change_what_clients_get_and_refusals_change_nothing() {
+    let lab = Lab::new("ctl");
+    let d = lab.path();
+    let daemon = lab.daemon(&[]);
+    assert_eq!(status_of(&lab.t, "www.lab"), "NOERROR");
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN");
+
+    // block: in force as soon as the verb returns.
+    let out = ok(d, &["block", "www.lab", "*.news.lab"]);
+    assert!(out.contains("changed   www.lab") && out.contains("changed   *.news.lab"), "{out}");
+    assert_eq!(status_of(&lab.t, "www.lab"), "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "a.b.www.lab"), "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "x.news.lab"), "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "news.lab"), "NOERROR", "*.news.lab spares news.lab itself");
+    // An action of its own.
+    ok(d, &["block", "news.lab", "--action", "refused"]);
+    assert_eq!(status_of(&lab.t, "news.lab"), "REFUSED");
+
+    // allow beats a list's block; unblock forgets pushed rules only.
+    ok(d, &["allow", "ads.lab"]);
+    let r = dig(&lab.t.client, addr::SERVER_V4, "ads.lab", "A", &[]);
+    assert_eq!((r.status.as_str(), r.answers.len()), ("NOERROR", 1), "answered by dnsmasq:\n{}", r.raw);
+    let out = ok(d, &["unblock", "www.lab", "ads.lab"]);
+    assert!(out.contains("ads.lab is still blocked by") && out.contains("block.txt:1"), "{out}");
+    assert_eq!(status_of(&lab.t, "www.lab"), "NOERROR");
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN");
+    let out = ok(d, &["unblock", "never.lab"]);
+    assert!(out.contains("unchanged never.lab") && out.contains("no rule pushed"), "{out}");
+
+    // A batch with one bad name changes nothing and names the entry.
+    let before = listed(d);
+    let err = refused(d, &["block", "fine.lab", "bad..lab", "www.lab"]);
+    assert!(err.contains("entry 2 (\"bad..lab\")") && err.contains("nothing was changed"), "{err}");
+    let err = refused(d, &["block", "www.lab", "--action", "explode"]);
+    assert!(err.contains("\"explode\" is not an action"), "{err}");
+    for bad in ["10.0.0.1", "*", "a*.lab", &format!("{}.lab", "x".repeat(64))] {
+        let err = refused(d, &["allow", "ok.lab", bad]);
+        assert!(err.contains("entry 2"), "{bad}: {err}");
+    }
+    assert_eq!(listed(d), before, "refused batches left the rules as they were");
+    assert_eq!(status_of(&lab.t, "www.lab"), "NOERROR");
+
+    // Raw requests: malformed, unknown, oversized, too many names.
+    let sock = socket(d);
+    for (bytes, want) in [
+        (b"{\"verb\":\"dance\"}\n".to_vec(), "unknown variant `dance`"),
+        (b"not json\n".to_vec(), "malformed request"),
+        (b"{\"verb\":\"block\",\"domains\":[\"a.lab\"],\"extra\":1}\n".to_vec(), "unknown field `extra`"),
+        (vec![b' '; control::MAX_REQUEST + 10], "larger than"),
+    ] {
+        let r = control::call_raw(&sock, &bytes).expect("the daemon answers");
+        assert!(!r.ok, "{want}");
+        let msg = r.error.expect("an error").message;
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    let many: Vec<String> = (0..=control::MAX_ENTRIES).map(|i| format!("n{i}.lab")).collect();
+    let r = control::call(&sock, &Request::Block { domains: many, action: None }).unwrap();
+    assert!(r.error.unwrap().message.contains("at most 100000"));
+    assert_eq!(listed(d), before);
+
+    // Machine-readable replies; list filters; stats count hits.
+    ok(d, &["block", "www.lab"]);
+    for _ in 0..3 {
+        assert_eq!(status_of(&lab.t, "www.lab"), "NXDOMAIN");
+    }
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["stats", "--top", "5", "--json"])).unwrap();
+    let top = v["reply"]["top_rules"].as_array().unwrap();
+    let www = top.iter().find(|r| r["pattern"] == "www.lab").unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!((www["hits"].as_u64(), www["source"].as_str()), (Some(3), Some("api")), "{v:#}");
+    assert!(v["reply"]["counters"]["nxdomain"].as_u64().unwrap() >= 3, "{v:#}");
+    let text = ok(d, &["list", "--match", "*.lab"]);
+    assert!(text.contains("www.lab") && text.contains("api") && text.contains("tracker.lab"), "{text}");
+    let text = ok(d, &["list", "--match", "track"]);
+    assert!(text.contains("tracker.lab") && !text.contains("www.lab"), "{text}");
+    let status = ok(d, &["status"]);
+    assert!(status.contains("interfaces  r0") && status.contains("2 from lists"), "{status}");
+
+    // The daemon kept running through all of it.
+    let (counters, _) = daemon.stop_with_log();
+    assert!(counters.get("nxdomain").copied().unwrap_or(0) >= 3, "{counters:?}");
+    // Gone: a clear line, not a trace.
+    let err = refused(d, &["status"]);
+    assert!(err.contains("namewall is not running"), "{err}");
+}
+
+#[test]
+fn control_socket_is_root_only() {
+    let lab = Lab::new("ctlperm");
+    let d = lab.path();
+    let _daemon = lab.daemon(&[]);
+    assert_eq!(fs::metadata(socket(d)).unwrap().permissions().mode() & 0o777, 0o600);
+    // The tempdir is 0700 too; open it so only the socket's own mode decides.
+    fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(netns::namewall_bin())
+        .args(["status", "--socket"])
+        .arg(socket(d))
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("permission denied") && stderr(&o).contains("root-only"), "{}", stderr(&o));
+    // A second daemon on the same socket refuses instead of stealing it.
+    let out = lab.t.router.output(&[
+        netns::namewall_bin().to_str().unwrap(),
+        "run",
+        "--iface",
+        "lo",
+        "--blocklist",
+        lab.block.to_str().unwrap(),
+        "--socket",
+        socket(d).to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("another namewall is running"), "{}", stderr(&out));
+    assert!(ok(d, &["status"]).contains("interfaces  r0"), "the first daemon still answers");
+}
+
+#[test]
+fn reloads_swap_lists_and_keep_the_old_set_on_errors() {
+    let lab = Lab::new("reload");
+    let d = lab.path();
+    let mut daemon = lab.daemon(&["--watch-interval", "1"]);
+    ok(d, &["block", "www.lab"]);
+
+    // A malformed line: refused with file:line, the old set stays.
+    fs::write(&lab.block, "news.lab\nbad..name\n").unwrap();
+    let err = refused(d, &["reload"]);
+    assert!(err.contains("block.txt:2") && err.contains("old rule set stays in force"), "{err}");
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "news.lab"), "NOERROR");
+    // A missing list: the same.
+    fs::remove_file(&lab.block).unwrap();
+    let err = refused(d, &["reload"]);
+    assert!(err.contains("block.txt") && err.contains("No such file"), "{err}");
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN");
+
+    // A good list: swapped in whole, pushed rules kept.
+    fs::write(&lab.block, "news.lab\n").unwrap();
+    let out = ok(d, &["reload"]);
+    assert!(out.contains("reloaded: 2 rules (1 from lists, 1 pushed)"), "{out}");
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NOERROR");
+    assert_eq!(status_of(&lab.t, "news.lab"), "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "www.lab"), "NXDOMAIN", "pushed rules survive reloads");
+
+    // SIGHUP reloads.
+    fs::write(&lab.block, "tracker.lab\n").unwrap();
+    daemon.proc.signal(libc::SIGHUP);
+    daemon.proc.wait_for_log("why=\"SIGHUP\"", Duration::from_secs(10));
+    assert_eq!(status_of(&lab.t, "tracker.lab"), "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "news.lab"), "NOERROR");
+
+    // So does changing a list file (replaced, as editors and fetchers do).
+    let tmp = d.join("block.txt.new");
+    fs::write(&tmp, "ads.lab\n").unwrap();
+    fs::rename(&tmp, &lab.block).unwrap();
+    eventually("the watched list reloads", Duration::from_secs(10), || status_of(&lab.t, "ads.lab") == "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "tracker.lab"), "NOERROR");
+    let status = ok(d, &["status"]);
+    assert!(status.contains("(2 failed)"), "{status}");
+    drop(daemon);
+}
+
+#[test]
+fn acknowledged_rules_survive_kill_9() {
+    let lab = Lab::new("kill9");
+    let d = lab.path();
+    let mut rng = rand::rng();
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let daemon = lab.daemon(&[]);
+        // Everything acknowledged before is there after the restart.
+        let listed: Vec<String> = listed(d).into_iter().filter(|r| r.2 == "api").map(|r| r.0).collect();
+        for name in &acked {
+            assert!(listed.contains(name), "round {round}: {name} was acknowledged but is gone");
+        }
+        if let Some(last) = acked.last() {
+            assert_eq!(status_of(&lab.t, last), "NXDOMAIN", "{last} blocked after the restart");
+        }
+        // A stream of updates, killed at a random moment from another thread.
+        let pid = daemon.proc.pid();
+        let delay = Duration::from_millis(rng.random_range(20..300));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            // SAFETY: kill(2) on the daemon we started.
+            unsafe { libc::kill(pid.cast_signed(), libc::SIGKILL) };
+        });
+        let sock = socket(d);
+        for i in 0..2000 {
+            let name = format!("r{round}-{i}.lab");
+            match control::call(&sock, &Request::Block { domains: vec![name.clone()], action: None }) {
+                Ok(r) if r.ok => acked.push(name),
+                Ok(r) => panic!("refused: {:?}", r.error),
+                // Killed mid-request: not acknowledged, may or may not be kept.
+                Err(_) => break,
+            }
+        }
+        killer.join().unwrap();
+        let mut daemon = daemon;
+        let _ = daemon.proc.wait(Duration::from_secs(10));
+        // The state file parses whatever moment the kill hit.
+        let text = fs::read_to_string(d.join("state/rules.json")).expect("the state file exists");
+        serde_json::from_str::<serde_json::Value>(&text).expect("the state file is whole");
+        assert!(!acked.is_empty(), "round {round}: some updates were acknowledged before the kill");
+    }
+    let _daemon = lab.daemon(&[]);
+    let listed: Vec<String> = listed(d).into_iter().filter(|r| r.2 == "api").map(|r| r.0).collect();
+    for name in &acked {
+        assert!(listed.contains(name), "{name} was acknowledged but is gone");
+    }
+}
+
+#[test]
+fn config_file_says_what_flags_say_and_flags_win() {
+    let lab = Lab::new("config");
+    let d = lab.path();
+    let conf = d.join("namewall.toml");
+    // Relative paths are relative to the config file.
+    fs::write(&conf, "blocklist = [\"block.txt\"]\ndns-action = \"refused\"\nstats-interval = 0\n").unwrap();
+    let conf_s = conf.to_str().unwrap();
+    let daemon = Daemon::start(&lab.t.router, d, netns::ROUTER_CLIENT_IF, &["--config", conf_s]);
+    assert_eq!(status_of(&lab.t, "ads.lab"), "REFUSED");
+    drop(daemon);
+    let daemon =
+        Daemon::start(&lab.t.router, d, netns::ROUTER_CLIENT_IF, &["--config", conf_s, "--dns-action", "nxdomain"]);
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN", "the flag overrides the file");
+    drop(daemon);
+
+    let bin = netns::namewall_bin();
+    for (text, want) in [
+        ("dns_action = \"refused\"\n", "unknown key \"dns_action\""),
+        ("dns-action = \"explode\"\n", "\"explode\" is not a DNS action"),
+        ("fail-closed = 1\n", "key \"fail-closed\": expected true or false"),
+        ("blocklist = [\n", "TOML parse error"),
+    ] {
+        fs::write(&conf, text).unwrap();
+        let out = lab.t.router.output(&[bin.to_str().unwrap(), "run", "--iface", "r0", "--config", conf_s]);
+        let err = stderr(&out);
+        assert!(!out.status.success() && err.contains(want) && err.contains("namewall.toml"), "{text}: {err}");
+        assert!(err.lines().count() <= 2, "{err}");
+    }
+}
