@@ -361,3 +361,27 @@ fn config_file_says_what_flags_say_and_flags_win() {
         assert!(err.lines().count() <= 2, "{err}");
     }
 }
+
+/// The example config in packaging/ is one `run` reads (every key known,
+/// every value valid): with the interface overridden by a flag, the first
+/// thing it stops at is that interface. Completions and help cover every verb.
+#[test]
+fn packaging_config_help_and_completions() {
+    let bin = netns::namewall_bin();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/namewall.toml");
+    let out = std::process::Command::new(&bin)
+        .args(["run", "--iface", "nosuch0", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&out).trim(), "namewall: error: interface \"nosuch0\" does not exist");
+    let out = std::process::Command::new(&bin).args(["completions", "bash"]).output().unwrap();
+    let text = stdout(&out);
+    let help = stdout(&std::process::Command::new(&bin).arg("--help").output().unwrap());
+    for verb in ["run", "replay", "block", "allow", "unblock", "list", "stats", "reload", "status", "completions"] {
+        assert!(text.contains(&format!("namewall__subcmd__{verb}")), "bash completions for {verb}");
+        assert!(help.contains(&format!("  {verb} ")), "--help lists {verb}:\n{help}");
+        let sub = std::process::Command::new(&bin).args([verb, "--help"]).output().unwrap();
+        assert!(sub.status.success() && stdout(&sub).contains("Usage: namewall"), "{verb} --help");
+    }
+}
