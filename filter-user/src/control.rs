@@ -57,6 +57,8 @@ pub enum Request {
     Reload,
     /// What the daemon runs with.
     Status,
+    /// Detach from every interface, remove the pinned state and exit.
+    Stop,
 }
 
 /// A reply: `{"ok": true, "reply": {...}}` or `{"ok": false, "error": {...}}`.
@@ -115,6 +117,8 @@ pub enum Reply {
     Stats(Stats),
     Reloaded(Reloaded),
     Status(Status),
+    /// The daemon is detaching and exiting.
+    Stopping,
 }
 
 /// A block, allow or unblock batch, applied.

@@ -123,6 +123,8 @@ impl Daemon {
             Request::Stats { top } => self.stats(top.unwrap_or(DEFAULT_TOP)),
             Request::Reload => self.reload("control request").map(Reply::Reloaded).map_err(ErrorBody::new),
             Request::Status => Ok(Reply::Status(self.status())),
+            // The serving loop answers it: stopping ends the loop.
+            Request::Stop => Err(ErrorBody::new("stop is handled by the serving loop")),
         };
         match result {
             Ok(r) => control::Response::ok(r),

@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod loader;
 pub mod names;
+pub mod pins;
 pub mod policy;
 pub mod replay;
 pub mod rules;

@@ -5,12 +5,16 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 use aya::{
     Ebpf, EbpfError, EbpfLoader, TestRun as _,
     maps::{Array, ArrayOfMaps, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
-    programs::{ProgramError, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use maps::{Counter, Rule, Settings, Trace, counters::COUNT, names};
 use thiserror::Error;
 
-use crate::{rules::RuleSet, sys};
+use crate::{pins::PinDir, rules::RuleSet, sys};
 
 /// The namewall XDP object, built by build.rs.
 pub static NAMEWALL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/namewall-xdp"));
@@ -41,6 +45,12 @@ pub enum FilterError {
     TooManyFlows(usize),
     #[error("rule set of {0} rules is larger than a map can hold")]
     TooManyRules(usize),
+    #[error("adopting the pinned filter: {0}")]
+    Adopt(String),
+    #[error("{0}")]
+    Pin(#[from] crate::pins::PinError),
+    #[error("XDP link: {0}")]
+    Link(String),
     #[error("no rule set installed yet")]
     NoRuleSet,
     #[error("the active rule set is full ({capacity} rules)")]
@@ -56,8 +66,10 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> FilterError {
 }
 
 /// How to load.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
+    /// Pin maps and links there, adopting what a running filter pinned.
+    pub pin: Option<PinDir>,
     /// Record every decision in the `TRACE` map (replay and tests).
     pub trace: bool,
     /// Rules the deployment expects, to size the negative-lookup filter
@@ -118,6 +130,22 @@ fn capacity_for(rules: usize) -> Result<u32, FilterError> {
     u32::try_from(cap).map_err(|_| FilterError::TooManyRules(rules))
 }
 
+/// One interface the program is attached to.
+struct Attached {
+    iface: String,
+    link: Held,
+    /// The link's pin, if pinned: the attachment outlives the process.
+    pin: Option<std::path::PathBuf>,
+}
+
+/// How an attachment is held: a BPF link (pinnable, replaced atomically
+/// by the next version), or, on kernels without XDP links, a netlink
+/// attachment the program tracks.
+enum Held {
+    Link(FdLink),
+    Netlink(XdpLinkId),
+}
+
 /// The loaded program and its maps.
 pub struct Filter {
     ebpf: Ebpf,
@@ -127,7 +155,9 @@ pub struct Filter {
     installed_bits: Vec<u64>,
     /// `FLOW_HINT` mapped into this process, for the flow sweep.
     hint: Option<sys::SharedCounters>,
-    links: Vec<(String, XdpLinkId)>,
+    links: Vec<Attached>,
+    /// Where maps and links are pinned, if they are.
+    pin: Option<PinDir>,
     /// Rules in the active set, and how many it can hold.
     active_len: usize,
     active_capacity: usize,
@@ -137,16 +167,25 @@ impl Filter {
     /// Loads the program into the kernel (verifier included) without attaching it.
     pub fn load(opts: LoadOptions) -> Result<Self, FilterError> {
         let trace = u8::from(opts.trace);
+        let adopted = opts.pin.as_ref().is_some_and(PinDir::adopted);
         let words = maps::filter::words_for(opts.expected_rules);
         let flows = if opts.max_flows == 0 { DEFAULT_MAX_FLOWS } else { opts.max_flows };
         let flows = u32::try_from(flows).map_err(|_| FilterError::TooManyFlows(flows))?;
         let hint = maps::flow::hint_words(flows as usize);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(names::TRACE_ENABLED, &trace, true)
             .map_max_entries(names::FILTER, words as u32)
             .map_max_entries(names::FLOWS, flows)
-            .map_max_entries(names::FLOW_HINT, hint as u32)
-            .load(NAMEWALL_OBJECT)?;
+            .map_max_entries(names::FLOW_HINT, hint as u32);
+        // Pinned maps are opened when they exist (a running filter's, with
+        // their sizes), created and pinned otherwise.
+        if let Some(pin) = &opts.pin {
+            for name in crate::pins::pinned_maps() {
+                loader.map_pin_path(name, pin.map(name));
+            }
+        }
+        let mut ebpf = loader.load(NAMEWALL_OBJECT)?;
         let prog: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
             .ok_or(FilterError::MissingProgram(names::PROGRAM))?
@@ -162,14 +201,75 @@ impl Filter {
             links: Vec::new(),
             active_len: 0,
             active_capacity: 0,
+            pin: opts.pin,
         };
-        f.write_settings(Settings {
-            filter_mask: words as u64 - 1,
-            hint_mask: hint as u64 - 1,
-            tls_action: maps::Action::Reset as u8,
-            ..Settings::default()
-        })?;
+        if adopted {
+            f.adopt()?;
+        } else {
+            f.write_settings(Settings {
+                filter_mask: words as u64 - 1,
+                hint_mask: hint as u64 - 1,
+                tls_action: maps::Action::Reset as u8,
+                ..Settings::default()
+            })?;
+        }
         Ok(f)
+    }
+
+    /// Takes over the state of the running filter whose maps were pinned:
+    /// its settings (the seed its rule set is hashed with, the filter and
+    /// hint masks of its map sizes), its filter bits and its active rule
+    /// set, so the next install widens, swaps and narrows around what
+    /// packets use now.
+    fn adopt(&mut self) -> Result<(), FilterError> {
+        let settings = {
+            let map = self.ebpf.map(names::SETTINGS).ok_or(FilterError::MissingMap(names::SETTINGS))?;
+            let arr: Array<_, Settings> = Array::try_from(map).map_err(map_err(names::SETTINGS))?;
+            arr.get(&0, 0).map_err(map_err(names::SETTINGS))?
+        };
+        let bits = {
+            let map = self.ebpf.map(names::FILTER).ok_or(FilterError::MissingMap(names::FILTER))?;
+            let arr: Array<_, u64> = Array::try_from(map).map_err(map_err(names::FILTER))?;
+            (0..arr.len()).map(|i| arr.get(&i, 0)).collect::<Result<Vec<u64>, _>>().map_err(map_err(names::FILTER))?
+        };
+        if settings.filter_mask != bits.len() as u64 - 1 {
+            return Err(FilterError::Adopt(format!(
+                "the pinned settings' filter mask {:#x} does not fit the pinned filter of {} words",
+                settings.filter_mask,
+                bits.len()
+            )));
+        }
+        let active = {
+            let map = self.ebpf.map(names::RULESETS).ok_or(FilterError::MissingMap(names::RULESETS))?;
+            let outer: ArrayOfMaps<_, HashMap<MapData, u64, Rule>> =
+                ArrayOfMaps::try_from(map).map_err(map_err(names::RULESETS))?;
+            match outer.get(&maps::ACTIVE_RULESET, 0) {
+                Ok(m) => Some(m),
+                Err(MapError::KeyNotFound) => None,
+                Err(e) => return Err(map_err(names::RULESETS)(e)),
+            }
+        };
+        if let Some(m) = &active {
+            let cap = m.map().info().map_err(map_err("rule set"))?.max_entries() as usize;
+            // Not counted (a walk of a million keys): the capacity is a
+            // safe bound until the next install sets both.
+            (self.active_len, self.active_capacity) = (cap, cap);
+        }
+        self.settings = settings;
+        self.installed_bits = bits;
+        self.active = active;
+        Ok(())
+    }
+
+    /// The hash seed of the rule set a running filter pinned in `pin`, if
+    /// any: lists for it must be hashed with the same seed (see `install`).
+    pub fn pinned_seed(pin: &PinDir) -> Result<Option<u64>, FilterError> {
+        if !pin.adopted() {
+            return Ok(None);
+        }
+        let data = MapData::from_pin(pin.map(names::SETTINGS)).map_err(map_err(names::SETTINGS))?;
+        let arr: Array<_, Settings> = Array::try_from(aya::maps::Map::Array(data)).map_err(map_err(names::SETTINGS))?;
+        Ok(Some(arr.get(&0, 0).map_err(map_err(names::SETTINGS))?.seed))
     }
 
     /// The loaded object, for tests and tools that inspect maps directly.
@@ -443,34 +543,93 @@ impl Filter {
         sys::map_memlock(&arr.map().fd().as_fd().as_raw_fd()).map_err(FilterError::Memory)
     }
 
-    /// Attaches to an interface.
+    /// Attaches to an interface. With a pin directory, an interface the
+    /// running filter is attached to gets this program through an atomic
+    /// link update (no packet goes unfiltered), and a new attachment is
+    /// pinned so it outlives this process.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<(), FilterError> {
         if sys::if_index(iface).is_none() {
             return Err(FilterError::NoSuchInterface(iface.to_owned()));
         }
+        let pin = self.pin.as_ref().map(|p| p.link(iface));
+        let prog_err = |context: String| move |source| FilterError::Program { context, source };
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            let old = PinnedLink::from_pin(path).map_err(|e| FilterError::Link(format!("{}: {e}", path.display())))?;
+            let link = XdpLink::try_from(FdLink::from(old))
+                .map_err(|e| FilterError::Link(format!("{}: {e}", path.display())))?;
+            let prog = self.xdp()?;
+            let id = prog.attach_to_link(link).map_err(prog_err(format!("replacing the program on {iface}")))?;
+            let link = prog.take_link(id).map_err(prog_err(format!("holding the link on {iface}")))?;
+            let link = FdLink::try_from(link).map_err(|e| FilterError::Link(e.to_string()))?;
+            self.links.push(Attached { iface: iface.to_owned(), link: Held::Link(link), pin });
+            return Ok(());
+        }
         let prog = self.xdp()?;
-        let id = prog.attach(iface, mode).map_err(|source| FilterError::Program {
-            context: format!("attaching to {iface} ({mode:?} mode)"),
-            source,
-        })?;
-        self.links.push((iface.to_owned(), id));
+        let id = prog.attach(iface, mode).map_err(prog_err(format!("attaching to {iface} ({mode:?} mode)")))?;
+        let link = prog.take_link(id).map_err(prog_err(format!("holding the link on {iface}")))?;
+        let held = if let Ok(fd) = FdLink::try_from(link) {
+            match &pin {
+                Some(path) => {
+                    let pinned =
+                        fd.pin(path).map_err(|e| FilterError::Link(format!("pinning {}: {e}", path.display())))?;
+                    Held::Link(FdLink::from(pinned))
+                }
+                None => Held::Link(fd),
+            }
+        } else {
+            // A netlink attachment (no BPF links on this kernel), which the
+            // failed conversion dropped: attached again, tracked by the
+            // program, not pinnable, so it ends with this process.
+            let prog = self.xdp()?;
+            Held::Netlink(prog.attach(iface, mode).map_err(prog_err(format!("attaching to {iface}")))?)
+        };
+        let pin = if matches!(held, Held::Link(_)) { pin } else { None };
+        self.links.push(Attached { iface: iface.to_owned(), link: held, pin });
         Ok(())
     }
 
-    /// Detaches from every interface.
+    /// Detaches from every interface, pinned or not.
     pub fn detach_all(&mut self) -> Result<(), FilterError> {
-        let links = std::mem::take(&mut self.links);
-        let prog = self.xdp()?;
-        for (iface, id) in links {
-            prog.detach(id)
-                .map_err(|source| FilterError::Program { context: format!("detaching from {iface}"), source })?;
+        for a in std::mem::take(&mut self.links) {
+            if let Some(p) = &a.pin {
+                std::fs::remove_file(p).map_err(|e| FilterError::Link(format!("unpinning {}: {e}", p.display())))?;
+            }
+            match a.link {
+                // The last reference gone, the kernel detaches it.
+                Held::Link(fd) => drop(fd),
+                Held::Netlink(id) => self.xdp()?.detach(id).map_err(|source| FilterError::Program {
+                    context: format!("detaching from {}", a.iface),
+                    source,
+                })?,
+            }
         }
         Ok(())
     }
 
+    /// Detaches from interfaces a running filter was attached to that this
+    /// one is not (they were dropped from the configuration).
+    pub fn detach_others(&mut self) -> Result<Vec<String>, FilterError> {
+        let Some(pin) = &self.pin else { return Ok(Vec::new()) };
+        let mine: Vec<&str> = self.attached().collect();
+        let mut gone = Vec::new();
+        for iface in pin.linked_interfaces() {
+            if !mine.contains(&iface.as_str()) {
+                let p = pin.link(&iface);
+                std::fs::remove_file(&p).map_err(|e| FilterError::Link(format!("unpinning {}: {e}", p.display())))?;
+                gone.push(iface);
+            }
+        }
+        Ok(gone)
+    }
+
     /// Interfaces attached to.
     pub fn attached(&self) -> impl Iterator<Item = &str> {
-        self.links.iter().map(|(i, _)| i.as_str())
+        self.links.iter().map(|a| a.iface.as_str())
+    }
+
+    /// Whether attachments and maps outlive this process (pinned).
+    pub fn pinned(&self) -> bool {
+        self.pin.is_some()
     }
 
     fn xdp(&mut self) -> Result<&mut Xdp, FilterError> {

@@ -36,6 +36,9 @@ pub(crate) enum Command {
     Reload(commands::ctl::ClientArgs),
     /// What the running daemon filters with.
     Status(commands::ctl::ClientArgs),
+    /// Detach the filter from every interface and remove its pinned state,
+    /// whether a daemon runs or one left the filter running when it exited.
+    Stop(commands::ctl::StopArgs),
     /// Print shell completions for namewall.
     Completions(commands::ctl::CompletionArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
             commands::run::with_config(args, sub, &Cli::command()).and_then(|a| commands::run::execute(&a))
         }
         Command::Replay(args) => commands::replay::execute(args),
+        Command::Stop(args) => commands::ctl::stop(&args),
         Command::Completions(args) => {
             clap_complete::generate(args.shell, &mut Cli::command(), "namewall", &mut std::io::stdout());
             Ok(())

@@ -55,6 +55,13 @@ pub mod names {
     pub const BASELINE_PROGRAM: &str = "baseline";
 }
 
+/// Version of everything a restarted daemon adopts from a running one: the
+/// pinned maps' names, key and value layouts, sizes that do not follow
+/// configuration, and their meaning (settings fields, counter indices, flow
+/// state). Bump it with any such change: a daemon refuses pinned state of
+/// another version instead of misreading it.
+pub const ABI_VERSION: u32 = 1;
+
 /// Slot of the active rule set in `RULESETS`.
 pub const ACTIVE_RULESET: u32 = 0;
 

@@ -399,6 +399,33 @@ pub fn namewall_bin() -> PathBuf {
     bin
 }
 
+/// Where the tests pin: a bpffs of their own, mounted once on this path in
+/// the root mount namespace so that daemons started with `ip netns exec`
+/// (which mounts a fresh /sys, and with it an empty /sys/fs/bpf) and later
+/// ones share it.
+pub const TEST_BPFFS: &str = "/run/namewall-tests/bpf";
+
+/// The tests' bpffs, mounted if it is not yet.
+pub fn test_bpffs() -> PathBuf {
+    static MOUNTED: std::sync::Once = std::sync::Once::new();
+    let path = PathBuf::from(TEST_BPFFS);
+    MOUNTED.call_once(|| {
+        fs::create_dir_all(&path).expect("create the tests' bpffs mount point");
+        let mounted = fs::read_to_string("/proc/self/mounts")
+            .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(TEST_BPFFS)));
+        if !mounted {
+            sh(&["mount", "-t", "bpf", "-o", "mode=0700", "bpf", TEST_BPFFS]);
+        }
+    });
+    path
+}
+
+/// The pin directory of a test whose files are in `dir`.
+pub fn pin_dir(dir: &Path) -> PathBuf {
+    let name = dir.file_name().expect("a named directory").to_string_lossy().replace('.', "");
+    test_bpffs().join(name)
+}
+
 /// `namewall run` started in a namespace.
 pub struct Daemon {
     pub proc: Proc,
@@ -423,6 +450,13 @@ impl Daemon {
         }
         if !extra.contains(&"--state-dir") {
             args.extend_from_slice(&["--state-dir", state]);
+        }
+        // Pinned in the tests' own bpffs, under a name of this test's, and
+        // removed on exit unless the test manages the pins itself.
+        let pins = pin_dir(dir);
+        let pins = pins.to_str().expect("utf-8 path");
+        if !extra.contains(&"--pin-dir") && !extra.contains(&"--no-pin") {
+            args.extend_from_slice(&["--pin-dir", pins, "--detach-on-exit"]);
         }
         args.extend_from_slice(extra);
         let mut proc = ns.spawn(&args, &dir.join("namewall.log"));
@@ -451,9 +485,11 @@ impl Daemon {
     }
 }
 
-/// Counters from the `detached counters=packets=N name=N ...` line.
+/// Counters from the exit line: `detached counters=packets=N name=N ...`,
+/// or the one that says the filter stays attached.
 pub fn parse_counters(log: &str) -> Option<std::collections::BTreeMap<String, u64>> {
-    let line = log.lines().find(|l| l.contains("detached"))?;
+    let line =
+        log.lines().find(|l| l.contains("counters=") && (l.contains("detached") || l.contains("stays attached")))?;
     let rest = &line[line.find("counters=")? + "counters=".len()..];
     Some(
         rest.split_whitespace()

@@ -385,3 +385,112 @@ fn packaging_config_help_and_completions() {
         assert!(sub.status.success() && stdout(&sub).contains("Usage: namewall"), "{verb} --help");
     }
 }
+
+/// The XDP program id on the router's client-facing interface, if any.
+fn xdp_prog_id(t: &Topology) -> Option<u32> {
+    let out = t.router.run(&["ip", "-d", "link", "show", netns::ROUTER_CLIENT_IF]);
+    let at = out.find("prog/xdp id ")?;
+    out[at + 12..].split_whitespace().next()?.parse().ok()
+}
+
+/// Restarts and upgrades adopt the pinned filter: a client querying all
+/// along never gets a blocked name answered, the program is replaced in
+/// place, counters carry on; `namewall stop` detaches and removes it all;
+/// pinned state of another ABI version is refused.
+#[test]
+fn restarts_adopt_the_pinned_filter_without_a_gap() {
+    let lab = Lab::new("adopt");
+    let d = lab.path();
+    let pins = netns::pin_dir(d);
+    let pins_s = pins.to_str().unwrap().to_owned();
+    let keep = ["--pin-dir", pins_s.as_str()];
+    let mut old = lab.daemon(&keep);
+    let first = xdp_prog_id(&lab.t).expect("attached");
+    ok(d, &["block", "www.lab"]);
+
+    // A client asking all along, bounded in count and time.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answers = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let mut seen = Vec::new();
+            let start = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && seen.len() < 5000
+                && start.elapsed() < Duration::from_mins(1)
+            {
+                for name in ["ads.lab", "www.lab"] {
+                    seen.push((name, status_of(&lab.t, name)));
+                }
+            }
+            seen
+        });
+        // Exit: the filter stays.
+        old.proc.signal(libc::SIGTERM);
+        old.proc.wait(Duration::from_secs(10)).expect("exits on SIGTERM");
+        assert!(old.proc.log().contains("stays attached"), "{}", old.proc.log());
+        assert_eq!(xdp_prog_id(&lab.t), Some(first), "still attached with no daemon");
+        std::thread::sleep(Duration::from_millis(300));
+        // A new daemon adopts it and replaces the program in place.
+        let new = lab.daemon(&keep);
+        assert!(new.proc.log().contains("adopted=true"), "{}", new.proc.log());
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = client.join().unwrap();
+        (new, seen)
+    });
+    let (new, seen) = answers;
+    assert!(seen.len() >= 6, "the client asked through the restart: {seen:?}");
+    let answered: Vec<_> = seen.iter().filter(|(_, st)| st != "NXDOMAIN").collect();
+    assert!(answered.is_empty(), "blocked names answered during the restart: {answered:?}");
+    let second = xdp_prog_id(&lab.t).expect("attached");
+    assert_ne!(second, first, "the new daemon's program replaced the old one");
+    // Counters and pushed rules carried over.
+    let v: serde_json::Value = serde_json::from_str(&ok(d, &["stats", "--json"])).unwrap();
+    let nx = v["reply"]["counters"]["nxdomain"].as_u64().unwrap_or(0);
+    assert!(nx >= seen.len() as u64, "counters carry on: {nx} for {} queries", seen.len());
+    assert!(listed(d).iter().any(|r| r.0 == "www.lab" && r.2 == "api"));
+
+    // stop: detached and unpinned; the names resolve again.
+    let out = ok(d, &["stop", "--pin-dir", &pins_s]);
+    assert!(out.contains("detached and exited"), "{out}");
+    let mut new = new;
+    new.proc.wait(Duration::from_secs(10)).expect("the daemon exits");
+    assert_eq!(xdp_prog_id(&lab.t), None, "detached");
+    assert!(!pins.exists(), "unpinned");
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NOERROR");
+    let out = ok(d, &["stop", "--pin-dir", &pins_s]);
+    assert!(out.contains("nothing pinned"), "{out}");
+
+    // A daemon that exited leaving the filter attached: stop removes it too.
+    let mut third = lab.daemon(&keep);
+    third.proc.signal(libc::SIGINT);
+    third.proc.wait(Duration::from_secs(10)).unwrap();
+    assert!(xdp_prog_id(&lab.t).is_some());
+    let out = ok(d, &["stop", "--pin-dir", &pins_s]);
+    assert!(out.contains("links of r0 (detached)"), "{out}");
+    assert_eq!(xdp_prog_id(&lab.t), None);
+
+    // Another ABI version's state: refused, and left alone.
+    let other = pins.join("v999");
+    fs::create_dir_all(&other).unwrap();
+    let bin = netns::namewall_bin();
+    let out = lab.t.router.output(&[
+        bin.to_str().unwrap(),
+        "run",
+        "--iface",
+        netns::ROUTER_CLIENT_IF,
+        "--blocklist",
+        lab.block.to_str().unwrap(),
+        "--socket",
+        socket(d).to_str().unwrap(),
+        "--state-dir",
+        d.join("state").to_str().unwrap(),
+        "--pin-dir",
+        &pins_s,
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("ABI version 999") && err.lines().count() == 1, "{err}");
+    assert!(other.exists() && xdp_prog_id(&lab.t).is_none());
+    fs::remove_dir(&other).unwrap();
+    fs::remove_dir(&pins).unwrap();
+}

@@ -63,10 +63,55 @@ pub struct StatsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Where `run` pinned the filter (its --pin-dir).
+    #[arg(long, default_value = filter_user::pins::DEFAULT_PIN_DIR, value_name = "DIR")]
+    pub pin_dir: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionArgs {
     /// The shell to write completions for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `namewall stop`: asks a running daemon to detach and exit, then removes
+/// whatever is still pinned (all of it when no daemon runs: the filter a
+/// daemon left attached when it exited).
+pub fn stop(args: &StopArgs) -> anyhow::Result<()> {
+    match control::call(&args.client.socket, &Request::Stop) {
+        Ok(Response { ok: true, .. }) => {
+            // The daemon removes its socket last, after detaching.
+            let start = std::time::Instant::now();
+            while args.client.socket.exists() {
+                if start.elapsed() > std::time::Duration::from_secs(20) {
+                    bail!("the daemon did not exit within 20 s of accepting stop");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            println!("the daemon detached and exited");
+        }
+        Ok(Response { error, .. }) => {
+            bail!("the daemon refused to stop: {}", error.map_or_else(String::new, |e| e.message));
+        }
+        Err(control::ClientError::NotRunning(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let removed = filter_user::pins::remove(&args.pin_dir)
+        .with_context(|| format!("removing the pinned state in {}", args.pin_dir.display()))?;
+    if !removed.links.is_empty() || removed.maps > 0 {
+        println!(
+            "unpinned {} map(s) and the links of {} (detached)",
+            removed.maps,
+            if removed.links.is_empty() { "no interface".to_owned() } else { removed.links.join(", ") }
+        );
+    } else if !args.client.socket.exists() {
+        println!("nothing pinned in {}", args.pin_dir.display());
+    }
+    Ok(())
 }
 
 pub fn execute(cmd: Command) -> anyhow::Result<()> {
@@ -78,7 +123,9 @@ pub fn execute(cmd: Command) -> anyhow::Result<()> {
         Command::Stats(a) => (a.client, Request::Stats { top: Some(a.top) }),
         Command::Reload(a) => (a, Request::Reload),
         Command::Status(a) => (a, Request::Status),
-        Command::Run(_) | Command::Replay(_) | Command::Completions(_) => unreachable!("not a control verb"),
+        Command::Run(_) | Command::Replay(_) | Command::Completions(_) | Command::Stop(_) => {
+            unreachable!("not a control verb")
+        }
     };
     let resp = control::call(&client.socket, &req)?;
     let mut out = std::io::stdout().lock();
@@ -133,6 +180,7 @@ fn print_reply(out: &mut impl std::io::Write, reply: &Reply) -> std::io::Result<
                 }
             }
         }
+        Reply::Stopping => writeln!(out, "the daemon is detaching and exiting")?,
         Reply::Reloaded(r) => writeln!(
             out,
             "reloaded: {} rules ({} from lists, {} pushed), {} malformed lines skipped, in {} ms",

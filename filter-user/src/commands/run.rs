@@ -13,6 +13,7 @@ use filter_user::{
     config, control,
     daemon::{Daemon, RunInfo},
     loader::{Filter, LoadOptions},
+    pins::{self, PinDir},
     policy::PolicySource,
     stats, sys,
 };
@@ -45,8 +46,9 @@ impl From<Mode> for XdpMode {
     }
 }
 
-/// Arguments of `namewall run`.
+/// Arguments of `namewall run`: one flag each, as the CLI has them.
 #[derive(Debug, Args)]
+#[expect(clippy::struct_excessive_bools, reason = "independent command-line switches")]
 pub struct RunArgs {
     /// TOML file whose keys are these flags' long names (`dns-action = "refused"`,
     /// `blocklist = ["ads.txt"]`); flags on the command line override it.
@@ -99,6 +101,18 @@ pub struct RunArgs {
     /// them (0: reload only on SIGHUP and `namewall reload`).
     #[arg(long, default_value_t = 2, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub watch_interval: u64,
+    /// bpffs directory where maps and XDP links are pinned: a restarted or
+    /// upgraded daemon adopts the running filter there without a gap.
+    #[arg(long, default_value = pins::DEFAULT_PIN_DIR, value_name = "DIR")]
+    pub pin_dir: PathBuf,
+    /// Pin nothing: the filter lives and dies with this process.
+    #[arg(long, conflicts_with = "detach_on_exit")]
+    pub no_pin: bool,
+    /// On SIGINT/SIGTERM, detach from every interface and remove the pinned
+    /// state (default: exit and leave the filter running, pinned, for the
+    /// next daemon to adopt; `namewall stop` removes it).
+    #[arg(long)]
+    pub detach_on_exit: bool,
 }
 
 /// The state file inside `--state-dir`.
@@ -152,32 +166,22 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         bail!("no lists given: pass --blocklist FILE (and optionally --allowlist FILE)");
     }
     let started = Instant::now();
-    let source =
-        PolicySource { blocklists: args.blocklists.clone(), allowlists: args.allowlists.clone(), strict: args.strict };
-    let policy = source.load(rand::random()).context("loading lists")?;
-    super::report_list_problems(&policy);
     let state_path = args.state_dir.join(STATE_FILE);
     // Read before anything is attached: a state file we cannot read stops
     // the start instead of being overwritten later.
     filter_user::state::OperatorRules::load(&state_path)?;
     create_private_dir(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    // First, so a second daemon stops here before touching the pinned state.
     let listener = ControlSocket::bind(&args.socket)?;
-
-    let load = LoadOptions {
-        trace: false,
-        expected_rules: policy.rules.len(),
-        max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),
-    };
-    let mut filter = Filter::load(load).context("loading the XDP program")?;
-    filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
-    filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
-    let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };
-    let lines = policy.lines;
-    let skipped = policy.skipped.len();
-    let mut daemon = Daemon::start(filter, source, policy, state_path, args.skip_bad_lines, info)?;
-    for iface in &args.ifaces {
-        daemon.filter.attach(iface, args.xdp_mode.into())?;
+    let pin = if args.no_pin { None } else { Some(PinDir::prepare(&args.pin_dir)?) };
+    let adopted = pin.as_ref().is_some_and(PinDir::adopted);
+    let daemon = start(args, pin, &state_path);
+    if daemon.is_err() && !adopted && !args.no_pin {
+        // Nothing ran before us: leave nothing behind.
+        let _ = pins::remove(&args.pin_dir);
     }
+    let (mut daemon, lines) = daemon?;
+    let skipped = daemon.lists().skipped.len();
     let (block, allow) = daemon.lists().rules.counts();
     info!(
         ifaces = ?args.ifaces,
@@ -189,15 +193,32 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         lines,
         skipped,
         socket = %args.socket.display(),
+        adopted,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "filtering"
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let result = rt.block_on(serve(&mut daemon, listener, args));
-    daemon.filter.detach_all().context("detaching")?;
+    let detach = match &result {
+        Ok(Exit::Stop) => true,
+        Ok(Exit::Signal) => args.detach_on_exit || !daemon.filter.pinned(),
+        Err(_) => args.detach_on_exit,
+    };
     let totals = daemon.filter.counters().context("reading counters")?;
-    info!(counters = %stats::one_line(&totals), "detached");
+    if detach {
+        daemon.filter.detach_all().context("detaching")?;
+        if daemon.filter.pinned() {
+            pins::remove(&args.pin_dir).context("removing the pinned state")?;
+        }
+        info!(counters = %stats::one_line(&totals), "detached");
+    } else {
+        info!(
+            counters = %stats::one_line(&totals),
+            pin_dir = %args.pin_dir.display(),
+            "exiting; the filter stays attached, pinned for the next daemon (`namewall stop` removes it)"
+        );
+    }
     eprint!("{}", stats::table(&totals));
     let mut hits = daemon.filter.rule_hits().context("reading rule hit counts")?;
     hits.sort_by_key(|h| std::cmp::Reverse(h.1));
@@ -217,7 +238,50 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
             eprintln!("  {name:<40} {n:>10}");
         }
     }
-    result
+    result.map(|_| ())
+}
+
+/// Loads the lists (with a running filter's seed when adopting), the
+/// program and the rule set, and attaches: the part of the start that
+/// leaves pinned state behind when it fails.
+fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Result<(Daemon, usize)> {
+    // A running filter's rule set is hashed with its seed: the new one
+    // must be too, or packets between the swaps would hash wrong.
+    let seed = match &pin {
+        Some(p) => Filter::pinned_seed(p).context("reading the pinned settings")?,
+        None => None,
+    };
+    let source =
+        PolicySource { blocklists: args.blocklists.clone(), allowlists: args.allowlists.clone(), strict: args.strict };
+    let policy = source.load(seed.unwrap_or_else(rand::random)).context("loading lists")?;
+    super::report_list_problems(&policy);
+    let load = LoadOptions {
+        pin,
+        trace: false,
+        expected_rules: policy.rules.len(),
+        max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),
+    };
+    let mut filter = Filter::load(load).context("loading the XDP program")?;
+    filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
+    filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
+    let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };
+    let lines = policy.lines;
+    let mut daemon = Daemon::start(filter, source, policy, state_path.to_owned(), args.skip_bad_lines, info)?;
+    for iface in &args.ifaces {
+        daemon.filter.attach(iface, args.xdp_mode.into())?;
+    }
+    for iface in daemon.filter.detach_others()? {
+        info!(iface, "detached from an interface no longer configured");
+    }
+    Ok((daemon, lines))
+}
+
+/// Why `serve` returned.
+enum Exit {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// `namewall stop`: detach and remove everything.
+    Stop,
 }
 
 /// Creates `dir` (and its parents) if missing, `dir` itself root-only.
@@ -267,16 +331,18 @@ impl Drop for ControlSocket {
     }
 }
 
-/// A request from a connection, and where its reply goes.
-type Job = (control::Request, oneshot::Sender<control::Response>);
+/// A request from a connection, where its reply goes, and word from the
+/// connection once the reply is written (the stop request waits for it).
+type Job = (control::Request, oneshot::Sender<control::Response>, oneshot::Receiver<()>);
 
 /// Serves one connection: checks the peer, reads one bounded request,
 /// hands it to the daemon's loop, writes the reply.
 async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>) {
+    let (written, written_rx) = oneshot::channel();
     let reply = match read_request(&mut stream).await {
         Ok(req) => {
             let (tx, rx) = oneshot::channel();
-            if jobs.send((req, tx)).await.is_err() {
+            if jobs.send((req, tx, written_rx)).await.is_err() {
                 return;
             }
             match rx.await {
@@ -290,6 +356,7 @@ async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>)
     line.push(b'\n');
     let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
     let _ = stream.shutdown().await;
+    let _ = written.send(());
 }
 
 /// How long a client may take to send its request or read its reply.
@@ -338,7 +405,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Serves control requests, reloads on SIGHUP and list changes, logs
 /// counters on the interval and sweeps idle flows, until SIGINT or SIGTERM.
-async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> anyhow::Result<()> {
+async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> anyhow::Result<Exit> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -357,7 +424,7 @@ async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> an
     let mut seen = list_signature(daemon.source());
     let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
     let mut last = daemon.filter.counters().context("reading counters")?;
-    loop {
+    let exit = loop {
         let stats_tick = async {
             match stats.as_mut() {
                 Some(t) => t.tick().await,
@@ -371,8 +438,8 @@ async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> an
             }
         };
         tokio::select! {
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break Exit::Signal; }
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Exit::Signal; }
             _ = sighup.recv() => {
                 let _ = daemon.reload("SIGHUP");
                 seen = list_signature(daemon.source());
@@ -381,7 +448,14 @@ async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> an
                 Ok((stream, _)) => { tokio::spawn(connection(stream, jobs_tx.clone())); }
                 Err(e) => warn!("accepting a control connection: {e}"),
             },
-            Some((req, reply)) = jobs.recv() => {
+            Some((req, reply, written)) = jobs.recv() => {
+                if matches!(req, control::Request::Stop) {
+                    info!("stop requested: detaching");
+                    let _ = reply.send(control::Response::ok(control::Reply::Stopping));
+                    // The reply reaches the client before the runtime ends.
+                    let _ = tokio::time::timeout(IO_TIMEOUT, written).await;
+                    break Exit::Stop;
+                }
                 let reload = matches!(req, control::Request::Reload);
                 let _ = reply.send(daemon.handle(req));
                 if reload {
@@ -411,7 +485,7 @@ async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> an
                 }
             }
         }
-    }
+    };
     drop(socket);
-    Ok(())
+    Ok(exit)
 }
