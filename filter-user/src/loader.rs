@@ -592,7 +592,7 @@ impl Filter {
     pub fn detach_all(&mut self) -> Result<(), FilterError> {
         for a in std::mem::take(&mut self.links) {
             if let Some(p) = &a.pin {
-                std::fs::remove_file(p).map_err(|e| FilterError::Link(format!("unpinning {}: {e}", p.display())))?;
+                unpin(p)?;
             }
             match a.link {
                 // The last reference gone, the kernel detaches it.
@@ -614,8 +614,7 @@ impl Filter {
         let mut gone = Vec::new();
         for iface in pin.linked_interfaces() {
             if !mine.contains(&iface.as_str()) {
-                let p = pin.link(&iface);
-                std::fs::remove_file(&p).map_err(|e| FilterError::Link(format!("unpinning {}: {e}", p.display())))?;
+                unpin(&pin.link(&iface))?;
                 gone.push(iface);
             }
         }
@@ -694,6 +693,17 @@ impl Filter {
     pub fn ruleset_memory(&self) -> Result<u64, FilterError> {
         let Some(active) = &self.active else { return Ok(0) };
         sys::map_memlock(&active.map().fd().as_fd().as_raw_fd()).map_err(FilterError::Memory)
+    }
+}
+
+/// Removes a link's pin; one already gone (`namewall stop` got there
+/// first) is fine.
+fn unpin(path: &std::path::Path) -> Result<(), FilterError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(FilterError::Link(format!("unpinning {}: {e}", path.display())))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -422,7 +422,14 @@ pub fn test_bpffs() -> PathBuf {
 
 /// The pin directory of a test whose files are in `dir`.
 pub fn pin_dir(dir: &Path) -> PathBuf {
-    let name = dir.file_name().expect("a named directory").to_string_lossy().replace('.', "");
+    // The whole path: tests name their subdirectories alike ("run").
+    let name: String = dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .to_owned();
     test_bpffs().join(name)
 }
 
