@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use maps::{
     Action, Counter, Rule, RuleKey, Scratch, Settings, Trace,
-    counters::COUNT,
+    counters::{COUNT, SLOTS},
     flow::FlowState,
     rule::{self, Verdict},
     trace,
@@ -52,7 +52,7 @@ pub(crate) static SETTINGS: Array<Settings, 1> = Array::new();
 
 /// Outcome and event counters, per CPU so the hot path needs no atomics.
 #[btf_map]
-static COUNTERS: PerCpuArray<u64, COUNT> = PerCpuArray::new();
+static COUNTERS: PerCpuArray<u64, SLOTS> = PerCpuArray::new();
 
 /// Working memory for one packet.
 #[btf_map]
@@ -67,9 +67,15 @@ static TRACE: Array<Trace, 1> = Array::new();
 #[unsafe(no_mangle)]
 static TRACE_ENABLED: u8 = 0;
 
+/// Counts an extra event (row 0, see `maps::counters::IFACE_BUCKETS`).
 #[inline(always)]
 pub(crate) fn count(c: Counter) {
-    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+    count_slot(c as usize);
+}
+
+#[inline(always)]
+fn count_slot(slot: usize) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot as u32) {
         // SAFETY: per-CPU slot of this CPU; XDP programs do not nest on a CPU.
         unsafe { *p += 1 };
     }
@@ -109,7 +115,9 @@ pub(crate) fn trace(f: impl FnOnce(&mut Trace)) {
 pub fn namewall(ctx: XdpContext) -> u32 {
     trace(|t| *t = Trace { seq: t.seq, ..Trace::default() });
     let (action, counter) = filter(&ctx);
-    count(counter);
+    // SAFETY: the context the kernel passed; ingress_ifindex is always readable.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    count_slot(maps::counters::bucket(ifindex) * COUNT + counter as usize);
     trace(|t| {
         t.seq += 1;
         t.outcome = counter as u32;

@@ -19,6 +19,7 @@ use crate::{
     blocklist::{self, Scope},
     control::{self, Changed, ErrorBody, Reloaded, Reply, Request, RuleList, RuleView},
     loader::{Filter, FilterError},
+    metrics,
     names::Domain,
     policy::{Policy, PolicySource},
     rules::{CompiledRule, RuleSet},
@@ -45,7 +46,13 @@ pub struct ReloadStats {
     pub failures: u64,
     pub last_error: Option<String>,
     pub last_success: Option<Instant>,
+    /// The same moment as Unix time, for metrics.
+    pub last_success_unix: f64,
     pub last_duration: Duration,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Why the daemon could not start with its state.
@@ -94,7 +101,11 @@ impl Daemon {
             skip_bad_lines,
             info,
             started: Instant::now(),
-            reloads: ReloadStats { last_success: Some(Instant::now()), ..ReloadStats::default() },
+            reloads: ReloadStats {
+                last_success: Some(Instant::now()),
+                last_success_unix: unix_now(),
+                ..ReloadStats::default()
+            },
         })
     }
 
@@ -242,6 +253,7 @@ impl Daemon {
             Ok(mut r) => {
                 self.reloads.reloads += 1;
                 self.reloads.last_success = Some(Instant::now());
+                self.reloads.last_success_unix = unix_now();
                 self.reloads.last_error = None;
                 r.duration_ms = elapsed.as_millis() as u64;
                 info!(why, rules = r.rules, skipped = r.skipped_lines, ms = r.duration_ms, "reloaded");
@@ -341,6 +353,44 @@ impl Daemon {
             packets: stats::packets(&counters),
             top_rules,
         }))
+    }
+
+    /// What a metrics scrape shows now.
+    pub fn metrics(&self, top: usize) -> Result<metrics::Snapshot, FilterError> {
+        let rows = self.filter.counter_rows()?;
+        let top_rules = match self.stats(top) {
+            Ok(Reply::Stats(s)) => s.top_rules.into_iter().map(|r| (r.pattern, r.source, r.hits)).collect(),
+            _ => Vec::new(),
+        };
+        Ok(metrics::Snapshot {
+            rows,
+            interfaces: self
+                .info
+                .interfaces
+                .iter()
+                .filter_map(|i| Some((i.clone(), crate::sys::if_index(i)?)))
+                .collect(),
+            fail_closed: self.filter.settings().fail_closed != 0,
+            rules_active: self.filter.active_len() as u64,
+            lists: self
+                .lists
+                .lists
+                .iter()
+                .map(|l| {
+                    let kind = if l.kind == blocklist::ListKind::Allow { "allow" } else { "block" };
+                    (l.path.clone(), kind, l.entries as u64, l.skipped as u64)
+                })
+                .collect(),
+            operator_rules: self.operator.len() as u64,
+            top_rules,
+            reloads: self.reloads.reloads,
+            reload_failures: self.reloads.failures,
+            last_reload_seconds: self.reloads.last_duration.as_secs_f64(),
+            last_reload_success: self.reloads.last_success_unix,
+            fetch_failures: Vec::new(),
+            tls_flows: self.filter.flow_count().unwrap_or(0) as u64,
+            events: Vec::new(),
+        })
     }
 
     pub fn status(&self) -> control::Status {

@@ -59,7 +59,7 @@ const SHAPES: &[Shape] = &[
         kind: MapType::PerCpuArray,
         key: 4,
         value: 8,
-        entries: Some(maps::counters::COUNT as u32),
+        entries: Some(maps::counters::SLOTS as u32),
     },
 ];
 

@@ -28,6 +28,19 @@ pub struct Policy {
     pub collisions: Vec<Collision>,
     /// Lines read over all lists.
     pub lines: usize,
+    /// What each list held, in the order given.
+    pub lists: Vec<ListStats>,
+}
+
+/// One list's share of a policy.
+#[derive(Clone, Debug)]
+pub struct ListStats {
+    pub path: String,
+    pub kind: ListKind,
+    /// Rules read (a hosts line may hold several).
+    pub entries: usize,
+    /// Malformed lines.
+    pub skipped: usize,
 }
 
 /// Why a policy could not be loaded.
@@ -52,8 +65,15 @@ impl PolicySource {
             .iter()
             .map(|p| (p, ListKind::Block))
             .chain(self.allowlists.iter().map(|p| (p, ListKind::Allow)));
+        let mut stats = Vec::new();
         for (path, kind) in lists {
             let parsed = blocklist::load_file(path, kind)?;
+            stats.push(ListStats {
+                path: path.display().to_string(),
+                kind,
+                entries: parsed.entries.len(),
+                skipped: parsed.errors.len(),
+            });
             lines += parsed.lines;
             skipped.extend(parsed.errors);
             collisions.extend(rules.extend(&parsed.entries));
@@ -61,7 +81,7 @@ impl PolicySource {
         if self.strict && !skipped.is_empty() {
             return Err(PolicyError::Malformed(skipped));
         }
-        Ok(Policy { rules, skipped, collisions, lines })
+        Ok(Policy { rules, skipped, collisions, lines, lists: stats })
     }
 }
 

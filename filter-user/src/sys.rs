@@ -71,6 +71,44 @@ pub fn update_batch<K: aya::Pod, V: aya::Pod>(map: &impl AsRawFd, keys: &[K], va
     Ok(())
 }
 
+/// `BPF_MAP_LOOKUP_BATCH` (Linux 5.6).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Every slot of a per-CPU array of `u64` summed over the CPUs, read with
+/// one system call (a slot at a time would take thousands).
+pub fn sum_percpu_u64(map: &impl AsRawFd, slots: usize) -> io::Result<Vec<u64>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let mut keys = vec![0u32; slots];
+    let mut values = vec![0u64; slots * cpus];
+    let mut out_batch = 0u32;
+    let mut attr = BatchAttr {
+        out_batch: (&raw mut out_batch) as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: slots as u32,
+        map_fd: map.as_raw_fd().cast_unsigned(),
+        ..BatchAttr::default()
+    };
+    // SAFETY: keys and values have room for `count` entries of a per-CPU
+    // array of u64 (8 bytes per CPU per slot); the kernel writes them,
+    // `count` and `out_batch`.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as libc::c_uint)
+    };
+    // ENOENT: the whole array was read (the kernel says so at the end).
+    if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
+        return Err(io::Error::last_os_error());
+    }
+    let mut sums = vec![0u64; slots];
+    for i in 0..attr.count as usize {
+        let slot = keys[i] as usize;
+        if slot < slots {
+            sums[slot] = values[i * cpus..(i + 1) * cpus].iter().sum();
+        }
+    }
+    Ok(sums)
+}
+
 /// The kernel's own account of a map's memory: `memlock` in its fdinfo.
 pub fn map_memlock(map: &impl AsRawFd) -> io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", map.as_raw_fd()))?;

@@ -185,6 +185,23 @@ counters! {
 /// Number of counter slots.
 pub const COUNT: usize = Counter::ALL.len();
 
+/// Outcome counters are kept per interface bucket: `COUNTERS` holds
+/// [`IFACE_BUCKETS`] rows of [`COUNT`] slots, and a packet's outcome goes to
+/// row `ingress_ifindex & (IFACE_BUCKETS - 1)`. A mask rather than a lookup
+/// table: the per-interface figures cost a packet nothing. Interfaces whose
+/// indices share the low bits share a row (user space names them together).
+/// Extra counters, counted deep inside the parsers, all go to row 0.
+pub const IFACE_BUCKETS: usize = 64;
+
+/// Slots in `COUNTERS`.
+pub const SLOTS: usize = COUNT * IFACE_BUCKETS;
+
+/// The row of interface `ifindex`.
+#[inline(always)]
+pub const fn bucket(ifindex: u32) -> usize {
+    ifindex as usize & (IFACE_BUCKETS - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

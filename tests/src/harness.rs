@@ -73,10 +73,10 @@ impl Harness {
 
     /// Runs one packet and reports what happened. Panics if the run fails.
     pub fn run(&self, packet: &[u8]) -> Observed {
-        let before = self.filter.counters().expect("counters");
+        let before = self.filter.counters_of_rows(2).expect("counters");
         let seq = self.filter.trace().expect("trace").seq;
         let r = self.filter.run(packet).expect("test run");
-        let after = self.filter.counters().expect("counters");
+        let after = self.filter.counters_of_rows(2).expect("counters");
         let trace = self.filter.trace().expect("trace");
         assert_eq!(trace.seq, seq + 1, "the program recorded no decision");
         let mut delta = [0u64; COUNT];

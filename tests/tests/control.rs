@@ -494,3 +494,92 @@ fn restarts_adopt_the_pinned_filter_without_a_gap() {
     fs::remove_dir(&other).unwrap();
     fs::remove_dir(&pins).unwrap();
 }
+
+/// `GET path` over HTTP/1.1 from inside `ns`: (status line, body).
+fn http_get(ns: &netns::NetNs, addr: &str, path: &str) -> (String, String) {
+    netns::in_namespace(ns, || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+    })
+}
+
+/// Samples of a scrape: (name with labels as written, value), read with
+/// a Prometheus text-format parser.
+fn samples(body: &str) -> Vec<(String, f64)> {
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a valid exposition");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            };
+            (format!("{}{{{}}}", s.metric, labels.join(",")), v)
+        })
+        .collect()
+}
+
+fn sample(all: &[(String, f64)], key: &str) -> f64 {
+    all.iter().find(|(k, _)| k == key).map_or_else(|| panic!("no {key} in {all:#?}"), |(_, v)| *v)
+}
+
+/// A sample that counts something: a whole number.
+fn count(all: &[(String, f64)], key: &str) -> u64 {
+    let v = sample(all, key);
+    let n = format!("{v}").parse::<u64>();
+    n.unwrap_or_else(|_| panic!("{key} = {v} is not a count"))
+}
+
+#[test]
+fn metrics_scraped_over_http() {
+    let lab = Lab::new("metrics");
+    let d = lab.path();
+    // Nothing listens unless asked.
+    let quiet = lab.daemon(&[]);
+    let listening = lab.t.router.run(&["ss", "-Hltn"]);
+    assert!(listening.trim().is_empty(), "no TCP listener by default: {listening}");
+    drop(quiet);
+
+    let addr = "127.0.0.1:9153";
+    let _daemon = lab.daemon(&["--metrics", addr, "--metrics-top", "3"]);
+    // A reload installs a new set, whose rules count hits from zero.
+    ok(d, &["reload"]);
+    ok(d, &["block", "www.lab"]);
+    for _ in 0..4 {
+        assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN");
+    }
+    assert_eq!(status_of(&lab.t, "www.lab"), "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "news.lab"), "NOERROR");
+    let (status, body) = http_get(&lab.t.router, addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+    let all = samples(&body);
+    let pkt = |outcome: &str, verdict: &str| {
+        count(&all, &format!("namewall_packets_total{{interface=r0,outcome={outcome},protocol=dns,verdict={verdict}}}"))
+    };
+    assert_eq!(pkt("nxdomain", "answer"), 5);
+    assert!(pkt("pass_no_match", "pass") >= 1);
+    let block = lab.block.display().to_string();
+    assert_eq!(count(&all, &format!("namewall_list_rules{{kind=block,list={block}}}")), 2);
+    assert_eq!(count(&all, "namewall_rules{source=api}"), 1);
+    assert_eq!(count(&all, "namewall_rules{source=kernel}"), 3);
+    assert_eq!(count(&all, &format!("namewall_rule_hits{{rule=ads.lab,source={block}:1}}")), 4);
+    assert_eq!(count(&all, "namewall_rule_hits{rule=www.lab,source=api}"), 1);
+    assert_eq!(count(&all, "namewall_reloads_total{}"), 1);
+    assert!(sample(&all, "namewall_last_reload_success_timestamp_seconds{}") > 1.7e9);
+
+    let (status, _) = http_get(&lab.t.router, addr, "/other");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+}

@@ -105,6 +105,13 @@ pub struct RunArgs {
     /// upgraded daemon adopts the running filter there without a gap.
     #[arg(long, default_value = pins::DEFAULT_PIN_DIR, value_name = "DIR")]
     pub pin_dir: PathBuf,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (e.g. 127.0.0.1:9153;
+    /// off unless given, and only where given).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Rules listed in the metrics by hits.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub metrics_top: u64,
     /// Pin nothing: the filter lives and dies with this process.
     #[arg(long, conflicts_with = "detach_on_exit")]
     pub no_pin: bool,
@@ -173,6 +180,14 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     create_private_dir(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
     // First, so a second daemon stops here before touching the pinned state.
     let listener = ControlSocket::bind(&args.socket)?;
+    let metrics = args
+        .metrics
+        .map(|addr| {
+            let l = std::net::TcpListener::bind(addr).with_context(|| format!("metrics: listening on {addr}"))?;
+            l.set_nonblocking(true)?;
+            anyhow::Ok(l)
+        })
+        .transpose()?;
     let pin = if args.no_pin { None } else { Some(PinDir::prepare(&args.pin_dir)?) };
     let adopted = pin.as_ref().is_some_and(PinDir::adopted);
     let daemon = start(args, pin, &state_path);
@@ -199,7 +214,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let result = rt.block_on(serve(&mut daemon, listener, args));
+    let result = rt.block_on(serve(&mut daemon, listener, metrics, args));
     let detach = match &result {
         Ok(Exit::Stop) => true,
         Ok(Exit::Signal) => args.detach_on_exit || !daemon.filter.pinned(),
@@ -359,6 +374,53 @@ async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>)
     let _ = written.send(());
 }
 
+/// Metrics connections served at once; more are closed unanswered.
+const MAX_SCRAPES: usize = 16;
+
+/// Serves one HTTP connection of the metrics listener: `GET /metrics`
+/// answers the daemon's rendering, anything else 404 or 405.
+async fn http_connection(
+    stream: tokio::net::TcpStream,
+    scrapes: mpsc::Sender<oneshot::Sender<String>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    use http_body_util::Full;
+    use hyper::{Method, Response, StatusCode, body::Bytes, header};
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let scrapes = scrapes.clone();
+        async move {
+            let reply = |code: StatusCode, kind: &'static str, body: String| {
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                *r.status_mut() = code;
+                r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
+                r
+            };
+            if req.uri().path() != "/metrics" {
+                return Ok::<_, std::convert::Infallible>(reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "see /metrics\n".into(),
+                ));
+            }
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()));
+            }
+            let (tx, rx) = oneshot::channel();
+            let text = if scrapes.send(tx).await.is_ok() { rx.await.unwrap_or_default() } else { String::new() };
+            if text.is_empty() {
+                return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no metrics now\n".into()));
+            }
+            Ok(reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text))
+        }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(IO_TIMEOUT)
+        .serve_connection(io, service);
+    let _ = tokio::time::timeout(Duration::from_mins(1), conn).await;
+}
+
 /// How long a client may take to send its request or read its reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -405,38 +467,29 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Serves control requests, reloads on SIGHUP and list changes, logs
 /// counters on the interval and sweeps idle flows, until SIGINT or SIGTERM.
-async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> anyhow::Result<Exit> {
+async fn serve(
+    daemon: &mut Daemon,
+    socket: ControlSocket,
+    metrics: Option<std::net::TcpListener>,
+    args: &RunArgs,
+) -> anyhow::Result<Exit> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let listener = tokio::net::UnixListener::from_std(socket.listener.try_clone().context("the control socket")?)
         .context("the control socket")?;
     let (jobs_tx, mut jobs) = mpsc::channel::<Job>(64);
-    let interval = args.stats_interval;
-    let mut stats = (interval != 0).then(|| {
-        let period = Duration::from_secs(interval);
-        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-    });
-    let mut watch = (args.watch_interval != 0).then(|| {
-        let period = Duration::from_secs(args.watch_interval);
-        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-    });
+    tokio::spawn(accept_control(listener, jobs_tx));
+    let (scrape_tx, mut scrapes) = mpsc::channel::<oneshot::Sender<String>>(16);
+    if let Some(l) = metrics {
+        tokio::spawn(accept_metrics(tokio::net::TcpListener::from_std(l).context("the metrics listener")?, scrape_tx));
+    }
+    let mut stats = every(args.stats_interval);
+    let mut watch = every(args.watch_interval);
+    let mut sweep = every(SWEEP_EVERY.as_secs());
     let mut seen = list_signature(daemon.source());
-    let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
     let mut last = daemon.filter.counters().context("reading counters")?;
     let exit = loop {
-        let stats_tick = async {
-            match stats.as_mut() {
-                Some(t) => t.tick().await,
-                None => std::future::pending().await,
-            }
-        };
-        let watch_tick = async {
-            match watch.as_mut() {
-                Some(t) => t.tick().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Exit::Signal; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Exit::Signal; }
@@ -444,10 +497,13 @@ async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> an
                 let _ = daemon.reload("SIGHUP");
                 seen = list_signature(daemon.source());
             }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(connection(stream, jobs_tx.clone())); }
-                Err(e) => warn!("accepting a control connection: {e}"),
-            },
+            Some(reply) = scrapes.recv() => {
+                let text = match daemon.metrics(usize::try_from(args.metrics_top).unwrap_or(usize::MAX)) {
+                    Ok(s) => filter_user::metrics::render(&s),
+                    Err(e) => { warn!("metrics: {e}"); String::new() }
+                };
+                let _ = reply.send(text);
+            }
             Some((req, reply, written)) = jobs.recv() => {
                 if matches!(req, control::Request::Stop) {
                     info!("stop requested: detaching");
@@ -462,7 +518,7 @@ async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> an
                     seen = list_signature(daemon.source());
                 }
             }
-            _ = watch_tick => {
+            () = tick(&mut watch) => {
                 let now = list_signature(daemon.source());
                 if now != seen {
                     // Reloaded once per change; an editor still writing
@@ -471,13 +527,13 @@ async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> an
                     let _ = daemon.reload("list file changed");
                 }
             }
-            _ = stats_tick => {
+            () = tick(&mut stats) => {
                 let now = daemon.filter.counters().context("reading counters")?;
                 let d = stats::delta(&now, &last);
-                info!(interval_s = interval, delta = %stats::one_line(&d), "counters");
+                info!(interval_s = args.stats_interval, delta = %stats::one_line(&d), "counters");
                 last = now;
             }
-            _ = sweep.tick() => {
+            () = tick(&mut sweep) => {
                 match daemon.filter.sweep_flows() {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(removed = n, "swept idle flows"),
@@ -488,4 +544,58 @@ async fn serve(daemon: &mut Daemon, socket: ControlSocket, args: &RunArgs) -> an
     };
     drop(socket);
     Ok(exit)
+}
+
+/// A timer firing every `secs` seconds (the first time after `secs`), or
+/// none for 0.
+fn every(secs: u64) -> Option<tokio::time::Interval> {
+    (secs != 0).then(|| {
+        let period = Duration::from_secs(secs);
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    })
+}
+
+/// The next tick of `t`; never without a timer.
+async fn tick(t: &mut Option<tokio::time::Interval>) {
+    match t.as_mut() {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Accepts control connections, each served by a task of its own.
+async fn accept_control(listener: tokio::net::UnixListener, jobs: mpsc::Sender<Job>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, jobs.clone()));
+            }
+            Err(e) => {
+                warn!("accepting a control connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Accepts metrics connections, at most [`MAX_SCRAPES`] at once.
+async fn accept_metrics(listener: tokio::net::TcpListener, scrapes: mpsc::Sender<oneshot::Sender<String>>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(http_connection(stream, scrapes.clone(), permit));
+                }
+                // Over the limit: closed at once, nothing read.
+                Err(_) => drop(stream),
+            },
+            Err(e) => {
+                warn!("accepting a metrics connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
