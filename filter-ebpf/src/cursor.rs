@@ -5,7 +5,10 @@
 //! packet is resized (`bpf_xdp_adjust_head`/`_tail`) the old `Packet` is
 //! stale; callers build a new one from the context.
 
-use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    programs::XdpContext,
+};
 
 /// Bounds-checked view of the packet's linear data.
 #[derive(Clone, Copy)]
@@ -69,6 +72,14 @@ impl Packet {
     #[inline(always)]
     pub fn be16(&self, offset: usize) -> Option<u16> {
         self.bytes::<2>(offset).map(u16::from_be_bytes)
+    }
+
+    /// Copies `N` bytes at `offset` of the frame (any buffer of it) to
+    /// `dst`, memory outside the stack (a map value) with room for them.
+    #[inline(always)]
+    pub fn load_into<const N: usize>(ctx: &XdpContext, offset: usize, dst: *mut [u8; N]) -> bool {
+        // SAFETY: the helper checks the frame's bounds; dst has N bytes.
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, dst.cast(), N as u32) == 0 }
     }
 }
 

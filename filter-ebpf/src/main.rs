@@ -22,6 +22,8 @@ mod cursor;
 #[cfg(target_arch = "bpf")]
 mod dns;
 #[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
 mod headers;
 #[cfg(target_arch = "bpf")]
 mod program;

@@ -18,7 +18,7 @@ use maps::{
 use crate::{
     answer::{self, Reply},
     cursor::Packet,
-    dns, headers, quic, tls,
+    dns, events, headers, quic, tls,
 };
 
 /// Template of a rule set: user space creates the real inner maps with
@@ -56,7 +56,7 @@ static COUNTERS: PerCpuArray<u64, SLOTS> = PerCpuArray::new();
 
 /// Working memory for one packet.
 #[btf_map]
-pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+pub(crate) static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
 /// Decision record for replay and tests; see [`Trace`].
 #[btf_map]
@@ -115,6 +115,9 @@ pub(crate) fn trace(f: impl FnOnce(&mut Trace)) {
 pub fn namewall(ctx: XdpContext) -> u32 {
     trace(|t| *t = Trace { seq: t.seq, ..Trace::default() });
     let (action, counter) = filter(&ctx);
+    if events::is_block(counter) {
+        events::flush(&ctx, counter);
+    }
     // SAFETY: the context the kernel passed; ingress_ifindex is always readable.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     count_slot(maps::counters::bucket(ifindex) * COUNT + counter as usize);
@@ -207,18 +210,25 @@ fn filter(ctx: &XdpContext) -> (u32, Counter) {
     let Verdict::Block(rule_action) = m.verdict else {
         return if pipelined { not_judged(settings, Counter::TcpPipelined) } else { pass(Counter::PassAllowed) };
     };
-    if tcp {
-        // Answering over TCP would need the stream's state; the client's
-        // retry will be dropped too.
-        return (xdp_action::XDP_DROP, Counter::DropTcp);
-    }
     let action = rule::dns_action(rule_action, settings.dns_action);
     let (rcode, sinkhole, counter) = match action {
+        // Answering over TCP would need the stream's state; the client's
+        // retry will be dropped too.
+        _ if tcp => (0, false, Counter::DropTcp),
         a if a == Action::Nxdomain as u8 => (answer::RCODE_NXDOMAIN, false, Counter::Nxdomain),
         a if a == Action::Refused as u8 => (answer::RCODE_REFUSED, false, Counter::Refused),
         a if a == Action::Sinkhole as u8 => (answer::RCODE_NOERROR, true, Counter::Sinkhole),
-        _ => return (xdp_action::XDP_DROP, Counter::Drop),
+        _ => (0, false, Counter::Drop),
     };
+    // Told before the answer rewrites the packet's addresses.
+    scratch.event.rule_key = m.key;
+    scratch.event.rule_labels = m.depth as u8;
+    scratch.event.name_kind = trace::NAME_DNS;
+    scratch.event.name_len = query.name.len as u16;
+    events::capture(ctx, &layers, scratch);
+    if matches!(counter, Counter::DropTcp | Counter::Drop) {
+        return (xdp_action::XDP_DROP, counter);
+    }
     let reply = Reply { rcode, sinkhole, ttl: settings.answer_ttl };
     if let Err(answer::RewriteFailed) = answer::write(ctx, &layers, &query, reply, scratch) {
         count(Counter::RewriteFailed);

@@ -503,6 +503,11 @@ fn parse(
             }
         };
     }
+    // A block by policy (ECH, no server name) names no rule.
+    scratch.event.rule_key = 0;
+    scratch.event.rule_labels = 0;
+    scratch.event.name_kind = maps::trace::NAME_TLS;
+    scratch.event.name_len = 0;
     let decision = match found {
         Found::Sni(name) => judge_sni(l, tcp, key, name, settings, scratch),
         Found::NoSni(ech) => no_sni(key, ech, settings, scratch),
@@ -698,9 +703,14 @@ fn judge_sni(l: &Layers, tcp: &Tcp, key: u64, sni: Name, settings: &Settings, sc
         }
         Err(c) => return Decision::Done(pass(c)),
     };
-    let allowed = match found.map(|m| m.verdict) {
-        Some(Verdict::Block(action)) => return Decision::Block(action),
-        Some(Verdict::Allow) => Counter::TlsPassAllowed,
+    scratch.event.name_len = sni.len as u16;
+    let allowed = match found.map(|m| (m.verdict, m.key, m.depth)) {
+        Some((Verdict::Block(action), key, depth)) => {
+            scratch.event.rule_key = key;
+            scratch.event.rule_labels = depth as u8;
+            return Decision::Block(action);
+        }
+        Some((Verdict::Allow, ..)) => Counter::TlsPassAllowed,
         None => Counter::TlsPassNoMatch,
     };
     finish_allowed(Some((l, tcp)), key, sni, settings, scratch, allowed)
@@ -783,6 +793,7 @@ fn block(
     if !remember(key, settings, &scratch.flow) {
         count(Counter::FlowTableFull);
     }
+    crate::events::capture(ctx, l, scratch);
     if action == Action::Drop as u8 {
         return (xdp_action::XDP_DROP, Counter::TlsDrop);
     }

@@ -59,6 +59,14 @@ pub enum Request {
     Status,
     /// Detach from every interface, remove the pinned state and exit.
     Stop,
+    /// The last block events; with `follow`, every new one after them, one
+    /// JSON line each, until the client hangs up.
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<usize>,
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// A reply: `{"ok": true, "reply": {...}}` or `{"ok": false, "error": {...}}`.
@@ -119,6 +127,20 @@ pub enum Reply {
     Status(Status),
     /// The daemon is detaching and exiting.
     Stopping,
+    Events(EventList),
+}
+
+/// Recent block events, and what became of the others.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventList {
+    pub events: Vec<crate::events::EventView>,
+    /// Sequence number of the last event listed (followers get later ones).
+    pub last_seq: u64,
+    /// Events logged since the start, events over the kernel's per-second
+    /// budget (not sent) and events the ring buffer had no room for.
+    pub written: u64,
+    pub over_budget: u64,
+    pub lost: u64,
 }
 
 /// A block, allow or unblock batch, applied.
@@ -160,6 +182,10 @@ pub struct Stats {
     pub counters: std::collections::BTreeMap<String, u64>,
     pub packets: u64,
     pub top_rules: Vec<RuleView>,
+    /// Block events logged since the daemon started (those over the
+    /// budget or lost are the `event_over_budget` and `event_lost` counters).
+    #[serde(default)]
+    pub events_written: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -209,6 +235,40 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let mut line = serde_json::to_vec(req).expect("requests serialise");
     line.push(b'\n');
     call_raw(socket, &line)
+}
+
+/// Sends a request whose reply is followed by more lines (`events
+/// --follow`): `reply` gets the reply first, then `line` each line after
+/// it until the daemon closes or `line` returns false.
+pub fn call_streaming(
+    socket: &Path,
+    req: &Request,
+    reply: impl FnOnce(&Response),
+    mut line: impl FnMut(&str) -> bool,
+) -> Result<Response, ClientError> {
+    let io_err = |source| ClientError::Io { path: socket.to_owned(), source };
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(socket.to_owned()),
+        io::ErrorKind::PermissionDenied => ClientError::Denied(socket.to_owned()),
+        _ => io_err(e),
+    })?;
+    let mut bytes = serde_json::to_vec(req).expect("requests serialise");
+    bytes.push(b'\n');
+    s.write_all(&bytes).map_err(io_err)?;
+    let mut r = BufReader::new(s);
+    let mut first = String::new();
+    r.read_line(&mut first).map_err(io_err)?;
+    let resp: Response = serde_json::from_str(&first).map_err(|e| ClientError::BadReply(e.to_string()))?;
+    reply(&resp);
+    if resp.ok {
+        for l in r.lines() {
+            let l = l.map_err(io_err)?;
+            if !line(&l) {
+                break;
+            }
+        }
+    }
+    Ok(resp)
 }
 
 /// Sends raw bytes as a request (tests send malformed ones on purpose).

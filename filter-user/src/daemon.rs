@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::{
     blocklist::{self, Scope},
     control::{self, Changed, ErrorBody, Reloaded, Reply, Request, RuleList, RuleView},
+    events::{self, EventLog},
     loader::{Filter, FilterError},
     metrics,
     names::Domain,
@@ -29,6 +30,8 @@ use crate::{
 
 /// Rules a `list` request returns unless it asks for another limit.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
+/// Events `events` lists unless asked otherwise.
+pub const DEFAULT_EVENTS: usize = 20;
 /// Rules `stats` lists by hits unless asked otherwise.
 pub const DEFAULT_TOP: usize = 10;
 
@@ -76,6 +79,10 @@ pub struct Daemon {
     info: RunInfo,
     started: Instant,
     pub reloads: ReloadStats,
+    pub events: EventLog,
+    clock: events::Clock,
+    /// Rule keys of the operator's rules, to name them in events.
+    operator_keys: HashMap<u64, String>,
 }
 
 impl Daemon {
@@ -88,6 +95,7 @@ impl Daemon {
         state_path: PathBuf,
         skip_bad_lines: bool,
         info: RunInfo,
+        events: EventLog,
     ) -> Result<Self, DaemonError> {
         let operator = OperatorRules::load(&state_path)?;
         let (keys, values) = effective_arrays(&lists.rules, &operator);
@@ -106,7 +114,34 @@ impl Daemon {
                 last_success_unix: unix_now(),
                 ..ReloadStats::default()
             },
-        })
+            events,
+            clock: events::Clock::now(),
+            operator_keys: HashMap::new(),
+        }
+        .with_operator_keys())
+    }
+
+    /// Recomputes the operator's rule keys (after a change).
+    fn with_operator_keys(mut self) -> Self {
+        self.index_operator_keys();
+        self
+    }
+
+    fn index_operator_keys(&mut self) {
+        let seed = self.lists.rules.seed();
+        self.operator_keys = self.operator.iter().map(|(p, _)| (p.domain.key(seed), p.to_string())).collect();
+    }
+
+    /// Logs one block event from the kernel.
+    pub fn record_event(&mut self, e: &maps::event::Event) {
+        let rule = |key: u64| {
+            self.operator_keys.get(&key).cloned().or_else(|| {
+                self.lists.rules.get(key).and_then(|r| views_of_list_rule(r, 0).into_iter().next()).map(|v| v.pattern)
+            })
+        };
+        let iface = self.events.ifname(e.ifindex);
+        let v = events::view(e, self.clock, &rule, &|_| iface.clone());
+        self.events.record(v);
     }
 
     pub fn operator_rules(&self) -> &OperatorRules {
@@ -134,6 +169,7 @@ impl Daemon {
             Request::Stats { top } => self.stats(top.unwrap_or(DEFAULT_TOP)),
             Request::Reload => self.reload("control request").map(Reply::Reloaded).map_err(ErrorBody::new),
             Request::Status => Ok(Reply::Status(self.status())),
+            Request::Events { last, .. } => self.recent_events(last.unwrap_or(DEFAULT_EVENTS)),
             // The serving loop answers it: stopping ends the loop.
             Request::Stop => Err(ErrorBody::new("stop is handled by the serving loop")),
         };
@@ -226,6 +262,7 @@ impl Daemon {
             return Err(ErrorBody::new(msg));
         }
         self.operator = next;
+        self.index_operator_keys();
         info!(changed = changed.len(), operator_rules = self.operator.len(), "operator rules changed");
         Ok(Reply::Changed(Changed { changed, unchanged, notes, operator_rules: self.operator.len() }))
     }
@@ -352,6 +389,18 @@ impl Daemon {
             counters: stats::non_zero(&counters).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             packets: stats::packets(&counters),
             top_rules,
+            events_written: self.events.written,
+        }))
+    }
+
+    fn recent_events(&self, n: usize) -> Result<Reply, ErrorBody> {
+        let c = self.filter.counters().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
+        Ok(Reply::Events(control::EventList {
+            events: self.events.recent(n),
+            last_seq: self.events.seq,
+            written: self.events.written,
+            over_budget: c[maps::Counter::EventOverBudget as usize],
+            lost: c[maps::Counter::EventLost as usize],
         }))
     }
 
@@ -362,6 +411,21 @@ impl Daemon {
             Ok(Reply::Stats(s)) => s.top_rules.into_iter().map(|r| (r.pattern, r.source, r.hits)).collect(),
             _ => Vec::new(),
         };
+        let totals = {
+            let mut t = [0u64; maps::counters::COUNT];
+            for row in rows.chunks_exact(maps::counters::COUNT) {
+                for (o, v) in t.iter_mut().zip(row) {
+                    *o += v;
+                }
+            }
+            t
+        };
+        let events = vec![
+            ("written", self.events.written),
+            ("over_budget", totals[maps::Counter::EventOverBudget as usize]),
+            ("lost", totals[maps::Counter::EventLost as usize]),
+            ("write_errors", self.events.write_errors),
+        ];
         Ok(metrics::Snapshot {
             rows,
             interfaces: self
@@ -389,7 +453,7 @@ impl Daemon {
             last_reload_success: self.reloads.last_success_unix,
             fetch_failures: Vec::new(),
             tls_flows: self.filter.flow_count().unwrap_or(0) as u64,
-            events: Vec::new(),
+            events,
         })
     }
 

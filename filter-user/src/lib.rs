@@ -5,6 +5,7 @@ pub mod blocklist;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod events;
 pub mod loader;
 pub mod metrics;
 pub mod names;

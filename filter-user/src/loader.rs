@@ -45,6 +45,8 @@ pub enum FilterError {
     TooManyFlows(usize),
     #[error("rule set of {0} rules is larger than a map can hold")]
     TooManyRules(usize),
+    #[error("an event buffer of {0} bytes: it must be a power of two from 4096 to 1 GiB")]
+    EventBuffer(usize),
     #[error("adopting the pinned filter: {0}")]
     Adopt(String),
     #[error("{0}")]
@@ -79,7 +81,13 @@ pub struct LoadOptions {
     pub expected_rules: usize,
     /// TLS flows tracked at once (`maps::flow`); 0 means [`DEFAULT_MAX_FLOWS`].
     pub max_flows: usize,
+    /// Bytes of the block event ring buffer (a power of two of at least a
+    /// page); 0 means [`DEFAULT_EVENT_BUFFER`].
+    pub event_buffer: usize,
 }
+
+/// Bytes of the event ring buffer unless configured: some 3000 events.
+pub const DEFAULT_EVENT_BUFFER: usize = 1 << 20;
 
 /// Flows tracked at once unless configured: new connections between SYN
 /// and first data, ClientHellos in progress, blocked flows.
@@ -174,12 +182,18 @@ impl Filter {
         let flows = if opts.max_flows == 0 { DEFAULT_MAX_FLOWS } else { opts.max_flows };
         let flows = u32::try_from(flows).map_err(|_| FilterError::TooManyFlows(flows))?;
         let hint = maps::flow::hint_words(flows as usize);
+        let events = if opts.event_buffer == 0 { DEFAULT_EVENT_BUFFER } else { opts.event_buffer };
+        if !events.is_power_of_two() || !(4096..=1 << 30).contains(&events) {
+            return Err(FilterError::EventBuffer(events));
+        }
+        let events = events as u32;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(names::TRACE_ENABLED, &trace, true)
             .map_max_entries(names::FILTER, words as u32)
             .map_max_entries(names::FLOWS, flows)
-            .map_max_entries(names::FLOW_HINT, hint as u32);
+            .map_max_entries(names::FLOW_HINT, hint as u32)
+            .map_max_entries(names::EVENTS, events);
         // Pinned maps are opened when they exist (a running filter's, with
         // their sizes), created and pinned otherwise.
         if let Some(pin) = &opts.pin {
@@ -338,6 +352,17 @@ impl Filter {
         }
         let settings = Settings { tls_action: tls.action as u8, policy: bits, ..self.settings };
         self.write_settings(settings)
+    }
+
+    /// Lets each CPU send at most `per_cpu` block events a second (0: none).
+    pub fn configure_events(&mut self, per_cpu: u32) -> Result<(), FilterError> {
+        self.write_settings(Settings { event_budget: per_cpu, ..self.settings })
+    }
+
+    /// The block event ring buffer, for the daemon to read (once).
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>, FilterError> {
+        let map = self.ebpf.take_map(names::EVENTS).ok_or(FilterError::MissingMap(names::EVENTS))?;
+        aya::maps::RingBuf::try_from(map).map_err(map_err(names::EVENTS))
     }
 
     /// Forgets flows idle past their time to live (`maps::flow`): the kernel

@@ -36,6 +36,9 @@ pub(crate) enum Command {
     Reload(commands::ctl::ClientArgs),
     /// What the running daemon filters with.
     Status(commands::ctl::ClientArgs),
+    /// The last blocks the filter made (time, interface, client, server,
+    /// protocol, name, rule, action); with --follow, new ones as they come.
+    Events(commands::ctl::EventsArgs),
     /// Detach the filter from every interface and remove its pinned state,
     /// whether a daemon runs or one left the filter running when it exited.
     Stop(commands::ctl::StopArgs),
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Replay(args) => commands::replay::execute(args),
         Command::Stop(args) => commands::ctl::stop(&args),
+        Command::Events(args) => commands::ctl::events(&args),
         Command::Completions(args) => {
             clap_complete::generate(args.shell, &mut Cli::command(), "namewall", &mut std::io::stdout());
             Ok(())

@@ -54,6 +54,7 @@ const SHAPES: &[Shape] = &[
         entries: None,
     },
     Shape { name: names::FLOW_HINT, kind: MapType::Array, key: 4, value: 8, entries: None },
+    Shape { name: names::EVENTS, kind: MapType::RingBuf, key: 0, value: 0, entries: None },
     Shape {
         name: names::COUNTERS,
         kind: MapType::PerCpuArray,

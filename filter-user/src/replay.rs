@@ -667,7 +667,12 @@ pub struct ReplayOptions {
 /// installs the rule set: a filter ready for [`replay`].
 pub fn prepare(opts: &ReplayOptions) -> Result<(Filter, Policy), ReplayError> {
     let policy = opts.lists.load(opts.seed)?;
-    let load = LoadOptions { trace: true, expected_rules: policy.rules.len(), max_flows: opts.max_flows, pin: None };
+    let load = LoadOptions {
+        trace: true,
+        expected_rules: policy.rules.len(),
+        max_flows: opts.max_flows,
+        ..LoadOptions::default()
+    };
     let mut filter = Filter::load(load).map_err(filter_err("loading the XDP program"))?;
     filter
         .configure(opts.dns_action, opts.fail_closed, opts.answer_ttl)

@@ -126,6 +126,18 @@ pub fn if_index(name: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
+/// The name of interface `index`, if there is one.
+pub fn if_name(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 /// Waits for an RCU grace period: every XDP program run that started before
 /// the call has finished when it returns. `MEMBARRIER_CMD_GLOBAL` is
 /// implemented with `synchronize_rcu()` (kernel/sched/membarrier.c), and XDP

@@ -176,6 +176,10 @@ counters! {
     TcpFastOpen => "tcp_fast_open", Extra;
     /// Extra: the flow table was full: a new flow was not tracked (fail-open) or dropped (fail-closed).
     FlowTableFull => "flow_table_full", Extra;
+    /// Extra: a block event over this CPU's per-second budget: not sent.
+    EventOverBudget => "event_over_budget", Extra;
+    /// Extra: a block event the ring buffer had no room for (user space behind): lost.
+    EventLost => "event_lost", Extra;
     /// Extra: a rule key matched but its label count did not: a hash collision, ignored.
     KeyCollision => "key_collision", Extra;
     /// Internal error (a per-CPU map missing). Never expected; the packet passed.

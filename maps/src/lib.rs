@@ -12,6 +12,7 @@
 
 pub mod checksum;
 pub mod counters;
+pub mod event;
 pub mod filter;
 pub mod flow;
 pub mod name;
@@ -49,6 +50,10 @@ pub mod names {
     pub const TRACE: &str = "TRACE";
     /// Read-only global: non-zero makes the program record each decision in `TRACE`.
     pub const TRACE_ENABLED: &str = "TRACE_ENABLED";
+    /// `RingBuf` of [`crate::event::Event`]s: one per block, within the budget.
+    pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuArray<[u64; 2]>`: this second's start and the events sent in it.
+    pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
     /// The XDP program's function name in the object file.
     pub const PROGRAM: &str = "namewall";
     /// The baseline program used by benchmarks.
@@ -92,6 +97,8 @@ pub struct Scratch {
     pub tls_pos: u64,
     pub tls_len: u64,
     pub tls_step: u64,
+    /// The block event being built (see [`event`]).
+    pub event: event::Event,
 }
 
 /// Size of [`Scratch::reply`]: the original headers read from the packet,
@@ -132,6 +139,7 @@ const _: () = assert!(
             + tls::TLS_BUF
             + core::mem::size_of::<flow::FlowState>()
             + 24
+            + core::mem::size_of::<event::Event>()
 );
 
 #[cfg(feature = "user")]

@@ -33,9 +33,12 @@ pub struct Settings {
     pub filter_mask: u64,
     /// Words in `FLOW_HINT` minus one: see [`crate::flow`].
     pub hint_mask: u64,
+    /// Block events each CPU may send per second ([`crate::event`]); 0: none.
+    pub event_budget: u32,
+    pub pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Settings>() == 48);
+const _: () = assert!(core::mem::size_of::<Settings>() == 56);
 
 /// Bits of [`Settings::policy`].
 pub mod policy {

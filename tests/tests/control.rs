@@ -583,3 +583,102 @@ fn metrics_scraped_over_http() {
     let (status, _) = http_get(&lab.t.router, addr, "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 }
+
+/// Lines `namewall events --follow --json` prints, read on a thread.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(dir: &Path) -> Self {
+        let mut child = std::process::Command::new(netns::namewall_bin())
+            .args(["events", "--follow", "--json", "--last", "0", "--socket"])
+            .arg(socket(dir))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("namewall events --follow");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn next(&self) -> serde_json::Value {
+        let l = self.lines.recv_timeout(Duration::from_secs(10)).expect("a followed event within 10 s");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn event_log_records_blocks_and_a_flood_stays_within_its_budget() {
+    let lab = Lab::new("events");
+    let d = lab.path();
+    let log = d.join("events.jsonl");
+    let start = Instant::now();
+    let _daemon = lab.daemon(&["--events-log", log.to_str().unwrap(), "--events-budget", "20"]);
+    let follower = Follower::start(d);
+    // The follower is connected once the daemon has seen its request.
+    std::thread::sleep(Duration::from_millis(200));
+
+    assert_eq!(status_of(&lab.t, "Www.Ads.lab"), "NXDOMAIN");
+    let line = || fs::read_to_string(&log).unwrap_or_default();
+    eventually("the block in the log", Duration::from_secs(10), || line().lines().count() == 1);
+    let event: serde_json::Value = serde_json::from_str(line().lines().next().unwrap()).unwrap();
+    let s = |k: &str| event[k].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        (s("interface"), s("protocol"), s("name"), s("rule"), s("action")),
+        ("r0".into(), "dns".into(), "Www.Ads.lab".into(), "ads.lab".into(), "nxdomain".into()),
+        "{event}"
+    );
+    assert!(s("client").starts_with("10.11.0.2:") && s("server") == "10.12.0.2:53", "{event}");
+    assert!(s("time").starts_with("20") && s("time").ends_with('Z'), "{event}");
+    assert_eq!(follower.next(), event, "the follower saw the same event");
+    let text = ok(d, &["events"]);
+    assert!(text.contains("Www.Ads.lab rule=ads.lab nxdomain") && text.contains(" r0 10.11.0.2:"), "{text}");
+
+    // A flood: bounded in count and time, from the client namespace.
+    let sent = netns::in_namespace(&lab.t.client, || {
+        let sock = std::net::UdpSocket::bind("10.11.0.2:0").unwrap();
+        let begin = Instant::now();
+        let mut n = 0;
+        while n < 3000 && begin.elapsed() < Duration::from_secs(10) {
+            let q = namewall_tests::dnswire::query(&format!("f{n}.ads.lab"), hickory_proto::rr::RecordType::A);
+            if sock.send_to(&q, "10.12.0.2:53").is_ok() {
+                n += 1;
+            }
+        }
+        n
+    });
+    assert!(sent >= 1000, "{sent} queries sent");
+    // Every block is logged, over the budget or lost: poll until they add up.
+    let mut totals = (0, 0, 0, 0);
+    eventually("every block accounted for", Duration::from_secs(10), || {
+        let stats: serde_json::Value = serde_json::from_str(&ok(d, &["stats", "--json"])).unwrap();
+        let r = &stats["reply"];
+        let counter = |k: &str| r["counters"][k].as_u64().unwrap_or(0);
+        let blocked = counter("nxdomain");
+        totals =
+            (blocked, r["events_written"].as_u64().unwrap_or(0), counter("event_over_budget"), counter("event_lost"));
+        blocked > 1 && totals.1 + totals.2 + totals.3 == blocked
+    });
+    let (blocked, written, over, _lost) = totals;
+    let secs = start.elapsed().as_secs() + 2;
+    assert!(written <= 20 * secs, "{written} events in {secs} s with a budget of 20/s");
+    assert!(over >= blocked - 20 * secs, "the rest counted over budget: {totals:?}");
+    assert_eq!(line().lines().count() as u64, written, "the log has every event written");
+}

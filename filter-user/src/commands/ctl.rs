@@ -63,6 +63,18 @@ pub struct StatsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// How many of the last events to show.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub last: usize,
+    /// Then show every new one as it comes, until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct StopArgs {
     /// Where `run` pinned the filter (its --pin-dir).
     #[arg(long, default_value = filter_user::pins::DEFAULT_PIN_DIR, value_name = "DIR")]
@@ -76,6 +88,54 @@ pub struct CompletionArgs {
     /// The shell to write completions for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// One event as a line of text.
+fn print_event(out: &mut impl std::io::Write, e: &filter_user::events::EventView) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} {} {} > {} {} {} rule={} {}",
+        e.time, e.interface, e.client, e.server, e.protocol, e.name, e.rule, e.action
+    )
+}
+
+/// `namewall events`: the last block events, then (`--follow`) new ones
+/// as they come, as text or JSON lines.
+pub fn events(args: &EventsArgs) -> anyhow::Result<()> {
+    let req = Request::Events { last: Some(args.last), follow: args.follow };
+    let json = args.client.json;
+    let out = std::cell::RefCell::new(std::io::stdout().lock());
+    let resp = control::call_streaming(
+        &args.client.socket,
+        &req,
+        |resp| {
+            let mut out = out.borrow_mut();
+            let _ = match (&resp.reply, json) {
+                (Some(Reply::Events(l)), true) => {
+                    l.events.iter().try_for_each(|e| writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default()))
+                }
+                (Some(r), false) => print_reply(&mut *out, r),
+                _ => Ok(()),
+            };
+            let _ = out.flush();
+        },
+        |line| {
+            let mut out = out.borrow_mut();
+            let written = if json {
+                writeln!(out, "{line}")
+            } else {
+                match serde_json::from_str::<filter_user::events::EventView>(line) {
+                    Ok(e) => print_event(&mut *out, &e),
+                    Err(_) => writeln!(out, "{line}"),
+                }
+            };
+            written.and_then(|()| out.flush()).is_ok()
+        },
+    )?;
+    match resp.error {
+        Some(e) => bail!("{}", e.message),
+        None => Ok(()),
+    }
 }
 
 /// `namewall stop`: asks a running daemon to detach and exit, then removes
@@ -123,7 +183,7 @@ pub fn execute(cmd: Command) -> anyhow::Result<()> {
         Command::Stats(a) => (a.client, Request::Stats { top: Some(a.top) }),
         Command::Reload(a) => (a, Request::Reload),
         Command::Status(a) => (a, Request::Status),
-        Command::Run(_) | Command::Replay(_) | Command::Completions(_) | Command::Stop(_) => {
+        Command::Run(_) | Command::Replay(_) | Command::Completions(_) | Command::Stop(_) | Command::Events(_) => {
             unreachable!("not a control verb")
         }
     };
@@ -181,6 +241,14 @@ fn print_reply(out: &mut impl std::io::Write, reply: &Reply) -> std::io::Result<
             }
         }
         Reply::Stopping => writeln!(out, "the daemon is detaching and exiting")?,
+        Reply::Events(l) => {
+            for e in &l.events {
+                print_event(out, e)?;
+            }
+            if l.over_budget > 0 || l.lost > 0 {
+                writeln!(out, "({} events over the per-second budget, {} lost: not shown)", l.over_budget, l.lost)?;
+            }
+        }
         Reply::Reloaded(r) => writeln!(
             out,
             "reloaded: {} rules ({} from lists, {} pushed), {} malformed lines skipped, in {} ms",

@@ -12,6 +12,7 @@ use clap::{Args, Parser as _, ValueEnum};
 use filter_user::{
     config, control,
     daemon::{Daemon, RunInfo},
+    events::EventLog,
     loader::{Filter, LoadOptions},
     pins::{self, PinDir},
     policy::PolicySource,
@@ -112,6 +113,20 @@ pub struct RunArgs {
     /// Rules listed in the metrics by hits.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub metrics_top: u64,
+    /// Write each block as a JSON line to FILE (`-`: stdout); the last ones
+    /// are kept in memory for `namewall events` either way.
+    #[arg(long, value_name = "FILE")]
+    pub events_log: Option<PathBuf>,
+    /// Block events the kernel may send per second, over all CPUs (0: none);
+    /// more are counted (`event_over_budget`) and not sent.
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub events_budget: u32,
+    /// The events log is rotated at this size (the previous one kept as FILE.1).
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    pub events_max_bytes: u64,
+    /// Bytes of the kernel's event ring buffer (a power of two, 4096 to 1 GiB).
+    #[arg(long, default_value_t = filter_user::loader::DEFAULT_EVENT_BUFFER, value_name = "BYTES")]
+    pub events_buffer: usize,
     /// Pin nothing: the filter lives and dies with this process.
     #[arg(long, conflicts_with = "detach_on_exit")]
     pub no_pin: bool,
@@ -275,13 +290,20 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
         trace: false,
         expected_rules: policy.rules.len(),
         max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),
+        event_buffer: args.events_buffer,
     };
     let mut filter = Filter::load(load).context("loading the XDP program")?;
     filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
     filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
+    let per_cpu = if args.events_budget == 0 { 0 } else { args.events_budget.div_ceil(cpus as u32).max(1) };
+    filter.configure_events(per_cpu).context("configuring events")?;
+    let log = EventLog::open(args.events_log.as_deref(), args.events_max_bytes).with_context(|| {
+        format!("opening the events log {}", args.events_log.as_deref().unwrap_or(Path::new("")).display())
+    })?;
     let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };
     let lines = policy.lines;
-    let mut daemon = Daemon::start(filter, source, policy, state_path.to_owned(), args.skip_bad_lines, info)?;
+    let mut daemon = Daemon::start(filter, source, policy, state_path.to_owned(), args.skip_bad_lines, info, log)?;
     for iface in &args.ifaces {
         daemon.filter.attach(iface, args.xdp_mode.into())?;
     }
@@ -352,10 +374,15 @@ type Job = (control::Request, oneshot::Sender<control::Response>, oneshot::Recei
 
 /// Serves one connection: checks the peer, reads one bounded request,
 /// hands it to the daemon's loop, writes the reply.
-async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>) {
+async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>, follow: Follow) {
     let (written, written_rx) = oneshot::channel();
+    let mut following = None;
     let reply = match read_request(&mut stream).await {
         Ok(req) => {
+            // Subscribed before the snapshot is taken: nothing falls between.
+            if matches!(req, control::Request::Events { follow: true, .. }) {
+                following = Some(follow.subscribe());
+            }
             let (tx, rx) = oneshot::channel();
             if jobs.send((req, tx, written_rx)).await.is_err() {
                 return;
@@ -369,9 +396,43 @@ async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>)
     };
     let mut line = serde_json::to_vec(&reply).unwrap_or_default();
     line.push(b'\n');
-    let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
+    let sent = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
+    if let (Some(mut rx), Ok(Ok(())), Some(control::Reply::Events(list))) = (following, sent, reply.reply.as_ref()) {
+        follow_events(&mut stream, &mut rx, list.last_seq).await;
+    }
     let _ = stream.shutdown().await;
     let _ = written.send(());
+}
+
+/// The daemon's stream of events as JSON lines, with sequence numbers.
+type Follow = tokio::sync::broadcast::Sender<(u64, String)>;
+
+/// Streams events after `after` to a follower until it hangs up (or is
+/// too slow to keep up, which the broadcast channel bounds: the lines it
+/// missed are skipped, not queued).
+async fn follow_events(
+    stream: &mut tokio::net::UnixStream,
+    rx: &mut tokio::sync::broadcast::Receiver<(u64, String)>,
+    after: u64,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let (mut reader, mut writer) = stream.split();
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Ok((seq, line)) if seq > after => {
+                    if writer.write_all(line.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            // The client closed its end (or sent anything): done.
+            _ = reader.read(&mut probe) => return,
+        }
+    }
 }
 
 /// Metrics connections served at once; more are closed unanswered.
@@ -479,7 +540,12 @@ async fn serve(
     let listener = tokio::net::UnixListener::from_std(socket.listener.try_clone().context("the control socket")?)
         .context("the control socket")?;
     let (jobs_tx, mut jobs) = mpsc::channel::<Job>(64);
-    tokio::spawn(accept_control(listener, jobs_tx));
+    tokio::spawn(accept_control(listener, jobs_tx, daemon.events.follower()));
+    let ring = daemon.filter.take_events().context("the event ring buffer")?;
+    // SAFETY: the RingBuf owns its map's file descriptor and keeps it open
+    // and unchanged for as long as the AsyncFd holds it.
+    let mut ring = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .context("polling the event ring buffer")?;
     let (scrape_tx, mut scrapes) = mpsc::channel::<oneshot::Sender<String>>(16);
     if let Some(l) = metrics {
         tokio::spawn(accept_metrics(tokio::net::TcpListener::from_std(l).context("the metrics listener")?, scrape_tx));
@@ -496,6 +562,14 @@ async fn serve(
             _ = sighup.recv() => {
                 let _ = daemon.reload("SIGHUP");
                 seen = list_signature(daemon.source());
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the event ring buffer")?;
+                let drained = drain_events(daemon, guard.get_inner_mut());
+                // Items left: come back to them after the other work.
+                if drained < MAX_EVENTS_PER_TURN {
+                    guard.clear_ready();
+                }
             }
             Some(reply) = scrapes.recv() => {
                 let text = match daemon.metrics(usize::try_from(args.metrics_top).unwrap_or(usize::MAX)) {
@@ -546,6 +620,26 @@ async fn serve(
     Ok(exit)
 }
 
+/// Events read from the ring buffer before the loop turns to other work.
+const MAX_EVENTS_PER_TURN: usize = 4096;
+
+/// Reads up to [`MAX_EVENTS_PER_TURN`] events into the log; returns how many.
+fn drain_events(daemon: &mut Daemon, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> usize {
+    let mut n = 0;
+    while n < MAX_EVENTS_PER_TURN {
+        let Some(item) = ring.next() else { break };
+        if item.len() >= size_of::<maps::event::Event>() {
+            // SAFETY: the kernel wrote a whole Event (checked length); read
+            // unaligned, as ring buffer records are only 8-byte aligned.
+            let e = unsafe { item.as_ptr().cast::<maps::event::Event>().read_unaligned() };
+            drop(item);
+            daemon.record_event(&e);
+        }
+        n += 1;
+    }
+    n
+}
+
 /// A timer firing every `secs` seconds (the first time after `secs`), or
 /// none for 0.
 fn every(secs: u64) -> Option<tokio::time::Interval> {
@@ -566,11 +660,11 @@ async fn tick(t: &mut Option<tokio::time::Interval>) {
 }
 
 /// Accepts control connections, each served by a task of its own.
-async fn accept_control(listener: tokio::net::UnixListener, jobs: mpsc::Sender<Job>) {
+async fn accept_control(listener: tokio::net::UnixListener, jobs: mpsc::Sender<Job>, follow: Follow) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(stream, jobs.clone()));
+                tokio::spawn(connection(stream, jobs.clone(), follow.clone()));
             }
             Err(e) => {
                 warn!("accepting a control connection: {e}");

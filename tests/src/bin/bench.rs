@@ -116,7 +116,7 @@ fn load(n: usize, dir: &Path) -> Loaded {
     let policy =
         PolicySource { blocklists: vec![path], allowlists: vec![], strict: true }.load(rand::random()).expect("parse");
     let parse = started.elapsed();
-    let opts = LoadOptions { trace: false, expected_rules: policy.rules.len(), max_flows: 0, pin: None };
+    let opts = LoadOptions { expected_rules: policy.rules.len(), ..LoadOptions::default() };
     let mut filter = Filter::load(opts).expect("load program");
     filter.configure(Action::Nxdomain, false, 60).expect("configure");
     let started = Instant::now();
