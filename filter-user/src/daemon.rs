@@ -19,6 +19,7 @@ use crate::{
     blocklist::{self, Scope},
     control::{self, Changed, ErrorBody, Reloaded, Reply, Request, RuleList, RuleView},
     events::{self, EventLog},
+    fetch,
     loader::{Filter, FilterError},
     metrics,
     names::Domain,
@@ -83,6 +84,18 @@ pub struct Daemon {
     clock: events::Clock,
     /// Rule keys of the operator's rules, to name them in events.
     operator_keys: HashMap<u64, String>,
+    /// How fetching each list URL went.
+    pub fetches: std::collections::BTreeMap<String, FetchState>,
+}
+
+/// How fetching one list URL went.
+#[derive(Clone, Debug, Default)]
+pub struct FetchState {
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// When a fetch last succeeded (a new copy or "not modified").
+    pub last_ok: Option<Instant>,
+    pub updates: u64,
 }
 
 impl Daemon {
@@ -117,6 +130,7 @@ impl Daemon {
             events,
             clock: events::Clock::now(),
             operator_keys: HashMap::new(),
+            fetches: std::collections::BTreeMap::new(),
         }
         .with_operator_keys())
     }
@@ -130,6 +144,35 @@ impl Daemon {
     fn index_operator_keys(&mut self) {
         let seed = self.lists.rules.seed();
         self.operator_keys = self.operator.iter().map(|(p, _)| (p.domain.key(seed), p.to_string())).collect();
+    }
+
+    /// Records how fetching each list URL went; reloads when one brought
+    /// a new copy. Returns whether it did.
+    pub fn record_fetches(&mut self, results: Vec<(String, Result<fetch::Refreshed, String>)>) -> bool {
+        let mut changed = false;
+        for (url, r) in results {
+            let st = self.fetches.entry(url.clone()).or_default();
+            match r {
+                Ok(done) => {
+                    st.last_ok = Some(Instant::now());
+                    st.last_error = None;
+                    if let fetch::Refreshed::Updated { rules, skipped } = done {
+                        st.updates += 1;
+                        changed = true;
+                        info!(url, rules, skipped, "list fetched");
+                    }
+                }
+                Err(e) => {
+                    st.failures += 1;
+                    warn!(url, "fetching a list failed, the last good copy stays in force: {e}");
+                    st.last_error = Some(e);
+                }
+            }
+        }
+        if changed {
+            let _ = self.reload("list fetched");
+        }
+        changed
     }
 
     /// Logs one block event from the kernel.
@@ -451,7 +494,7 @@ impl Daemon {
             reload_failures: self.reloads.failures,
             last_reload_seconds: self.reloads.last_duration.as_secs_f64(),
             last_reload_success: self.reloads.last_success_unix,
-            fetch_failures: Vec::new(),
+            fetch_failures: self.fetches.iter().map(|(u, f)| (u.clone(), f.failures)).collect(),
             tls_flows: self.filter.flow_count().unwrap_or(0) as u64,
             events,
         })
@@ -473,6 +516,16 @@ impl Daemon {
                 .iter()
                 .map(|p| format!("block {}", p.display()))
                 .chain(source.allowlists.iter().map(|p| format!("allow {}", p.display())))
+                .chain(source.urls.iter().map(|u| {
+                    let kind = if u.kind == blocklist::ListKind::Allow { "allow" } else { "block" };
+                    let f = self.fetches.get(&u.url).cloned().unwrap_or_default();
+                    let ok = f.last_ok.map_or_else(
+                        || "never fetched".to_owned(),
+                        |t| format!("fetched {} s ago", t.elapsed().as_secs()),
+                    );
+                    let err = f.last_error.map_or_else(String::new, |e| format!(", last error: {e}"));
+                    format!("{kind} {} ({ok}, {} failures{err})", u.url, f.failures)
+                }))
                 .collect(),
             state_file: self.state_path.display().to_string(),
             reloads: self.reloads.reloads,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod events;
+pub mod fetch;
 pub mod loader;
 pub mod metrics;
 pub mod names;

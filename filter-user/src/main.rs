@@ -16,7 +16,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Load lists, attach to interfaces and filter until interrupted.
-    Run(commands::run::RunArgs),
+    Run(Box<commands::run::RunArgs>),
     /// Run every packet of a capture through the real program and show each verdict.
     Replay(commands::replay::ReplayArgs),
     /// Block names in the running daemon (`example.com`: it and every name
@@ -52,7 +52,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => {
             let sub = matches.subcommand_matches("run").expect("run's matches");
-            commands::run::with_config(args, sub, &Cli::command()).and_then(|a| commands::run::execute(&a))
+            commands::run::with_config(*args, sub, &Cli::command()).and_then(|a| commands::run::execute(&a))
         }
         Command::Replay(args) => commands::replay::execute(args),
         Command::Stop(args) => commands::ctl::stop(&args),

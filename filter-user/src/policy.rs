@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use crate::{
     blocklist::{self, LineError, ListKind, LoadError},
+    fetch::UrlList,
     rules::{Collision, RuleSet},
 };
 
@@ -16,6 +17,9 @@ pub struct PolicySource {
     pub allowlists: Vec<PathBuf>,
     /// Fail on the first malformed line instead of skipping it.
     pub strict: bool,
+    /// Lists fetched from URLs, read from their cached copies (a list not
+    /// fetched yet is left out until it is).
+    pub urls: Vec<UrlList>,
 }
 
 /// A loaded policy and what was wrong with its lists.
@@ -71,6 +75,23 @@ impl PolicySource {
             stats.push(ListStats {
                 path: path.display().to_string(),
                 kind,
+                entries: parsed.entries.len(),
+                skipped: parsed.errors.len(),
+            });
+            lines += parsed.lines;
+            skipped.extend(parsed.errors);
+            collisions.extend(rules.extend(&parsed.entries));
+        }
+        for list in &self.urls {
+            let bytes = match std::fs::read(&list.cache) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(LoadError { path: list.cache.display().to_string(), source }.into()),
+            };
+            let parsed = blocklist::parse_bytes(&bytes, &list.url, list.kind);
+            stats.push(ListStats {
+                path: list.url.clone(),
+                kind: list.kind,
                 entries: parsed.entries.len(),
                 skipped: parsed.errors.len(),
             });

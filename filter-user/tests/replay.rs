@@ -816,7 +816,11 @@ fn library_replay_streams_and_stops_on_break() {
     let fx = Fixture::new();
     let (capture, _) = ethernet_capture(&fx);
     let opts = ReplayOptions {
-        lists: PolicySource { blocklists: vec![fx.block.clone()], allowlists: vec![fx.allow.clone()], strict: false },
+        lists: PolicySource {
+            blocklists: vec![fx.block.clone()],
+            allowlists: vec![fx.allow.clone()],
+            ..PolicySource::default()
+        },
         dns_action: maps::Action::Nxdomain,
         fail_closed: false,
         answer_ttl: 60,

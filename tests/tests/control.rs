@@ -682,3 +682,106 @@ fn event_log_records_blocks_and_a_flood_stays_within_its_budget() {
     assert!(over >= blocked - 20 * secs, "the rest counted over budget: {totals:?}");
     assert_eq!(line().lines().count() as u64, written, "the log has every event written");
 }
+
+/// What the list server was asked: (If-None-Match, status answered).
+type Served = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, u16)>>>;
+
+/// An HTTP server of one list, in a namespace, whose answer the test sets:
+/// it honours If-None-Match with 304 and records what it was asked.
+struct ListServer {
+    state: std::sync::Arc<std::sync::Mutex<(u16, String, String)>>,
+    log: Served,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ListServer {
+    fn start(ns: &netns::NetNs, addr: &'static str, body: &str, etag: &str) -> Self {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let state = Arc::new(Mutex::new((200, body.to_owned(), etag.to_owned())));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, lg, sp) = (state.clone(), log.clone(), stop.clone());
+        let path = std::path::PathBuf::from("/run/netns").join(ns.name());
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let f = fs::File::open(&path).expect("the namespace");
+            // SAFETY: setns on this thread only, with a namespace fd we opened.
+            assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+            let server = tiny_http::Server::http(addr).expect("listen");
+            ready_tx.send(()).unwrap();
+            while !sp.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(50)) else { continue };
+                let inm = req.headers().iter().find(|h| h.field.equiv("If-None-Match")).map(|h| h.value.to_string());
+                let (status, body, etag) = st.lock().unwrap().clone();
+                let status = if status == 200 && inm.as_deref() == Some(etag.as_str()) { 304 } else { status };
+                lg.lock().unwrap().push((inm, status));
+                let resp = tiny_http::Response::from_string(if status == 200 { body } else { String::new() })
+                    .with_status_code(status)
+                    .with_header(tiny_http::Header::from_bytes("ETag", etag.as_bytes()).unwrap());
+                let _ = req.respond(resp);
+            }
+        });
+        ready.recv_timeout(Duration::from_secs(5)).expect("the list server listens");
+        Self { state, log, stop, thread: Some(thread) }
+    }
+
+    fn set(&self, status: u16, body: &str, etag: &str) {
+        *self.state.lock().unwrap() = (status, body.to_owned(), etag.to_owned());
+    }
+
+    fn served(&self, status: u16, if_none_match: Option<&str>) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(i, s)| *s == status && (if_none_match.is_none() || i.as_deref() == if_none_match))
+    }
+}
+
+impl Drop for ListServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn lists_from_urls_refresh_conditionally_and_keep_the_last_good_copy() {
+    let lab = Lab::new("urls");
+    let d = lab.path();
+    let server = ListServer::start(&lab.t.router, "127.0.0.1:8080", "ads.lab\n", "\"v1\"");
+    let url = "http://127.0.0.1:8080/list";
+    let args = ["--blocklist-url", url, "--url-refresh", "1"];
+    let daemon = Daemon::start(&lab.t.router, d, netns::ROUTER_CLIENT_IF, &args);
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN", "fetched before the first rule set");
+    let wait = Duration::from_secs(15);
+    eventually("a conditional request answered 304", wait, || server.served(304, Some("\"v1\"")));
+
+    server.set(200, "tracker.lab\n", "\"v2\"");
+    eventually("the new copy in force", wait, || status_of(&lab.t, "tracker.lab") == "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NOERROR");
+
+    // A server error, then a copy with a malformed line: the last good copy stays.
+    server.set(500, "", "\"v2\"");
+    eventually("a 500 served", wait, || server.served(500, None));
+    server.set(200, "news.lab\nbad..name\n", "\"v3\"");
+    eventually("the malformed copy served", wait, || {
+        server.log.lock().unwrap().iter().filter(|(_, s)| *s == 200).count() >= 3
+    });
+    eventually("its refusal reported", wait, || ok(d, &["status"]).contains("malformed line"));
+    let status = ok(d, &["status"]);
+    assert!(status.contains(&format!("block {url} (fetched")) && status.contains("failures"), "{status}");
+    assert_eq!(status_of(&lab.t, "tracker.lab"), "NXDOMAIN");
+    assert_eq!(status_of(&lab.t, "news.lab"), "NOERROR");
+    drop(daemon);
+
+    // With the server gone, a restart loads the cached copy.
+    drop(server);
+    let _daemon = Daemon::start(&lab.t.router, d, netns::ROUTER_CLIENT_IF, &args);
+    assert_eq!(status_of(&lab.t, "tracker.lab"), "NXDOMAIN", "the cached copy, while the URL fails");
+    let status = ok(d, &["status"]);
+    assert!(status.contains("1 failures, last error"), "{status}");
+}

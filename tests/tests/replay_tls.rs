@@ -95,7 +95,7 @@ fn lists(dir: &Path) -> PolicySource {
     let allow = dir.join("allow.txt");
     fs::write(&block, BLOCKLIST).unwrap();
     fs::write(&allow, ALLOWLIST).unwrap();
-    PolicySource { blocklists: vec![block], allowlists: vec![allow], strict: true }
+    PolicySource { blocklists: vec![block], allowlists: vec![allow], strict: true, ..PolicySource::default() }
 }
 
 #[test]

@@ -67,7 +67,12 @@ pub fn execute(args: ReplayArgs) -> anyhow::Result<()> {
     // The capture first: a wrong path should not wait for the verifier.
     let capture = Capture::open(&args.pcap)?;
     let opts = ReplayOptions {
-        lists: PolicySource { blocklists: args.blocklists, allowlists: args.allowlists, strict: args.strict },
+        lists: PolicySource {
+            blocklists: args.blocklists,
+            allowlists: args.allowlists,
+            strict: args.strict,
+            urls: Vec::new(),
+        },
         dns_action: args.dns_action,
         fail_closed: args.fail_closed,
         answer_ttl: args.answer_ttl,

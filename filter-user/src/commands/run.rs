@@ -10,9 +10,11 @@ use anyhow::{Context as _, bail};
 use aya::programs::XdpMode;
 use clap::{Args, Parser as _, ValueEnum};
 use filter_user::{
+    blocklist::ListKind,
     config, control,
     daemon::{Daemon, RunInfo},
     events::EventLog,
+    fetch::{self, UrlList},
     loader::{Filter, LoadOptions},
     pins::{self, PinDir},
     policy::PolicySource,
@@ -64,6 +66,17 @@ pub struct RunArgs {
     /// Allowlist file; its names are never blocked (allow wins at equal specificity).
     #[arg(long = "allowlist", short = 'a', value_name = "FILE")]
     pub allowlists: Vec<PathBuf>,
+    /// Blocklist fetched from an http(s) URL, refreshed every --url-refresh
+    /// seconds and cached in the state directory; repeat for several.
+    #[arg(long = "blocklist-url", value_name = "URL")]
+    pub blocklist_urls: Vec<String>,
+    /// Allowlist fetched from an http(s) URL; repeat for several.
+    #[arg(long = "allowlist-url", value_name = "URL")]
+    pub allowlist_urls: Vec<String>,
+    /// Seconds between fetches of the list URLs (conditional: an unchanged
+    /// list costs a 304).
+    #[arg(long, default_value_t = 3600, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub url_refresh: u64,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub xdp_mode: Mode,
@@ -166,7 +179,7 @@ pub fn with_config(args: RunArgs, matches: &clap::ArgMatches, cli: &clap::Comman
         anyhow::anyhow!("config file {}: {first}", path.display())
     })?;
     match cli.command {
-        crate::Command::Run(a) => Ok(a),
+        crate::Command::Run(a) => Ok(*a),
         _ => bail!("the command changed while reading the config"),
     }
 }
@@ -184,8 +197,12 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
             bail!("interface {iface:?} does not exist");
         }
     }
-    if args.blocklists.is_empty() && args.allowlists.is_empty() {
-        bail!("no lists given: pass --blocklist FILE (and optionally --allowlist FILE)");
+    if args.blocklists.is_empty()
+        && args.allowlists.is_empty()
+        && args.blocklist_urls.is_empty()
+        && args.allowlist_urls.is_empty()
+    {
+        bail!("no lists given: pass --blocklist FILE or --blocklist-url URL (and optionally allowlists)");
     }
     let started = Instant::now();
     let state_path = args.state_dir.join(STATE_FILE);
@@ -281,8 +298,23 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
         Some(p) => Filter::pinned_seed(p).context("reading the pinned settings")?,
         None => None,
     };
-    let source =
-        PolicySource { blocklists: args.blocklists.clone(), allowlists: args.allowlists.clone(), strict: args.strict };
+    let cache = args.state_dir.join("lists");
+    let urls: Vec<UrlList> = args
+        .blocklist_urls
+        .iter()
+        .map(|u| UrlList::new(u, ListKind::Block, &cache))
+        .chain(args.allowlist_urls.iter().map(|u| UrlList::new(u, ListKind::Allow, &cache)))
+        .collect();
+    // Fetched before the first load, so the first rule set has them; a
+    // failure leaves the cached copy (if any) in force, reported below.
+    let fetched: Vec<(String, Result<fetch::Refreshed, String>)> =
+        urls.iter().map(|l| (l.url.clone(), fetch::refresh(l, args.skip_bad_lines))).collect();
+    let source = PolicySource {
+        blocklists: args.blocklists.clone(),
+        allowlists: args.allowlists.clone(),
+        strict: args.strict,
+        urls,
+    };
     let policy = source.load(seed.unwrap_or_else(rand::random)).context("loading lists")?;
     super::report_list_problems(&policy);
     let load = LoadOptions {
@@ -304,6 +336,18 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
     let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };
     let lines = policy.lines;
     let mut daemon = Daemon::start(filter, source, policy, state_path.to_owned(), args.skip_bad_lines, info, log)?;
+    // Only bookkeeping: the first load already read what these fetched.
+    for (url, r) in fetched {
+        let st = daemon.fetches.entry(url.clone()).or_default();
+        match r {
+            Ok(_) => st.last_ok = Some(Instant::now()),
+            Err(e) => {
+                st.failures += 1;
+                warn!(url, "fetching a list failed, the cached copy (if any) is in force: {e}");
+                st.last_error = Some(e);
+            }
+        }
+    }
     for iface in &args.ifaces {
         daemon.filter.attach(iface, args.xdp_mode.into())?;
     }
@@ -553,6 +597,9 @@ async fn serve(
     let mut stats = every(args.stats_interval);
     let mut watch = every(args.watch_interval);
     let mut sweep = every(SWEEP_EVERY.as_secs());
+    let mut refresh = if daemon.source().urls.is_empty() { None } else { every(args.url_refresh) };
+    let (fetched_tx, mut fetched) = mpsc::channel::<Vec<(String, Result<fetch::Refreshed, String>)>>(1);
+    let mut fetching = false;
     let mut seen = list_signature(daemon.source());
     let mut last = daemon.filter.counters().context("reading counters")?;
     let exit = loop {
@@ -606,6 +653,23 @@ async fn serve(
                 let d = stats::delta(&now, &last);
                 info!(interval_s = args.stats_interval, delta = %stats::one_line(&d), "counters");
                 last = now;
+            }
+            () = tick(&mut refresh), if !fetching => {
+                // Off the loop: a slow server must not hold up the daemon.
+                fetching = true;
+                let lists = daemon.source().urls.clone();
+                let skip = args.skip_bad_lines;
+                let tx = fetched_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let r = lists.iter().map(|l| (l.url.clone(), fetch::refresh(l, skip))).collect();
+                    let _ = tx.blocking_send(r);
+                });
+            }
+            Some(results) = fetched.recv() => {
+                fetching = false;
+                if daemon.record_fetches(results) {
+                    seen = list_signature(daemon.source());
+                }
             }
             () = tick(&mut sweep) => {
                 match daemon.filter.sweep_flows() {

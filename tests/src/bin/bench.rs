@@ -113,8 +113,9 @@ fn load(n: usize, dir: &Path) -> Loaded {
     let path = dir.join(format!("rules-{n}.txt"));
     std::fs::write(&path, rule_list(n)).expect("write list");
     let started = Instant::now();
-    let policy =
-        PolicySource { blocklists: vec![path], allowlists: vec![], strict: true }.load(rand::random()).expect("parse");
+    let policy = PolicySource { blocklists: vec![path], strict: true, ..PolicySource::default() }
+        .load(rand::random())
+        .expect("parse");
     let parse = started.elapsed();
     let opts = LoadOptions { expected_rules: policy.rules.len(), ..LoadOptions::default() };
     let mut filter = Filter::load(opts).expect("load program");
