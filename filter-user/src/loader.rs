@@ -674,6 +674,16 @@ impl Filter {
             .map_err(|source| FilterError::Program { context: "program type".into(), source })
     }
 
+    /// A handle that runs the loaded program on packets from another
+    /// thread while this one changes the maps (tests of rule-set swaps
+    /// under traffic).
+    pub fn runner(&self) -> Result<Runner, FilterError> {
+        let fd =
+            self.xdp_ref()?.fd().map_err(|source| FilterError::Program { context: "program fd".into(), source })?;
+        let fd = fd.try_clone().map_err(|e| FilterError::Link(format!("duplicating the program fd: {e}")))?;
+        Ok(Runner { fd })
+    }
+
     /// Runs the loaded program once on `packet` (`BPF_PROG_TEST_RUN`).
     pub fn run(&self, packet: &[u8]) -> Result<RunResult, FilterError> {
         run_xdp(self.xdp_ref()?, packet, 1).map(|(r, _)| r)
@@ -740,6 +750,19 @@ impl Filter {
     pub fn ruleset_memory(&self) -> Result<u64, FilterError> {
         let Some(active) = &self.active else { return Ok(0) };
         sys::map_memlock(&active.map().fd().as_fd().as_raw_fd()).map_err(FilterError::Memory)
+    }
+}
+
+/// Runs the program on packets (see [`Filter::runner`]).
+pub struct Runner {
+    fd: aya::programs::ProgramFd,
+}
+
+impl Runner {
+    /// Runs the program once on `packet`.
+    pub fn run(&self, packet: &[u8]) -> std::io::Result<RunResult> {
+        let (action, output) = sys::test_run(&self.fd.as_fd().as_raw_fd(), packet)?;
+        Ok(RunResult { action, output })
     }
 }
 

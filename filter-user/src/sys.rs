@@ -109,6 +109,56 @@ pub fn sum_percpu_u64(map: &impl AsRawFd, slots: usize) -> io::Result<Vec<u64>> 
     Ok(sums)
 }
 
+/// `BPF_PROG_TEST_RUN`.
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    /// Explicit, so it is zero: the kernel refuses non-zero bytes past the
+    /// fields it knows.
+    pad: u32,
+}
+
+/// Runs program `prog` once on `packet`: (XDP action, the packet as left).
+pub fn test_run(prog: &impl AsRawFd, packet: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; packet.len() + 4096];
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd().cast_unsigned(),
+        data_size_in: packet.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: packet.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: the buffers outlive the call and their sizes are given.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>() as libc::c_uint)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
 /// The kernel's own account of a map's memory: `memlock` in its fdinfo.
 pub fn map_memlock(map: &impl AsRawFd) -> io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", map.as_raw_fd()))?;

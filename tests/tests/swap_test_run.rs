@@ -1,0 +1,103 @@
+//! Rule-set swaps under traffic: one thread runs packets through the
+//! loaded program without pause (`BPF_PROG_TEST_RUN`) while another swaps
+//! two rule sets back and forth, as reloads do. Every verdict must be the
+//! old set's or the new set's; a packet judged by a mix (the new depth mask
+//! or filter with the old map, or the reverse) would skip a lookup and pass
+//! a name both sets block.
+//!
+//! The sets are built so that each verdict says which set gave it: set A
+//! answers NXDOMAIN for `a.b.example` (3 labels) and below, set B answers
+//! REFUSED for `c.a.b.example` (4 labels) and below and nothing at 3.
+
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use filter_user::{
+    blocklist::{self, ListKind},
+    loader::{Filter, LoadOptions},
+    rules::RuleSet,
+};
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+use namewall_tests::{dnswire, packet::Spec};
+
+const SET_A: &str = "||a.b.example^$action=nxdomain\n||ok.a.b.example^$action=nxdomain\n";
+const SET_B: &str = "||c.a.b.example^$action=refused\n";
+
+fn set(text: &str, seed: u64) -> RuleSet {
+    let mut rules = RuleSet::new(seed);
+    let parsed = blocklist::parse_bytes(text.as_bytes(), "test", ListKind::Block);
+    assert!(parsed.errors.is_empty());
+    assert!(rules.extend(&parsed.entries).is_empty());
+    rules
+}
+
+/// What a run came to: "nxdomain", "refused" or "pass".
+fn verdict(action: u32, output: &[u8]) -> &'static str {
+    match action {
+        2 => "pass",
+        3 => match dnswire::parse_answer(output).map(|a| a.message.response_code()) {
+            Ok(ResponseCode::NXDomain) => "nxdomain",
+            Ok(ResponseCode::Refused) => "refused",
+            other => panic!("an answer with {other:?}"),
+        },
+        a => panic!("XDP action {a}"),
+    }
+}
+
+#[test]
+fn every_verdict_is_the_old_sets_or_the_new_sets() {
+    let seed = rand::random();
+    let (a, b) = (set(SET_A, seed), set(SET_B, seed));
+    let mut filter = Filter::load(LoadOptions::default()).expect("load");
+    filter.install(&a).expect("install A");
+    let runner = filter.runner().expect("a runner");
+
+    // (name, verdicts allowed): A's and B's.
+    let cases: Vec<(&str, [&str; 2])> = vec![
+        ("q.c.a.b.example", ["nxdomain", "refused"]),
+        ("c.a.b.example", ["nxdomain", "refused"]),
+        ("w.a.b.example", ["nxdomain", "pass"]),
+        ("x.ok.a.b.example", ["nxdomain", "pass"]),
+        ("other.example", ["pass", "pass"]),
+    ];
+    let packets: Vec<Vec<u8>> =
+        cases.iter().map(|(n, _)| Spec::udp4().build(&dnswire::query(n, RecordType::A))).collect();
+    let done = AtomicBool::new(false);
+    let swaps = 60;
+    let seen = std::thread::scope(|s| {
+        let traffic = s.spawn(|| {
+            let mut seen: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+            let start = Instant::now();
+            let mut runs = 0u64;
+            while !done.load(Ordering::Relaxed) && runs < 2_000_000 && start.elapsed() < Duration::from_mins(1) {
+                for ((name, _), p) in cases.iter().zip(&packets) {
+                    let r = runner.run(p).expect("test run");
+                    *seen.entry((name, verdict(r.action, &r.output))).or_default() += 1;
+                    runs += 1;
+                }
+            }
+            seen
+        });
+        for i in 0..swaps {
+            filter.install(if i % 2 == 0 { &b } else { &a }).expect("swap");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done.store(true, Ordering::Relaxed);
+        traffic.join().expect("the traffic thread")
+    });
+    let mut wrong = Vec::new();
+    for ((name, v), n) in &seen {
+        let allowed = cases.iter().find(|(c, _)| c == name).expect("a case").1;
+        if !allowed.contains(v) {
+            wrong.push(format!("{name}: {v} x{n}, expected one of {allowed:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "verdicts of neither set:\n{}\nall: {seen:?}", wrong.join("\n"));
+    // Both sets were seen by the traffic, or the test proved nothing.
+    for v in ["nxdomain", "refused"] {
+        assert!(seen.get(&("q.c.a.b.example", v)).is_some_and(|n| *n > 0), "{v} never seen: {seen:?}");
+    }
+}
