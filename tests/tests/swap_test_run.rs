@@ -49,8 +49,8 @@ fn verdict(action: u32, output: &[u8]) -> &'static str {
 
 #[test]
 fn every_verdict_is_the_old_sets_or_the_new_sets() {
-    let seed = rand::random();
-    let (a, b) = (set(SET_A, seed), set(SET_B, seed));
+    let hash_seed = rand::random();
+    let (a, b) = (set(SET_A, hash_seed), set(SET_B, hash_seed));
     let mut filter = Filter::load(LoadOptions::default()).expect("load");
     filter.install(&a).expect("install A");
     let runner = filter.runner().expect("a runner");
