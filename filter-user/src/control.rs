@@ -186,6 +186,10 @@ pub struct Stats {
     /// budget or lost are the `event_over_budget` and `event_lost` counters).
     #[serde(default)]
     pub events_written: u64,
+    /// Per interface (attached ones, named; see the metrics on shared
+    /// rows): packets by verdict (pass, drop, answer, reset).
+    #[serde(default)]
+    pub interfaces: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

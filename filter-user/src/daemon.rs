@@ -428,11 +428,27 @@ impl Daemon {
                 }
             })
             .collect();
+        let rows = self.filter.counter_rows().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
+        let fail_closed = self.filter.settings().fail_closed != 0;
+        let mut interfaces = std::collections::BTreeMap::new();
+        for name in &self.info.interfaces {
+            let Some(ifindex) = crate::sys::if_index(name) else { continue };
+            let b = maps::counters::bucket(ifindex);
+            let row = &rows[b * maps::counters::COUNT..(b + 1) * maps::counters::COUNT];
+            let mut by_verdict = std::collections::BTreeMap::new();
+            for c in maps::Counter::ALL {
+                if c.kind() != maps::counters::CounterKind::Extra && row[*c as usize] != 0 {
+                    *by_verdict.entry(metrics::verdict(*c, fail_closed).to_owned()).or_insert(0) += row[*c as usize];
+                }
+            }
+            interfaces.insert(name.clone(), by_verdict);
+        }
         Ok(Reply::Stats(control::Stats {
             counters: stats::non_zero(&counters).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             packets: stats::packets(&counters),
             top_rules,
             events_written: self.events.written,
+            interfaces,
         }))
     }
 

@@ -80,7 +80,7 @@ impl PolicySource {
             });
             lines += parsed.lines;
             skipped.extend(parsed.errors);
-            collisions.extend(rules.extend(&parsed.entries));
+            collisions.extend(rules.extend_owned(parsed.entries));
         }
         for list in &self.urls {
             let bytes = match std::fs::read(&list.cache) {
@@ -97,7 +97,7 @@ impl PolicySource {
             });
             lines += parsed.lines;
             skipped.extend(parsed.errors);
-            collisions.extend(rules.extend(&parsed.entries));
+            collisions.extend(rules.extend_owned(parsed.entries));
         }
         if self.strict && !skipped.is_empty() {
             return Err(PolicyError::Malformed(skipped));

@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, hash_map::Entry as MapEntry};
 
+use nohash_hasher::BuildNoHashHasher;
+
 use maps::{Action, Rule, rule::flags};
 use thiserror::Error;
 
@@ -33,16 +35,18 @@ pub struct Collision {
 #[derive(Clone, Debug)]
 pub struct RuleSet {
     seed: u64,
-    rules: HashMap<u64, CompiledRule>,
+    /// Keyed by the name hash itself: the keys are already uniform 64-bit
+    /// hashes, so hashing them again (SipHash) would only cost time.
+    rules: HashMap<u64, CompiledRule, BuildNoHashHasher<u64>>,
 }
 
 impl RuleSet {
     pub fn new(seed: u64) -> Self {
-        Self { seed, rules: HashMap::new() }
+        Self { seed, rules: HashMap::default() }
     }
 
     pub fn with_capacity(seed: u64, n: usize) -> Self {
-        Self { seed, rules: HashMap::with_capacity(n) }
+        Self { seed, rules: HashMap::with_capacity_and_hasher(n, BuildNoHashHasher::default()) }
     }
 
     pub fn seed(&self) -> u64 {
@@ -62,20 +66,8 @@ impl RuleSet {
     /// the kernel), and the first explicit action for each scope (the name
     /// itself, the names below it) is kept.
     pub fn add(&mut self, e: &Entry) -> Result<(), Collision> {
-        let bits = match (e.allow, e.scope) {
-            (false, Scope::NameAndSubdomains) => flags::BLOCK_SELF | flags::BLOCK_SUBDOMAINS,
-            (false, Scope::SubdomainsOnly) => flags::BLOCK_SUBDOMAINS,
-            (true, Scope::NameAndSubdomains) => flags::ALLOW_SELF | flags::ALLOW_SUBDOMAINS,
-            (true, Scope::SubdomainsOnly) => flags::ALLOW_SUBDOMAINS,
-        };
         let key = e.domain.key(self.seed);
-        let rule = Rule {
-            flags: bits,
-            action: if e.allow { 0 } else { merge_actions(0, e.scope, e.action) },
-            labels: e.domain.labels() as u8,
-            pad: 0,
-            hits: 0,
-        };
+        let rule = rule_of(e);
         self.merge(key, CompiledRule { domain: e.domain.clone(), rule, origin: e.origin.clone() })
     }
 
@@ -141,6 +133,20 @@ impl RuleSet {
         entries.into_iter().filter_map(|e| self.add(e).err()).collect()
     }
 
+    /// [`RuleSet::extend`] taking the entries: their names and origins move
+    /// into the set instead of being copied (a list of millions loads
+    /// faster).
+    pub fn extend_owned(&mut self, entries: Vec<Entry>) -> Vec<Collision> {
+        self.rules.reserve(entries.len());
+        entries.into_iter().filter_map(|e| self.add_owned(e).err()).collect()
+    }
+
+    fn add_owned(&mut self, e: Entry) -> Result<(), Collision> {
+        let key = e.domain.key(self.seed);
+        let rule = rule_of(&e);
+        self.merge(key, CompiledRule { domain: e.domain, rule, origin: e.origin })
+    }
+
     /// Depth mask for [`maps::Settings::depth_mask`]: which label counts have rules.
     pub fn depth_mask(&self) -> [u64; 2] {
         let mut s = maps::Settings::default();
@@ -174,6 +180,23 @@ impl RuleSet {
         let allow =
             self.rules.values().filter(|r| r.rule.flags & (flags::ALLOW_SELF | flags::ALLOW_SUBDOMAINS) != 0).count();
         (self.rules.len() - allow, allow)
+    }
+}
+
+/// The kernel rule of one list entry.
+fn rule_of(e: &Entry) -> Rule {
+    let bits = match (e.allow, e.scope) {
+        (false, Scope::NameAndSubdomains) => flags::BLOCK_SELF | flags::BLOCK_SUBDOMAINS,
+        (false, Scope::SubdomainsOnly) => flags::BLOCK_SUBDOMAINS,
+        (true, Scope::NameAndSubdomains) => flags::ALLOW_SELF | flags::ALLOW_SUBDOMAINS,
+        (true, Scope::SubdomainsOnly) => flags::ALLOW_SUBDOMAINS,
+    };
+    Rule {
+        flags: bits,
+        action: if e.allow { 0 } else { merge_actions(0, e.scope, e.action) },
+        labels: e.domain.labels() as u8,
+        pad: 0,
+        hits: 0,
     }
 }
 

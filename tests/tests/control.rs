@@ -189,6 +189,8 @@ fn verbs_change_what_clients_get_and_refusals_change_nothing() {
     let www = top.iter().find(|r| r["pattern"] == "www.lab").unwrap_or_else(|| panic!("{v:#}"));
     assert_eq!((www["hits"].as_u64(), www["source"].as_str()), (Some(3), Some("api")), "{v:#}");
     assert!(v["reply"]["counters"]["nxdomain"].as_u64().unwrap() >= 3, "{v:#}");
+    let r0 = &v["reply"]["interfaces"]["r0"];
+    assert!(r0["answer"].as_u64().unwrap_or(0) >= 3 && r0["pass"].as_u64().unwrap_or(0) >= 1, "per interface: {v:#}");
     let text = ok(d, &["list", "--match", "*.lab"]);
     assert!(text.contains("www.lab") && text.contains("api") && text.contains("tracker.lab"), "{text}");
     let text = ok(d, &["list", "--match", "track"]);

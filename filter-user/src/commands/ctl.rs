@@ -229,6 +229,10 @@ fn print_reply(out: &mut impl std::io::Write, reply: &Reply) -> std::io::Result<
         }
         Reply::Stats(s) => {
             writeln!(out, "packets {}", s.packets)?;
+            for (iface, by) in &s.interfaces {
+                let parts: Vec<String> = by.iter().map(|(v, n)| format!("{v} {n}")).collect();
+                writeln!(out, "  on {iface}: {}", if parts.is_empty() { "none".to_owned() } else { parts.join(", ") })?;
+            }
             let w = s.counters.keys().map(String::len).max().unwrap_or(0);
             for (k, v) in &s.counters {
                 writeln!(out, "  {k:<w$}  {v:>12}")?;
