@@ -432,7 +432,7 @@ impl Filter {
         }
         let cap = capacity_for(keys.len())?;
         let inner = HashMap::<MapData, u64, Rule>::create(cap, 0).map_err(map_err("rule set"))?;
-        sys::update_batch(&inner.map().fd().as_fd(), keys, values)?;
+        sys::update_batch_parallel(&inner.map().fd().as_fd().as_raw_fd(), keys, values)?;
 
         // The depth mask and the filter only let the kernel skip lookups, so
         // supersets are always safe. Widen both to old | new, wait until no

@@ -94,9 +94,11 @@ impl Domain {
 
     /// The rule key of this name under `seed`: the same function the kernel runs.
     pub fn key(&self, seed: u64) -> u64 {
-        let wire = self.to_wire();
-        // A Domain is valid by construction, so the shared parser accepts it.
-        maps::name::wire_name_key(seed, &wire).map(|(k, _)| k).expect("a Domain is a valid wire name")
+        // The chain the kernel walks, from the root down, straight from the
+        // text: no wire copy to build (a list of millions is keyed faster).
+        self.0.rsplit('.').fold(maps::name::root_key(seed), |k, label| {
+            maps::name::child_key(k, maps::name::label_hash(seed, label.as_bytes()))
+        })
     }
 }
 
@@ -166,6 +168,19 @@ pub fn suffix(name: &str, labels: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_match_the_wire_parser() {
+        for name in
+            ["a", "example.com", "www.ads.example.co.uk", "x.y-z.ab_c.example", &format!("{}.example", "l".repeat(63))]
+        {
+            let d = Domain::parse(name).unwrap();
+            for seed in [0, 1, 0xdead_beef_cafe_f00d] {
+                let (k, _) = maps::name::wire_name_key(seed, &d.to_wire()).unwrap();
+                assert_eq!(d.key(seed), k, "{name}");
+            }
+        }
+    }
 
     #[test]
     fn normalises() {

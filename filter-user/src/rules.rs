@@ -36,7 +36,7 @@ pub struct Collision {
 pub struct RuleSet {
     seed: u64,
     /// Keyed by the name hash itself: the keys are already uniform 64-bit
-    /// hashes, so hashing them again (SipHash) would only cost time.
+    /// hashes, so hashing them again (`SipHash`) would only cost time.
     rules: HashMap<u64, CompiledRule, BuildNoHashHasher<u64>>,
 }
 

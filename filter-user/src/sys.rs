@@ -159,6 +159,33 @@ pub fn test_run(prog: &impl AsRawFd, packet: &[u8]) -> io::Result<(u32, Vec<u8>)
     Ok((attr.retval, out))
 }
 
+/// [`update_batch`] from one thread per CPU (at most 8), each on its own
+/// contiguous share: the kernel's hash maps take per-bucket locks and
+/// per-CPU free lists, so the inserts of a big rule set scale with CPUs.
+pub fn update_batch_parallel<K: aya::Pod + Sync, V: aya::Pod + Sync>(
+    map: &(impl AsRawFd + Sync),
+    keys: &[K],
+    values: &[V],
+) -> Result<(), SysError> {
+    if keys.len() != values.len() {
+        return Err(SysError::LengthMismatch { keys: keys.len(), values: values.len() });
+    }
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+    if threads == 1 || keys.len() < 1 << 16 {
+        return update_batch(map, keys, values);
+    }
+    let share = keys.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = keys
+            .chunks(share)
+            .zip(values.chunks(share))
+            .map(|(k, v)| s.spawn(move || update_batch(map, k, v)))
+            .collect();
+        parts.into_iter().map(|p| p.join().expect("a batch update thread")).collect::<Result<Vec<()>, _>>()
+    })?;
+    Ok(())
+}
+
 /// The kernel's own account of a map's memory: `memlock` in its fdinfo.
 pub fn map_memlock(map: &impl AsRawFd) -> io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", map.as_raw_fd()))?;

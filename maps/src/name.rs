@@ -213,16 +213,30 @@ fn hash_words(load: impl Fn(usize) -> u64, start: usize, len: usize, seed: u64) 
     label_finish(h)
 }
 
-/// Hash of one label.
+/// Hash of one label (at most 63 bytes; longer ones are cut): the same
+/// words and loop as the kernel's, from a buffer just big enough for them.
 pub fn label_hash(seed: u64, label: &[u8]) -> u64 {
-    let mut buf = [0u8; QUESTION_BUF];
+    let mut buf = [0u8; 72];
     let n = if label.len() < MAX_LABEL_LEN { label.len() } else { MAX_LABEL_LEN };
     let mut i = 0;
     while i < n {
         buf[i] = label[i];
         i += 1;
     }
-    hash_label_bytes(&buf, 0, n, seed)
+    hash_words(
+        |i| {
+            let mut w = [0u8; 8];
+            let mut j = 0;
+            while j < 8 {
+                w[j] = buf[(i + j) & 63];
+                j += 1;
+            }
+            u64::from_le_bytes(w)
+        },
+        0,
+        n,
+        seed,
+    )
 }
 
 /// Key of the root: the start of every chain.

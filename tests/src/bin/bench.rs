@@ -43,19 +43,22 @@ struct Args {
     /// Only the per-packet TLS rows and the non-DNS row, against 1000 rules,
     /// printed and not written: for working on the TLS path.
     tls_only: bool,
+    /// Only the rule loads and reloads, printed (for working on them).
+    loads_only: bool,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { repeat: 1_000_000, out: PathBuf::from("BENCHMARKS.md"), tls_only: false };
+    let mut a = Args { repeat: 1_000_000, out: PathBuf::from("BENCHMARKS.md"), tls_only: false, loads_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         match k.as_str() {
             "--repeat" => a.repeat = it.next().and_then(|v| v.parse().ok()).expect("--repeat N"),
             "--out" => a.out = it.next().expect("--out FILE").into(),
             "--tls-only" => a.tls_only = true,
-            other => {
-                panic!("unknown argument {other:?} (usage: namewall-bench [--repeat N] [--out FILE] [--tls-only])")
-            }
+            "--loads-only" => a.loads_only = true,
+            other => panic!(
+                "unknown argument {other:?} (usage: namewall-bench [--repeat N] [--out FILE] [--tls-only | --loads-only])"
+            ),
         }
     }
     a
@@ -527,6 +530,31 @@ fn scale(dir: &Path) -> Scale {
     Scale { big, reloads_1pct, rss }
 }
 
+/// The reload section of the report.
+fn report_reloads(w: &mut String, scale: &Scale) {
+    let _ = writeln!(w, "\n## Reloads\n");
+    let times: Vec<String> = scale.reloads_1pct.iter().map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3)).collect();
+    let best = scale.reloads_1pct.iter().min().copied().unwrap_or_default();
+    let _ =
+        writeln!(w, "A 1M-rule list with 1% of its lines changed, reloaded through the daemon's own path (read and");
+    let _ = writeln!(
+        w,
+        "parse every list, build the new set in a fresh map, swap): {} (best {:.0} ms; target ≤ 500 ms).\n",
+        times.join(", "),
+        best.as_secs_f64() * 1e3
+    );
+    let _ = writeln!(w, "| reloads done | daemon resident memory | target |\n|---:|---:|---|");
+    let first = scale.rss.get(1).map_or(0, |r| r.1);
+    for (n, bytes) in &scale.rss {
+        let target = if *n == 100 {
+            format!("≤ 1.1 × after 1 ({:.0} MiB)", first as f64 * 1.1 / f64::from(1 << 20))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(w, "| {n} | {:.0} MiB | {target} |", *bytes as f64 / f64::from(1 << 20));
+    }
+}
+
 fn report(rows: &[Row], loads: &[Loaded], scale: &Scale, verified: Option<u32>, lat: &Latency, repeat: u32) -> String {
     let mut r = String::new();
     let w = &mut r;
@@ -602,27 +630,7 @@ fn report(rows: &[Row], loads: &[Loaded], scale: &Scale, verified: Option<u32>, 
     let _ =
         writeln!(w, "(preallocated, sized to the list plus 1/64 and 1024 entries of headroom for live additions) and");
     let _ = writeln!(w, "for the negative-lookup bit filter (16 bits per rule, rounded up to a power of two).");
-    let _ = writeln!(w, "\n## Reloads\n");
-    let times: Vec<String> = scale.reloads_1pct.iter().map(|d| format!("{:.0} ms", d.as_secs_f64() * 1e3)).collect();
-    let best = scale.reloads_1pct.iter().min().copied().unwrap_or_default();
-    let _ =
-        writeln!(w, "A 1M-rule list with 1% of its lines changed, reloaded through the daemon's own path (read and");
-    let _ = writeln!(
-        w,
-        "parse every list, build the new set in a fresh map, swap): {} (best {:.0} ms; target ≤ 500 ms).\n",
-        times.join(", "),
-        best.as_secs_f64() * 1e3
-    );
-    let _ = writeln!(w, "| reloads done | daemon resident memory | target |\n|---:|---:|---|");
-    let first = scale.rss.get(1).map_or(0, |r| r.1);
-    for (n, bytes) in &scale.rss {
-        let target = if *n == 100 {
-            format!("≤ 1.1 × after 1 ({:.0} MiB)", first as f64 * 1.1 / f64::from(1 << 20))
-        } else {
-            String::new()
-        };
-        let _ = writeln!(w, "| {n} | {:.0} MiB | {target} |", *bytes as f64 / f64::from(1 << 20));
-    }
+    report_reloads(w, scale);
     let _ = writeln!(w, "\n## Latency at the client\n");
     let _ = writeln!(
         w,
@@ -650,6 +658,13 @@ fn main() {
         let l = load(1000, dir.path());
         for row in tls_rows(&l.filter, &baseline, args.repeat) {
             println!("{:>8.1} {:>6.1} {:>6.2}x  {}", row.namewall, row.baseline, row.ratio, row.case);
+        }
+        return;
+    }
+    if args.loads_only {
+        for n in [1_000_000, 10_000_000] {
+            let l = load(n, dir.path());
+            println!("{n} rules: parse {:?} install {:?} {:.1} B/rule", l.parse, l.install, l.memory as f64 / n as f64);
         }
         return;
     }
