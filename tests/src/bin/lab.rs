@@ -187,6 +187,48 @@ fn run_queries(t: &Topology, stop: &dyn Fn() -> bool) -> bool {
     true
 }
 
+/// The dig status of `name` from the client, and who answered.
+fn ask(t: &Topology, name: &str) -> String {
+    let r = netns::dig(&t.client, addr::SERVER_V4, name, "A", &[]);
+    let who = if r.flags.split_whitespace().any(|f| f == "aa") { "dnsmasq" } else { "namewall" };
+    format!("{} (answered by {who})", r.status)
+}
+
+/// Operators' changes while traffic flows: the CLI verbs against the
+/// running daemon's control socket, each checked with a query.
+fn run_control(t: &Topology, dir: &std::path::Path, stop: &dyn Fn() -> bool) -> bool {
+    let bin = netns::namewall_bin();
+    let socket = dir.join("namewall.sock");
+    let ctl = |args: &[&str]| {
+        println!("$ namewall {}", args.join(" "));
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .expect("run the namewall CLI");
+        for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+            println!("  {line}");
+        }
+    };
+    println!("\n== changing rules while it runs (control socket {})", socket.display());
+    println!("  www.example.lab: {}", ask(t, "www.example.lab"));
+    ctl(&["block", "www.example.lab", "--action", "refused"]);
+    println!("  www.example.lab: {}", ask(t, "www.example.lab"));
+    ctl(&["allow", "dl.malware.lab"]);
+    println!("  dl.malware.lab: {}", ask(t, "dl.malware.lab"));
+    ctl(&["block", "bad..name"]);
+    if stop() {
+        return false;
+    }
+    ctl(&["unblock", "www.example.lab", "dl.malware.lab"]);
+    println!("  www.example.lab: {}", ask(t, "www.example.lab"));
+    println!("  dl.malware.lab: {}", ask(t, "dl.malware.lab"));
+    ctl(&["events", "--last", "4"]);
+    ctl(&["stats", "--top", "3"]);
+    !stop()
+}
+
 /// Leaves the lab running (`--keep`) and prints how to use it.
 fn keep_up(t: Topology, daemon: Daemon, dns: netns::Proc, dir: tempfile::TempDir) {
     let bin = netns::namewall_bin();
@@ -293,6 +335,9 @@ fn main() {
     }
 
     if !run_queries(&t, &stop) {
+        return;
+    }
+    if !run_control(&t, dir.path(), &stop) {
         return;
     }
     if !run_https(&t, dir.path(), &stop) {
