@@ -14,7 +14,7 @@ use thiserror::Error;
 
 /// Keys whose values are paths: relative ones are resolved against the
 /// config file's directory, not the daemon's working directory.
-const PATH_KEYS: &[&str] = &["blocklist", "allowlist", "socket", "state-dir"];
+const PATH_KEYS: &[&str] = &["blocklist", "allowlist", "socket", "state-dir", "pin-dir", "events-log"];
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -84,7 +84,8 @@ pub fn to_args(
 
 fn scalar(key: &str, v: &toml::Value, base: &Path) -> Option<std::ffi::OsString> {
     match v {
-        toml::Value::String(s) if PATH_KEYS.contains(&key) => Some(base.join(s).into_os_string()),
+        // `-` (stdout, for events-log) is no path.
+        toml::Value::String(s) if PATH_KEYS.contains(&key) && s != "-" => Some(base.join(s).into_os_string()),
         toml::Value::String(s) => Some(s.into()),
         toml::Value::Integer(i) => Some(i.to_string().into()),
         toml::Value::Float(f) => Some(f.to_string().into()),

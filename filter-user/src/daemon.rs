@@ -31,6 +31,8 @@ use crate::{
 
 /// Rules a `list` request returns unless it asks for another limit.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
+/// How long a walk of the active set for hit counts is reused.
+const HITS_FRESH_FOR: Duration = Duration::from_secs(5);
 /// Events `events` lists unless asked otherwise.
 pub const DEFAULT_EVENTS: usize = 20;
 /// Rules `stats` lists by hits unless asked otherwise.
@@ -84,6 +86,8 @@ pub struct Daemon {
     clock: events::Clock,
     /// Rule keys of the operator's rules, to name them in events.
     operator_keys: HashMap<u64, String>,
+    /// The last walk of the active set for hit counts (see `sorted_hits`).
+    hits_cache: Option<(Instant, Vec<(u64, u32)>)>,
     /// How fetching each list URL went.
     pub fetches: std::collections::BTreeMap<String, FetchState>,
 }
@@ -130,6 +134,7 @@ impl Daemon {
             events,
             clock: events::Clock::now(),
             operator_keys: HashMap::new(),
+            hits_cache: None,
             fetches: std::collections::BTreeMap::new(),
         }
         .with_operator_keys())
@@ -290,7 +295,12 @@ impl Daemon {
         if changed.is_empty() {
             return Ok(Reply::Changed(Changed { changed, unchanged, notes, operator_rules: self.operator.len() }));
         }
-        next.save(&self.state_path).map_err(|e| ErrorBody::new(format!("{e}; nothing was changed")))?;
+        if let Err(e) = next.save(&self.state_path) {
+            // The failure may come after the rename (the directory's fsync):
+            // the old rules go back, so the file says what is in force.
+            let _ = self.operator.save(&self.state_path);
+            return Err(ErrorBody::new(format!("{e}; nothing was changed")));
+        }
         if let Err(e) = self.put_in_kernel(&updates, &next) {
             // The kernel refused part of it: put the old state back, on
             // disk and in the maps, and say so.
@@ -306,6 +316,7 @@ impl Daemon {
         }
         self.operator = next;
         self.index_operator_keys();
+        self.hits_cache = None;
         info!(changed = changed.len(), operator_rules = self.operator.len(), "operator rules changed");
         Ok(Reply::Changed(Changed { changed, unchanged, notes, operator_rules: self.operator.len() }))
     }
@@ -375,6 +386,7 @@ impl Daemon {
             warn!("skipped {e}");
         }
         self.lists = policy;
+        self.hits_cache = None;
         Ok(reply)
     }
 
@@ -384,22 +396,23 @@ impl Daemon {
         let seed = self.lists.rules.seed();
         let mut rules = Vec::new();
         let mut found = 0;
-        let mut push = |v: RuleView| {
+        // Hit counts are looked up (a system call each) only for the rules shown.
+        let mut push = |v: RuleView, key: u64| {
             found += 1;
             if rules.len() < limit {
-                rules.push(v);
+                rules.push(RuleView { hits: self.hits(key), ..v });
             }
         };
         for (p, v) in self.operator.iter() {
             let text = p.to_string();
             if keep(&text) {
-                push(view_of_operator(&text, v, self.hits(p.domain.key(seed))));
+                push(view_of_operator(&text, v, 0), p.domain.key(seed));
             }
         }
         for (key, r) in self.lists.rules.iter() {
             if keep(r.domain.as_str()) {
-                for v in views_of_list_rule(r, self.hits(key)) {
-                    push(v);
+                for v in views_of_list_rule(r, 0) {
+                    push(v, key);
                 }
             }
         }
@@ -410,10 +423,28 @@ impl Daemon {
         self.filter.active_rule(key).map_or(0, |r| u64::from(r.hits))
     }
 
-    fn stats(&self, top: usize) -> Result<Reply, ErrorBody> {
-        let counters = self.filter.counters().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
-        let mut hits = self.filter.rule_hits().map_err(|e| ErrorBody::new(format!("reading rule hits: {e}")))?;
+    /// Rules with hits, most first. Finding them walks the whole active set
+    /// (two system calls a rule), so the answer is kept for
+    /// [`HITS_FRESH_FOR`]: scrapes and `stats` in a row cost one walk.
+    fn sorted_hits(&mut self) -> Result<Vec<(u64, u32)>, FilterError> {
+        if let Some((at, hits)) = &self.hits_cache
+            && at.elapsed() < HITS_FRESH_FOR
+        {
+            return Ok(hits.clone());
+        }
+        let mut hits = self.filter.rule_hits()?;
         hits.sort_by_key(|h| std::cmp::Reverse(h.1));
+        self.hits_cache = Some((Instant::now(), hits.clone()));
+        Ok(hits)
+    }
+
+    fn stats(&mut self, top: usize) -> Result<Reply, ErrorBody> {
+        let counters = self.filter.counters().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
+        let hits = if top == 0 {
+            Vec::new()
+        } else {
+            self.sorted_hits().map_err(|e| ErrorBody::new(format!("reading rule hits: {e}")))?
+        };
         let seed = self.lists.rules.seed();
         let by_key: HashMap<u64, (&Pattern, Verdict)> =
             self.operator.iter().map(|(p, v)| (p.domain.key(seed), (p, v))).collect();
@@ -464,7 +495,7 @@ impl Daemon {
     }
 
     /// What a metrics scrape shows now.
-    pub fn metrics(&self, top: usize) -> Result<metrics::Snapshot, FilterError> {
+    pub fn metrics(&mut self, top: usize) -> Result<metrics::Snapshot, FilterError> {
         let rows = self.filter.counter_rows()?;
         let top_rules = match self.stats(top) {
             Ok(Reply::Stats(s)) => s.top_rules.into_iter().map(|r| (r.pattern, r.source, r.hits)).collect(),

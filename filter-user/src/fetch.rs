@@ -163,6 +163,18 @@ pub fn refresh(list: &UrlList, skip_bad_lines: bool) -> Result<Refreshed, String
             parsed.errors.len()
         ));
     }
+    // An empty copy (a proxy's hiccup, an error page read with
+    // --skip-bad-lines) must not wipe out a list that had rules.
+    if parsed.entries.is_empty()
+        && let Ok(old) = std::fs::read(&list.cache)
+    {
+        let had = crate::blocklist::parse_bytes(&old, &list.url, list.kind).entries.len();
+        if had > 0 {
+            return Err(format!(
+                "the new copy has no rules (the cached one has {had}); the last good copy stays in force"
+            ));
+        }
+    }
     list.store(&body, &meta).map_err(|e| format!("caching {} in {}: {e}", list.url, list.cache.display()))?;
     Ok(Refreshed::Updated { rules: parsed.entries.len(), skipped: parsed.errors.len() })
 }

@@ -449,12 +449,13 @@ impl Filter {
         let new_mask = depths.depth_mask;
         let new_bits = crate::rules::filter_bits(keys, self.installed_bits.len());
         let narrowed = Settings { seed, depth_mask: new_mask, ..self.settings };
-        self.active_len = keys.len();
-        self.active_capacity = cap as usize;
+        // Counted once the new set is the active one.
+        let (len, capacity) = (keys.len(), cap as usize);
         if self.active.is_none() {
             self.write_filter(&new_bits)?;
             self.write_settings(narrowed)?;
             self.swap(inner)?;
+            (self.active_len, self.active_capacity) = (len, capacity);
             return Ok(());
         }
         let old = self.settings.depth_mask;
@@ -464,6 +465,7 @@ impl Filter {
         self.write_settings(widened)?;
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
         self.swap(inner)?;
+        (self.active_len, self.active_capacity) = (len, capacity);
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
         self.write_filter(&new_bits)?;
         self.write_settings(narrowed)?;
@@ -585,11 +587,21 @@ impl Filter {
             let link = XdpLink::try_from(FdLink::from(old))
                 .map_err(|e| FilterError::Link(format!("{}: {e}", path.display())))?;
             let prog = self.xdp()?;
-            let id = prog.attach_to_link(link).map_err(prog_err(format!("replacing the program on {iface}")))?;
-            let link = prog.take_link(id).map_err(prog_err(format!("holding the link on {iface}")))?;
-            let link = FdLink::try_from(link).map_err(|e| FilterError::Link(e.to_string()))?;
-            self.links.push(Attached { iface: iface.to_owned(), link: Held::Link(link), pin });
-            return Ok(());
+            match prog.attach_to_link(link) {
+                Ok(id) => {
+                    let link = prog.take_link(id).map_err(prog_err(format!("holding the link on {iface}")))?;
+                    let link = FdLink::try_from(link).map_err(|e| FilterError::Link(e.to_string()))?;
+                    self.links.push(Attached { iface: iface.to_owned(), link: Held::Link(link), pin });
+                    return Ok(());
+                }
+                // The pinned link no longer works (its interface was deleted
+                // and made again, so it is defunct): unpinned, and a fresh
+                // attachment below takes its place.
+                Err(e) => {
+                    tracing::warn!("the pinned link on {iface} cannot take the new program ({e}); attaching afresh");
+                    unpin(path)?;
+                }
+            }
         }
         let prog = self.xdp()?;
         let id = prog.attach(iface, mode).map_err(prog_err(format!("attaching to {iface} ({mode:?} mode)")))?;

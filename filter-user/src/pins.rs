@@ -188,32 +188,33 @@ pub struct Removed {
 /// then maps, then the directories.
 pub fn remove(dir: &Path) -> Result<Removed, PinError> {
     let mut out = Removed::default();
-    if !dir.is_dir() {
-        return Ok(out);
-    }
-    for version in std::fs::read_dir(dir).map_err(io_err("reading", dir))? {
-        let v = version.map_err(io_err("reading", dir))?.path();
+    // Whatever is already gone (another remover got there first) is fine.
+    let gone = |r: io::Result<()>| match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    let Ok(versions) = std::fs::read_dir(dir) else { return Ok(out) };
+    for version in versions.flatten() {
+        let v = version.path();
         let links = v.join("links");
         if let Ok(rd) = std::fs::read_dir(&links) {
             for e in rd.flatten() {
-                std::fs::remove_file(e.path()).map_err(io_err("unpinning", &e.path()))?;
+                gone(std::fs::remove_file(e.path())).map_err(io_err("unpinning", &e.path()))?;
                 out.links.push(e.file_name().to_string_lossy().into_owned());
             }
         }
         let maps = v.join("maps");
         if let Ok(rd) = std::fs::read_dir(&maps) {
             for e in rd.flatten() {
-                std::fs::remove_file(e.path()).map_err(io_err("unpinning", &e.path()))?;
+                gone(std::fs::remove_file(e.path())).map_err(io_err("unpinning", &e.path()))?;
                 out.maps += 1;
             }
         }
         for d in [&links, &maps, &v] {
-            if d.is_dir() {
-                std::fs::remove_dir(d).map_err(io_err("removing", d))?;
-            }
+            gone(std::fs::remove_dir(d)).map_err(io_err("removing", d))?;
         }
     }
-    std::fs::remove_dir(dir).map_err(io_err("removing", dir))?;
+    gone(std::fs::remove_dir(dir)).map_err(io_err("removing", dir))?;
     Ok(out)
 }
 

@@ -774,6 +774,9 @@ fn lists_from_urls_refresh_conditionally_and_keep_the_last_good_copy() {
         server.log.lock().unwrap().iter().filter(|(_, s)| *s == 200).count() >= 3
     });
     eventually("its refusal reported", wait, || ok(d, &["status"]).contains("malformed line"));
+    // An empty copy does not wipe out the list either.
+    server.set(200, "", "\"v4\"");
+    eventually("the empty copy refused", wait, || ok(d, &["status"]).contains("the new copy has no rules"));
     let status = ok(d, &["status"]);
     assert!(status.contains(&format!("block {url} (fetched")) && status.contains("failures"), "{status}");
     assert_eq!(status_of(&lab.t, "tracker.lab"), "NXDOMAIN");

@@ -189,6 +189,10 @@ const TOP_RULES: usize = 10;
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     crate::commands::init_tracing();
+    // A reload asked for (SIGHUP) while the start takes its time must not
+    // end the process: ignored until the serving loop takes the signal over.
+    // SAFETY: setting a signal's disposition to "ignore".
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     if args.ifaces.is_empty() {
         bail!("no interface given: pass --iface IF (or `iface = [\"IF\"]` in the config)");
     }
@@ -246,7 +250,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let result = rt.block_on(serve(&mut daemon, listener, metrics, args));
+    let result = rt.block_on(serve(&mut daemon, &listener, metrics, args));
+    // A list fetch still running must not hold the exit up.
+    rt.shutdown_timeout(Duration::from_secs(1));
     let detach = match &result {
         Ok(Exit::Stop) => true,
         Ok(Exit::Signal) => args.detach_on_exit || !daemon.filter.pinned(),
@@ -259,12 +265,16 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
             pins::remove(&args.pin_dir).context("removing the pinned state")?;
         }
         info!(counters = %stats::one_line(&totals), "detached");
+        // Last: `namewall stop` waits for the socket to go, so by then
+        // nothing is attached or pinned any more.
+        drop(listener);
     } else {
         info!(
             counters = %stats::one_line(&totals),
             pin_dir = %args.pin_dir.display(),
             "exiting; the filter stays attached, pinned for the next daemon (`namewall stop` removes it)"
         );
+        drop(listener);
     }
     eprint!("{}", stats::table(&totals));
     let mut hits = daemon.filter.rule_hits().context("reading rule hit counts")?;
@@ -324,15 +334,17 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
         max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),
         event_buffer: args.events_buffer,
     };
-    let mut filter = Filter::load(load).context("loading the XDP program")?;
-    filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
-    filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
-    let per_cpu = if args.events_budget == 0 { 0 } else { args.events_budget.div_ceil(cpus as u32).max(1) };
-    filter.configure_events(per_cpu).context("configuring events")?;
+    // What can fail without touching the kernel comes first: a running
+    // filter being adopted keeps its settings if the start goes no further.
     let log = EventLog::open(args.events_log.as_deref(), args.events_max_bytes).with_context(|| {
         format!("opening the events log {}", args.events_log.as_deref().unwrap_or(Path::new("")).display())
     })?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
+    let per_cpu = if args.events_budget == 0 { 0 } else { args.events_budget.div_ceil(cpus as u32).max(1) };
+    let mut filter = Filter::load(load).context("loading the XDP program")?;
+    filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
+    filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
+    filter.configure_events(per_cpu).context("configuring events")?;
     let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };
     let lines = policy.lines;
     let mut daemon = Daemon::start(filter, source, policy, state_path.to_owned(), args.skip_bad_lines, info, log)?;
@@ -466,7 +478,9 @@ async fn follow_events(
         tokio::select! {
             got = rx.recv() => match got {
                 Ok((seq, line)) if seq > after => {
-                    if writer.write_all(line.as_bytes()).await.is_err() {
+                    // A follower that stops reading is dropped, not waited for.
+                    let sent = tokio::time::timeout(IO_TIMEOUT, writer.write_all(line.as_bytes())).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         return;
                     }
                 }
@@ -574,7 +588,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// counters on the interval and sweeps idle flows, until SIGINT or SIGTERM.
 async fn serve(
     daemon: &mut Daemon,
-    socket: ControlSocket,
+    socket: &ControlSocket,
     metrics: Option<std::net::TcpListener>,
     args: &RunArgs,
 ) -> anyhow::Result<Exit> {
@@ -598,7 +612,7 @@ async fn serve(
     let mut watch = every(args.watch_interval);
     let mut sweep = every(SWEEP_EVERY.as_secs());
     let mut refresh = if daemon.source().urls.is_empty() { None } else { every(args.url_refresh) };
-    let (fetched_tx, mut fetched) = mpsc::channel::<Vec<(String, Result<fetch::Refreshed, String>)>>(1);
+    let (fetched_tx, mut fetched) = mpsc::channel::<Fetches>(1);
     let mut fetching = false;
     let mut seen = list_signature(daemon.source());
     let mut last = daemon.filter.counters().context("reading counters")?;
@@ -648,22 +662,18 @@ async fn serve(
                     let _ = daemon.reload("list file changed");
                 }
             }
-            () = tick(&mut stats) => {
-                let now = daemon.filter.counters().context("reading counters")?;
-                let d = stats::delta(&now, &last);
-                info!(interval_s = args.stats_interval, delta = %stats::one_line(&d), "counters");
-                last = now;
-            }
+            () = tick(&mut stats) => match daemon.filter.counters() {
+                Ok(now) => {
+                    let d = stats::delta(&now, &last);
+                    info!(interval_s = args.stats_interval, delta = %stats::one_line(&d), "counters");
+                    last = now;
+                }
+                Err(e) => warn!("reading counters: {e}"),
+            },
             () = tick(&mut refresh), if !fetching => {
                 // Off the loop: a slow server must not hold up the daemon.
                 fetching = true;
-                let lists = daemon.source().urls.clone();
-                let skip = args.skip_bad_lines;
-                let tx = fetched_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let r = lists.iter().map(|l| (l.url.clone(), fetch::refresh(l, skip))).collect();
-                    let _ = tx.blocking_send(r);
-                });
+                spawn_refresh(daemon.source().urls.clone(), args.skip_bad_lines, fetched_tx.clone());
             }
             Some(results) = fetched.recv() => {
                 fetching = false;
@@ -680,8 +690,26 @@ async fn serve(
             }
         }
     };
-    drop(socket);
     Ok(exit)
+}
+
+/// What one round of list fetches came to, per URL.
+type Fetches = Vec<(String, Result<fetch::Refreshed, String>)>;
+
+/// Fetches every list URL on a blocking thread and sends the results back,
+/// always (a panic is reported as a failure), so the loop knows it is done.
+fn spawn_refresh(lists: Vec<UrlList>, skip_bad_lines: bool, tx: mpsc::Sender<Fetches>) {
+    tokio::task::spawn_blocking(move || {
+        let r = lists
+            .iter()
+            .map(|l| {
+                let got = std::panic::catch_unwind(|| fetch::refresh(l, skip_bad_lines))
+                    .unwrap_or_else(|_| Err("the fetch failed unexpectedly (panic)".to_owned()));
+                (l.url.clone(), got)
+            })
+            .collect();
+        let _ = tx.blocking_send(r);
+    });
 }
 
 /// Events read from the ring buffer before the loop turns to other work.
