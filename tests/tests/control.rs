@@ -790,3 +790,30 @@ fn lists_from_urls_refresh_conditionally_and_keep_the_last_good_copy() {
     let status = ok(d, &["status"]);
     assert!(status.contains("1 failures, last error"), "{status}");
 }
+
+/// An interface deleted and made again under a pinned link leaves the link
+/// defunct: the next daemon replaces it with a fresh attachment instead of
+/// failing to start.
+#[test]
+fn a_defunct_pinned_link_is_replaced() {
+    let lab = Lab::new("defunct");
+    let d = lab.path();
+    let pins = netns::pin_dir(d);
+    let pins_s = pins.to_str().unwrap().to_owned();
+    let keep = ["--pin-dir", pins_s.as_str()];
+    let mut first = lab.daemon(&keep);
+    first.proc.signal(libc::SIGTERM);
+    first.proc.wait(Duration::from_secs(10)).expect("exits");
+    let (c, r) = (lab.t.client.name().to_owned(), lab.t.router.name().to_owned());
+    lab.t.router.run(&["ip", "link", "del", netns::ROUTER_CLIENT_IF]);
+    netns::sh(&["ip", "link", "add", "c0", "netns", &c, "type", "veth", "peer", "name", "r0", "netns", &r]);
+    lab.t.router.run(&["ip", "link", "set", "r0", "up"]);
+    lab.t.client.run(&["ip", "link", "set", "c0", "up"]);
+    assert_eq!(xdp_prog_id(&lab.t), None, "the new r0 starts without a program");
+    let second = lab.daemon(&keep);
+    assert!(second.proc.log().contains("attaching afresh"), "{}", second.proc.log());
+    assert!(xdp_prog_id(&lab.t).is_some(), "attached to the new r0");
+    ok(d, &["stop", "--pin-dir", &pins_s]);
+    drop(second);
+    assert!(!pins.exists());
+}

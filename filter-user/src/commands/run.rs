@@ -391,6 +391,9 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 struct ControlSocket {
     path: PathBuf,
     listener: std::os::unix::net::UnixListener,
+    /// `SOCKET.lock`, held (flock) for the daemon's life: two daemons
+    /// starting at the same instant cannot both take the socket.
+    _lock: std::fs::File,
 }
 
 impl ControlSocket {
@@ -398,6 +401,18 @@ impl ControlSocket {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", Path::new(&lock_path).display()))?;
+        // SAFETY: flock on a file we opened.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!("another namewall is running: it holds {} (stop it first)", Path::new(&lock_path).display());
+        }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 bail!("another namewall is running: {} answers (stop it first)", path.display());
@@ -414,7 +429,7 @@ impl ControlSocket {
         let listener = bound.with_context(|| format!("listening on {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
-        Ok(Self { path: path.to_owned(), listener })
+        Ok(Self { path: path.to_owned(), listener, _lock: lock })
     }
 }
 
