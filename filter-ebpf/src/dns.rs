@@ -361,7 +361,7 @@ struct Best {
 /// `labels` labels, says; updates `best`. A hit whose label count differs
 /// from the depth is a key collision: counted (as an extra event) and ignored.
 #[inline(always)]
-fn consider(rules: &RuleSet, filter_mask: u64, key: u64, depth: u64, labels: u64, best: &mut Best) {
+fn consider(rules: &RuleSet, filter_mask: u64, key: u64, depth: u64, labels: u64, generation: u8, best: &mut Best) {
     let (word, bit) = maps::filter::position(key, filter_mask);
     // A clear bit proves the key absent; a missing word (never expected)
     // just means no proof.
@@ -376,7 +376,7 @@ fn consider(rules: &RuleSet, filter_mask: u64, key: u64, depth: u64, labels: u64
         crate::program::count(Counter::KeyCollision);
         return;
     }
-    match rule::judge(&rule, depth as usize, labels as usize) {
+    match rule::judge(&rule.in_generation(generation), depth as usize, labels as usize) {
         Some(Verdict::Allow) => *best = Best { kind: 1, action: 0, depth, key },
         Some(Verdict::Block(action)) => *best = Best { kind: 2, action: action as u64, depth, key },
         None => {}
@@ -399,6 +399,8 @@ struct LookupArgs {
     max_depth: u64,
     mask: [u64; 2],
     filter_mask: u64,
+    /// The rule generation this packet reads (see `Settings::generation`).
+    generation: u64,
 }
 
 /// Looks up every suffix of the name, from the rightmost label leftwards,
@@ -412,6 +414,10 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
     let mask = settings.depth_mask;
     let filter_mask = settings.filter_mask;
     let max_depth = settings.max_depth() as u64;
+    // Read once (volatile: the compiler must not read it again later):
+    // every lookup of this packet sees the same generation.
+    // SAFETY: a field of the settings map value.
+    let generation = unsafe { core::ptr::read_volatile(&raw const settings.generation) } & 1;
     let Some(rules) = RULESETS.get(maps::ACTIVE_RULESET) else {
         return Err(Counter::NoRuleset);
     };
@@ -425,7 +431,7 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
         }
         key = name::child_key(key, scratch.label_hashes[(labels - depth) as usize & (name::LABEL_SLOTS - 1)]);
         if depth <= max_depth && has_depth(&mask, depth) {
-            consider(rules, filter_mask, key, depth, labels, &mut best);
+            consider(rules, filter_mask, key, depth, labels, generation, &mut best);
         }
         depth += 1;
     }
@@ -446,7 +452,7 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
         );
     }
     if labels > FAST_LABELS as u64 {
-        let mut args = LookupArgs { rules, labels, max_depth, mask, filter_mask };
+        let mut args = LookupArgs { rules, labels, max_depth, mask, filter_mask, generation: u64::from(generation) };
         // SAFETY: a static callback and a pointer to our own stack.
         unsafe {
             bpf_loop((labels - FAST_LABELS as u64) as u32, lookup_step as *mut c_void, (&raw mut args).cast(), 0);
@@ -492,7 +498,7 @@ extern "C" fn lookup_step(index: u64, ctx: *mut c_void) -> i64 {
     let mut best = Best { kind: w.best_kind, action: w.best_action, depth: w.best_depth, key: w.best_key };
     // SAFETY: the inner map pointer stored by lookup for this packet.
     let rules = unsafe { &*args.rules };
-    consider(rules, args.filter_mask, key, depth, args.labels, &mut best);
+    consider(rules, args.filter_mask, key, depth, args.labels, args.generation as u8, &mut best);
     scratch.walk.best_kind = best.kind;
     scratch.walk.best_action = best.action;
     scratch.walk.best_depth = best.depth;

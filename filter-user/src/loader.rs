@@ -432,7 +432,9 @@ impl Filter {
         }
         let cap = capacity_for(keys.len())?;
         let inner = HashMap::<MapData, u64, Rule>::create(cap, 0).map_err(map_err("rule set"))?;
-        sys::update_batch_parallel(&inner.map().fd().as_fd().as_raw_fd(), keys, values)?;
+        // Both generations hold the rule: a fresh set has no reload staged.
+        let both: Vec<Rule> = values.iter().map(|v| v.both()).collect();
+        sys::update_batch_parallel(&inner.map().fd().as_fd().as_raw_fd(), keys, &both)?;
 
         // The depth mask and the filter only let the kernel skip lookups, so
         // supersets are always safe. Widen both to old | new, wait until no
@@ -507,7 +509,7 @@ impl Filter {
             match r {
                 Some(r) => {
                     let old = active.get(k, 0).ok();
-                    let rule = Rule { hits: old.map_or(0, |o| o.hits), ..*r };
+                    let rule = Rule { hits: old.map_or(0, |o| o.hits), ..r.both() };
                     active.insert(k, rule, 0).map_err(map_err("rule set"))?;
                     if old.is_none() {
                         self.active_len += 1;
@@ -520,6 +522,91 @@ impl Filter {
                 },
             }
         }
+        Ok(())
+    }
+
+    /// Moves the active set to the one `keys` and `values` describe, given
+    /// `changes`: the keys whose rule differs from the active set's (`None`:
+    /// no rule any more). For a reload that changes a few rules of a big
+    /// set, without building a new map: the changed rules are staged in the
+    /// rule generation no packet reads (see `maps::Rule`), the filter and
+    /// depth mask widened, then `Settings::generation` flipped, one byte:
+    /// each packet is judged wholly by the old set or wholly by the new one.
+    /// After a grace period both generations are made equal again, removed
+    /// keys deleted, and the filter and mask narrowed to the new set. When
+    /// the new keys do not fit the active map, nothing changes and
+    /// [`FilterError::RuleSetFull`] says so: install the set instead.
+    pub fn transition(
+        &mut self,
+        changes: &[(u64, Option<Rule>)],
+        keys: &[u64],
+        values: &[Rule],
+    ) -> Result<(), FilterError> {
+        let Some(active) = self.active.as_ref() else { return Err(FilterError::NoRuleSet) };
+        let old: Vec<Option<Rule>> = changes.iter().map(|(k, _)| active.get(k, 0).ok()).collect();
+        let new_keys = changes.iter().zip(&old).filter(|((_, r), o)| r.is_some() && o.is_none()).count();
+        if self.active_len + new_keys > self.active_capacity {
+            return Err(FilterError::RuleSetFull { capacity: self.active_capacity });
+        }
+        let next = (self.settings.generation & 1) ^ 1;
+        // 1. Stage: the next generation of every changed key; the current
+        // one as it is (no rule, for keys new to the set).
+        let (staged_keys, staged): (Vec<u64>, Vec<Rule>) = changes
+            .iter()
+            .zip(&old)
+            .map(|((k, r), o)| {
+                let base = o.unwrap_or(Rule { labels: r.map_or(0, |r| r.labels), ..Rule::default() });
+                (*k, base.with_generation(next, *r))
+            })
+            .unzip();
+        let fd = self.active.as_ref().ok_or(FilterError::NoRuleSet)?.map().fd().as_fd().as_raw_fd();
+        sys::update_batch_parallel(&fd, &staged_keys, &staged)?;
+        self.active_len += new_keys;
+        // 2. Widen the filter and the depth mask to cover the new rules.
+        let mut widened = self.settings;
+        let mut bits = self.installed_bits.clone();
+        let mask = bits.len() as u64 - 1;
+        for (k, r) in changes {
+            if let Some(r) = r {
+                widened.set_depth(r.labels as usize);
+                let (w, b) = maps::filter::position(*k, mask);
+                bits[w as usize] |= b;
+            }
+        }
+        self.write_filter_words(&bits)?;
+        self.write_settings(widened)?;
+        // 3. Flip.
+        self.write_settings(Settings { generation: next, ..widened })?;
+        // 4. No packet reads the old generation past this.
+        sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
+        // 5. Settle: both generations equal again (hit counts kept), the
+        // keys without a rule deleted.
+        let active = self.active.as_mut().ok_or(FilterError::NoRuleSet)?;
+        let mut settled_keys = Vec::with_capacity(changes.len());
+        let mut settled = Vec::with_capacity(changes.len());
+        for (k, r) in changes {
+            match r {
+                Some(r) => {
+                    let hits = active.get(k, 0).map_or(0, |v| v.hits);
+                    settled_keys.push(*k);
+                    settled.push(Rule { hits, ..r.both() });
+                }
+                None => match active.remove(k) {
+                    Ok(()) => self.active_len -= 1,
+                    Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err("rule set")(e)),
+                },
+            }
+        }
+        sys::update_batch_parallel(&fd, &settled_keys, &settled)?;
+        // 6. Narrow to the new set.
+        let mut depths = Settings::default();
+        for v in values {
+            depths.set_depth(v.labels as usize);
+        }
+        let new_bits = crate::rules::filter_bits(keys, self.installed_bits.len());
+        self.write_filter_words(&new_bits)?;
+        self.write_settings(Settings { depth_mask: depths.depth_mask, ..self.settings })?;
         Ok(())
     }
 

@@ -183,6 +183,25 @@ impl RuleSet {
     }
 }
 
+/// What changes from the set `old` to the set `new` (parallel arrays of
+/// keys and generation-0 rules): the keys whose rule is new or differs
+/// (`Some`, the new rule) or is gone (`None`). Hit counts do not count.
+pub fn diff(old_keys: &[u64], old_values: &[Rule], new_keys: &[u64], new_values: &[Rule]) -> Vec<(u64, Option<Rule>)> {
+    let mut old: HashMap<u64, Rule, BuildNoHashHasher<u64>> =
+        HashMap::with_capacity_and_hasher(old_keys.len(), BuildNoHashHasher::default());
+    old.extend(old_keys.iter().copied().zip(old_values.iter().copied()));
+    let same = |a: &Rule, b: &Rule| a.flags == b.flags && a.action == b.action && a.labels == b.labels;
+    let mut out = Vec::new();
+    for (k, v) in new_keys.iter().zip(new_values) {
+        match old.remove(k) {
+            Some(o) if same(&o, v) => {}
+            _ => out.push((*k, Some(*v))),
+        }
+    }
+    out.extend(old.into_keys().map(|k| (k, None)));
+    out
+}
+
 /// The kernel rule of one list entry.
 fn rule_of(e: &Entry) -> Rule {
     let bits = match (e.allow, e.scope) {
@@ -195,7 +214,7 @@ fn rule_of(e: &Entry) -> Rule {
         flags: bits,
         action: if e.allow { 0 } else { merge_actions(0, e.scope, e.action) },
         labels: e.domain.labels() as u8,
-        pad: 0,
+        action_next: 0,
         hits: 0,
     }
 }
@@ -286,6 +305,15 @@ mod tests {
         let (keys, values) = lists.to_arrays_with(&overlay);
         assert_eq!(keys.len(), 2);
         assert_eq!(values[keys.iter().position(|k| *k == domain.key(5)).unwrap()].flags, flags::ALL);
+    }
+
+    #[test]
+    fn diff_names_new_changed_and_gone_keys() {
+        let r = |flags: u8, hits: u32| Rule { flags, action: 0, labels: 2, action_next: 0, hits };
+        let d = diff(&[1, 2, 3], &[r(1, 0), r(1, 5), r(2, 0)], &[2, 3, 4], &[r(1, 9), r(1, 0), r(4, 0)]);
+        let mut d: Vec<_> = d.into_iter().map(|(k, v)| (k, v.map(|v| v.flags))).collect();
+        d.sort_unstable();
+        assert_eq!(d, vec![(1, None), (3, Some(1)), (4, Some(4))], "2 differs only in hits");
     }
 
     #[test]

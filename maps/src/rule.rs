@@ -71,26 +71,84 @@ impl TryFrom<u8> for Action {
 
 /// Value of a rule in a rule set. 8 bytes, so a hash-map element is
 /// 48 (kernel `htab_elem`) + 8 + 8 = 64 bytes.
+///
+/// A value holds the rule of two generations of the rule set, so a reload
+/// that changes a few rules can stage them in the generation packets do
+/// not read and switch every packet over at once with one byte of
+/// `Settings::generation` (see `Settings`): generation 0 is the low nibble
+/// of `flags` and `action`, generation 1 the high nibble of `flags` and
+/// `action_next`. A generation whose flags are 0 has no rule for the key.
+/// User space builds rules in generation 0 ([`Rule::both`] fills both).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
-    /// [`flags`] bits: which of block/allow apply to the name itself and to names below it.
+    /// [`flags`] bits: which of block/allow apply to the name itself and to
+    /// names below it; the low nibble for generation 0, the high for 1.
     pub flags: u8,
-    /// [`Action`] codes for blocks: the low four bits for the name itself,
-    /// the high four for the names below it (`*.ads.example` and
-    /// `ads.example` may ask for different actions). See [`actions`].
+    /// [`Action`] codes for blocks in generation 0: the low four bits for
+    /// the name itself, the high four for the names below it
+    /// (`*.ads.example` and `ads.example` may ask for different actions).
+    /// See [`actions`].
     pub action: u8,
     /// Labels in the rule's name. The kernel ignores a hit at another depth:
     /// that can only be a key collision.
     pub labels: u8,
-    /// Explicit padding; always 0.
-    pub pad: u8,
+    /// [`Rule::action`] for generation 1.
+    pub action_next: u8,
     /// Packets this rule decided. Incremented atomically by the kernel; wraps
     /// at 2^32, so readers accumulate differences.
     pub hits: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Rule>() == 8);
+
+impl Rule {
+    /// The rule generation `generation` (0 or 1) sees, as a generation-0 rule.
+    #[inline(always)]
+    #[must_use]
+    pub const fn in_generation(&self, generation: u8) -> Rule {
+        if generation & 1 == 0 {
+            Rule { flags: self.flags & 0x0f, action: self.action, labels: self.labels, action_next: 0, hits: self.hits }
+        } else {
+            Rule {
+                flags: self.flags >> 4,
+                action: self.action_next,
+                labels: self.labels,
+                action_next: 0,
+                hits: self.hits,
+            }
+        }
+    }
+
+    /// This (generation-0) rule in both generations: what the kernel holds
+    /// outside a reload.
+    #[must_use]
+    pub const fn both(self) -> Rule {
+        let f = self.flags & 0x0f;
+        Rule {
+            flags: f | (f << 4),
+            action: self.action,
+            labels: self.labels,
+            action_next: self.action,
+            hits: self.hits,
+        }
+    }
+
+    /// `self` with generation `generation` replaced by `rule` (a
+    /// generation-0 rule; `None`: no rule in that generation).
+    #[must_use]
+    pub const fn with_generation(self, generation: u8, rule: Option<Rule>) -> Rule {
+        let (f, a) = match rule {
+            Some(r) => (r.flags & 0x0f, r.action),
+            None => (0, 0),
+        };
+        if generation & 1 == 0 {
+            Rule { flags: (self.flags & 0xf0) | f, action: a, ..self }
+        } else {
+            Rule { flags: (self.flags & 0x0f) | (f << 4), action_next: a, ..self }
+        }
+    }
+}
 
 /// Packs the actions for a name itself and for the names below it into
 /// [`Rule::action`].

@@ -35,7 +35,12 @@ pub struct Settings {
     pub hint_mask: u64,
     /// Block events each CPU may send per second ([`crate::event`]); 0: none.
     pub event_budget: u32,
-    pub pad: u32,
+    /// Which generation of each rule value packets read (bit 0; see
+    /// [`crate::Rule`]). A reload that stages changed rules in the other
+    /// generation flips it: one byte, so a packet reads the old or the new
+    /// one, and every lookup of a packet uses the value it read first.
+    pub generation: u8,
+    pub pad: [u8; 3],
 }
 
 const _: () = assert!(core::mem::size_of::<Settings>() == 56);

@@ -18,7 +18,7 @@ use std::{
 use filter_user::{
     blocklist::{self, ListKind},
     loader::{Filter, LoadOptions},
-    rules::RuleSet,
+    rules::{self, RuleSet},
 };
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 use namewall_tests::{dnswire, packet::Spec};
@@ -47,10 +47,30 @@ fn verdict(action: u32, output: &[u8]) -> &'static str {
     }
 }
 
+/// How the test moves between the two sets.
+#[derive(Clone, Copy, Debug)]
+enum Switch {
+    /// A new map built and swapped in (a reload with many changes).
+    Install,
+    /// Changes staged in the running map's other generation, then one flip
+    /// (a reload with few changes).
+    Transition,
+}
+
 #[test]
 fn every_verdict_is_the_old_sets_or_the_new_sets() {
+    swaps_under_traffic(Switch::Install);
+}
+
+#[test]
+fn every_verdict_is_the_old_sets_or_the_new_sets_through_generations() {
+    swaps_under_traffic(Switch::Transition);
+}
+
+fn swaps_under_traffic(how: Switch) {
     let hash_seed = rand::random();
     let (a, b) = (set(SET_A, hash_seed), set(SET_B, hash_seed));
+    let (arrays_a, arrays_b) = (a.to_arrays(), b.to_arrays());
     let mut filter = Filter::load(LoadOptions::default()).expect("load");
     filter.install(&a).expect("install A");
     let runner = filter.runner().expect("a runner");
@@ -82,7 +102,15 @@ fn every_verdict_is_the_old_sets_or_the_new_sets() {
             seen
         });
         for i in 0..swaps {
-            filter.install(if i % 2 == 0 { &b } else { &a }).expect("swap");
+            let ((to_set, to), from) =
+                if i % 2 == 0 { ((&b, &arrays_b), &arrays_a) } else { ((&a, &arrays_a), &arrays_b) };
+            match how {
+                Switch::Install => filter.install(to_set).expect("swap"),
+                Switch::Transition => {
+                    let changes = rules::diff(&from.0, &from.1, &to.0, &to.1);
+                    filter.transition(&changes, &to.0, &to.1).expect("transition");
+                }
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         done.store(true, Ordering::Relaxed);
@@ -95,7 +123,7 @@ fn every_verdict_is_the_old_sets_or_the_new_sets() {
             wrong.push(format!("{name}: {v} x{n}, expected one of {allowed:?}"));
         }
     }
-    assert!(wrong.is_empty(), "verdicts of neither set:\n{}\nall: {seen:?}", wrong.join("\n"));
+    assert!(wrong.is_empty(), "{how:?}: verdicts of neither set:\n{}\nall: {seen:?}", wrong.join("\n"));
     // Both sets were seen by the traffic, or the test proved nothing.
     for v in ["nxdomain", "refused"] {
         assert!(seen.get(&("q.c.a.b.example", v)).is_some_and(|n| *n > 0), "{v} never seen: {seen:?}");
