@@ -396,10 +396,7 @@ fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings, scratch: &mut Sc
     restart(&mut f.tls);
     if !remember(key, settings, &scratch.flow) {
         count(Counter::FlowTableFull);
-        if settings.fail_closed != 0 {
-            count(Counter::FailClosedDrop);
-            return (xdp_action::XDP_DROP, Counter::TcpSyn);
-        }
+        return not_judged(settings, Counter::TcpSyn);
     }
     pass(Counter::TcpSyn)
 }
@@ -659,11 +656,7 @@ fn keep(key: u64, next_seq: u32, settings: &Settings, scratch: &mut Scratch) -> 
     }
     // Full: the rest of this ClientHello cannot be followed.
     count(Counter::FlowTableFull);
-    if settings.fail_closed != 0 {
-        count(Counter::FailClosedDrop);
-        return (xdp_action::XDP_DROP, Counter::TlsPending);
-    }
-    pass(Counter::TlsPending)
+    not_judged(settings, Counter::TlsPending)
 }
 
 /// A ClientHello that ended without server name, or the end of one whose

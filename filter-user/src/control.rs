@@ -236,9 +236,23 @@ pub enum ClientError {
 
 /// Sends one request and reads the reply.
 pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    call_raw(socket, &request_line(req))
+}
+
+/// A request as sent: one JSON line.
+fn request_line(req: &Request) -> Vec<u8> {
     let mut line = serde_json::to_vec(req).expect("requests serialise");
     line.push(b'\n');
-    call_raw(socket, &line)
+    line
+}
+
+/// Connects to the daemon, telling "not running" and "not allowed" apart.
+fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(socket).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(socket.to_owned()),
+        io::ErrorKind::PermissionDenied => ClientError::Denied(socket.to_owned()),
+        _ => ClientError::Io { path: socket.to_owned(), source: e },
+    })
 }
 
 /// Sends a request whose reply is followed by more lines (`events
@@ -251,14 +265,8 @@ pub fn call_streaming(
     mut line: impl FnMut(&str) -> bool,
 ) -> Result<Response, ClientError> {
     let io_err = |source| ClientError::Io { path: socket.to_owned(), source };
-    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(socket.to_owned()),
-        io::ErrorKind::PermissionDenied => ClientError::Denied(socket.to_owned()),
-        _ => io_err(e),
-    })?;
-    let mut bytes = serde_json::to_vec(req).expect("requests serialise");
-    bytes.push(b'\n');
-    s.write_all(&bytes).map_err(io_err)?;
+    let mut s = connect(socket)?;
+    s.write_all(&request_line(req)).map_err(io_err)?;
     let mut r = BufReader::new(s);
     let mut first = String::new();
     r.read_line(&mut first).map_err(io_err)?;
@@ -278,11 +286,7 @@ pub fn call_streaming(
 /// Sends raw bytes as a request (tests send malformed ones on purpose).
 pub fn call_raw(socket: &Path, bytes: &[u8]) -> Result<Response, ClientError> {
     let io_err = |source| ClientError::Io { path: socket.to_owned(), source };
-    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(socket.to_owned()),
-        io::ErrorKind::PermissionDenied => ClientError::Denied(socket.to_owned()),
-        _ => io_err(e),
-    })?;
+    let mut s = connect(socket)?;
     // A reload of a large list takes seconds; a daemon that says nothing
     // for this long is stuck.
     s.set_read_timeout(Some(Duration::from_mins(2))).map_err(io_err)?;

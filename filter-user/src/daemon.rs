@@ -180,15 +180,17 @@ impl Daemon {
         changed
     }
 
+    /// The pattern of the rule with `key`: a pushed rule's, or a list's.
+    pub fn rule_name(&self, key: u64) -> Option<String> {
+        self.operator_keys.get(&key).cloned().or_else(|| {
+            self.lists.rules.get(key).and_then(|r| views_of_list_rule(r, 0).into_iter().next()).map(|v| v.pattern)
+        })
+    }
+
     /// Logs one block event from the kernel.
     pub fn record_event(&mut self, e: &maps::event::Event) {
-        let rule = |key: u64| {
-            self.operator_keys.get(&key).cloned().or_else(|| {
-                self.lists.rules.get(key).and_then(|r| views_of_list_rule(r, 0).into_iter().next()).map(|v| v.pattern)
-            })
-        };
         let iface = self.events.ifname(e.ifindex);
-        let v = events::view(e, self.clock, &rule, &|_| iface.clone());
+        let v = events::view(e, self.clock, &|key| self.rule_name(key), &|_| iface.clone());
         self.events.record(v);
     }
 
@@ -516,15 +518,7 @@ impl Daemon {
             Ok(Reply::Stats(s)) => s.top_rules.into_iter().map(|r| (r.pattern, r.source, r.hits)).collect(),
             _ => Vec::new(),
         };
-        let totals = {
-            let mut t = [0u64; maps::counters::COUNT];
-            for row in rows.chunks_exact(maps::counters::COUNT) {
-                for (o, v) in t.iter_mut().zip(row) {
-                    *o += v;
-                }
-            }
-            t
-        };
+        let totals = stats::totals(&rows);
         let events = vec![
             ("written", self.events.written),
             ("over_budget", totals[maps::Counter::EventOverBudget as usize]),

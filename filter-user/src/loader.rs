@@ -444,11 +444,7 @@ impl Filter {
         // mirror what the kernel holds (they change only after a write
         // succeeded), so a failure part-way leaves a consistent, safe state:
         // at worst supersets, which cost lookups and nothing else.
-        let mut depths = Settings::default();
-        for v in values {
-            depths.set_depth(v.labels as usize);
-        }
-        let new_mask = depths.depth_mask;
+        let new_mask = crate::rules::depth_mask(values);
         let new_bits = crate::rules::filter_bits(keys, self.installed_bits.len());
         let narrowed = Settings { seed, depth_mask: new_mask, ..self.settings };
         // Counted once the new set is the active one.
@@ -483,32 +479,12 @@ impl Filter {
     /// not fit the active map's headroom nothing is changed and
     /// [`FilterError::RuleSetFull`] says so: install a whole set instead.
     pub fn update_rules(&mut self, changes: &[(u64, Option<Rule>)]) -> Result<(), FilterError> {
-        let Some(active) = self.active.as_ref() else { return Err(FilterError::NoRuleSet) };
-        let new_keys = changes.iter().filter(|(k, r)| r.is_some() && active.get(k, 0).is_err()).count();
-        if self.active_len + new_keys > self.active_capacity {
-            return Err(FilterError::RuleSetFull { capacity: self.active_capacity });
-        }
-        let mut widened = self.settings;
-        let mut bits = self.installed_bits.clone();
-        let mask = bits.len() as u64 - 1;
-        for (k, r) in changes {
-            if let Some(r) = r {
-                widened.set_depth(r.labels as usize);
-                let (w, b) = maps::filter::position(*k, mask);
-                bits[w as usize] |= b;
-            }
-        }
-        if bits != self.installed_bits {
-            self.write_filter_words(&bits)?;
-        }
-        if widened.depth_mask != self.settings.depth_mask {
-            self.write_settings(widened)?;
-        }
+        let old = self.current_rules(changes)?;
+        self.widen_for(changes)?;
         let active = self.active.as_mut().ok_or(FilterError::NoRuleSet)?;
-        for (k, r) in changes {
+        for ((k, r), old) in changes.iter().zip(&old) {
             match r {
                 Some(r) => {
-                    let old = active.get(k, 0).ok();
                     let rule = Rule { hits: old.map_or(0, |o| o.hits), ..r.both() };
                     active.insert(k, rule, 0).map_err(map_err("rule set"))?;
                     if old.is_none() {
@@ -542,12 +518,8 @@ impl Filter {
         keys: &[u64],
         values: &[Rule],
     ) -> Result<(), FilterError> {
-        let Some(active) = self.active.as_ref() else { return Err(FilterError::NoRuleSet) };
-        let old: Vec<Option<Rule>> = changes.iter().map(|(k, _)| active.get(k, 0).ok()).collect();
+        let old = self.current_rules(changes)?;
         let new_keys = changes.iter().zip(&old).filter(|((_, r), o)| r.is_some() && o.is_none()).count();
-        if self.active_len + new_keys > self.active_capacity {
-            return Err(FilterError::RuleSetFull { capacity: self.active_capacity });
-        }
         let next = (self.settings.generation & 1) ^ 1;
         // 1. Stage: the next generation of every changed key; the current
         // one as it is (no rule, for keys new to the set).
@@ -563,18 +535,7 @@ impl Filter {
         sys::update_batch_parallel(&fd, &staged_keys, &staged)?;
         self.active_len += new_keys;
         // 2. Widen the filter and the depth mask to cover the new rules.
-        let mut widened = self.settings;
-        let mut bits = self.installed_bits.clone();
-        let mask = bits.len() as u64 - 1;
-        for (k, r) in changes {
-            if let Some(r) = r {
-                widened.set_depth(r.labels as usize);
-                let (w, b) = maps::filter::position(*k, mask);
-                bits[w as usize] |= b;
-            }
-        }
-        self.write_filter_words(&bits)?;
-        self.write_settings(widened)?;
+        let widened = self.widen_for(changes)?;
         // 3. Flip.
         self.write_settings(Settings { generation: next, ..widened })?;
         // 4. No packet reads the old generation past this.
@@ -600,14 +561,44 @@ impl Filter {
         }
         sys::update_batch_parallel(&fd, &settled_keys, &settled)?;
         // 6. Narrow to the new set.
-        let mut depths = Settings::default();
-        for v in values {
-            depths.set_depth(v.labels as usize);
-        }
         let new_bits = crate::rules::filter_bits(keys, self.installed_bits.len());
         self.write_filter_words(&new_bits)?;
-        self.write_settings(Settings { depth_mask: depths.depth_mask, ..self.settings })?;
+        self.write_settings(Settings { depth_mask: crate::rules::depth_mask(values), ..self.settings })?;
         Ok(())
+    }
+
+    /// The active set's current values of the keys `changes` names, once
+    /// the new keys among them are known to fit its headroom (else
+    /// [`FilterError::RuleSetFull`], and nothing changed).
+    fn current_rules(&self, changes: &[(u64, Option<Rule>)]) -> Result<Vec<Option<Rule>>, FilterError> {
+        let Some(active) = self.active.as_ref() else { return Err(FilterError::NoRuleSet) };
+        let old: Vec<Option<Rule>> = changes.iter().map(|(k, _)| active.get(k, 0).ok()).collect();
+        let new_keys = changes.iter().zip(&old).filter(|((_, r), o)| r.is_some() && o.is_none()).count();
+        if self.active_len + new_keys > self.active_capacity {
+            return Err(FilterError::RuleSetFull { capacity: self.active_capacity });
+        }
+        Ok(old)
+    }
+
+    /// Widens the filter and the depth mask to cover the rules `changes`
+    /// adds (a superset only costs lookups); returns the settings written.
+    fn widen_for(&mut self, changes: &[(u64, Option<Rule>)]) -> Result<Settings, FilterError> {
+        let mut widened = self.settings;
+        let mut bits = self.installed_bits.clone();
+        let mask = bits.len() as u64 - 1;
+        for (k, r) in changes {
+            if let Some(r) = r {
+                widened.set_depth(r.labels as usize);
+                let (w, b) = maps::filter::position(*k, mask);
+                bits[w as usize] |= b;
+            }
+        }
+        // Only the words that changed are written.
+        self.write_filter_words(&bits)?;
+        if widened.depth_mask != self.settings.depth_mask {
+            self.write_settings(widened)?;
+        }
+        Ok(widened)
     }
 
     /// The rule the kernel holds for `key` in the active set.
@@ -804,13 +795,7 @@ impl Filter {
     /// the cost of reading every row.
     pub fn counters_of_rows(&self, rows: usize) -> Result<[u64; COUNT], FilterError> {
         let rows = self.counter_rows_upto(rows.min(maps::counters::IFACE_BUCKETS))?;
-        let mut out = [0u64; COUNT];
-        for row in rows.chunks_exact(COUNT) {
-            for (o, v) in out.iter_mut().zip(row) {
-                *o += v;
-            }
-        }
-        Ok(out)
+        Ok(crate::stats::totals(&rows))
     }
 
     /// Counter totals over all CPUs, one row of [`COUNT`] per interface

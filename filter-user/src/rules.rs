@@ -149,11 +149,7 @@ impl RuleSet {
 
     /// Depth mask for [`maps::Settings::depth_mask`]: which label counts have rules.
     pub fn depth_mask(&self) -> [u64; 2] {
-        let mut s = maps::Settings::default();
-        for r in self.rules.values() {
-            s.set_depth(r.rule.labels as usize);
-        }
-        s.depth_mask
+        depth_mask(self.rules.values().map(|r| &r.rule))
     }
 
     /// The filter bits of this set's keys, for a filter of `words` words
@@ -217,6 +213,15 @@ fn rule_of(e: &Entry) -> Rule {
         action_next: 0,
         hits: 0,
     }
+}
+
+/// [`maps::Settings::depth_mask`] for `rules`: which label counts have rules.
+pub fn depth_mask<'a>(rules: impl IntoIterator<Item = &'a Rule>) -> [u64; 2] {
+    let mut s = maps::Settings::default();
+    for r in rules {
+        s.set_depth(r.labels as usize);
+    }
+    s.depth_mask
 }
 
 /// The filter bits of `keys` for a filter of `words` words (a power of

@@ -10,6 +10,18 @@ use maps::{
 /// Counter totals indexed by [`Counter`].
 pub type Counters = [u64; COUNT];
 
+/// Totals over the interface rows of `COUNTERS` (see
+/// `maps::counters::IFACE_BUCKETS`), per counter.
+pub fn totals(rows: &[u64]) -> Counters {
+    let mut out = [0u64; COUNT];
+    for row in rows.chunks_exact(COUNT) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+    out
+}
+
 /// `after - before`, per counter.
 pub fn delta(after: &Counters, before: &Counters) -> Counters {
     let mut d = [0; COUNT];

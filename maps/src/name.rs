@@ -305,11 +305,20 @@ pub fn parse_wire_name(
     seed: u64,
     hashes: &mut [u64; LABEL_SLOTS],
 ) -> Result<WireName, NameError> {
+    collect_labels(|pos| parse_label(buf, avail, pos, seed), hashes)
+}
+
+/// The host-side loop of the name parsers: steps label by label from the
+/// start, storing each hash, until the end. A 255-byte name has at most
+/// 127 labels and the root: 128 steps.
+fn collect_labels(
+    mut step: impl FnMut(usize) -> Result<LabelStep, NameError>,
+    hashes: &mut [u64; LABEL_SLOTS],
+) -> Result<WireName, NameError> {
     let mut pos = 0;
     let mut labels = 0;
-    // A 255-byte name has at most 127 labels and the root: 128 steps.
     while labels < LABEL_SLOTS {
-        match parse_label(buf, avail, pos, seed)? {
+        match step(pos)? {
             LabelStep::Label { hash, next } => {
                 hashes[labels] = hash;
                 labels += 1;
@@ -410,19 +419,7 @@ pub fn parse_text_name(
     seed: u64,
     hashes: &mut [u64; LABEL_SLOTS],
 ) -> Result<WireName, NameError> {
-    let mut pos = 0;
-    let mut labels = 0;
-    while labels < LABEL_SLOTS {
-        match parse_text_label(buf, len, pos, seed)? {
-            LabelStep::Label { hash, next } => {
-                hashes[labels] = hash;
-                labels += 1;
-                pos = next;
-            }
-            LabelStep::End { len } => return Ok(WireName { len, labels }),
-        }
-    }
-    Err(NameError::TooLong)
+    collect_labels(|pos| parse_text_label(buf, len, pos, seed), hashes)
 }
 
 /// Parses a dotted text name held in a slice and returns its key and wire

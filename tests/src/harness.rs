@@ -5,7 +5,10 @@ use filter_user::{
     loader::{Filter, LoadOptions, TlsPolicy},
     rules::RuleSet,
 };
-use maps::{Action, Counter, Trace, counters::COUNT};
+use maps::{
+    Action, Counter, Trace,
+    counters::{COUNT, CounterKind},
+};
 
 /// What the program did with one packet.
 #[derive(Clone, Debug)]
@@ -22,6 +25,19 @@ pub struct Observed {
 impl Observed {
     pub fn action_name(&self) -> &'static str {
         filter_user::loader::action_name(self.action)
+    }
+
+    /// Exactly one outcome counter moved, by one, and it is the traced outcome.
+    pub fn one_outcome(&self) -> Result<(), String> {
+        let moved: Vec<(&str, u64)> = Counter::ALL
+            .iter()
+            .filter(|c| c.kind() != CounterKind::Extra && self.delta[**c as usize] != 0)
+            .map(|c| (c.name(), self.delta[*c as usize]))
+            .collect();
+        if self.outcome.kind() == CounterKind::Extra || moved != [(self.outcome.name(), 1)] {
+            return Err(format!("outcome counters moved {moved:?}, want only the traced {} by 1", self.outcome.name()));
+        }
+        Ok(())
     }
 }
 

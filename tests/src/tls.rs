@@ -137,6 +137,23 @@ impl ServerCertVerifier for AcceptAnything {
     }
 }
 
+/// The SNI rustls's server side reads from `stream`, fed in small reads.
+pub fn acceptor_sni(stream: &[u8]) -> Result<Option<String>, String> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = stream;
+    loop {
+        let mut chunk = &rest[..rest.len().min(100)];
+        let n = acceptor.read_tls(&mut chunk).map_err(|e| e.to_string())?;
+        rest = &rest[n..];
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok(accepted.client_hello().server_name().map(str::to_owned)),
+            Ok(None) if rest.is_empty() => return Err("the ClientHello never completed".into()),
+            Ok(None) => {}
+            Err((e, _)) => return Err(e.to_string()),
+        }
+    }
+}
+
 /// One TLS record of a byte stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record<'a> {

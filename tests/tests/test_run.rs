@@ -198,7 +198,7 @@ fn check(h: &Harness, row: &Row, o: &Observed) -> Result<(), String> {
     if o.action == XDP_ABORTED {
         errs.push("XDP_ABORTED, which is reserved for bugs".to_owned());
     }
-    if let Err(e) = one_outcome(o) {
+    if let Err(e) = o.one_outcome() {
         errs.push(e);
     }
     if o.action != row.action {
@@ -248,19 +248,6 @@ fn check(h: &Harness, row: &Row, o: &Observed) -> Result<(), String> {
         _ => {}
     }
     if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
-}
-
-/// Exactly one outcome counter moved, by one, and it is the traced outcome.
-fn one_outcome(o: &Observed) -> Result<(), String> {
-    let moved: Vec<(&str, u64)> = Counter::ALL
-        .iter()
-        .filter(|c| c.kind() != CounterKind::Extra && o.delta[**c as usize] != 0)
-        .map(|c| (c.name(), o.delta[*c as usize]))
-        .collect();
-    if o.outcome.kind() == CounterKind::Extra || moved != [(o.outcome.name(), 1)] {
-        return Err(format!("outcome counters moved {moved:?}, want only the traced {} by 1", o.outcome.name()));
-    }
-    Ok(())
 }
 
 /// A judged packet's trace points at its QNAME in the frame as received.

@@ -11,26 +11,8 @@ use namewall_tests::{
     tls::{self, Flow, HelloKind, flags},
     tlslab,
 };
-use rustls::server::Acceptor;
 
 const KINDS: [HelloKind; 4] = [HelloKind::Small, HelloKind::PostQuantum, HelloKind::Ech, HelloKind::NoSni];
-
-/// The SNI rustls's server side reads from `stream`, fed in small reads.
-fn acceptor_sni(stream: &[u8]) -> Result<Option<String>, String> {
-    let mut acceptor = Acceptor::default();
-    let mut rest = stream;
-    loop {
-        let mut chunk = &rest[..rest.len().min(100)];
-        let n = acceptor.read_tls(&mut chunk).map_err(|e| e.to_string())?;
-        rest = &rest[n..];
-        match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok(accepted.client_hello().server_name().map(str::to_owned)),
-            Ok(None) if rest.is_empty() => return Err("the ClientHello never completed".into()),
-            Ok(None) => {}
-            Err((e, _)) => return Err(e.to_string()),
-        }
-    }
-}
 
 #[test]
 fn client_hello_sizes_and_extensions() {
@@ -55,7 +37,7 @@ fn client_hello_sizes_and_extensions() {
             assert_eq!(tls::server_name(&h).as_deref(), want, "{kind:?}");
             assert_eq!(tls::has_extension(&h, tls::EXT_SERVER_NAME), want.is_some(), "{kind:?}");
             assert_eq!(tls::find(&h, b"www.example.com").is_some(), want.is_some(), "{kind:?}");
-            assert_eq!(acceptor_sni(&h).unwrap().as_deref(), want, "{kind:?}: rustls's server reads it back");
+            assert_eq!(tls::acceptor_sni(&h).unwrap().as_deref(), want, "{kind:?}: rustls's server reads it back");
         }
     }
     eprintln!("ClientHello sizes: {}", seen.join(", "));
@@ -104,7 +86,7 @@ fn refragment_round_trips() {
             }
             assert!(lens.len() <= sizes.len() + 1, "{sizes:?}: {lens:?}");
             let want = (kind != HelloKind::NoSni).then_some(name);
-            assert_eq!(acceptor_sni(&records).unwrap().as_deref(), want, "{kind:?} {sizes:?}");
+            assert_eq!(tls::acceptor_sni(&records).unwrap().as_deref(), want, "{kind:?} {sizes:?}");
         }
         // Every handshake byte in a record of its own.
         let singles = tls::refragment(&hello, &vec![1; len]);

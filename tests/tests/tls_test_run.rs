@@ -58,7 +58,6 @@ use namewall_tests::{
     tls::{self, Flow, HelloKind, HelloLayout, flags},
 };
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::IndexedRandom as _};
-use rustls::server::Acceptor;
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -252,7 +251,7 @@ fn check(h: &Harness, f: &Frame, o: &Observed) -> Result<(), String> {
     if o.action == XDP_ABORTED {
         errs.push("XDP_ABORTED, which is reserved for bugs".to_owned());
     }
-    if let Err(e) = one_outcome(o) {
+    if let Err(e) = o.one_outcome() {
         errs.push(e);
     }
     if o.action != want.action {
@@ -291,19 +290,6 @@ fn check(h: &Harness, f: &Frame, o: &Observed) -> Result<(), String> {
         _ => {}
     }
     if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
-}
-
-/// Exactly one outcome counter moved, by one, and it is the traced outcome.
-fn one_outcome(o: &Observed) -> Result<(), String> {
-    let moved: Vec<(&str, u64)> = Counter::ALL
-        .iter()
-        .filter(|c| c.kind() != CounterKind::Extra && o.delta[**c as usize] != 0)
-        .map(|c| (c.name(), o.delta[*c as usize]))
-        .collect();
-    if o.outcome.kind() == CounterKind::Extra || moved != [(o.outcome.name(), 1)] {
-        return Err(format!("outcome counters moved {moved:?}, want only the traced {} by 1", o.outcome.name()));
-    }
-    Ok(())
 }
 
 /// The trace shows the server name judged in this frame (as sent, and
@@ -941,23 +927,6 @@ fn judge_name(rules: &RuleSet, drop: bool, sni: &[u8]) -> Judgement {
     }
 }
 
-/// The SNI rustls's server side reads from `stream`, fed in small reads.
-fn acceptor_sni(stream: &[u8]) -> Result<Option<String>, String> {
-    let mut acceptor = Acceptor::default();
-    let mut rest = stream;
-    loop {
-        let mut chunk = &rest[..rest.len().min(100)];
-        let n = acceptor.read_tls(&mut chunk).map_err(|e| e.to_string())?;
-        rest = &rest[n..];
-        match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok(accepted.client_hello().server_name().map(str::to_owned)),
-            Ok(None) if rest.is_empty() => return Err("the ClientHello never completed".into()),
-            Ok(None) => {}
-            Err((e, _)) => return Err(e.to_string()),
-        }
-    }
-}
-
 /// The fixture helpers these tables lean on agree with plain searches and
 /// with rustls's server: the layout finds the name where it is, handshake
 /// offsets survive refragmentation, and a renamed `ClientHello` is one a
@@ -976,7 +945,7 @@ fn fixture_helpers_agree() {
         assert_eq!(r.sni_last().map(|i| r.stream[i]), Some(b'e'));
         for name in ["renamed.example", "a.much.longer.name.than.the.one.before.example", "X.Y"] {
             let renamed = h.renamed(name.as_bytes());
-            assert_eq!(acceptor_sni(&renamed.stream), Ok(Some(name.to_lowercase())), "{kind:?} renamed {name}");
+            assert_eq!(tls::acceptor_sni(&renamed.stream), Ok(Some(name.to_lowercase())), "{kind:?} renamed {name}");
         }
         let none = Hello::rustls(None, kind);
         assert_eq!((none.name(), none.sni_last()), (None, None));

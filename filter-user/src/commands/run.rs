@@ -281,17 +281,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     hits.sort_by_key(|h| std::cmp::Reverse(h.1));
     if !hits.is_empty() {
         eprintln!("rules by hits");
-        let seed = daemon.lists().rules.seed();
         for (key, n) in hits.iter().take(TOP_RULES) {
-            let name = daemon
-                .lists()
-                .rules
-                .get(*key)
-                .map(|r| r.domain.to_string())
-                .or_else(|| {
-                    daemon.operator_rules().iter().find(|(p, _)| p.domain.key(seed) == *key).map(|(p, _)| p.to_string())
-                })
-                .unwrap_or_else(|| format!("{key:#018x}"));
+            let name = daemon.rule_name(*key).unwrap_or_else(|| format!("{key:#018x}"));
             eprintln!("  {name:<40} {n:>10}");
         }
     }
