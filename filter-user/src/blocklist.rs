@@ -125,7 +125,13 @@ const PARALLEL_BYTES: usize = 1 << 20;
 /// parallel and put back together in order, so it reads as if parsed
 /// line by line: same entries, same order, same line numbers.
 pub fn parse_bytes(bytes: &[u8], file: &str, kind: ListKind) -> Parsed {
-    let file: Arc<str> = Arc::from(file);
+    parse_bytes_of(bytes, &Arc::from(file), kind)
+}
+
+/// [`parse_bytes`] with the file's name as the entries' origins will share
+/// it (reloads tell lists apart by that `Arc`).
+pub fn parse_bytes_of(bytes: &[u8], file: &Arc<str>, kind: ListKind) -> Parsed {
+    let file = Arc::clone(file);
     if bytes.is_empty() {
         return Parsed::default();
     }
@@ -183,32 +189,38 @@ pub fn parse_bytes(bytes: &[u8], file: &str, kind: ListKind) -> Parsed {
 fn parse_lines(body: &[u8], file: &Arc<str>, first: usize, kind: ListKind) -> Parsed {
     let mut out = Parsed::default();
     for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let i = first + i;
-        let origin = Origin { file: Arc::clone(file), line: i + 1 };
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        out.lines += 1;
-        let Ok(line) = std::str::from_utf8(raw) else {
-            out.errors.push(LineError {
-                origin,
-                text: String::from_utf8_lossy(raw).into_owned(),
-                kind: LineErrorKind::Utf8,
-            });
-            continue;
-        };
-        let line = if i == 0 { line.trim_start_matches('\u{feff}') } else { line };
-        let (rules, error) = parse_line_keeping(line, kind);
-        out.entries.extend(rules.into_iter().map(|(domain, scope, allow, action)| Entry {
-            domain,
-            scope,
-            allow,
-            action,
-            origin: origin.clone(),
-        }));
-        if let Some(kind) = error {
-            out.errors.push(LineError { origin, text: line.to_owned(), kind });
-        }
+        parse_line_into(raw, file, first + i, kind, &mut out);
     }
     out
+}
+
+/// Parses line `i` (from 0) of `file`, `raw` without its newline, into
+/// `out`: its rules, or what was wrong with it. Reloads call it for the
+/// lines that changed; a whole list is these calls in order.
+pub fn parse_line_into(raw: &[u8], file: &Arc<str>, i: usize, kind: ListKind, out: &mut Parsed) {
+    let origin = Origin { file: Arc::clone(file), line: i + 1 };
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    out.lines += 1;
+    let Ok(line) = std::str::from_utf8(raw) else {
+        out.errors.push(LineError {
+            origin,
+            text: String::from_utf8_lossy(raw).into_owned(),
+            kind: LineErrorKind::Utf8,
+        });
+        return;
+    };
+    let line = if i == 0 { line.trim_start_matches('\u{feff}') } else { line };
+    let (rules, error) = parse_line_keeping(line, kind);
+    out.entries.extend(rules.into_iter().map(|(domain, scope, allow, action)| Entry {
+        domain,
+        scope,
+        allow,
+        action,
+        origin: origin.clone(),
+    }));
+    if let Some(kind) = error {
+        out.errors.push(LineError { origin, text: line.to_owned(), kind });
+    }
 }
 
 /// Names hosts files map for the machine itself; never rules.

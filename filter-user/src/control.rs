@@ -198,6 +198,13 @@ pub struct Reloaded {
     pub list_rules: usize,
     pub operator_rules: usize,
     pub skipped_lines: usize,
+    /// Lines added to or removed from the lists that were read; `None`
+    /// when every list was read whole.
+    #[serde(default)]
+    pub changed_lines: Option<usize>,
+    /// Rules in the kernel that changed (new, different or gone).
+    #[serde(default)]
+    pub changed_rules: usize,
     pub duration_ms: u64,
 }
 

@@ -23,7 +23,7 @@ use crate::{
     loader::{Filter, FilterError},
     metrics,
     names::Domain,
-    policy::{Policy, PolicySource},
+    policy::{LineChanges, Policy, PolicySource, Reload},
     rules::{CompiledRule, RuleSet},
     state::{self, OperatorRules, Pattern, Verdict},
     stats,
@@ -349,7 +349,15 @@ impl Daemon {
                 self.reloads.last_success_unix = unix_now();
                 self.reloads.last_error = None;
                 r.duration_ms = elapsed.as_millis() as u64;
-                info!(why, rules = r.rules, skipped = r.skipped_lines, ms = r.duration_ms, "reloaded");
+                info!(
+                    why,
+                    rules = r.rules,
+                    changed_lines = r.changed_lines,
+                    changed_rules = r.changed_rules,
+                    skipped = r.skipped_lines,
+                    ms = r.duration_ms,
+                    "reloaded"
+                );
                 Ok(r)
             }
             Err(e) => {
@@ -364,27 +372,110 @@ impl Daemon {
 
     fn try_reload(&mut self) -> Result<Reloaded, String> {
         let seed = self.lists.rules.seed();
-        let policy = self.source.load(seed).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-        if !self.skip_bad_lines && !policy.skipped.is_empty() {
-            let first = &policy.skipped[0];
-            return Err(format!(
+        let reply = match self.source.reload(&self.lists).map_err(policy_error)? {
+            Reload::Lines(changes) => {
+                self.check_malformed(changes.skipped())?;
+                if let Some(reply) = self.reload_lines(changes)? {
+                    reply
+                } else {
+                    // The active set has no room for the new keys: build a
+                    // new one from the lists read whole.
+                    let policy = self.source.load(seed).map_err(policy_error)?;
+                    self.check_malformed(&policy.skipped)?;
+                    self.reload_whole(policy)?
+                }
+            }
+            Reload::Whole(policy) => {
+                self.check_malformed(&policy.skipped)?;
+                self.reload_whole(policy)?
+            }
+        };
+        for e in self.lists.skipped.iter().take(20) {
+            warn!("skipped {e}");
+        }
+        self.hits_cache = None;
+        Ok(reply)
+    }
+
+    /// Refuses a reload whose lists have malformed lines, unless the
+    /// operator asked to load lists without them.
+    fn check_malformed(&self, skipped: &[blocklist::LineError]) -> Result<(), String> {
+        match skipped.first() {
+            Some(first) if !self.skip_bad_lines => Err(format!(
                 "{} malformed line(s), first {first} (fix the list, or run with --skip-bad-lines to load lists \
                  without their bad lines)",
-                policy.skipped.len()
-            ));
+                skipped.len()
+            )),
+            _ => Ok(()),
         }
+    }
+
+    /// A reload that read only the lines that changed: the names they
+    /// touch whose rule in force (with the operator's on top) changed are
+    /// staged and switched over in one step (`Filter::transition`). `None`
+    /// when the active set cannot take them (nothing changed then).
+    fn reload_lines(&mut self, changes: LineChanges) -> Result<Option<Reloaded>, String> {
+        let mut kernel = Vec::new();
+        for u in changes.updates() {
+            let before = self.lists.rules.get(u.key);
+            let Some(domain) = u.rule.as_ref().or(before).map(|r| &r.domain) else { continue };
+            let old = effective_rule(u.key, before, domain, &self.operator);
+            let new = effective_rule(u.key, u.rule.as_ref(), domain, &self.operator);
+            if old != new {
+                kernel.push((u.key, new));
+            }
+        }
+        if kernel.len() > (self.filter.active_len() / 20).max(1024) {
+            return Ok(None);
+        }
+        if !kernel.is_empty() {
+            match self.filter.transition(&kernel) {
+                Ok(()) => {}
+                Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet) => return Ok(None),
+                Err(e) => return Err(format!("switching to the new rule set: {:#}", anyhow::Error::from(e))),
+            }
+        }
+        let list_rules = changes.list_rules(&self.lists);
+        let changed_lines = changes.changed_lines();
+        self.lists.apply(changes);
+        if !kernel.is_empty() {
+            let seed = self.lists.rules.seed();
+            let ops = self.operator.iter().map(|(p, _)| (p.domain.key(seed), p.domain.labels() as u8));
+            let lists = self.lists.rules.iter().map(|(k, r)| (k, r.rule.labels));
+            self.filter
+                .narrow(lists.chain(ops))
+                .map_err(|e| format!("narrowing the filter: {:#}", anyhow::Error::from(e)))?;
+        }
+        Ok(Some(Reloaded {
+            rules: self.filter.active_len(),
+            list_rules,
+            operator_rules: self.operator.len(),
+            skipped_lines: self.lists.skipped.len(),
+            changed_lines: Some(changed_lines),
+            changed_rules: kernel.len(),
+            duration_ms: 0,
+        }))
+    }
+
+    /// A reload with every list read whole: the rule sets in force before
+    /// and after are compared; a few changes are staged and switched over
+    /// in one step, many get a new set built and swapped in.
+    fn reload_whole(&mut self, policy: Policy) -> Result<Reloaded, String> {
+        let seed = self.lists.rules.seed();
         let (keys, values) = effective_arrays(&policy.rules, &self.operator);
-        // A few changes to a big set: staged in the running set and switched
-        // over in one step; many: a new set built and swapped in.
         let (old_keys, old_values) = effective_arrays(&self.lists.rules, &self.operator);
         let changes = crate::rules::diff(&old_keys, &old_values, &keys, &values);
         let staged = changes.len() <= (keys.len() / 20).max(1024)
-            && match self.filter.transition(&changes, &keys, &values) {
+            && match self.filter.transition(&changes) {
                 Ok(()) => true,
                 Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet) => false,
                 Err(e) => return Err(format!("switching to the new rule set: {:#}", anyhow::Error::from(e))),
             };
-        if !staged {
+        if staged {
+            self.filter
+                .narrow(keys.iter().copied().zip(values.iter().map(|r| r.labels)))
+                .map_err(|e| format!("narrowing the filter: {:#}", anyhow::Error::from(e)))?;
+        } else {
             self.filter
                 .install_arrays(seed, &keys, &values)
                 .map_err(|e| format!("installing the new rule set: {:#}", anyhow::Error::from(e)))?;
@@ -394,16 +485,14 @@ impl Daemon {
             list_rules: policy.rules.len(),
             operator_rules: self.operator.len(),
             skipped_lines: policy.skipped.len(),
+            changed_lines: None,
+            changed_rules: changes.len(),
             duration_ms: 0,
         };
-        for e in policy.skipped.iter().take(20) {
-            warn!("skipped {e}");
-        }
         let old = std::mem::replace(&mut self.lists, policy);
         // Freeing a million names takes a tenth of a second: not on the
         // reload's path (nor the serving loop's).
         std::thread::spawn(move || drop(old));
-        self.hits_cache = None;
         Ok(reply)
     }
 
@@ -616,6 +705,24 @@ fn operator_entries(ops: &OperatorRules, domain: &Domain) -> Vec<blocklist::Entr
             ops.get(&p).map(|v| state::entry(&p, v))
         })
         .collect()
+}
+
+/// The rule the kernel holds for `key` when the lists' rule for it is
+/// `own`: the operator's rules for `domain` combined on top (as
+/// [`effective_arrays`] does for every key).
+fn effective_rule(key: u64, own: Option<&CompiledRule>, domain: &Domain, ops: &OperatorRules) -> Option<Rule> {
+    let first = operator_entries(ops, domain);
+    if first.is_empty() {
+        return own.map(|r| r.rule);
+    }
+    match crate::rules::combine(key, &first, own) {
+        Ok(r) => r.map(|r| r.rule),
+        Err(_) => own.map(|r| r.rule),
+    }
+}
+
+fn policy_error(e: crate::policy::PolicyError) -> String {
+    format!("{:#}", anyhow::Error::from(e))
 }
 
 /// What the kernel holds: the lists' rules with the operator's combined

@@ -508,16 +508,12 @@ impl Filter {
     /// rule generation no packet reads (see `maps::Rule`), the filter and
     /// depth mask widened, then `Settings::generation` flipped, one byte:
     /// each packet is judged wholly by the old set or wholly by the new one.
-    /// After a grace period both generations are made equal again, removed
-    /// keys deleted, and the filter and mask narrowed to the new set. When
-    /// the new keys do not fit the active map, nothing changes and
+    /// After a grace period both generations are made equal again and
+    /// removed keys deleted; the filter and mask stay wide until
+    /// [`Filter::narrow`] (a superset only costs lookups). When the new
+    /// keys do not fit the active map, nothing changes and
     /// [`FilterError::RuleSetFull`] says so: install the set instead.
-    pub fn transition(
-        &mut self,
-        changes: &[(u64, Option<Rule>)],
-        keys: &[u64],
-        values: &[Rule],
-    ) -> Result<(), FilterError> {
+    pub fn transition(&mut self, changes: &[(u64, Option<Rule>)]) -> Result<(), FilterError> {
         let old = self.current_rules(changes)?;
         let new_keys = changes.iter().zip(&old).filter(|((_, r), o)| r.is_some() && o.is_none()).count();
         let next = (self.settings.generation & 1) ^ 1;
@@ -560,11 +556,23 @@ impl Filter {
             }
         }
         sys::update_batch_parallel(&fd, &settled_keys, &settled)?;
-        // 6. Narrow to the new set.
-        let new_bits = crate::rules::filter_bits(keys, self.installed_bits.len());
-        self.write_filter_words(&new_bits)?;
-        self.write_settings(Settings { depth_mask: crate::rules::depth_mask(values), ..self.settings })?;
         Ok(())
+    }
+
+    /// Narrows the filter and the depth mask to the active set, `rules`
+    /// (each key with its rule's label count; a superset is fine), after a
+    /// [`Filter::transition`] widened them.
+    pub fn narrow(&mut self, rules: impl IntoIterator<Item = (u64, u8)>) -> Result<(), FilterError> {
+        let mut bits = vec![0u64; self.installed_bits.len()];
+        let mask = bits.len() as u64 - 1;
+        let mut depths = Settings::default();
+        for (key, labels) in rules {
+            let (w, b) = maps::filter::position(key, mask);
+            bits[w as usize] |= b;
+            depths.set_depth(labels as usize);
+        }
+        self.write_filter_words(&bits)?;
+        self.write_settings(Settings { depth_mask: depths.depth_mask, ..self.settings })
     }
 
     /// The active set's current values of the keys `changes` names, once
@@ -819,15 +827,15 @@ impl Filter {
 
     /// Hit counts of the active rule set's rules that were hit at least once.
     pub fn rule_hits(&self) -> Result<Vec<(u64, u32)>, FilterError> {
+        let rules = self.active_rules()?;
+        Ok(rules.into_iter().filter(|(_, r)| r.hits != 0).map(|(k, r)| (k, r.hits)).collect())
+    }
+
+    /// Every key of the active rule set with its rule, as the kernel holds
+    /// them (one walk of the map).
+    pub fn active_rules(&self) -> Result<Vec<(u64, Rule)>, FilterError> {
         let Some(active) = &self.active else { return Ok(Vec::new()) };
-        let mut out = Vec::new();
-        for item in active {
-            let (k, v) = item.map_err(map_err("rule set"))?;
-            if v.hits != 0 {
-                out.push((k, v.hits));
-            }
-        }
-        Ok(out)
+        active.iter().map(|item| item.map_err(map_err("rule set"))).collect()
     }
 
     /// Kernel memory of the active rule set, as the kernel accounts it.

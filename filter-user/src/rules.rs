@@ -31,6 +31,20 @@ pub struct Collision {
     pub origin: Origin,
 }
 
+/// One list entry's own rule: what a reload needs to take the entry out
+/// of a rule that several entries make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contribution {
+    pub rule: Rule,
+    pub origin: Origin,
+}
+
+impl Contribution {
+    pub fn of(e: &Entry) -> Self {
+        Self { rule: rule_of(e), origin: e.origin.clone() }
+    }
+}
+
 /// Rules keyed by name hash under one seed.
 #[derive(Clone, Debug)]
 pub struct RuleSet {
@@ -38,15 +52,103 @@ pub struct RuleSet {
     /// Keyed by the name hash itself: the keys are already uniform 64-bit
     /// hashes, so hashing them again (`SipHash`) would only cost time.
     rules: HashMap<u64, CompiledRule, BuildNoHashHasher<u64>>,
+    /// For the few names several entries name (a name in two lists, twice
+    /// in one): each entry's own rule, in list order; the compiled rule is
+    /// their merge. A name named once is its own only contribution.
+    shared: HashMap<u64, Vec<Contribution>, BuildNoHashHasher<u64>>,
+}
+
+/// What one key holds after a reload re-read some of its entries: its rule
+/// (`None`: no entry names it any more) and, when several entries make
+/// it, theirs.
+#[derive(Clone, Debug)]
+pub struct KeyUpdate {
+    pub key: u64,
+    pub rule: Option<CompiledRule>,
+    shared: Option<Vec<Contribution>>,
+}
+
+/// The rule `key` gets from `items` (each entry's name and own rule, in
+/// list order): what loading those entries in that order gives it, with
+/// the entries whose name collides with the first one's left out.
+pub fn rebuild(key: u64, items: Vec<(Domain, Contribution)>) -> (KeyUpdate, Vec<Collision>) {
+    let mut one = RuleSet::new(0);
+    let collisions = items
+        .into_iter()
+        .filter_map(|(domain, c)| one.merge(key, CompiledRule { domain, rule: c.rule, origin: c.origin }).err())
+        .collect();
+    (KeyUpdate { key, rule: one.rules.remove(&key), shared: one.shared.remove(&key) }, collisions)
+}
+
+/// The rule under `key` when `first` (entries for one name, the
+/// operator's) come before the list's rule `own` for it: see
+/// [`RuleSet::combined`].
+pub fn combine(key: u64, first: &[Entry], own: Option<&CompiledRule>) -> Result<Option<CompiledRule>, Collision> {
+    let mut one = RuleSet::new(0);
+    for e in first {
+        one.merge(key, CompiledRule { domain: e.domain.clone(), rule: rule_of(e), origin: e.origin.clone() })?;
+    }
+    if let Some(own) = own {
+        one.merge(key, own.clone())?;
+    }
+    Ok(one.rules.remove(&key))
 }
 
 impl RuleSet {
     pub fn new(seed: u64) -> Self {
-        Self { seed, rules: HashMap::default() }
+        Self { seed, rules: HashMap::default(), shared: HashMap::default() }
     }
 
     pub fn with_capacity(seed: u64, n: usize) -> Self {
-        Self { seed, rules: HashMap::with_capacity_and_hasher(n, BuildNoHashHasher::default()) }
+        Self {
+            seed,
+            rules: HashMap::with_capacity_and_hasher(n, BuildNoHashHasher::default()),
+            shared: HashMap::default(),
+        }
+    }
+
+    /// The entries behind `key`'s rule, in list order, and its name.
+    pub fn contributions(&self, key: u64) -> Option<(&Domain, Vec<Contribution>)> {
+        let r = self.rules.get(&key)?;
+        let own = match self.shared.get(&key) {
+            Some(all) => all.clone(),
+            None => vec![Contribution { rule: r.rule, origin: r.origin.clone() }],
+        };
+        Some((&r.domain, own))
+    }
+
+    /// The names several entries name, with those entries (in list order).
+    pub fn shared(&self) -> impl Iterator<Item = (u64, &[Contribution])> {
+        self.shared.iter().map(|(k, v)| (*k, v.as_slice()))
+    }
+
+    /// Puts the rules a reload rebuilt in place.
+    pub fn apply(&mut self, updates: Vec<KeyUpdate>) {
+        for u in updates {
+            match u.rule {
+                Some(r) => self.rules.insert(u.key, r),
+                None => self.rules.remove(&u.key),
+            };
+            match u.shared {
+                Some(s) => self.shared.insert(u.key, s),
+                None => self.shared.remove(&u.key),
+            };
+        }
+    }
+
+    /// Gives the origins `line_of` has a new line number for that number
+    /// (lines moved in a list that changed).
+    pub fn renumber(&mut self, line_of: impl Fn(&Origin) -> Option<usize>) {
+        for r in self.rules.values_mut() {
+            if let Some(line) = line_of(&r.origin) {
+                r.origin.line = line;
+            }
+        }
+        for c in self.shared.values_mut().flatten() {
+            if let Some(line) = line_of(&c.origin) {
+                c.origin.line = line;
+            }
+        }
     }
 
     pub fn seed(&self) -> u64 {
@@ -80,11 +182,14 @@ impl RuleSet {
                 if r.domain != c.domain {
                     return Err(Collision { kept: r.domain.clone(), skipped: c.domain, origin: c.origin });
                 }
+                let before = r.rule;
                 r.rule.flags |= c.rule.flags;
                 let (own, below) = (r.rule.action & 0x0f, r.rule.action >> 4);
                 let own = if own == Action::Default as u8 { c.rule.action & 0x0f } else { own };
                 let below = if below == Action::Default as u8 { c.rule.action >> 4 } else { below };
                 r.rule.action = own | (below << 4);
+                let first = || vec![Contribution { rule: before, origin: r.origin.clone() }];
+                self.shared.entry(key).or_insert_with(first).push(Contribution { rule: c.rule, origin: c.origin });
             }
             MapEntry::Vacant(v) => {
                 v.insert(c);
@@ -99,14 +204,7 @@ impl RuleSet {
     /// when neither has a rule.
     pub fn combined(&self, domain: &crate::names::Domain, first: &[Entry]) -> Result<Option<CompiledRule>, Collision> {
         let key = domain.key(self.seed);
-        let mut one = RuleSet::new(self.seed);
-        for e in first {
-            one.add(e)?;
-        }
-        if let Some(own) = self.rules.get(&key) {
-            one.merge(key, own.clone())?;
-        }
-        Ok(one.rules.remove(&key))
+        combine(key, first, self.rules.get(&key))
     }
 
     /// Keys and values as parallel arrays, with `overlay` replacing or

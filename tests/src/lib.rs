@@ -3,6 +3,7 @@
 //! and network-namespace fixtures that clean up on drop.
 
 pub mod dnswire;
+pub mod edits;
 pub mod harness;
 pub mod netns;
 pub mod packet;

@@ -108,7 +108,8 @@ fn swaps_under_traffic(how: Switch) {
                 Switch::Install => filter.install(to_set).expect("swap"),
                 Switch::Transition => {
                     let changes = rules::diff(&from.0, &from.1, &to.0, &to.1);
-                    filter.transition(&changes, &to.0, &to.1).expect("transition");
+                    filter.transition(&changes).expect("transition");
+                    filter.narrow(to.0.iter().copied().zip(to.1.iter().map(|r| r.labels))).expect("narrow");
                 }
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -253,11 +253,16 @@ fn print_reply(out: &mut impl std::io::Write, reply: &Reply) -> std::io::Result<
                 writeln!(out, "({} events over the per-second budget, {} lost: not shown)", l.over_budget, l.lost)?;
             }
         }
-        Reply::Reloaded(r) => writeln!(
-            out,
-            "reloaded: {} rules ({} from lists, {} pushed), {} malformed lines skipped, in {} ms",
-            r.rules, r.list_rules, r.operator_rules, r.skipped_lines, r.duration_ms
-        )?,
+        Reply::Reloaded(r) => {
+            let read =
+                r.changed_lines.map_or_else(|| "lists read whole".to_owned(), |n| format!("{n} changed lines read"));
+            writeln!(
+                out,
+                "reloaded: {} rules ({} from lists, {} pushed), {read}, {} rules changed, {} malformed lines skipped, \
+                 in {} ms",
+                r.rules, r.list_rules, r.operator_rules, r.changed_rules, r.skipped_lines, r.duration_ms
+            )?;
+        }
         Reply::Status(s) => {
             writeln!(out, "namewall {} (pid {}), up {} s", s.version, s.pid, s.uptime_s)?;
             writeln!(out, "interfaces  {} ({} mode)", s.interfaces.join(", "), s.xdp_mode)?;

@@ -480,15 +480,25 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// `list` with every hundredth rule replaced by a new name.
+/// `list` with 1% of its lines changed, spread over it: of every hundred
+/// lines, one in turn replaced by a new name, deleted, or given a new
+/// name inserted before it (so the lines after move).
 fn changed_1pct(list: &str, round: usize) -> String {
-    let mut out = String::with_capacity(list.len());
+    let mut out = String::with_capacity(list.len() + list.len() / 50);
     for (i, line) in list.lines().enumerate() {
-        if i % 100 == 0 {
-            let _ = writeln!(out, "changed{round}x{i}.example.net");
-        } else {
+        if i % 100 != 0 {
             out.push_str(line);
             out.push('\n');
+            continue;
+        }
+        match (i / 100) % 3 {
+            0 => {
+                let _ = writeln!(out, "changed{round}x{i}.example.net");
+            }
+            1 => {}
+            _ => {
+                let _ = writeln!(out, "added{round}x{i}.example.net\n{line}");
+            }
         }
     }
     out
