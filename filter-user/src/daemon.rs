@@ -431,7 +431,9 @@ impl Daemon {
         if !kernel.is_empty() {
             match self.filter.transition(&kernel) {
                 Ok(()) => {}
-                Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet) => return Ok(None),
+                Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet | FilterError::Unsettled) => {
+                    return Ok(None);
+                }
                 Err(e) => return Err(format!("switching to the new rule set: {:#}", anyhow::Error::from(e))),
             }
         }
@@ -468,7 +470,7 @@ impl Daemon {
         let staged = changes.len() <= (keys.len() / 20).max(1024)
             && match self.filter.transition(&changes) {
                 Ok(()) => true,
-                Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet) => false,
+                Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet | FilterError::Unsettled) => false,
                 Err(e) => return Err(format!("switching to the new rule set: {:#}", anyhow::Error::from(e))),
             };
         if staged {

@@ -57,6 +57,8 @@ pub enum FilterError {
     NoRuleSet,
     #[error("the active rule set is full ({capacity} rules)")]
     RuleSetFull { capacity: usize },
+    #[error("an earlier switch of rule generations did not finish; a new rule set must be installed")]
+    Unsettled,
     #[error("waiting for packets in flight (membarrier): {0}")]
     Sync(std::io::Error),
     #[error("reading the counters: {0}")]
@@ -171,6 +173,10 @@ pub struct Filter {
     /// Rules in the active set, and how many it can hold.
     active_len: usize,
     active_capacity: usize,
+    /// A [`Filter::transition`] started and did not finish: the generation
+    /// packets do not read may hold rules of neither set, so no further
+    /// transition may flip to it; the next change installs a fresh set.
+    unsettled: bool,
 }
 
 impl Filter {
@@ -217,6 +223,7 @@ impl Filter {
             links: Vec::new(),
             active_len: 0,
             active_capacity: 0,
+            unsettled: false,
             pin: opts.pin,
         };
         if adopted {
@@ -454,6 +461,7 @@ impl Filter {
             self.write_settings(narrowed)?;
             self.swap(inner)?;
             (self.active_len, self.active_capacity) = (len, capacity);
+            self.unsettled = false;
             return Ok(());
         }
         let old = self.settings.depth_mask;
@@ -464,6 +472,7 @@ impl Filter {
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
         self.swap(inner)?;
         (self.active_len, self.active_capacity) = (len, capacity);
+        self.unsettled = false;
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
         self.write_filter(&new_bits)?;
         self.write_settings(narrowed)?;
@@ -514,6 +523,9 @@ impl Filter {
     /// keys do not fit the active map, nothing changes and
     /// [`FilterError::RuleSetFull`] says so: install the set instead.
     pub fn transition(&mut self, changes: &[(u64, Option<Rule>)]) -> Result<(), FilterError> {
+        if self.unsettled {
+            return Err(FilterError::Unsettled);
+        }
         let old = self.current_rules(changes)?;
         let new_keys = changes.iter().zip(&old).filter(|((_, r), o)| r.is_some() && o.is_none()).count();
         let next = (self.settings.generation & 1) ^ 1;
@@ -528,16 +540,32 @@ impl Filter {
             })
             .unzip();
         let fd = self.active.as_ref().ok_or(FilterError::NoRuleSet)?.map().fd().as_fd().as_raw_fd();
+        // From here until settled, the generation packets do not read may
+        // hold a mix: a failure leaves the set in force as it is, and the
+        // next change installs a fresh set rather than flip to the mix.
+        self.unsettled = true;
         sys::update_batch_parallel(&fd, &staged_keys, &staged)?;
         self.active_len += new_keys;
         // 2. Widen the filter and the depth mask to cover the new rules.
         let widened = self.widen_for(changes)?;
-        // 3. Flip.
+        // 3. Flip: the new set is in force.
         self.write_settings(Settings { generation: next, ..widened })?;
-        // 4. No packet reads the old generation past this.
+        // 4, 5. Settle; a failure here only leaves the other generation
+        // untidy, which `unsettled` guards.
+        match self.settle(changes, fd) {
+            Ok(()) => self.unsettled = false,
+            Err(e) => tracing::warn!(
+                "tidying the rule set after switching generations: {e}; the next reload installs a fresh set"
+            ),
+        }
+        Ok(())
+    }
+
+    /// After a flip: waits until no packet reads the old generation, then
+    /// makes both generations of the changed keys equal (hit counts kept)
+    /// and deletes the keys without a rule.
+    fn settle(&mut self, changes: &[(u64, Option<Rule>)], fd: std::os::fd::RawFd) -> Result<(), FilterError> {
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
-        // 5. Settle: both generations equal again (hit counts kept), the
-        // keys without a rule deleted.
         let active = self.active.as_mut().ok_or(FilterError::NoRuleSet)?;
         let mut settled_keys = Vec::with_capacity(changes.len());
         let mut settled = Vec::with_capacity(changes.len());
