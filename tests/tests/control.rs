@@ -258,10 +258,11 @@ fn reloads_swap_lists_and_keep_the_old_set_on_errors() {
     assert!(err.contains("block.txt") && err.contains("No such file"), "{err}");
     assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN");
 
-    // A good list: swapped in whole, pushed rules kept.
+    // A good list: read by its changed lines (against the copy in force),
+    // switched over, pushed rules kept.
     fs::write(&lab.block, "news.lab\n").unwrap();
     let out = ok(d, &["reload"]);
-    assert!(out.contains("reloaded: 2 rules (1 from lists, 1 pushed)"), "{out}");
+    assert!(out.contains("reloaded: 2 rules (1 from lists, 1 pushed), 3 changed lines read, 3 rules changed"), "{out}");
     assert_eq!(status_of(&lab.t, "ads.lab"), "NOERROR");
     assert_eq!(status_of(&lab.t, "news.lab"), "NXDOMAIN");
     assert_eq!(status_of(&lab.t, "www.lab"), "NXDOMAIN", "pushed rules survive reloads");
