@@ -48,6 +48,14 @@ pub fn edit(rng: &mut StdRng, lines: &mut Vec<String>, most: usize, names: u32) 
     }
 }
 
+/// Inserts a block of `n` new lines at a random place: more than a walk in
+/// step looks ahead, so the lines after it pair by content.
+pub fn insert_block(rng: &mut StdRng, lines: &mut Vec<String>, n: usize, names: u32) {
+    let at = rng.random_range(0..=lines.len());
+    let block: Vec<String> = (0..n).map(|_| random_line(rng, names)).collect();
+    lines.splice(at..at, block);
+}
+
 /// Writes `lines` to `path`, with a byte-order mark and a final newline
 /// or not.
 pub fn write(path: &Path, lines: &[String], bom: bool, final_newline: bool) {

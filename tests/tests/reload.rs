@@ -19,7 +19,7 @@ use filter_user::{
     policy::{Policy, PolicyError, PolicySource, Reload},
 };
 use maps::Rule;
-use namewall_tests::edits::{edit, random_line, write};
+use namewall_tests::edits::{edit, insert_block, random_line, write};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// Everything a policy says, in a form that compares.
@@ -56,8 +56,11 @@ fn line_reloads_match_whole_loads() {
     let mut rng = StdRng::seed_from_u64(11);
     let (mut by_lines, mut whole) = (0, 0);
     for run in 0..60 {
+        // Mostly short lists of a few names (names meet often); every
+        // tenth run long lists that get blocks of new lines inserted.
+        let (long, names) = if run % 10 == 9 { (1500, 400) } else { (25, 30) };
         let mut lists: Vec<Vec<String>> =
-            (0..3).map(|_| (0..rng.random_range(0..25)).map(|_| random_line(&mut rng, 30)).collect()).collect();
+            (0..3).map(|_| (0..rng.random_range(0..long)).map(|_| random_line(&mut rng, names)).collect()).collect();
         for (p, l) in paths.iter().zip(&lists) {
             write(p, l, false, true);
         }
@@ -66,7 +69,11 @@ fn line_reloads_match_whole_loads() {
         for round in 0..15 {
             for (i, (p, l)) in paths.iter().zip(&mut lists).enumerate() {
                 if rng.random_bool(0.6) {
-                    edit(&mut rng, l, 5, 30);
+                    edit(&mut rng, l, if long > 25 { 40 } else { 5 }, names);
+                }
+                if long > 25 && rng.random_bool(0.3) {
+                    let n = rng.random_range(257..400);
+                    insert_block(&mut rng, l, n, names);
                 }
                 write(p, l, i == 0 && rng.random_bool(0.2), rng.random_bool(0.9));
             }
