@@ -444,9 +444,7 @@ impl Daemon {
             let seed = self.lists.rules.seed();
             let ops = self.operator.iter().map(|(p, _)| (p.domain.key(seed), p.domain.labels() as u8));
             let lists = self.lists.rules.iter().map(|(k, r)| (k, r.rule.labels));
-            self.filter
-                .narrow(lists.chain(ops))
-                .map_err(|e| format!("narrowing the filter: {:#}", anyhow::Error::from(e)))?;
+            narrow_or_warn(&mut self.filter, lists.chain(ops));
         }
         Ok(Some(Reloaded {
             rules: self.filter.active_len(),
@@ -474,9 +472,7 @@ impl Daemon {
                 Err(e) => return Err(format!("switching to the new rule set: {:#}", anyhow::Error::from(e))),
             };
         if staged {
-            self.filter
-                .narrow(keys.iter().copied().zip(values.iter().map(|r| r.labels)))
-                .map_err(|e| format!("narrowing the filter: {:#}", anyhow::Error::from(e)))?;
+            narrow_or_warn(&mut self.filter, keys.iter().copied().zip(values.iter().map(|r| r.labels)));
         } else {
             self.filter
                 .install_arrays(seed, &keys, &values)
@@ -720,6 +716,16 @@ fn effective_rule(key: u64, own: Option<&CompiledRule>, domain: &Domain, ops: &O
     match crate::rules::combine(key, &first, own) {
         Ok(r) => r.map(|r| r.rule),
         Err(_) => own.map(|r| r.rule),
+    }
+}
+
+/// Narrows the filter and depth mask after a switch of rule generations.
+/// The switch is done by then: a failure only leaves them wider than
+/// needed (lookups that find nothing), so it is logged, not reported as a
+/// failed reload.
+fn narrow_or_warn(filter: &mut Filter, rules: impl IntoIterator<Item = (u64, u8)>) {
+    if let Err(e) = filter.narrow(rules) {
+        warn!("narrowing the filter after a reload: {:#}", anyhow::Error::from(e));
     }
 }
 

@@ -94,6 +94,15 @@ impl LineDiff {
 /// How far ahead [`diff`] looks for a line that went out of step.
 const LOOKAHEAD: usize = 256;
 
+/// Lines comparisons the walk in step may spend per line before it gives
+/// up on texts that are not mostly in step (a list rewritten or sorted
+/// anew) and leaves the rest to the hash table.
+const STEP_BUDGET: usize = 32;
+
+/// The byte-order mark the parser ignores at the start of line 1 (only
+/// there).
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
 /// Pairs the lines of `old` and `new` (see the module's text). First a walk
 /// down both texts in step: equal lines pair; where they differ, the
 /// nearer of "this old line comes a little later" and "this new line
@@ -102,12 +111,21 @@ const LOOKAHEAD: usize = 256;
 /// list are mostly a few lines here and there, so that walk pairs nearly
 /// everything reading both texts once. Then the lines left over are
 /// paired by content through a hash table, however far they moved.
+///
+/// A line that starts with a byte-order mark reads differently as line 1
+/// (the mark is ignored there) than elsewhere: it pairs only with a line
+/// in the same situation.
 pub fn diff(old: &ListText, new: &ListText) -> LineDiff {
-    let equal = |i: usize, j: usize| old.hashes[i] == new.hashes[j] && old.line(i) == new.line(j);
+    let equal = |i: usize, j: usize| {
+        old.hashes[i] == new.hashes[j]
+            && old.line(i) == new.line(j)
+            && ((i == 0) == (j == 0) || !old.line(i).starts_with(BOM))
+    };
     let mut old_to_new = vec![GONE; old.lines()];
     let mut paired_new = vec![false; new.lines()];
     let (mut i, mut j) = (0, 0);
     let (mut left_old, mut left_new) = (Vec::new(), Vec::new());
+    let mut budget = STEP_BUDGET * (old.lines() + new.lines());
     while i < old.lines() && j < new.lines() {
         if equal(i, j) {
             old_to_new[i] = j as u32;
@@ -116,6 +134,8 @@ pub fn diff(old: &ListText, new: &ListText) -> LineDiff {
             j += 1;
             continue;
         }
+        let Some(left) = budget.checked_sub(2 * LOOKAHEAD) else { break };
+        budget = left;
         let later_in_new = (1..LOOKAHEAD).take_while(|a| j + a < new.lines()).find(|a| equal(i, j + a));
         let later_in_old = (1..LOOKAHEAD).take_while(|b| i + b < old.lines()).find(|b| equal(i + b, j));
         match (later_in_new, later_in_old) {
@@ -150,7 +170,7 @@ pub fn diff(old: &ListText, new: &ListText) -> LineDiff {
     for &j in &left_new {
         if let Some(head) = heads.get_mut(&new.hashes[j as usize])
             && *head != GONE
-            && old.line(*head as usize) == new.line(j as usize)
+            && equal(*head as usize, j as usize)
         {
             old_to_new[*head as usize] = j;
             paired_new[j as usize] = true;
@@ -226,6 +246,19 @@ mod tests {
         let d = check("a\nb\nc\n", "c\na\nb\n");
         assert_eq!(d.old_to_new, [1, 2, 0]);
         assert!(d.added.is_empty() && d.removed.is_empty());
+    }
+
+    #[test]
+    fn a_line_with_a_byte_order_mark_pairs_only_in_the_same_place() {
+        // As line 1 the mark is ignored; elsewhere it is part of the line.
+        let d = check("\u{feff}0.0.0.0 a.example\n", "# header\n\u{feff}0.0.0.0 a.example\n");
+        assert_eq!((d.removed.as_slice(), d.added.as_slice()), (&[0][..], &[0, 1][..]));
+        let d = check("x.example\n\u{feff}# title\n", "\u{feff}# title\n");
+        assert_eq!((d.removed.as_slice(), d.added.as_slice()), (&[0, 1][..], &[0][..]));
+        let d = check("\u{feff}a\nb\n", "\u{feff}a\nc\nb\n");
+        assert_eq!(d.old_to_new, [0, 2]);
+        let d = check("a\n\u{feff}b\n", "c\na\n\u{feff}b\n");
+        assert_eq!(d.old_to_new, [1, 2]);
     }
 
     #[test]

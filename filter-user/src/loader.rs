@@ -501,7 +501,7 @@ impl Filter {
                     }
                 }
                 None => match active.remove(k) {
-                    Ok(()) => self.active_len -= 1,
+                    Ok(()) => self.active_len = self.active_len.saturating_sub(1),
                     Err(MapError::KeyNotFound) => {}
                     Err(e) => return Err(map_err("rule set")(e)),
                 },
@@ -527,6 +527,10 @@ impl Filter {
             return Err(FilterError::Unsettled);
         }
         let old = self.current_rules(changes)?;
+        // A key to remove that the set does not hold needs nothing.
+        let (changes, old): (Vec<_>, Vec<_>) =
+            changes.iter().copied().zip(old).filter(|((_, r), o)| r.is_some() || o.is_some()).unzip();
+        let changes: &[(u64, Option<Rule>)] = &changes;
         let new_keys = changes.iter().zip(&old).filter(|((_, r), o)| r.is_some() && o.is_none()).count();
         let next = (self.settings.generation & 1) ^ 1;
         // 1. Stage: the next generation of every changed key; the current
@@ -577,7 +581,7 @@ impl Filter {
                     settled.push(Rule { hits, ..r.both() });
                 }
                 None => match active.remove(k) {
-                    Ok(()) => self.active_len -= 1,
+                    Ok(()) => self.active_len = self.active_len.saturating_sub(1),
                     Err(MapError::KeyNotFound) => {}
                     Err(e) => return Err(map_err("rule set")(e)),
                 },

@@ -301,6 +301,8 @@ impl PolicySource {
             updates.push(update);
             collisions.extend(lost);
         }
+        // In list order, as a whole load finds them.
+        collisions.sort_by_key(|c| (list_of(&c.origin.file), c.origin.line));
         let lines = read.iter().map(|r| r.text.lines()).sum();
         Ok(Some(LineChanges { updates, texts: Vec::new(), skipped, collisions, lines, lists }))
     }

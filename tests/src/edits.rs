@@ -14,7 +14,7 @@ pub fn random_line(rng: &mut StdRng, names: u32) -> String {
         2 => format!("N{}.Example.", rng.random_range(0..names)),
         _ => "example".to_owned(),
     };
-    match rng.random_range(0..14) {
+    match rng.random_range(0..15) {
         0 => format!("0.0.0.0 {} {}", name(rng), name(rng)),
         1 => format!("||{}^", name(rng)),
         2 => format!("||{}^$dnsrewrite=REFUSED", name(rng)),
@@ -26,6 +26,8 @@ pub fn random_line(rng: &mut StdRng, names: u32) -> String {
         8 => format!("bad..{}", name(rng)),
         9 => format!("0.0.0.0 {} bad!name", name(rng)),
         10 => format!("{}\r", name(rng)),
+        // Ignored as the start of line 1, part of the line elsewhere.
+        11 => format!("\u{feff}{}", name(rng)),
         _ => name(rng),
     }
 }

@@ -94,6 +94,29 @@ fn line_reloads_match_whole_loads() {
     assert!(by_lines > 800, "{by_lines} reloads by lines, {whole} whole");
 }
 
+/// A byte-order mark is ignored only at the start of line 1: a line that
+/// starts with one reads anew when it moves to or from there.
+#[test]
+fn a_byte_order_mark_line_reads_anew_when_it_moves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("hosts");
+    let source = PolicySource { blocklists: vec![path.clone()], ..PolicySource::default() };
+    let cases = [
+        ("\u{feff}0.0.0.0 ads.example\n", "# generated\n\u{feff}0.0.0.0 ads.example\n"),
+        ("x.example\n\u{feff}# title\n", "\u{feff}# title\n"),
+    ];
+    for (before, after) in cases {
+        std::fs::write(&path, before).expect("write");
+        let mut policy = source.load(3).expect("load");
+        std::fs::write(&path, after).expect("write");
+        match source.reload(&policy).expect("reload") {
+            Reload::Lines(changes) => policy.apply(changes),
+            Reload::Whole(p) => policy = p,
+        }
+        assert_eq!(summary(&policy), summary(&source.load(3).expect("load")), "{before:?} to {after:?}");
+    }
+}
+
 #[test]
 fn strict_reloads_refuse_new_malformed_lines() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -192,10 +215,14 @@ fn daemon_reloads_leave_the_kernel_as_a_whole_load_would() {
             let resp = daemon.handle(req);
             assert!(matches!(resp.reply, Some(Reply::Changed(_))), "round {round}: operator change: {:?}", resp.error);
         }
-        for (p, l) in paths.iter().zip(&mut lists) {
+        for (i, (p, l)) in paths.iter().zip(&mut lists).enumerate() {
             if round % 10 == 9 {
                 // Now and then a list rewritten: read whole.
                 *l = (0..3000).map(|_| random_line(&mut rng, 2000)).collect();
+            } else if round % 10 == 4 && i == 0 {
+                // Or many new names: read by lines, but more new rules
+                // than a switch of generations takes: a new set installed.
+                l.extend((0..1500).map(|n| format!("fresh{round}x{n}.example")));
             } else if rng.random_bool(0.7) {
                 edit(&mut rng, l, 60, 2000);
             }
@@ -209,5 +236,5 @@ fn daemon_reloads_leave_the_kernel_as_a_whole_load_would() {
         }
         check_kernel(&daemon, &source, seed, &format!("round {round} ({r:?})"));
     }
-    assert!(by_lines >= 30 && whole >= 3, "{by_lines} reloads by lines, {whole} whole");
+    assert!(by_lines >= 25 && whole >= 8, "{by_lines} reloads by lines, {whole} whole");
 }
