@@ -295,9 +295,13 @@ fn judge_tracked(
     }
     let seen = delta.unsigned_abs() as usize;
     // Bytes of the stream so far: a retransmission repeats some of them; a
-    // segment starting before them is another connection's, or forged.
+    // segment starting before them is another connection's, or forged —
+    // when the stream's start is known. A flow first seen in the middle
+    // (its SYN passed unseen, or it was decided and forgotten, and a later
+    // segment looked like a ClientHello) may well get a retransmission of
+    // earlier bytes: that is one, not a forgery.
     let so_far = s.next_seq.wrapping_sub(s.isn).wrapping_sub(1) as usize;
-    if seen > so_far {
+    if seen > so_far && s.flags & flow::FLAG_SYN_SEEN != 0 {
         return Err((xdp_action::XDP_DROP, Counter::TlsOutOfWindow));
     }
     if seen >= payload_len {

@@ -2284,6 +2284,40 @@ fn out_of_window_rst_keeps_a_pending_flow() {
     rig.run("regression", &[sc]);
 }
 
+/// Where a flow's stream starts: for one tracked from its SYN, a segment
+/// starting before the first byte is another connection's or forged, and
+/// is dropped; for one first seen in the middle (here: plain text before a
+/// STARTTLS-like `ClientHello`, so the filter forgot the flow and took it
+/// up again at the hello), bytes before the hello are the connection's
+/// own, and their retransmission passes (the fuzz loop found it dropped).
+#[test]
+fn stream_start_known_or_guessed() {
+    let mut rig = Rig::new(TlsPolicy::default());
+    let hello = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
+    let (len, cut) = (hello.len(), hello.sni_first().expect("named") + 2);
+    let reset = |f: &Flow, end: usize| Want::reset(f, end).rule(Some("blocked.example")).sni(hello.name().as_deref());
+
+    let f = rig.v4();
+    let mut known = Script::new("from the SYN: data before the stream start");
+    known.syn(&f);
+    known.send(&f, &hello.stream, 0, cut, Want::pass(Counter::TlsPending));
+    let before = tcp_frame(&f, f.seq_at(0).wrapping_sub(100), flags::ACK, &hello.stream[..50]);
+    known.push("50 bytes 100 before the start", before, Want::drop(Counter::TlsOutOfWindow));
+    known.send(&f, &hello.stream, cut, len, reset(&f, len));
+
+    let f = rig.v4();
+    let mut stream = b"EHLO client.example\r\nSTARTTLS\r\n".to_vec();
+    let p = stream.len();
+    stream.extend_from_slice(&hello.stream);
+    let mut guessed = Script::new("plain text, then a ClientHello, then the text again");
+    guessed.syn(&f);
+    guessed.send(&f, &stream, 0, p, Want::pass(Counter::TlsNotClientHello));
+    guessed.send(&f, &stream, p, p + cut, Want::pass(Counter::TlsPending));
+    guessed.send(&f, &stream, 0, p, Want::pass(Counter::TlsRetransmission));
+    guessed.send(&f, &stream, p + cut, p + len, reset(&f, p + len));
+    rig.run("regression", &[known, guessed]);
+}
+
 /// Evasion: a SYN on a blocked flow's 4-tuple must not replace the block.
 /// A client ignoring the RST could send such a SYN with an initial
 /// sequence number just past its stream, then its `ClientHello` again at
