@@ -196,7 +196,7 @@ fn ask(t: &Topology, name: &str) -> String {
 
 /// Operators' changes while traffic flows: the CLI verbs against the
 /// running daemon's control socket, each checked with a query.
-fn run_control(t: &Topology, dir: &std::path::Path, stop: &dyn Fn() -> bool) -> bool {
+fn run_control(t: &Topology, dir: &std::path::Path, blocklist: &std::path::Path, stop: &dyn Fn() -> bool) -> bool {
     let bin = netns::namewall_bin();
     let socket = dir.join("namewall.sock");
     let ctl = |args: &[&str]| {
@@ -224,6 +224,24 @@ fn run_control(t: &Topology, dir: &std::path::Path, stop: &dyn Fn() -> bool) -> 
     ctl(&["unblock", "www.example.lab", "dl.malware.lab"]);
     println!("  www.example.lab: {}", ask(t, "www.example.lab"));
     println!("  dl.malware.lab: {}", ask(t, "dl.malware.lab"));
+    // A list edited and reloaded: refused while it has a malformed line
+    // (the old set stays), then read by its changed lines only.
+    let original = std::fs::read_to_string(blocklist).expect("read the lab's blocklist");
+    let edit = |text: &str, what: &str| {
+        println!("$ # {what}");
+        std::fs::write(blocklist, text).expect("edit the lab's blocklist");
+        ctl(&["reload"]);
+        println!("  www.example.lab: {}", ask(t, "www.example.lab"));
+    };
+    let added = format!("{original}||www.example.lab^$action=refused\n");
+    edit(&added, "blocklist.txt: a line added: ||www.example.lab^$action=refused");
+    let without = |text: &str, what: &str| -> String {
+        text.lines().filter(|l| !l.contains(what)).flat_map(|l| [l, "\n"]).collect()
+    };
+    let fixed = without(&added, "not a domain");
+    edit(&fixed, "blocklist.txt: the malformed line removed");
+    let back = without(&fixed, "www.example.lab");
+    edit(&back, "blocklist.txt: the added line removed again");
     ctl(&["events", "--last", "4"]);
     ctl(&["stats", "--top", "3"]);
     !stop()
@@ -285,9 +303,12 @@ fn main() {
     };
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let blocklist = root.join("lab/blocklist.txt").canonicalize().expect("lab/blocklist.txt");
-    let allowlist = root.join("lab/allowlist.txt").canonicalize().expect("lab/allowlist.txt");
     let dir = tempfile::Builder::new().prefix("namewall-lab-").tempdir().expect("temp dir");
+    // Copies, so the lab can edit its blocklist and reload it.
+    let blocklist = dir.path().join("blocklist.txt");
+    let allowlist = dir.path().join("allowlist.txt");
+    std::fs::copy(root.join("lab/blocklist.txt"), &blocklist).expect("copy lab/blocklist.txt");
+    std::fs::copy(root.join("lab/allowlist.txt"), &allowlist).expect("copy lab/allowlist.txt");
 
     println!("== topology");
     let t = Topology::build(NetNs::named(NS[0].into()), NetNs::named(NS[1].into()), NetNs::named(NS[2].into()));
@@ -337,7 +358,7 @@ fn main() {
     if !run_queries(&t, &stop) {
         return;
     }
-    if !run_control(&t, dir.path(), &stop) {
+    if !run_control(&t, dir.path(), &blocklist, &stop) {
         return;
     }
     if !run_https(&t, dir.path(), &stop) {
