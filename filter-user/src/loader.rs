@@ -59,6 +59,8 @@ pub enum FilterError {
     RuleSetFull { capacity: usize },
     #[error("an earlier switch of rule generations did not finish; a new rule set must be installed")]
     Unsettled,
+    #[error("reading the rule set (bpf_map_lookup_batch): {0}")]
+    Dump(std::io::Error),
     #[error("waiting for packets in flight (membarrier): {0}")]
     Sync(std::io::Error),
     #[error("reading the counters: {0}")]
@@ -440,7 +442,8 @@ impl Filter {
         let cap = capacity_for(keys.len())?;
         let inner = HashMap::<MapData, u64, Rule>::create(cap, 0).map_err(map_err("rule set"))?;
         // Both generations hold the rule: a fresh set has no reload staged.
-        let both: Vec<Rule> = values.iter().map(|v| v.both()).collect();
+        let mut both: Vec<Rule> = values.iter().map(|v| v.both()).collect();
+        self.carry_hits_over(keys, &mut both);
         sys::update_batch_parallel(&inner.map().fd().as_fd().as_raw_fd(), keys, &both)?;
 
         // The depth mask and the filter only let the kernel skip lookups, so
@@ -863,11 +866,36 @@ impl Filter {
         Ok(rules.into_iter().filter(|(_, r)| r.hits != 0).map(|(k, r)| (k, r.hits)).collect())
     }
 
+    /// Gives the rules of a set about to be installed the hit counts their
+    /// keys have in the active set, so counts survive reloads that build a
+    /// new set and restarts that adopt a pinned one (hits between this read
+    /// and the swap are not carried). A failed read only loses the counts.
+    fn carry_hits_over(&self, keys: &[u64], values: &mut [Rule]) {
+        if self.active.is_none() {
+            return;
+        }
+        match self.active_rules() {
+            Ok(rules) => {
+                let hits: std::collections::HashMap<u64, u32, nohash_hasher::BuildNoHashHasher<u64>> =
+                    rules.into_iter().filter(|(_, r)| r.hits != 0).map(|(k, r)| (k, r.hits)).collect();
+                if hits.is_empty() {
+                    return;
+                }
+                for (k, v) in keys.iter().zip(values) {
+                    if let Some(h) = hits.get(k) {
+                        v.hits = *h;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("hit counts start again at 0 in the new rule set: {e}"),
+        }
+    }
+
     /// Every key of the active rule set with its rule, as the kernel holds
     /// them (one walk of the map).
     pub fn active_rules(&self) -> Result<Vec<(u64, Rule)>, FilterError> {
         let Some(active) = &self.active else { return Ok(Vec::new()) };
-        active.iter().map(|item| item.map_err(map_err("rule set"))).collect()
+        sys::dump_hash(&active.map().fd().as_fd().as_raw_fd()).map_err(FilterError::Dump)
     }
 
     /// Kernel memory of the active rule set, as the kernel accounts it.

@@ -176,7 +176,7 @@ pub fn render(s: &Snapshot) -> String {
     for (rule, source, n) in &s.top_rules {
         hits.get_or_create(&RuleLabels { rule: rule.clone(), source: source.clone() }).set(gauge(*n));
     }
-    reg.register("rule_hits", "Hits of the rules with the most hits since they were installed", hits);
+    reg.register("rule_hits", "Hits of the rules with the most hits (kept across reloads)", hits);
 
     let reloads: PCounter<u64, AtomicU64> = PCounter::default();
     reloads.inc_by(s.reloads);

@@ -109,6 +109,51 @@ pub fn sum_percpu_u64(map: &impl AsRawFd, slots: usize) -> io::Result<Vec<u64>> 
     Ok(sums)
 }
 
+/// Every entry of a hash map, read with one system call per 64k entries
+/// (one per entry would take a second for a million rules). The map must
+/// have keys of `K`'s size and values of `V`'s. Entries added or removed
+/// meanwhile may or may not be seen; each one seen is whole.
+pub fn dump_hash<K: aya::Pod + Default + Copy, V: aya::Pod + Default + Copy>(
+    map: &impl AsRawFd,
+) -> io::Result<Vec<(K, V)>> {
+    const CHUNK: usize = 1 << 16;
+    let mut out = Vec::new();
+    let mut keys = vec![K::default(); CHUNK];
+    let mut values = vec![V::default(); CHUNK];
+    // Hash maps count their batches in buckets (a u32).
+    let mut token = 0u32;
+    let mut first = true;
+    loop {
+        let mut next = 0u32;
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { (&raw const token) as u64 },
+            out_batch: (&raw mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: map.as_raw_fd().cast_unsigned(),
+            ..BatchAttr::default()
+        };
+        // SAFETY: keys and values have room for `count` entries of the
+        // map's key and value sizes (the caller's types); the kernel writes
+        // them, `count` and `out_batch`, and reads `in_batch`.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as libc::c_uint)
+        };
+        let end = rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT);
+        if rc < 0 && !end {
+            return Err(io::Error::last_os_error());
+        }
+        let n = attr.count as usize;
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        if end {
+            return Ok(out);
+        }
+        token = next;
+        first = false;
+    }
+}
+
 /// `BPF_PROG_TEST_RUN`.
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 

@@ -130,3 +130,26 @@ fn swaps_under_traffic(how: Switch) {
         assert!(seen.get(&("q.c.a.b.example", v)).is_some_and(|n| *n > 0), "{v} never seen: {seen:?}");
     }
 }
+
+/// Hit counts survive switches: a rule whose name stays keeps its count
+/// through a new set swapped in and through a generation transition.
+#[test]
+fn hit_counts_survive_switches() {
+    let seed = rand::random();
+    let (a, b) = (set(SET_A, seed), set("||a.b.example^$action=nxdomain\n||z.example^\n", seed));
+    let key = filter_user::names::Domain::parse("a.b.example").expect("a name").key(seed);
+    let mut filter = Filter::load(LoadOptions::default()).expect("load");
+    filter.install(&a).expect("install A");
+    let query = Spec::udp4().build(&dnswire::query("w.a.b.example", RecordType::A));
+    for _ in 0..3 {
+        let r = filter.run(&query).expect("run");
+        assert_eq!(verdict(r.action, &r.output), "nxdomain");
+    }
+    assert_eq!(filter.active_rule(key).map(|r| r.hits), Some(3));
+    filter.install(&b).expect("install B");
+    assert_eq!(filter.active_rule(key).map(|r| r.hits), Some(3), "kept by a new set");
+    filter.run(&query).expect("run");
+    let (from, to) = (b.to_arrays(), a.to_arrays());
+    filter.transition(&rules::diff(&from.0, &from.1, &to.0, &to.1)).expect("transition");
+    assert_eq!(filter.active_rule(key).map(|r| r.hits), Some(4), "kept through a transition");
+}
