@@ -153,3 +153,21 @@ fn hit_counts_survive_switches() {
     filter.transition(&rules::diff(&from.0, &from.1, &to.0, &to.1)).expect("transition");
     assert_eq!(filter.active_rule(key).map(|r| r.hits), Some(4), "kept through a transition");
 }
+
+/// The active set reads back whole and exactly, across the read's batches
+/// (64k entries each).
+#[test]
+fn the_active_set_reads_back_whole() {
+    let n = 150_000u64;
+    let keys: Vec<u64> = (0..n).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555).collect();
+    let values: Vec<maps::Rule> =
+        (0..n).map(|i| maps::Rule { flags: 3, labels: (i % 5 + 1) as u8, ..maps::Rule::default() }).collect();
+    let mut filter = Filter::load(LoadOptions { expected_rules: n as usize, ..LoadOptions::default() }).expect("load");
+    filter.install_arrays(7, &keys, &values).expect("install");
+    let mut read = filter.active_rules().expect("read the set");
+    read.sort_by_key(|(k, _)| *k);
+    let mut want: Vec<(u64, maps::Rule)> = keys.into_iter().zip(values.into_iter().map(maps::Rule::both)).collect();
+    want.sort_by_key(|(k, _)| *k);
+    assert_eq!(read.len(), want.len());
+    assert!(read == want, "the set read back differs from the one installed");
+}
