@@ -74,6 +74,26 @@ pub fn update_batch<K: aya::Pod, V: aya::Pod>(map: &impl AsRawFd, keys: &[K], va
 /// `BPF_MAP_LOOKUP_BATCH` (Linux 5.6).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
+/// One `BPF_MAP_LOOKUP_BATCH` call; `Ok(true)` when it reached the end of
+/// the map (the kernel says so with ENOENT; `attr.count` still says how
+/// many entries this call wrote).
+///
+/// # Safety
+/// `attr.keys` and `attr.values` must have room for `attr.count` keys and
+/// values of the map's sizes, and `in_batch`/`out_batch` be 0 or point at
+/// the map's batch token; the kernel writes them, `count` and `out_batch`.
+unsafe fn lookup_batch(attr: &mut BatchAttr) -> io::Result<bool> {
+    // SAFETY: as the caller promised.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut *attr, size_of::<BatchAttr>() as libc::c_uint)
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOENT) { Ok(true) } else { Err(e) };
+    }
+    Ok(false)
+}
+
 /// Every slot of a per-CPU array of `u64` summed over the CPUs, read with
 /// one system call (a slot at a time would take thousands).
 pub fn sum_percpu_u64(map: &impl AsRawFd, slots: usize) -> io::Result<Vec<u64>> {
@@ -90,15 +110,8 @@ pub fn sum_percpu_u64(map: &impl AsRawFd, slots: usize) -> io::Result<Vec<u64>> 
         ..BatchAttr::default()
     };
     // SAFETY: keys and values have room for `count` entries of a per-CPU
-    // array of u64 (8 bytes per CPU per slot); the kernel writes them,
-    // `count` and `out_batch`.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as libc::c_uint)
-    };
-    // ENOENT: the whole array was read (the kernel says so at the end).
-    if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
-        return Err(io::Error::last_os_error());
-    }
+    // array of u64 (8 bytes per CPU per slot).
+    unsafe { lookup_batch(&mut attr)? };
     let mut sums = vec![0u64; slots];
     for i in 0..attr.count as usize {
         let slot = keys[i] as usize;
@@ -135,15 +148,8 @@ pub fn dump_hash<K: aya::Pod + Default + Copy, V: aya::Pod + Default + Copy>(
             ..BatchAttr::default()
         };
         // SAFETY: keys and values have room for `count` entries of the
-        // map's key and value sizes (the caller's types); the kernel writes
-        // them, `count` and `out_batch`, and reads `in_batch`.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as libc::c_uint)
-        };
-        let end = rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT);
-        if rc < 0 && !end {
-            return Err(io::Error::last_os_error());
-        }
+        // map's key and value sizes (the caller's types).
+        let end = unsafe { lookup_batch(&mut attr)? };
         let n = attr.count as usize;
         out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
         if end {
