@@ -111,10 +111,9 @@ pub struct LoadError {
     pub source: std::io::Error,
 }
 
-/// Reads and parses a list file.
-pub fn load_file(path: &Path, kind: ListKind) -> Result<Parsed, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError { path: path.display().to_string(), source })?;
-    Ok(parse_bytes(&bytes, &path.display().to_string(), kind))
+/// Reads a list file's bytes; the error names the file.
+pub fn read_list(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError { path: path.display().to_string(), source })
 }
 
 /// Lists at least this big are parsed by several threads.

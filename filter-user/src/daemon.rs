@@ -99,7 +99,6 @@ pub struct FetchState {
     pub last_error: Option<String>,
     /// When a fetch last succeeded (a new copy or "not modified").
     pub last_ok: Option<Instant>,
-    pub updates: u64,
 }
 
 impl Daemon {
@@ -154,6 +153,16 @@ impl Daemon {
     /// Records how fetching each list URL went; reloads when one brought
     /// a new copy. Returns whether it did.
     pub fn record_fetches(&mut self, results: Vec<(String, Result<fetch::Refreshed, String>)>) -> bool {
+        let changed = self.note_fetches(results);
+        if changed {
+            let _ = self.reload("list fetched");
+        }
+        changed
+    }
+
+    /// [`Daemon::record_fetches`] without the reload (at start, the first
+    /// load already read what was fetched); whether a copy was new.
+    pub fn note_fetches(&mut self, results: Vec<(String, Result<fetch::Refreshed, String>)>) -> bool {
         let mut changed = false;
         for (url, r) in results {
             let st = self.fetches.entry(url.clone()).or_default();
@@ -162,20 +171,16 @@ impl Daemon {
                     st.last_ok = Some(Instant::now());
                     st.last_error = None;
                     if let fetch::Refreshed::Updated { rules, skipped } = done {
-                        st.updates += 1;
                         changed = true;
                         info!(url, rules, skipped, "list fetched");
                     }
                 }
                 Err(e) => {
                     st.failures += 1;
-                    warn!(url, "fetching a list failed, the last good copy stays in force: {e}");
+                    warn!(url, "fetching a list failed, the last good copy (if any) stays in force: {e}");
                     st.last_error = Some(e);
                 }
             }
-        }
-        if changed {
-            let _ = self.reload("list fetched");
         }
         changed
     }
@@ -308,9 +313,9 @@ impl Daemon {
             // disk and in the maps, and say so.
             let restore = self.operator.save(&self.state_path).map_err(|e| e.to_string()).and_then(|()| {
                 let (keys, values) = effective_arrays(&self.lists.rules, &self.operator);
-                self.filter.install_arrays(seed, &keys, &values).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+                self.filter.install_arrays(seed, &keys, &values).map_err(chained)
             });
-            let mut msg = format!("updating the kernel maps: {:#}; nothing was changed", anyhow::Error::from(e));
+            let mut msg = format!("updating the kernel maps: {}; nothing was changed", chained(e));
             if let Err(r) = restore {
                 let _ = write!(msg, " (restoring the old rules also failed: {r})");
             }
@@ -372,7 +377,7 @@ impl Daemon {
 
     fn try_reload(&mut self) -> Result<Reloaded, String> {
         let seed = self.lists.rules.seed();
-        let reply = match self.source.reload(&self.lists).map_err(policy_error)? {
+        let reply = match self.source.reload(&self.lists).map_err(chained)? {
             Reload::Lines(changes) => {
                 self.check_malformed(changes.skipped())?;
                 if let Some(reply) = self.reload_lines(changes)? {
@@ -380,7 +385,7 @@ impl Daemon {
                 } else {
                     // The active set has no room for the new keys: build a
                     // new one from the lists read whole.
-                    let policy = self.source.load(seed).map_err(policy_error)?;
+                    let policy = self.source.load(seed).map_err(chained)?;
                     self.check_malformed(&policy.skipped)?;
                     self.reload_whole(policy)?
                 }
@@ -425,17 +430,8 @@ impl Daemon {
                 kernel.push((u.key, new));
             }
         }
-        if kernel.len() > (self.filter.active_len() / 20).max(1024) {
+        if !kernel.is_empty() && !self.try_transition(&kernel, self.filter.active_len())? {
             return Ok(None);
-        }
-        if !kernel.is_empty() {
-            match self.filter.transition(&kernel) {
-                Ok(()) => {}
-                Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet | FilterError::Unsettled) => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(format!("switching to the new rule set: {:#}", anyhow::Error::from(e))),
-            }
         }
         let list_rules = changes.list_rules(&self.lists);
         let changed_lines = changes.changed_lines();
@@ -457,6 +453,21 @@ impl Daemon {
         }))
     }
 
+    /// Stages `changes` to a set of about `total` rules in the running set
+    /// and switches over in one step (`Filter::transition`). `Ok(false)`,
+    /// nothing changed, when they are more than a 20th of the set (a new
+    /// set is built faster) or the running set cannot take them.
+    fn try_transition(&mut self, changes: &[(u64, Option<Rule>)], total: usize) -> Result<bool, String> {
+        if changes.len() > (total / 20).max(1024) {
+            return Ok(false);
+        }
+        match self.filter.transition(changes) {
+            Ok(()) => Ok(true),
+            Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet | FilterError::Unsettled) => Ok(false),
+            Err(e) => Err(format!("switching to the new rule set: {}", chained(e))),
+        }
+    }
+
     /// A reload with every list read whole: the rule sets in force before
     /// and after are compared; a few changes are staged and switched over
     /// in one step, many get a new set built and swapped in.
@@ -465,18 +476,13 @@ impl Daemon {
         let (keys, values) = effective_arrays(&policy.rules, &self.operator);
         let (old_keys, old_values) = effective_arrays(&self.lists.rules, &self.operator);
         let changes = crate::rules::diff(&old_keys, &old_values, &keys, &values);
-        let staged = changes.len() <= (keys.len() / 20).max(1024)
-            && match self.filter.transition(&changes) {
-                Ok(()) => true,
-                Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet | FilterError::Unsettled) => false,
-                Err(e) => return Err(format!("switching to the new rule set: {:#}", anyhow::Error::from(e))),
-            };
+        let staged = self.try_transition(&changes, keys.len())?;
         if staged {
             narrow_or_warn(&mut self.filter, keys.iter().copied().zip(values.iter().map(|r| r.labels)));
         } else {
             self.filter
                 .install_arrays(seed, &keys, &values)
-                .map_err(|e| format!("installing the new rule set: {:#}", anyhow::Error::from(e)))?;
+                .map_err(|e| format!("installing the new rule set: {}", chained(e)))?;
         }
         let reply = Reloaded {
             rules: keys.len(),
@@ -543,27 +549,9 @@ impl Daemon {
     }
 
     fn stats(&mut self, top: usize) -> Result<Reply, ErrorBody> {
-        let counters = self.filter.counters().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
-        let hits = if top == 0 {
-            Vec::new()
-        } else {
-            self.sorted_hits().map_err(|e| ErrorBody::new(format!("reading rule hits: {e}")))?
-        };
-        let seed = self.lists.rules.seed();
-        let by_key: HashMap<u64, (&Pattern, Verdict)> =
-            self.operator.iter().map(|(p, v)| (p.domain.key(seed), (p, v))).collect();
-        let top_rules = hits
-            .iter()
-            .take(top)
-            .filter_map(|(key, n)| {
-                let n = u64::from(*n);
-                match by_key.get(key) {
-                    Some((p, v)) => Some(view_of_operator(&p.to_string(), *v, n)),
-                    None => self.lists.rules.get(*key).and_then(|r| views_of_list_rule(r, n).into_iter().next()),
-                }
-            })
-            .collect();
+        let top_rules = self.top_rules(top).map_err(|e| ErrorBody::new(format!("reading rule hits: {e}")))?;
         let rows = self.filter.counter_rows().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
+        let counters = stats::totals(&rows);
         let fail_closed = self.filter.settings().fail_closed != 0;
         let mut interfaces = std::collections::BTreeMap::new();
         for name in &self.info.interfaces {
@@ -587,6 +575,28 @@ impl Daemon {
         }))
     }
 
+    /// The `top` rules with the most hits, as `list` shows them.
+    fn top_rules(&mut self, top: usize) -> Result<Vec<RuleView>, FilterError> {
+        if top == 0 {
+            return Ok(Vec::new());
+        }
+        let hits = self.sorted_hits()?;
+        let seed = self.lists.rules.seed();
+        let by_key: HashMap<u64, (&Pattern, Verdict)> =
+            self.operator.iter().map(|(p, v)| (p.domain.key(seed), (p, v))).collect();
+        Ok(hits
+            .iter()
+            .take(top)
+            .filter_map(|(key, n)| {
+                let n = u64::from(*n);
+                match by_key.get(key) {
+                    Some((p, v)) => Some(view_of_operator(&p.to_string(), *v, n)),
+                    None => self.lists.rules.get(*key).and_then(|r| views_of_list_rule(r, n).into_iter().next()),
+                }
+            })
+            .collect())
+    }
+
     fn recent_events(&self, n: usize) -> Result<Reply, ErrorBody> {
         let c = self.filter.counters().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
         Ok(Reply::Events(control::EventList {
@@ -601,10 +611,8 @@ impl Daemon {
     /// What a metrics scrape shows now.
     pub fn metrics(&mut self, top: usize) -> Result<metrics::Snapshot, FilterError> {
         let rows = self.filter.counter_rows()?;
-        let top_rules = match self.stats(top) {
-            Ok(Reply::Stats(s)) => s.top_rules.into_iter().map(|r| (r.pattern, r.source, r.hits)).collect(),
-            _ => Vec::new(),
-        };
+        let top_rules =
+            self.top_rules(top).unwrap_or_default().into_iter().map(|r| (r.pattern, r.source, r.hits)).collect();
         let totals = stats::totals(&rows);
         let events = vec![
             ("written", self.events.written),
@@ -725,12 +733,13 @@ fn effective_rule(key: u64, own: Option<&CompiledRule>, domain: &Domain, ops: &O
 /// failed reload.
 fn narrow_or_warn(filter: &mut Filter, rules: impl IntoIterator<Item = (u64, u8)>) {
     if let Err(e) = filter.narrow(rules) {
-        warn!("narrowing the filter after a reload: {:#}", anyhow::Error::from(e));
+        warn!("narrowing the filter after a reload: {}", chained(e));
     }
 }
 
-fn policy_error(e: crate::policy::PolicyError) -> String {
-    format!("{:#}", anyhow::Error::from(e))
+/// An error with its causes, on one line (`{:#}` of anyhow).
+fn chained(e: impl Into<anyhow::Error>) -> String {
+    format!("{:#}", e.into())
 }
 
 /// What the kernel holds: the lists' rules with the operator's combined

@@ -8,7 +8,7 @@ use aya::{
     programs::{
         ProgramError, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
-        xdp::{XdpLink, XdpLinkId},
+        xdp::XdpLink,
     },
 };
 use maps::{Rule, Settings, Trace, counters::COUNT, names};
@@ -67,6 +67,17 @@ pub enum FilterError {
     Counters(std::io::Error),
     #[error("reading kernel memory use: {0}")]
     Memory(std::io::Error),
+}
+
+/// Removes `key` from the active set, counting it out of `len` if it was
+/// there.
+fn remove_key(active: &mut HashMap<MapData, u64, Rule>, len: &mut usize, key: u64) -> Result<(), FilterError> {
+    match active.remove(&key) {
+        Ok(()) => *len = len.saturating_sub(1),
+        Err(MapError::KeyNotFound) => {}
+        Err(e) => return Err(map_err("rule set")(e)),
+    }
+    Ok(())
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> FilterError {
@@ -147,17 +158,12 @@ fn capacity_for(rules: usize) -> Result<u32, FilterError> {
 /// One interface the program is attached to.
 struct Attached {
     iface: String,
-    link: Held,
+    /// A BPF link (Linux 5.9+; namewall needs 5.18): pinnable, replaced
+    /// atomically by the next version, detached when the last reference
+    /// goes.
+    link: FdLink,
     /// The link's pin, if pinned: the attachment outlives the process.
     pin: Option<std::path::PathBuf>,
-}
-
-/// How an attachment is held: a BPF link (pinnable, replaced atomically
-/// by the next version), or, on kernels without XDP links, a netlink
-/// attachment the program tracks.
-enum Held {
-    Link(FdLink),
-    Netlink(XdpLinkId),
 }
 
 /// The loaded program and its maps.
@@ -491,7 +497,7 @@ impl Filter {
     /// not fit the active map's headroom nothing is changed and
     /// [`FilterError::RuleSetFull`] says so: install a whole set instead.
     pub fn update_rules(&mut self, changes: &[(u64, Option<Rule>)]) -> Result<(), FilterError> {
-        let old = self.current_rules(changes)?;
+        let (old, _) = self.current_rules(changes)?;
         self.widen_for(changes)?;
         let active = self.active.as_mut().ok_or(FilterError::NoRuleSet)?;
         for ((k, r), old) in changes.iter().zip(&old) {
@@ -503,11 +509,7 @@ impl Filter {
                         self.active_len += 1;
                     }
                 }
-                None => match active.remove(k) {
-                    Ok(()) => self.active_len = self.active_len.saturating_sub(1),
-                    Err(MapError::KeyNotFound) => {}
-                    Err(e) => return Err(map_err("rule set")(e)),
-                },
+                None => remove_key(active, &mut self.active_len, *k)?,
             }
         }
         Ok(())
@@ -529,12 +531,11 @@ impl Filter {
         if self.unsettled {
             return Err(FilterError::Unsettled);
         }
-        let old = self.current_rules(changes)?;
+        let (old, new_keys) = self.current_rules(changes)?;
         // A key to remove that the set does not hold needs nothing.
         let (changes, old): (Vec<_>, Vec<_>) =
             changes.iter().copied().zip(old).filter(|((_, r), o)| r.is_some() || o.is_some()).unzip();
         let changes: &[(u64, Option<Rule>)] = &changes;
-        let new_keys = changes.iter().zip(&old).filter(|((_, r), o)| r.is_some() && o.is_none()).count();
         let next = (self.settings.generation & 1) ^ 1;
         // 1. Stage: the next generation of every changed key; the current
         // one as it is (no rule, for keys new to the set).
@@ -583,11 +584,7 @@ impl Filter {
                     settled_keys.push(*k);
                     settled.push(Rule { hits, ..r.both() });
                 }
-                None => match active.remove(k) {
-                    Ok(()) => self.active_len = self.active_len.saturating_sub(1),
-                    Err(MapError::KeyNotFound) => {}
-                    Err(e) => return Err(map_err("rule set")(e)),
-                },
+                None => remove_key(active, &mut self.active_len, *k)?,
             }
         }
         sys::update_batch_parallel(&fd, &settled_keys, &settled)?;
@@ -602,8 +599,7 @@ impl Filter {
         let mask = bits.len() as u64 - 1;
         let mut depths = Settings::default();
         for (key, labels) in rules {
-            let (w, b) = maps::filter::position(key, mask);
-            bits[w as usize] |= b;
+            crate::rules::mark_filter(&mut bits, mask, key);
             depths.set_depth(labels as usize);
         }
         self.write_filter_words(&bits)?;
@@ -613,14 +609,14 @@ impl Filter {
     /// The active set's current values of the keys `changes` names, once
     /// the new keys among them are known to fit its headroom (else
     /// [`FilterError::RuleSetFull`], and nothing changed).
-    fn current_rules(&self, changes: &[(u64, Option<Rule>)]) -> Result<Vec<Option<Rule>>, FilterError> {
+    fn current_rules(&self, changes: &[(u64, Option<Rule>)]) -> Result<(Vec<Option<Rule>>, usize), FilterError> {
         let Some(active) = self.active.as_ref() else { return Err(FilterError::NoRuleSet) };
         let old: Vec<Option<Rule>> = changes.iter().map(|(k, _)| active.get(k, 0).ok()).collect();
         let new_keys = changes.iter().zip(&old).filter(|((_, r), o)| r.is_some() && o.is_none()).count();
         if self.active_len + new_keys > self.active_capacity {
             return Err(FilterError::RuleSetFull { capacity: self.active_capacity });
         }
-        Ok(old)
+        Ok((old, new_keys))
     }
 
     /// Widens the filter and the depth mask to cover the rules `changes`
@@ -632,8 +628,7 @@ impl Filter {
         for (k, r) in changes {
             if let Some(r) = r {
                 widened.set_depth(r.labels as usize);
-                let (w, b) = maps::filter::position(*k, mask);
-                bits[w as usize] |= b;
+                crate::rules::mark_filter(&mut bits, mask, *k);
             }
         }
         // Only the words that changed are written.
@@ -712,7 +707,7 @@ impl Filter {
                 Ok(id) => {
                     let link = prog.take_link(id).map_err(prog_err(format!("holding the link on {iface}")))?;
                     let link = FdLink::try_from(link).map_err(|e| FilterError::Link(e.to_string()))?;
-                    self.links.push(Attached { iface: iface.to_owned(), link: Held::Link(link), pin });
+                    self.links.push(Attached { iface: iface.to_owned(), link, pin });
                     return Ok(());
                 }
                 // The pinned link no longer works (its interface was deleted
@@ -727,24 +722,20 @@ impl Filter {
         let prog = self.xdp()?;
         let id = prog.attach(iface, mode).map_err(prog_err(format!("attaching to {iface} ({mode:?} mode)")))?;
         let link = prog.take_link(id).map_err(prog_err(format!("holding the link on {iface}")))?;
-        let held = if let Ok(fd) = FdLink::try_from(link) {
-            match &pin {
-                Some(path) => {
-                    let pinned =
-                        fd.pin(path).map_err(|e| FilterError::Link(format!("pinning {}: {e}", path.display())))?;
-                    Held::Link(FdLink::from(pinned))
-                }
-                None => Held::Link(fd),
+        // No BPF link (a netlink attachment) only on kernels older than
+        // namewall supports.
+        let link = FdLink::try_from(link).map_err(|e| {
+            FilterError::Link(format!("{iface}: no BPF link for XDP ({e}); Linux 5.18 or later is needed"))
+        })?;
+        let link = match &pin {
+            Some(path) => {
+                let pinned =
+                    link.pin(path).map_err(|e| FilterError::Link(format!("pinning {}: {e}", path.display())))?;
+                FdLink::from(pinned)
             }
-        } else {
-            // A netlink attachment (no BPF links on this kernel), which the
-            // failed conversion dropped: attached again, tracked by the
-            // program, not pinnable, so it ends with this process.
-            let prog = self.xdp()?;
-            Held::Netlink(prog.attach(iface, mode).map_err(prog_err(format!("attaching to {iface}")))?)
+            None => link,
         };
-        let pin = if matches!(held, Held::Link(_)) { pin } else { None };
-        self.links.push(Attached { iface: iface.to_owned(), link: held, pin });
+        self.links.push(Attached { iface: iface.to_owned(), link, pin });
         Ok(())
     }
 
@@ -754,14 +745,8 @@ impl Filter {
             if let Some(p) = &a.pin {
                 unpin(p)?;
             }
-            match a.link {
-                // The last reference gone, the kernel detaches it.
-                Held::Link(fd) => drop(fd),
-                Held::Netlink(id) => self.xdp()?.detach(id).map_err(|source| FilterError::Program {
-                    context: format!("detaching from {}", a.iface),
-                    source,
-                })?,
-            }
+            // The last reference gone, the kernel detaches it.
+            drop(a.link);
         }
         Ok(())
     }

@@ -317,14 +317,14 @@ impl PolicySource {
             .map(|p| (p, ListKind::Block))
             .chain(self.allowlists.iter().map(|p| (p, ListKind::Allow)))
         {
-            let bytes = std::fs::read(path).map_err(|source| LoadError { path: path.display().to_string(), source })?;
+            let bytes = blocklist::read_list(path)?;
             out.push(ReadList { name: path.display().to_string(), kind, text: ListText::new(bytes) });
         }
         for list in &self.urls {
-            let bytes = match std::fs::read(&list.cache) {
+            let bytes = match blocklist::read_list(&list.cache) {
                 Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(LoadError { path: list.cache.display().to_string(), source }),
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
             };
             out.push(ReadList { name: list.url.clone(), kind: list.kind, text: ListText::new(bytes) });
         }

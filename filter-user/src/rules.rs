@@ -168,9 +168,7 @@ impl RuleSet {
     /// the kernel), and the first explicit action for each scope (the name
     /// itself, the names below it) is kept.
     pub fn add(&mut self, e: &Entry) -> Result<(), Collision> {
-        let key = e.domain.key(self.seed);
-        let rule = rule_of(e);
-        self.merge(key, CompiledRule { domain: e.domain.clone(), rule, origin: e.origin.clone() })
+        self.add_owned(e.clone())
     }
 
     /// Merges a compiled rule into the one for its key: flags accumulate,
@@ -184,10 +182,7 @@ impl RuleSet {
                 }
                 let before = r.rule;
                 r.rule.flags |= c.rule.flags;
-                let (own, below) = (r.rule.action & 0x0f, r.rule.action >> 4);
-                let own = if own == Action::Default as u8 { c.rule.action & 0x0f } else { own };
-                let below = if below == Action::Default as u8 { c.rule.action >> 4 } else { below };
-                r.rule.action = own | (below << 4);
+                r.rule.action = merge_packed(r.rule.action, c.rule.action);
                 let first = || vec![Contribution { rule: before, origin: r.origin.clone() }];
                 self.shared.entry(key).or_insert_with(first).push(Contribution { rule: c.rule, origin: c.origin });
             }
@@ -328,20 +323,30 @@ pub fn filter_bits<'a>(keys: impl IntoIterator<Item = &'a u64>, words: usize) ->
     let mut bits = vec![0u64; words];
     let mask = words as u64 - 1;
     for key in keys {
-        let (w, b) = maps::filter::position(*key, mask);
-        bits[w as usize] |= b;
+        mark_filter(&mut bits, mask, *key);
     }
     bits
 }
 
+/// Sets `key`'s bit in filter words `bits` (`mask`: their count - 1).
+pub fn mark_filter(bits: &mut [u64], mask: u64, key: u64) {
+    let (w, b) = maps::filter::position(key, mask);
+    bits[w as usize] |= b;
+}
+
 /// Sets `action` for the scopes `scope` covers where none is set yet.
 fn merge_actions(packed: u8, scope: Scope, action: Action) -> u8 {
-    let own = packed & 0x0f;
-    let below = packed >> 4;
     let a = action as u8;
-    let own = if scope == Scope::NameAndSubdomains && own == Action::Default as u8 { a } else { own };
-    let below = if below == Action::Default as u8 { a } else { below };
-    own | (below << 4)
+    let own = if scope == Scope::NameAndSubdomains { a } else { Action::Default as u8 };
+    merge_packed(packed, own | (a << 4))
+}
+
+/// Packed actions (`maps::Rule::action`: the name's own in the low
+/// nibble, the names below's in the high one) with `later`'s filling the
+/// scopes `earlier` leaves at the default: the first explicit one wins.
+fn merge_packed(earlier: u8, later: u8) -> u8 {
+    let pick = |e: u8, l: u8| if e == Action::Default as u8 { l } else { e };
+    pick(earlier & 0x0f, later & 0x0f) | (pick(earlier >> 4, later >> 4) << 4)
 }
 
 #[cfg(test)]

@@ -97,11 +97,6 @@ impl OperatorRules {
         self.rules.iter().map(|(p, v)| (p, *v))
     }
 
-    /// The rules as list entries, to merge with the lists' rules.
-    pub fn entries(&self) -> Vec<Entry> {
-        self.rules.iter().map(|(p, v)| entry(p, *v)).collect()
-    }
-
     /// Reads the state file; a missing file is an empty rule set. A file
     /// that cannot be read or understood is an error: the daemon must not
     /// start and later overwrite the operator's rules with nothing.

@@ -233,6 +233,8 @@ fn control_socket_is_root_only() {
         lab.block.to_str().unwrap(),
         "--socket",
         socket(d).to_str().unwrap(),
+        "--state-dir",
+        d.join("second-state").to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("another namewall is running"), "{}", stderr(&out));
@@ -381,7 +383,20 @@ fn packaging_config_help_and_completions() {
     let out = std::process::Command::new(&bin).args(["completions", "bash"]).output().unwrap();
     let text = stdout(&out);
     let help = stdout(&std::process::Command::new(&bin).arg("--help").output().unwrap());
-    for verb in ["run", "replay", "block", "allow", "unblock", "list", "stats", "reload", "status", "completions"] {
+    for verb in [
+        "run",
+        "replay",
+        "block",
+        "allow",
+        "unblock",
+        "list",
+        "stats",
+        "reload",
+        "status",
+        "events",
+        "stop",
+        "completions",
+    ] {
         assert!(text.contains(&format!("namewall__subcmd__{verb}")), "bash completions for {verb}");
         assert!(help.contains(&format!("  {verb} ")), "--help lists {verb}:\n{help}");
         let sub = std::process::Command::new(&bin).args([verb, "--help"]).output().unwrap();
@@ -487,7 +502,7 @@ fn restarts_adopt_the_pinned_filter_without_a_gap() {
         "--socket",
         socket(d).to_str().unwrap(),
         "--state-dir",
-        d.join("state").to_str().unwrap(),
+        d.join("second-state").to_str().unwrap(),
         "--pin-dir",
         &pins_s,
     ]);
@@ -557,7 +572,7 @@ fn metrics_scraped_over_http() {
 
     let addr = "127.0.0.1:9153";
     let _daemon = lab.daemon(&["--metrics", addr, "--metrics-top", "3"]);
-    // A reload installs a new set, whose rules count hits from zero.
+    // A reload, for `namewall_reloads_total`.
     ok(d, &["reload"]);
     ok(d, &["block", "www.lab"]);
     for _ in 0..4 {

@@ -185,7 +185,7 @@ pub fn with_config(args: RunArgs, matches: &clap::ArgMatches, cli: &clap::Comman
 }
 
 /// Rules listed by hits when the daemon stops.
-const TOP_RULES: usize = 10;
+const TOP_RULES: usize = filter_user::daemon::DEFAULT_TOP;
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     crate::commands::init_tracing();
@@ -339,18 +339,7 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
     let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };
     let lines = policy.lines;
     let mut daemon = Daemon::start(filter, source, policy, state_path.to_owned(), args.skip_bad_lines, info, log)?;
-    // Only bookkeeping: the first load already read what these fetched.
-    for (url, r) in fetched {
-        let st = daemon.fetches.entry(url.clone()).or_default();
-        match r {
-            Ok(_) => st.last_ok = Some(Instant::now()),
-            Err(e) => {
-                st.failures += 1;
-                warn!(url, "fetching a list failed, the cached copy (if any) is in force: {e}");
-                st.last_error = Some(e);
-            }
-        }
-    }
+    daemon.note_fetches(fetched);
     for iface in &args.ifaces {
         daemon.filter.attach(iface, args.xdp_mode.into())?;
     }
