@@ -1,13 +1,18 @@
-//! namewall's XDP program: judges the QNAME of every DNS query entering an
-//! interface against suffix rules and answers, drops or passes it.
+//! namewall's XDP programs: the entry stage attached to interfaces, and the
+//! stages it tail-calls (see `maps::stage`), each verified on its own.
 //!
-//! The entry point is thin: [`filter`] returns an XDP action and the one
-//! outcome counter the packet increments; parsing lives in [`headers`] and
-//! [`dns`], the answer writer in [`answer`], and the name parser, hash and
-//! rule decision in the shared `maps` crate, where host tests run them too.
+//! This file holds only the entry points. The rest, from the bottom up:
+//! [`verifier`] (workarounds, one place each), [`tables`] (every map),
+//! [`packet`] (the one cursor, header views, the layer parser),
+//! [`verdict`] (outcome counters, trace, block events), [`names`] (label
+//! walk and rule lookup), [`reply`] (answers and resets written in place),
+//! then the protocols: [`dns`], [`tls`], [`quic`]; and [`dispatch`], the
+//! entry stage's choice of stage. The pure parsers and decisions (name
+//! hash, ClientHello parser, rule judgment) live in the shared `maps`
+//! crate, where host tests run them too.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// For the atomic add on rule hit counts (see `dns::Match::count_hit`).
+// For atomic adds on map memory (see `tables::atomic_add`).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", expect(internal_features, reason = "atomic_xadd: the BPF target has no CAS"))]
 // Every function of the program is inlined on purpose: a BPF call costs a
@@ -16,23 +21,90 @@
 #![cfg_attr(target_arch = "bpf", expect(clippy::inline_always, reason = "see above"))]
 
 #[cfg(target_arch = "bpf")]
-mod answer;
-#[cfg(target_arch = "bpf")]
-mod cursor;
+mod dispatch;
 #[cfg(target_arch = "bpf")]
 mod dns;
 #[cfg(target_arch = "bpf")]
-mod events;
+mod names;
 #[cfg(target_arch = "bpf")]
-mod headers;
-#[cfg(target_arch = "bpf")]
-mod program;
+mod packet;
 #[cfg(target_arch = "bpf")]
 mod quic;
 #[cfg(target_arch = "bpf")]
+mod reply;
+#[cfg(target_arch = "bpf")]
+mod tables;
+#[cfg(target_arch = "bpf")]
 mod tls;
+#[cfg(target_arch = "bpf")]
+mod verdict;
+#[cfg(target_arch = "bpf")]
+mod verifier;
 
-/// The program only exists for the BPF target; this keeps host-wide
+#[cfg(target_arch = "bpf")]
+mod entry {
+    use aya_ebpf::{macros::xdp, programs::XdpContext};
+
+    use crate::{dispatch, dns, quic, tls, verdict};
+
+    /// The entry stage, attached to interfaces. `frags`: the programs accept
+    /// multi-buffer frames (jumbo MTUs, and test runs of packets larger than
+    /// a page); headers are read from the first buffer, payloads with
+    /// `bpf_xdp_load_bytes`, which spans buffers. Every stage a program
+    /// tail-calls must be `frags` too.
+    #[xdp(frags)]
+    #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
+    pub fn namewall(ctx: XdpContext) -> u32 {
+        verdict::begin();
+        dispatch::proceed(&ctx, dispatch::classify(&ctx))
+    }
+
+    /// The DNS stage.
+    #[xdp(frags)]
+    #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
+    pub fn namewall_dns(ctx: XdpContext) -> u32 {
+        dispatch::proceed(&ctx, dns::judge(&ctx))
+    }
+
+    /// The answer stage.
+    #[xdp(frags)]
+    #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
+    pub fn namewall_answer(ctx: XdpContext) -> u32 {
+        verdict::finish(&ctx, dns::answer(&ctx))
+    }
+
+    /// The TLS stage.
+    #[xdp(frags)]
+    #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
+    pub fn namewall_tls(ctx: XdpContext) -> u32 {
+        dispatch::proceed(&ctx, tls::judge(&ctx))
+    }
+
+    /// The ClientHello verdict stage.
+    #[xdp(frags)]
+    #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
+    pub fn namewall_hello(ctx: XdpContext) -> u32 {
+        verdict::finish(&ctx, tls::decide::judge(&ctx))
+    }
+
+    /// The QUIC stage.
+    #[xdp(frags)]
+    #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
+    pub fn namewall_quic(ctx: XdpContext) -> u32 {
+        verdict::finish(&ctx, quic::judge(&ctx))
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+
+    #[unsafe(link_section = "license")]
+    #[unsafe(no_mangle)]
+    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+}
+
+/// The programs only exist for the BPF target; this keeps host-wide
 /// commands (`cargo clippy --workspace`) building.
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -222,6 +222,12 @@ impl Filter {
             .try_into()
             .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
         prog.load().map_err(|source| FilterError::Program { context: "loading (verifier)".into(), source })?;
+        load_stages(&mut ebpf)?;
+        if let Some(pin) = &opts.pin {
+            let id = entry_id(&ebpf)?;
+            let map = ebpf.map(names::STAGES).ok_or(FilterError::MissingMap(names::STAGES))?;
+            map.pin(pin.stages(id)).map_err(|e| FilterError::Link(format!("pinning {}: {e}", names::STAGES)))?;
+        }
         let mut f = Self {
             ebpf,
             settings: Settings::default(),
@@ -318,6 +324,23 @@ impl Filter {
         let info =
             self.xdp_ref()?.info().map_err(|source| FilterError::Program { context: "program info".into(), source })?;
         Ok(info.verified_instruction_count())
+    }
+
+    /// Instructions the verifier processed for each program of the object:
+    /// the entry program, then each stage.
+    pub fn verified_instructions_per_program(&self) -> Result<Vec<(&'static str, Option<u32>)>, FilterError> {
+        let mut out = Vec::new();
+        for name in std::iter::once(names::PROGRAM).chain(maps::Stage::ALL.iter().map(|s| s.program())) {
+            let prog: &Xdp = self
+                .ebpf
+                .program(name)
+                .ok_or(FilterError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
+            let info = prog.info().map_err(|source| FilterError::Program { context: "program info".into(), source })?;
+            out.push((name, info.verified_instruction_count()));
+        }
+        Ok(out)
     }
 
     /// Changes settings other than the seed and depth mask, which follow the rule set.
@@ -766,6 +789,14 @@ impl Filter {
         Ok(gone)
     }
 
+    /// Unpins the stage arrays of the filter this one replaced, once this
+    /// one is attached everywhere (see `PinDir::stages`).
+    pub fn unpin_replaced_stages(&self) -> Result<(), FilterError> {
+        let Some(pin) = &self.pin else { return Ok(()) };
+        pin.remove_other_stages(entry_id(&self.ebpf)?)?;
+        Ok(())
+    }
+
     /// Interfaces attached to.
     pub fn attached(&self) -> impl Iterator<Item = &str> {
         self.links.iter().map(|a| a.iface.as_str())
@@ -901,6 +932,43 @@ impl Runner {
         let (action, output) = sys::test_run(&self.fd.as_fd().as_raw_fd(), packet)?;
         Ok(RunResult { action, output })
     }
+}
+
+/// The kernel's id of the loaded entry program.
+fn entry_id(ebpf: &Ebpf) -> Result<u32, FilterError> {
+    let prog: &Xdp = ebpf
+        .program(names::PROGRAM)
+        .ok_or(FilterError::MissingProgram(names::PROGRAM))?
+        .try_into()
+        .map_err(|source| FilterError::Program { context: "program type".into(), source })?;
+    let info = prog.info().map_err(|source| FilterError::Program { context: "program info".into(), source })?;
+    Ok(info.id())
+}
+
+/// Loads every stage the entry program tail-calls (`maps::stage`), each
+/// through the verifier, and puts it in its `STAGES` slot: all are in
+/// place before the entry program is attached anywhere.
+fn load_stages(ebpf: &mut Ebpf) -> Result<(), FilterError> {
+    let mut fds = Vec::new();
+    for stage in maps::Stage::ALL {
+        let name = stage.program();
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(FilterError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| FilterError::Program { context: format!("program type of {name}"), source })?;
+        prog.load().map_err(|source| FilterError::Program { context: format!("loading {name} (verifier)"), source })?;
+        let fd = prog.fd().map_err(|source| FilterError::Program { context: format!("{name} fd"), source })?;
+        let fd = fd.try_clone().map_err(|e| FilterError::Link(format!("duplicating the fd of {name}: {e}")))?;
+        fds.push((stage, fd));
+    }
+    let map = ebpf.map_mut(names::STAGES).ok_or(FilterError::MissingMap(names::STAGES))?;
+    let mut stages: aya::maps::ProgramArray<_> =
+        aya::maps::ProgramArray::try_from(map).map_err(map_err(names::STAGES))?;
+    for (stage, fd) in &fds {
+        stages.set(stage.index(), fd, 0).map_err(map_err(names::STAGES))?;
+    }
+    Ok(())
 }
 
 /// Removes a link's pin; one already gone (`namewall stop` got there

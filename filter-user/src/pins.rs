@@ -2,7 +2,8 @@
 //! daemon adopts a running filter instead of starting a new one: the maps
 //! (rules, settings, counters, flows) and one XDP link per interface.
 //!
-//! Layout: `DIR/v{ABI}/maps/{MAP}` and `DIR/v{ABI}/links/{IFACE}`, where
+//! Layout: `DIR/v{ABI}/maps/{MAP}`, `DIR/v{ABI}/links/{IFACE}` and
+//! `DIR/v{ABI}/stages/{PROG_ID}`, where
 //! `ABI` is [`maps::ABI_VERSION`]. bpffs holds only BPF objects and
 //! directories, so the version is a directory: a daemon that finds another
 //! version's directory refuses to start rather than read maps whose layout
@@ -120,7 +121,7 @@ impl PinDir {
                 }
             }
         }
-        for sub in ["maps", "links"] {
+        for sub in ["maps", "links", "stages"] {
             let d = root.join(sub);
             std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
@@ -167,6 +168,34 @@ impl PinDir {
         self.root.join("links").join(iface)
     }
 
+    /// Where the `STAGES` program array of the entry program with id
+    /// `prog_id` is pinned. Each loaded program has its own: the stages
+    /// it tail-calls are those of its own build, never another version's.
+    /// Pinned, because the kernel empties a program array once no process
+    /// and no pin holds it, which would leave an attached entry program
+    /// whose tail calls all fail.
+    pub fn stages(&self, prog_id: u32) -> PathBuf {
+        self.root.join("stages").join(prog_id.to_string())
+    }
+
+    /// Unpins the program arrays of entry programs other than `prog_id`
+    /// (those of a filter this one replaced on every interface).
+    pub fn remove_other_stages(&self, prog_id: u32) -> Result<(), PinError> {
+        let dir = self.root.join("stages");
+        let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy() != prog_id.to_string() {
+                match std::fs::remove_file(e.path()) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                        return Err(PinError::Io { what: "unpinning", path: e.path(), source: err });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Interfaces with a pinned link.
     pub fn linked_interfaces(&self) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(self.root.join("links")) else { return Vec::new() };
@@ -204,13 +233,16 @@ pub fn remove(dir: &Path) -> Result<Removed, PinError> {
             }
         }
         let maps = v.join("maps");
-        if let Ok(rd) = std::fs::read_dir(&maps) {
-            for e in rd.flatten() {
-                gone(std::fs::remove_file(e.path())).map_err(io_err("unpinning", &e.path()))?;
-                out.maps += 1;
+        let stages = v.join("stages");
+        for dir in [&maps, &stages] {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    gone(std::fs::remove_file(e.path())).map_err(io_err("unpinning", &e.path()))?;
+                    out.maps += 1;
+                }
             }
         }
-        for d in [&links, &maps, &v] {
+        for d in [&links, &maps, &stages, &v] {
             gone(std::fs::remove_dir(d)).map_err(io_err("removing", d))?;
         }
     }

@@ -19,13 +19,17 @@ pub mod name;
 pub mod rule;
 pub mod settings;
 pub mod sni;
+pub mod stage;
 pub mod tls;
 pub mod trace;
+pub mod vocab;
 
 pub use counters::Counter;
 pub use rule::{Action, Rule, RuleKey};
 pub use settings::Settings;
+pub use stage::Stage;
 pub use trace::Trace;
+pub use vocab::Protocol;
 
 /// Map names as they appear in the object file; user space looks maps up by these.
 pub mod names {
@@ -50,11 +54,14 @@ pub mod names {
     pub const TRACE: &str = "TRACE";
     /// Read-only global: non-zero makes the program record each decision in `TRACE`.
     pub const TRACE_ENABLED: &str = "TRACE_ENABLED";
+    /// `ProgramArray` of the stages the entry program tail-calls, see [`crate::stage`].
+    pub const STAGES: &str = "STAGES";
     /// `RingBuf` of [`crate::event::Event`]s: one per block, within the budget.
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<[u64; 2]>`: this second's start and the events sent in it.
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
-    /// The XDP program's function name in the object file.
+    /// The entry program's function name in the object file: the one
+    /// attached to interfaces (the stages are in [`crate::stage`]).
     pub const PROGRAM: &str = "namewall";
     /// The baseline program used by benchmarks.
     pub const BASELINE_PROGRAM: &str = "baseline";
@@ -82,9 +89,10 @@ pub struct Scratch {
     pub question: [u8; name::QUESTION_BUF],
     /// State of the kernel's per-label loops.
     pub walk: Walk,
-    /// Header offsets, passed through map memory so that the verifier
-    /// forgets which of the many header layouts produced them and checks the
-    /// DNS code once, not once per layout (see the kernel's `launder`).
+    /// What the entry program found, for the stage it tail-calls.
+    pub handoff: Handoff,
+    /// Values passed through map memory so that the verifier forgets how
+    /// they were reached (see the kernel's `verifier::forget`).
     pub spill: [u64; 8],
     /// Where the kernel builds an answer's headers before storing them into
     /// the packet (the BPF stack is too small to hold them).
@@ -99,6 +107,98 @@ pub struct Scratch {
     pub tls_step: u64,
     /// The block event being built (see [`event`]).
     pub event: event::Event,
+}
+
+/// The layers of a packet as the entry program parsed them, for a TCP
+/// segment what its triage found, and for a ClientHello what the TLS stage
+/// read of it: left in scratch memory for the stage called next (see
+/// [`crate::stage`]). The stage reads them
+/// back as values the verifier knows nothing of, so it checks the stage's
+/// parser once for every header layout, and restores their bounds with
+/// masks.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Handoff {
+    /// Ethernet header plus VLAN tags.
+    pub l2_len: u16,
+    /// Start of the UDP/TCP header.
+    pub l4_off: u16,
+    /// Start of the transport payload.
+    pub payload_off: u16,
+    /// End of the transport payload, at most 4096 bytes after its start.
+    pub payload_end: u16,
+    /// End of the IP packet.
+    pub ip_end: u32,
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol (6 or 17).
+    pub proto: u8,
+    /// [`handoff`] bits.
+    pub flags: u8,
+    /// TCP: the flow's key (see [`flow`]).
+    pub flow_key: u64,
+    /// TCP: sequence and acknowledgment numbers.
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP: the header's flags byte.
+    pub tcp_flags: u8,
+    /// Number of VLAN tags (0..=2).
+    pub vlan_tags: u8,
+    /// TLS stage to ClientHello verdict stage: what the ClientHello showed
+    /// ([`handoff`] `HELLO_*` bits).
+    pub hello: u8,
+    /// Explicit padding; always 0.
+    pub pad: u8,
+    /// With [`handoff::HELLO_SNI`]: bytes of the server name in
+    /// `Scratch::flow.tls.name`.
+    pub name_len: u16,
+    /// Explicit padding; always 0.
+    pub pad2: [u8; 2],
+    /// DNS stage to answer stage: the answer to write.
+    pub answer: Answer,
+}
+
+const _: () = assert!(core::mem::size_of::<Handoff>() == 56);
+
+/// The answer to a blocked DNS query over UDP, as the DNS stage chose it,
+/// for the answer stage to write in place of the query.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Answer {
+    /// Offset of the query's DNS header in the packet.
+    pub dns_off: u16,
+    /// The query's flags word.
+    pub flags: u16,
+    /// Bytes of the question (QNAME, QTYPE, QCLASS); the QNAME's bytes are
+    /// in `Scratch::question`.
+    pub qlen: u16,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// RCODE (RFC 1035 §4.1.1).
+    pub rcode: u8,
+    /// 1: add an A 0.0.0.0 / AAAA :: record when the question asks for one.
+    pub sinkhole: u8,
+    /// TTL of that record, seconds.
+    pub ttl: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Answer>() == 16);
+
+/// Bits of [`Handoff::flags`].
+pub mod handoff {
+    /// The packet is IPv6.
+    pub const IPV6: u8 = 1 << 0;
+    /// TCP: a SYN without ACK.
+    pub const SYN: u8 = 1 << 1;
+    /// TCP: the flow hint says the flow may be in `FLOWS`.
+    pub const HINTED: u8 = 1 << 2;
+
+    /// [`super::Handoff::hello`]: a complete server name.
+    pub const HELLO_SNI: u8 = 1 << 0;
+    /// [`super::Handoff::hello`]: encrypted_client_hello seen so far.
+    pub const HELLO_ECH: u8 = 1 << 1;
+    /// [`super::Handoff::hello`]: `HELLO_ECH` covers the whole extension list.
+    pub const HELLO_COMPLETE: u8 = 1 << 2;
 }
 
 /// Size of [`Scratch::reply`]: the original headers read from the packet,
@@ -134,6 +234,7 @@ const _: () = assert!(
         == 8 * name::LABEL_SLOTS
             + name::QUESTION_BUF
             + 72
+            + core::mem::size_of::<Handoff>()
             + 64
             + REPLY_BUF
             + tls::TLS_BUF

@@ -165,6 +165,15 @@ pub enum Verdict {
     Block(u8),
 }
 
+/// The rule that decided a name: its verdict, its labels (the depth of the
+/// suffix it was found at) and its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Match {
+    pub verdict: Verdict,
+    pub depth: usize,
+    pub key: RuleKey,
+}
+
 /// What `rule`, found at the suffix of `depth` labels of a name with `labels`
 /// labels, says about that name; `None` when the rule has nothing to say
 /// (e.g. a subdomains-only rule and the name itself). Allow beats block in

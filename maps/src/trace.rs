@@ -44,11 +44,11 @@ pub struct Trace {
 const _: () = assert!(core::mem::size_of::<Trace>() == 56 + crate::tls::MAX_SNI);
 
 /// [`Trace::name_kind`]: no name judged.
-pub const NAME_NONE: u8 = 0;
+pub const NAME_NONE: u8 = crate::Protocol::Other as u8;
 /// [`Trace::name_kind`]: a DNS QNAME.
-pub const NAME_DNS: u8 = 1;
+pub const NAME_DNS: u8 = crate::Protocol::Dns as u8;
 /// [`Trace::name_kind`]: a TLS server name.
-pub const NAME_TLS: u8 = 2;
+pub const NAME_TLS: u8 = crate::Protocol::Tls as u8;
 
 impl Default for Trace {
     fn default() -> Self {

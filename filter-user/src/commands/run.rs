@@ -346,6 +346,7 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
     for iface in daemon.filter.detach_others()? {
         info!(iface, "detached from an interface no longer configured");
     }
+    daemon.filter.unpin_replaced_stages()?;
     Ok((daemon, lines))
 }
 

@@ -1,9 +1,17 @@
-//! Ethernet, VLAN, IPv4/IPv6 and UDP/TCP parsing down to the DNS payload.
+//! Ethernet, VLAN, IPv4/IPv6 and UDP/TCP, parsed once by the entry stage
+//! down to the transport payload, and handed to the next stage.
 
 use aya_ebpf::programs::XdpContext;
-use maps::Counter;
+use maps::{Counter, Handoff, handoff};
 
-use crate::cursor::Packet;
+use super::{
+    Packet,
+    headers::{
+        ETH_P_IPV4, ETH_P_IPV6, EthHdr, ExtHdr, FragHdr, Header as _, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
+        IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, Ipv4Hdr, Ipv6Hdr, TcpHead, UdpHdr, VlanHdr,
+        is_vlan,
+    },
+};
 
 /// Most VLAN tags followed (802.1Q inside 802.1ad).
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -15,26 +23,17 @@ pub const MAX_IPV6_EXT: usize = 6;
 /// longer than any real traffic carries (counted as `ipv6_ext_too_deep`).
 /// Keeping offsets small lets the verifier bound every packet access.
 pub const MAX_L4_OFF: usize = 2048;
-/// Most payload bytes the DNS code looks at: a TCP length prefix, a header
-/// and the longest question fit with room to spare.
+/// Most payload bytes the stages look at: a TCP length prefix, a DNS
+/// header and the longest question fit with room to spare, as does the
+/// part of a ClientHello segment the TLS parser copies.
 pub const MAX_PAYLOAD_SEEN: usize = 4096;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-const IPV6_HOP_BY_HOP: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_AH: u8 = 51;
-const IPV6_DEST_OPTS: u8 = 60;
 pub const DNS_PORT: u16 = 53;
 
-/// Where the layers of a packet to port 53 sit. All offsets are from the
-/// start of the frame.
+const ETH_HLEN: usize = 14;
+
+/// Where the layers of a packet sit. All offsets are from the start of the
+/// frame.
 #[derive(Clone, Copy)]
 pub struct Layers {
     /// Ethernet header plus VLAN tags.
@@ -53,7 +52,7 @@ pub struct Layers {
     /// End of the transport payload as the IP/UDP lengths say (never past
     /// the frame; Ethernet padding lies beyond it), at most
     /// [`MAX_PAYLOAD_SEEN`] bytes after its start. In a multi-buffer frame
-    /// it may lie past the first buffer: read beyond the DNS header with
+    /// it may lie past the first buffer: read beyond the headers with
     /// `bpf_xdp_load_bytes`.
     pub payload_end: usize,
     /// End of the IP packet (not clamped): TCP sequence numbers count to here.
@@ -66,12 +65,54 @@ impl Layers {
     pub fn ip_fixed_len(&self) -> usize {
         if self.ipv6 { 40 } else { 20 }
     }
-}
 
-/// 802.1Q and 802.1ad tag protocol identifiers.
-#[inline(always)]
-fn is_vlan(ethertype: u16) -> bool {
-    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
+    /// Offset of the source address, and the length of each address; the
+    /// destination address follows the source.
+    #[inline(always)]
+    pub fn addrs(&self) -> (usize, usize) {
+        if self.ipv6 { (self.l2_len + Ipv6Hdr::ADDRS, 16) } else { (self.l2_len + Ipv4Hdr::ADDRS, 4) }
+    }
+
+    /// Bytes of transport payload in the IP packet.
+    #[inline(always)]
+    pub fn payload_len(&self) -> usize {
+        self.ip_end - self.payload_off
+    }
+
+    /// Leaves the layers in `h` for the next stage.
+    #[inline(always)]
+    pub fn hand_off(&self, h: &mut Handoff) {
+        h.l2_len = self.l2_len as u16;
+        h.vlan_tags = self.vlan_tags as u8;
+        h.l4_off = self.l4_off as u16;
+        h.payload_off = self.payload_off as u16;
+        h.payload_end = self.payload_end as u16;
+        h.ip_end = self.ip_end as u32;
+        h.dport = self.dport;
+        h.proto = self.proto;
+        h.flags = if self.ipv6 { handoff::IPV6 } else { 0 };
+    }
+
+    /// The layers the entry stage left, with the bounds [`parse`]
+    /// guarantees restored as masks: read from map memory they are unknown
+    /// to the verifier, which needs them to bound packet accesses (offset
+    /// plus access size at most 0xffff). The masks never change a value:
+    /// `l4_off <= 2048`, `payload_off <= 2048 + 60`, `payload_end <=
+    /// payload_off + 4096` and `ip_end < 2^17`.
+    #[inline(always)]
+    pub fn taken_over(h: &Handoff) -> Self {
+        Self {
+            l2_len: (h.l2_len & 0x1f) as usize,
+            vlan_tags: (h.vlan_tags & 0x3) as usize,
+            ipv6: h.flags & handoff::IPV6 != 0,
+            l4_off: (h.l4_off & 0xfff) as usize,
+            proto: h.proto,
+            dport: h.dport,
+            payload_off: (h.payload_off & 0xfff) as usize,
+            payload_end: (h.payload_end & 0x1fff) as usize,
+            ip_end: (h.ip_end & 0x1_ffff) as usize,
+        }
+    }
 }
 
 #[inline(always)]
@@ -89,54 +130,56 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     // Untagged IPv4 and IPv6 first, in straight-line code: this runs for
     // every packet and the verifier-friendly loop cost more than the rest of
     // the header parsing.
-    let outer = pkt.be16(12).ok_or(Counter::TruncatedHeader)?;
+    let outer = pkt.header::<EthHdr>(0).ok_or(Counter::TruncatedHeader)?.ethertype();
     let (ethertype, l2_len, vlan_tags) = if outer == ETH_P_IPV4 || outer == ETH_P_IPV6 {
         (outer, ETH_HLEN, 0)
     } else if is_vlan(outer) {
-        // Tag control information (2 bytes), then the inner EtherType.
-        let inner = pkt.be16(16).ok_or(Counter::TruncatedHeader)?;
+        let inner = pkt.header::<VlanHdr>(ETH_HLEN).ok_or(Counter::TruncatedHeader)?.inner();
         if is_vlan(inner) {
-            let third = pkt.be16(20).ok_or(Counter::TruncatedHeader)?;
+            let third = pkt.header::<VlanHdr>(ETH_HLEN + VlanHdr::LEN).ok_or(Counter::TruncatedHeader)?.inner();
             if is_vlan(third) {
                 return Err(Counter::VlanTooDeep);
             }
-            (third, ETH_HLEN + 8, 2)
+            (third, ETH_HLEN + 2 * VlanHdr::LEN, 2)
         } else {
-            (inner, ETH_HLEN + 4, 1)
+            (inner, ETH_HLEN + VlanHdr::LEN, 1)
         }
     } else {
         return Err(Counter::NotIp);
     };
     let l3 = l2_len;
-    let (ipv6, (proto, l4_off, ip_end, first_fragment)) = if ethertype == ETH_P_IPV4 {
+    let (ipv6, ip) = if ethertype == ETH_P_IPV4 {
         (false, parse_ipv4(pkt, l3)?)
     } else if ethertype == ETH_P_IPV6 {
         (true, parse_ipv6(ctx, pkt, l3)?)
     } else {
         return Err(Counter::NotIp);
     };
+    let Ip { proto, l4_off, end: ip_end, first_fragment } = ip;
     if l4_off > MAX_L4_OFF {
         return Err(Counter::Ipv6ExtTooDeep);
     }
+    let layers = |dport, payload_off, payload_end| Layers {
+        l2_len,
+        vlan_tags,
+        ipv6,
+        l4_off,
+        proto,
+        dport,
+        payload_off,
+        payload_end: min(payload_end, payload_off + MAX_PAYLOAD_SEEN),
+        ip_end,
+    };
     match proto {
         IPPROTO_UDP => {
-            let [_, _, dh, dl, lh, ll, _, _] = pkt.bytes::<8>(l4_off).ok_or(Counter::TruncatedHeader)?;
-            let dport = u16::from_be_bytes([dh, dl]);
+            let udp = pkt.header::<UdpHdr>(l4_off).ok_or(Counter::TruncatedHeader)?;
+            let (dport, udp_len) = (udp.dport(), udp.len());
+            let payload_off = l4_off + UdpHdr::LEN;
             if dport != DNS_PORT {
                 // Only a long-header packet can be a QUIC Initial; anything
                 // else is done with here, cheaply.
-                return match pkt.u8(l4_off + 8) {
-                    Some(b) if b & 0xc0 == 0xc0 && !first_fragment => Ok(Layers {
-                        l2_len,
-                        vlan_tags,
-                        ipv6,
-                        l4_off,
-                        proto,
-                        dport,
-                        payload_off: l4_off + 8,
-                        payload_end: min(ip_end, l4_off + 8 + MAX_PAYLOAD_SEEN),
-                        ip_end,
-                    }),
+                return match pkt.u8(payload_off) {
+                    Some(b) if b & 0xc0 == 0xc0 && !first_fragment => Ok(layers(dport, payload_off, ip_end)),
                     _ => Err(Counter::NotDnsPort),
                 };
             }
@@ -144,32 +187,20 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
                 return Err(Counter::FirstFragment);
             }
             check_ip_end(ctx, pkt, ip_end)?;
-            let udp_len = u16::from_be_bytes([lh, ll]) as usize;
             // A UDP length beyond the IP payload: Linux drops the datagram
             // (udp_rcv's "short packet"); shorter is legal, the rest is padding.
-            if udp_len < 8 || l4_off + udp_len > ip_end {
+            if udp_len < UdpHdr::LEN || l4_off + udp_len > ip_end {
                 return Err(Counter::BadHeader);
             }
-            Ok(Layers {
-                l2_len,
-                vlan_tags,
-                ipv6,
-                l4_off,
-                proto,
-                dport,
-                payload_off: l4_off + 8,
-                payload_end: min(l4_off + udp_len, l4_off + 8 + MAX_PAYLOAD_SEEN),
-                ip_end,
-            })
+            Ok(layers(dport, payload_off, l4_off + udp_len))
         }
         IPPROTO_TCP => {
-            let tcp = pkt.bytes::<13>(l4_off).ok_or(Counter::TruncatedHeader)?;
-            let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+            let tcp = pkt.header::<TcpHead>(l4_off).ok_or(Counter::TruncatedHeader)?;
+            let (dport, doff) = (tcp.dport(), tcp.header_len());
             if first_fragment {
                 return Err(Counter::FirstFragment);
             }
             check_ip_end(ctx, pkt, ip_end)?;
-            let doff = ((tcp[12] >> 4) as usize) * 4;
             let payload_off = l4_off + doff;
             // Data offset shorter than the fixed header or past the packet's end.
             if doff < 20 || payload_off > ip_end {
@@ -180,17 +211,7 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
             if payload_off == ip_end && dport == DNS_PORT {
                 return Err(Counter::TcpNoPayload);
             }
-            Ok(Layers {
-                l2_len,
-                vlan_tags,
-                ipv6,
-                l4_off,
-                proto,
-                dport,
-                payload_off,
-                payload_end: min(ip_end, payload_off + MAX_PAYLOAD_SEEN),
-                ip_end,
-            })
+            Ok(layers(dport, payload_off, ip_end))
         }
         _ => Err(Counter::NotUdpTcp),
     }
@@ -200,84 +221,82 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
 /// it as truncated (`ip_rcv_core`, `ipv6_rcv`). It is never judged, even
 /// when the cut spared the question: no server would see that query. Bytes
 /// beyond the IP packet are Ethernet padding and are ignored. Checked only
-/// for packets to port 53, after the port: other traffic is not judged
-/// anyway and should cost as little as possible.
+/// after the port: UDP to other ports is not judged and should cost as
+/// little as possible.
 #[inline(always)]
 fn check_ip_end(ctx: &XdpContext, pkt: &Packet, ip_end: usize) -> Result<(), Counter> {
     if pkt.frame_has(ctx, ip_end) { Ok(()) } else { Err(Counter::BadHeader) }
 }
 
-/// What the IP layer says: protocol, transport offset, end of the IP packet,
-/// and whether it is the first fragment of a fragmented datagram.
-type Ip = (u8, usize, usize, bool);
+/// What the IP layer says.
+struct Ip {
+    proto: u8,
+    /// Start of the transport header.
+    l4_off: usize,
+    /// End of the IP packet.
+    end: usize,
+    /// The first fragment of a fragmented datagram.
+    first_fragment: bool,
+}
 
 /// Parses an IPv4 header.
 #[inline(always)]
 fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<Ip, Counter> {
-    let h = pkt.bytes::<20>(l3).ok_or(Counter::TruncatedHeader)?;
-    if h[0] >> 4 != 4 {
+    let h = pkt.header::<Ipv4Hdr>(l3).ok_or(Counter::TruncatedHeader)?;
+    if h.version() != 4 {
         return Err(Counter::BadHeader);
     }
-    let ihl = ((h[0] & 0x0f) as usize) * 4;
-    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let (ihl, total) = (h.header_len(), h.total_len());
     if ihl < 20 || total < ihl {
         return Err(Counter::BadHeader);
     }
     // Only the first fragment (offset 0) carries the transport header; a
     // datagram in fragments is not reassembled here.
-    let frag = u16::from_be_bytes([h[6], h[7]]);
-    if frag & 0x1fff != 0 {
+    if h.frag_offset() != 0 {
         return Err(Counter::IpFragment);
     }
-    Ok((h[9], l3 + ihl, l3 + total, frag & 0x2000 != 0))
+    Ok(Ip { proto: h.proto(), l4_off: l3 + ihl, end: l3 + total, first_fragment: h.more_fragments() })
 }
 
 /// Parses an IPv6 header, following up to [`MAX_IPV6_EXT`] extension headers.
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<Ip, Counter> {
-    let h = pkt.bytes::<8>(l3).ok_or(Counter::TruncatedHeader)?;
-    if h[0] >> 4 != 6 {
+    let h = pkt.header::<Ipv6Hdr>(l3).ok_or(Counter::TruncatedHeader)?;
+    if h.version() != 6 {
         return Err(Counter::BadHeader);
     }
-    let payload_len = u16::from_be_bytes([h[4], h[5]]) as usize;
+    let payload_len = h.payload_len();
+    let mut next = h.next_header();
     // A zero payload length means a jumbogram (RFC 2675), which needs the
     // hop-by-hop jumbo option: up to the frame's end. Without a hop-by-hop
     // header it is a malformed packet (ipv6_rcv would cut it to 40 bytes).
-    if payload_len == 0 && h[6] != IPV6_HOP_BY_HOP {
+    if payload_len == 0 && next != IPV6_HOP_BY_HOP {
         return Err(Counter::BadHeader);
     }
-    let end = if payload_len == 0 { Packet::frame_len(ctx) } else { l3 + 40 + payload_len };
-    let mut next = h[6];
-    let mut off = l3 + 40;
+    let end = if payload_len == 0 { Packet::frame_len(ctx) } else { l3 + Ipv6Hdr::LEN + payload_len };
+    let mut off = l3 + Ipv6Hdr::LEN;
     let mut first_fragment = false;
     for _ in 0..MAX_IPV6_EXT {
         match next {
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
-                let [nh, len] = pkt.bytes::<2>(off).ok_or(Counter::TruncatedHeader)?;
-                next = nh;
-                off += (len as usize + 1) * 8;
-            }
-            IPV6_AH => {
-                // RFC 4302 §2.2: length in 4-byte units, minus 2.
-                let [nh, len] = pkt.bytes::<2>(off).ok_or(Counter::TruncatedHeader)?;
-                next = nh;
-                off += (len as usize + 2) * 4;
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH => {
+                let e = pkt.header::<ExtHdr>(off).ok_or(Counter::TruncatedHeader)?;
+                off += e.header_len(next);
+                next = e.next_header;
             }
             IPV6_FRAGMENT => {
-                // RFC 8200 §4.5: next header, reserved, offset (13 bits) + M, id.
-                let [nh, _, oh, ol] = pkt.bytes::<4>(off).ok_or(Counter::TruncatedHeader)?;
-                if u16::from_be_bytes([oh, ol]) & 0xfff8 != 0 {
+                let f = pkt.header::<FragHdr>(off).ok_or(Counter::TruncatedHeader)?;
+                if f.offset() != 0 {
                     return Err(Counter::IpFragment);
                 }
                 first_fragment = true;
-                next = nh;
-                off += 8;
+                next = f.next_header;
+                off += FragHdr::LEN;
             }
             _ => break,
         }
     }
     match next {
         IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH | IPV6_FRAGMENT => Err(Counter::Ipv6ExtTooDeep),
-        _ => Ok((next, off, end, first_fragment)),
+        _ => Ok(Ip { proto: next, l4_off: off, end, first_fragment }),
     }
 }

@@ -2,15 +2,19 @@
 //!
 //! Every access is checked against `data_end` right before it, in the form
 //! the verifier recognises (`data + offset + size > data_end`). Once the
-//! packet is resized (`bpf_xdp_adjust_head`/`_tail`) the old `Packet` is
-//! stale; callers build a new one from the context.
+//! packet is resized (`bpf_xdp_adjust_head`/`_tail`) a `Packet` is stale;
+//! callers build a new one from the context.
 
 use aya_ebpf::{
-    helpers::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    helpers::{bpf_xdp_get_buff_len, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     programs::XdpContext,
 };
 
-/// Bounds-checked view of the packet's linear data.
+use super::headers::Header;
+use crate::verifier;
+
+/// Bounds-checked view of the packet's linear data (the first buffer of a
+/// multi-buffer frame).
 #[derive(Clone, Copy)]
 pub struct Packet {
     start: usize,
@@ -49,6 +53,19 @@ impl Packet {
         Some(p as *mut [u8; N])
     }
 
+    /// The header `H` at `offset`, read in place, if it lies inside the packet.
+    #[inline(always)]
+    pub fn header<H: Header>(&self, offset: usize) -> Option<&H> {
+        let p = self.start + offset;
+        if p + H::LEN > self.end {
+            return None;
+        }
+        // SAFETY: the LEN bytes lie inside the packet (checked above), and
+        // `Header` types are made of byte arrays: alignment 1, every bit
+        // pattern valid. The packet outlives the program run.
+        Some(unsafe { &*(p as *const H) })
+    }
+
     /// Reads `N` bytes at `offset`.
     #[inline(always)]
     pub fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
@@ -56,22 +73,17 @@ impl Packet {
         self.ptr_at::<N>(offset).map(|p| unsafe { p.read() })
     }
 
-    /// Reads one byte at `offset`. The end check goes through [`opaque`]:
-    /// LLVM turns `p + 1 > end` into `p >= end`, a form from which the
-    /// verifier does not learn that one byte is readable.
+    /// Reads one byte at `offset`. The end check goes through
+    /// [`verifier::opaque`]: LLVM turns `p + 1 > end` into `p >= end`, a form
+    /// from which the verifier does not learn that one byte is readable.
     #[inline(always)]
     pub fn u8(&self, offset: usize) -> Option<u8> {
         let p = self.start + offset;
-        if p + opaque(1) > self.end {
+        if p + verifier::opaque(1) > self.end {
             return None;
         }
         // SAFETY: checked above.
         Some(unsafe { (p as *const u8).read() })
-    }
-
-    #[inline(always)]
-    pub fn be16(&self, offset: usize) -> Option<u16> {
-        self.bytes::<2>(offset).map(u16::from_be_bytes)
     }
 
     /// Copies `N` bytes at `offset` of the frame (any buffer of it) to
@@ -81,13 +93,22 @@ impl Packet {
         // SAFETY: the helper checks the frame's bounds; dst has N bytes.
         unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, dst.cast(), N as u32) == 0 }
     }
-}
 
-/// Returns `x` through a volatile stack read, so LLVM forgets what it knows
-/// about its range. Needed where LLVM proves a mask redundant and drops it
-/// while the verifier, which tracks ranges differently, still needs it.
-#[inline(always)]
-pub fn opaque(x: usize) -> usize {
-    // SAFETY: reading a valid local.
-    unsafe { core::ptr::read_volatile(&raw const x) }
+    /// Copies `len` bytes at `offset` of the frame (any buffer of it) to
+    /// `dst`. The caller bounds `len` by `dst`'s size in a form the verifier
+    /// sees.
+    #[inline(always)]
+    pub fn load(ctx: &XdpContext, offset: usize, dst: *mut u8, len: usize) -> bool {
+        // SAFETY: the helper checks the frame's bounds; the caller, dst's.
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, dst.cast(), len as u32) == 0 }
+    }
+
+    /// Copies `len` bytes from `src` into the frame at `offset` (any buffer
+    /// of it). The caller bounds `len` by `src`'s size in a form the
+    /// verifier sees.
+    #[inline(always)]
+    pub fn store(ctx: &XdpContext, offset: usize, src: *mut u8, len: usize) -> bool {
+        // SAFETY: the helper checks the frame's bounds; the caller, src's.
+        unsafe { bpf_xdp_store_bytes(ctx.ctx, offset as u32, src.cast(), len as u32) == 0 }
+    }
 }

@@ -1,4 +1,6 @@
-//! Turns a blocked DNS query over UDP into its answer, in place, for `XDP_TX`.
+//! Replies written in place of the packet, for `XDP_TX`: a blocked DNS
+//! query over UDP turned into its answer, a blocked ClientHello's segment
+//! into a TCP reset toward the client.
 //!
 //! The answer is the query's own Ethernet header (addresses swapped, VLAN
 //! tags kept), a fresh IPv4 header without options or an IPv6 header without
@@ -13,20 +15,23 @@
 //! (512 bytes for the whole call chain) cannot hold them.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
-        bpf_xdp_store_bytes,
-    },
+    helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use maps::{REPLY_BUF, Scratch, checksum, name::QUESTION_BUF};
+use maps::{Answer, REPLY_BUF, Scratch, checksum, name::QUESTION_BUF};
 
-use crate::{dns::Query, headers::Layers};
+use crate::{
+    packet::{
+        Layers, Packet,
+        headers::{DNS_HLEN, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_RST},
+    },
+    verifier,
+};
 
 /// RCODE values (RFC 1035 §4.1.1).
-pub const RCODE_NOERROR: u16 = 0;
-pub const RCODE_NXDOMAIN: u16 = 3;
-pub const RCODE_REFUSED: u16 = 5;
+pub const RCODE_NOERROR: u8 = 0;
+pub const RCODE_NXDOMAIN: u8 = 3;
+pub const RCODE_REFUSED: u8 = 5;
 
 const QTYPE_A: u16 = 1;
 const QTYPE_AAAA: u16 = 28;
@@ -47,15 +52,6 @@ const OUT: usize = 96; // the answer's headers
 const OUT_RR: usize = 192; // 28 bytes: the sinkhole record
 
 const _: () = assert!(OUT + 82 <= OUT_RR && OUT_RR + 28 <= REPLY_BUF);
-
-/// What to write.
-#[derive(Clone, Copy)]
-pub struct Reply {
-    pub rcode: u16,
-    /// Add an A 0.0.0.0 / AAAA :: record when the question asks for one.
-    pub sinkhole: bool,
-    pub ttl: u32,
-}
 
 /// Why no answer could be written; the caller drops the query instead.
 pub struct RewriteFailed;
@@ -115,11 +111,8 @@ fn load(ctx: &XdpContext, off: usize, to: *mut u8, len: usize) -> Result<(), Rew
     if len == 0 || len > 32 {
         return Err(RewriteFailed);
     }
-    // SAFETY: `to` points into the scratch map with room for `len` bytes (constant-bounded by callers).
-    match unsafe { bpf_xdp_load_bytes(ctx.ctx, off as u32, to.cast(), len as u32) } {
-        0 => Ok(()),
-        _ => Err(RewriteFailed),
-    }
+    // `to` points into the scratch map with room for `len` bytes (constant-bounded by callers).
+    if Packet::load(ctx, off, to, len) { Ok(()) } else { Err(RewriteFailed) }
 }
 
 #[inline(always)]
@@ -127,11 +120,7 @@ fn store(ctx: &XdpContext, off: usize, from: *mut u8, len: usize) -> Result<(), 
     if len == 0 || len > 96 {
         return Err(RewriteFailed);
     }
-    // SAFETY: as in `load`; the helper checks the packet range.
-    match unsafe { bpf_xdp_store_bytes(ctx.ctx, off as u32, from.cast(), len as u32) } {
-        0 => Ok(()),
-        _ => Err(RewriteFailed),
-    }
+    if Packet::store(ctx, off, from, len) { Ok(()) } else { Err(RewriteFailed) }
 }
 
 /// Reads what the reply's headers reuse (Ethernet header and VLAN tags, the
@@ -139,13 +128,11 @@ fn store(ctx: &XdpContext, off: usize, from: *mut u8, len: usize) -> Result<(), 
 /// packet is resized.
 #[inline(always)]
 fn read_headers(ctx: &XdpContext, l: &Layers, r: *mut u8) -> Result<(), RewriteFailed> {
-    let l3 = l.l2_len;
-    let addr_len = if l.ipv6 { 16 } else { 4 };
-    let addrs = if l.ipv6 { l3 + 8 } else { l3 + 12 };
+    let (addrs, addr_len) = l.addrs();
     // SAFETY: constant offsets into the 256-byte reply buffer.
     unsafe {
         load(ctx, 0, r.add(IN_L2), l.l2_len & 0x1f)?;
-        load(ctx, l3, r.add(IN_IP_FIRST), 4)?;
+        load(ctx, l.l2_len, r.add(IN_IP_FIRST), 4)?;
         load(ctx, addrs, r.add(IN_SRC), addr_len & 0x1f)?;
         load(ctx, addrs + addr_len, r.add(IN_DST), addr_len & 0x1f)?;
         load(ctx, l.l4_off, r.add(IN_PORTS), 4)
@@ -159,7 +146,7 @@ fn read_headers(ctx: &XdpContext, l: &Layers, r: *mut u8) -> Result<(), RewriteF
 fn resize(ctx: &XdpContext, l: &Layers, new_end: usize) -> Result<(), RewriteFailed> {
     // SAFETY: plain helper calls on our own context.
     // Frame lengths and offsets are far below 2^31: the casts are exact.
-    let old_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) }.cast_signed();
+    let old_len = Packet::frame_len(ctx).cast_signed() as i64;
     let tail_delta = new_end.cast_signed() as i64 - old_len;
     if tail_delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, tail_delta as i32) } != 0 {
         return Err(RewriteFailed);
@@ -212,40 +199,38 @@ fn write_l2_l3(b: &mut Buf<'_>, l: &Layers, proto: u8, l4_len: usize) -> (usize,
     (l4, sum_addrs + l4_len as u64 + proto as u64)
 }
 
-/// Rewrites the packet into the answer. On success the packet is ready for
-/// `XDP_TX`; on failure it may be half-written and must be dropped.
+/// Rewrites the query into the answer `a` (the answer stage's, read from
+/// map memory: the masks restate the bounds the DNS stage guarantees). On
+/// success the packet is ready for `XDP_TX`; on failure it may be
+/// half-written and must be dropped.
 #[inline(always)]
-pub fn write(
-    ctx: &XdpContext,
-    l: &Layers,
-    q: &Query,
-    reply: Reply,
-    scratch: &mut Scratch,
-) -> Result<(), RewriteFailed> {
-    let qlen = q.name.len + 4;
-    let rdlen: usize = match (reply.sinkhole, q.qtype, q.qclass) {
+pub fn write_answer(ctx: &XdpContext, l: &Layers, a: &Answer, scratch: &mut Scratch) -> Result<(), RewriteFailed> {
+    // At most 255 + 4 bytes; the DNS header within the first 8 KiB.
+    let qlen = (a.qlen & 0x1ff) as usize;
+    let dns_off = (a.dns_off & 0x1fff) as usize;
+    let rdlen: usize = match (a.sinkhole != 0, a.qtype, a.qclass) {
         (true, QTYPE_A, QCLASS_IN) => 4,
         (true, QTYPE_AAAA, QCLASS_IN) => 16,
         _ => 0,
     };
     // Owner (a pointer to the question's name at offset 12), type, class, TTL, RDLENGTH, RDATA.
     let answer_len = if rdlen == 0 { 0 } else { 12 + rdlen };
-    let dns_len = crate::dns::DNS_HLEN + qlen + answer_len;
+    let dns_len = DNS_HLEN + qlen + answer_len;
     let udp_len = 8 + dns_len;
 
     let r = scratch.reply.as_mut_ptr();
     read_headers(ctx, l, r)?;
     // SAFETY: a constant offset into the reply buffer.
-    load(ctx, q.dns_off, unsafe { r.add(IN_ID) }, 2)?;
-    resize(ctx, l, q.dns_off + dns_len)?;
+    load(ctx, dns_off, unsafe { r.add(IN_ID) }, 2)?;
+    resize(ctx, l, dns_off + dns_len)?;
 
     let mut b = Buf(&mut scratch.reply);
-    let (udp, pseudo) = write_l2_l3(&mut b, l, crate::headers::IPPROTO_UDP, udp_len);
+    let (udp, pseudo) = write_l2_l3(&mut b, l, IPPROTO_UDP, udp_len);
     b.put(udp + 4, &(udp_len as u16).to_be_bytes());
     b.put(udp + 6, &[0, 0]);
     let dns = udp + 8;
     // QR=1, opcode and RD as asked, RA=1, CD as asked, AA=AD=0.
-    let flags = 0x8000 | (q.flags & 0x0100) | 0x0080 | (q.flags & 0x0010) | reply.rcode;
+    let flags = 0x8000 | (a.flags & 0x0100) | 0x0080 | (a.flags & 0x0010) | u16::from(a.rcode & 0xf);
     let ancount = u16::from(answer_len != 0);
     b.copy(dns, IN_ID, 2);
     b.put(dns + 2, &flags.to_be_bytes());
@@ -254,8 +239,8 @@ pub fn write(
     b.put(dns + 8, &[0, 0, 0, 0]);
 
     if answer_len != 0 {
-        let [t0, t1] = q.qtype.to_be_bytes();
-        let [l0, l1, l2b, l3b] = reply.ttl.to_be_bytes();
+        let [t0, t1] = a.qtype.to_be_bytes();
+        let [l0, l1, l2b, l3b] = a.ttl.to_be_bytes();
         b.put(OUT_RR, &[0xc0, 12, t0, t1, 0, QCLASS_IN as u8, l0, l1, l2b, l3b, 0, rdlen as u8]);
         // RDATA: 0.0.0.0 or ::.
         b.put(OUT_RR + 12, &[0; 16]);
@@ -263,7 +248,7 @@ pub fn write(
 
     // UDP checksum: pseudo-header, UDP header, DNS header, the question
     // (unchanged in the packet, its bytes in scratch), the record.
-    let mut sum = pseudo + b.sum(udp, 8 + crate::dns::DNS_HLEN);
+    let mut sum = pseudo + b.sum(udp, 8 + DNS_HLEN);
     sum += question_sum(scratch, qlen).ok_or(RewriteFailed)? as u64;
     let mut b = Buf(&mut scratch.reply);
     if answer_len != 0 {
@@ -275,23 +260,17 @@ pub fn write(
     }
     b.put(udp + 6, &checksum::finish_udp(sum).to_be_bytes());
 
-    let hdr_len = (l.l2_len + l.ip_fixed_len() + 8 + crate::dns::DNS_HLEN) & 0x7f;
+    let hdr_len = (l.l2_len + l.ip_fixed_len() + 8 + DNS_HLEN) & 0x7f;
     // SAFETY: constant offsets into the reply buffer; lengths bounded by it.
     unsafe {
         store(ctx, 0, r.add(OUT), hdr_len)?;
         if answer_len != 0 {
-            let ans_off = l.l2_len + l.ip_fixed_len() + 8 + crate::dns::DNS_HLEN + qlen;
+            let ans_off = l.l2_len + l.ip_fixed_len() + 8 + DNS_HLEN + qlen;
             store(ctx, ans_off, r.add(OUT_RR), answer_len & 0x1f)?;
         }
     }
     Ok(())
 }
-
-/// TCP flag bits (RFC 9293 §3.1).
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
 
 /// Rewrites a client's TCP segment into a reset toward the client, for
 /// `XDP_TX`: ports and addresses swapped, RST|ACK, `seq` the number the
@@ -299,14 +278,13 @@ pub const TCP_ACK: u8 = 0x10;
 /// stack accepts the reset (RFC 5961 §3.2: exactly the next expected
 /// sequence number), `ack` the client's sequence number after this segment,
 /// no payload, window 0.
-///
 #[inline(always)]
 pub fn write_rst(ctx: &XdpContext, l: &Layers, seq: u32, ack: u32, scratch: &mut Scratch) -> Result<(), RewriteFailed> {
     let r = scratch.reply.as_mut_ptr();
     read_headers(ctx, l, r)?;
     resize(ctx, l, l.l4_off + 20)?;
     let mut b = Buf(&mut scratch.reply);
-    let (tcp, pseudo) = write_l2_l3(&mut b, l, crate::headers::IPPROTO_TCP, 20);
+    let (tcp, pseudo) = write_l2_l3(&mut b, l, IPPROTO_TCP, 20);
     b.put(tcp + 4, &seq.to_be_bytes());
     b.put(tcp + 8, &ack.to_be_bytes());
     // Data offset 5 words, RST|ACK, window 0, checksum 0 for now, urgent 0.
@@ -323,7 +301,7 @@ pub fn write_rst(ctx: &XdpContext, l: &Layers, seq: u32, ack: u32, scratch: &mut
 /// walked by the verifier once per path into this function.
 #[inline(always)]
 fn question_sum(scratch: &mut Scratch, qlen: usize) -> Option<u16> {
-    let qlen = crate::cursor::opaque(qlen) & (QUESTION_BUF - 1);
+    let qlen = verifier::opaque(qlen) & (QUESTION_BUF - 1);
     // The helper sums whole 4-byte words; zero the bytes after the question
     // up to the next multiple of 4 (they are not needed any more).
     for i in 0..3 {

@@ -1,0 +1,314 @@
+//! Typed views of the headers the program reads, in the way of
+//! network-types: `#[repr(C)]` structs of byte arrays (alignment 1, so a
+//! view is valid at any packet offset), each field named once, read with
+//! `from_be_bytes` accessors. [`super::Packet::header`] checks the bounds
+//! and hands out a reference into the packet, so a field costs one load.
+
+/// A header view: `#[repr(C)]`, made only of `u8` and `[u8; N]` fields.
+///
+/// # Safety
+/// Implementors have alignment 1 and accept every bit pattern.
+pub unsafe trait Header: Sized {
+    const LEN: usize = core::mem::size_of::<Self>();
+}
+
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// IPv6 extension headers the parser follows (RFC 8200 §4).
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_AH: u8 = 51;
+pub const IPV6_DEST_OPTS: u8 = 60;
+
+/// DNS header length (RFC 1035 §4.1.1).
+pub const DNS_HLEN: usize = 12;
+
+/// TCP flag bits (RFC 9293 §3.1).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Ethernet II header.
+#[repr(C)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    ethertype: [u8; 2],
+}
+
+// SAFETY: byte arrays only.
+unsafe impl Header for EthHdr {}
+
+impl EthHdr {
+    #[inline(always)]
+    pub fn ethertype(&self) -> u16 {
+        u16::from_be_bytes(self.ethertype)
+    }
+}
+
+/// An 802.1Q / 802.1ad tag as it follows the outer `EtherType`: the tag
+/// control information and the `EtherType` after it.
+#[repr(C)]
+pub struct VlanHdr {
+    tci: [u8; 2],
+    inner: [u8; 2],
+}
+
+// SAFETY: byte arrays only.
+unsafe impl Header for VlanHdr {}
+
+impl VlanHdr {
+    #[inline(always)]
+    pub fn inner(&self) -> u16 {
+        u16::from_be_bytes(self.inner)
+    }
+}
+
+/// 802.1Q and 802.1ad tag protocol identifiers.
+#[inline(always)]
+pub fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
+}
+
+/// IPv4 header without options (RFC 791 §3.1).
+#[repr(C)]
+pub struct Ipv4Hdr {
+    version_ihl: u8,
+    tos: u8,
+    total_len: [u8; 2],
+    id: [u8; 2],
+    frag: [u8; 2],
+    ttl: u8,
+    proto: u8,
+    csum: [u8; 2],
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+// SAFETY: bytes and byte arrays only.
+unsafe impl Header for Ipv4Hdr {}
+
+impl Ipv4Hdr {
+    /// Offset of the source address; the destination follows it.
+    pub const ADDRS: usize = 12;
+
+    #[inline(always)]
+    pub fn version(&self) -> u8 {
+        self.version_ihl >> 4
+    }
+
+    /// Header length in bytes, options included.
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        ((self.version_ihl & 0x0f) as usize) * 4
+    }
+
+    #[inline(always)]
+    pub fn total_len(&self) -> usize {
+        u16::from_be_bytes(self.total_len) as usize
+    }
+
+    /// Fragment offset, in 8-byte units.
+    #[inline(always)]
+    pub fn frag_offset(&self) -> u16 {
+        u16::from_be_bytes(self.frag) & 0x1fff
+    }
+
+    /// More fragments follow.
+    #[inline(always)]
+    pub fn more_fragments(&self) -> bool {
+        u16::from_be_bytes(self.frag) & 0x2000 != 0
+    }
+
+    #[inline(always)]
+    pub fn proto(&self) -> u8 {
+        self.proto
+    }
+}
+
+/// IPv6 fixed header (RFC 8200 §3).
+#[repr(C)]
+pub struct Ipv6Hdr {
+    version_class_flow: [u8; 4],
+    payload_len: [u8; 2],
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+// SAFETY: bytes and byte arrays only.
+unsafe impl Header for Ipv6Hdr {}
+
+impl Ipv6Hdr {
+    /// Offset of the source address; the destination follows it.
+    pub const ADDRS: usize = 8;
+
+    #[inline(always)]
+    pub fn version(&self) -> u8 {
+        self.version_class_flow[0] >> 4
+    }
+
+    #[inline(always)]
+    pub fn payload_len(&self) -> usize {
+        u16::from_be_bytes(self.payload_len) as usize
+    }
+
+    #[inline(always)]
+    pub fn next_header(&self) -> u8 {
+        self.next_header
+    }
+}
+
+/// The first two bytes of a hop-by-hop, routing, destination options or
+/// authentication header: the next header and the length field.
+#[repr(C)]
+pub struct ExtHdr {
+    pub next_header: u8,
+    pub len: u8,
+}
+
+// SAFETY: bytes only.
+unsafe impl Header for ExtHdr {}
+
+impl ExtHdr {
+    /// The extension header's length in bytes: 8-byte units not counting
+    /// the first for most (RFC 8200 §4.3), 4-byte units not counting the
+    /// first two for AH (RFC 4302 §2.2).
+    #[inline(always)]
+    pub fn header_len(&self, kind: u8) -> usize {
+        if kind == IPV6_AH { (self.len as usize + 2) * 4 } else { (self.len as usize + 1) * 8 }
+    }
+}
+
+/// IPv6 Fragment header (RFC 8200 §4.5).
+#[repr(C)]
+pub struct FragHdr {
+    pub next_header: u8,
+    reserved: u8,
+    offset_flags: [u8; 2],
+    id: [u8; 4],
+}
+
+// SAFETY: bytes and byte arrays only.
+unsafe impl Header for FragHdr {}
+
+impl FragHdr {
+    /// Fragment offset, in 8-byte units.
+    #[inline(always)]
+    pub fn offset(&self) -> u16 {
+        u16::from_be_bytes(self.offset_flags) >> 3
+    }
+}
+
+/// UDP header (RFC 768).
+#[repr(C)]
+pub struct UdpHdr {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    len: [u8; 2],
+    csum: [u8; 2],
+}
+
+// SAFETY: byte arrays only.
+unsafe impl Header for UdpHdr {}
+
+impl UdpHdr {
+    #[inline(always)]
+    pub fn dport(&self) -> u16 {
+        u16::from_be_bytes(self.dport)
+    }
+
+    /// Length of header and payload.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        u16::from_be_bytes(self.len) as usize
+    }
+}
+
+/// The TCP header up to its data offset: what finding the payload needs.
+/// The layer parser reads no more, so a frame cut after it counts as one
+/// whose IP length lies beyond it (`bad_header`) rather than a truncated
+/// header.
+#[repr(C)]
+pub struct TcpHead {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    seq: [u8; 4],
+    ack: [u8; 4],
+    data_offset: u8,
+}
+
+// SAFETY: bytes and byte arrays only.
+unsafe impl Header for TcpHead {}
+
+impl TcpHead {
+    #[inline(always)]
+    pub fn dport(&self) -> u16 {
+        u16::from_be_bytes(self.dport)
+    }
+
+    /// Header length in bytes, options included.
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        ((self.data_offset >> 4) as usize) * 4
+    }
+}
+
+/// The TCP header's fixed part (RFC 9293 §3.1), without options.
+#[repr(C)]
+pub struct TcpHdr {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    seq: [u8; 4],
+    ack: [u8; 4],
+    data_offset: u8,
+    flags: u8,
+    window: [u8; 2],
+    csum: [u8; 2],
+    urgent: [u8; 2],
+}
+
+// SAFETY: bytes and byte arrays only.
+unsafe impl Header for TcpHdr {}
+
+impl TcpHdr {
+    #[inline(always)]
+    pub fn sport(&self) -> u16 {
+        u16::from_be_bytes(self.sport)
+    }
+
+    #[inline(always)]
+    pub fn seq(&self) -> u32 {
+        u32::from_be_bytes(self.seq)
+    }
+
+    #[inline(always)]
+    pub fn ack(&self) -> u32 {
+        u32::from_be_bytes(self.ack)
+    }
+
+    #[inline(always)]
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+}
+
+const _: () = assert!(
+    core::mem::size_of::<EthHdr>() == 14
+        && core::mem::size_of::<VlanHdr>() == 4
+        && core::mem::size_of::<Ipv4Hdr>() == 20
+        && core::mem::size_of::<Ipv6Hdr>() == 40
+        && core::mem::size_of::<FragHdr>() == 8
+        && core::mem::size_of::<UdpHdr>() == 8
+        && core::mem::size_of::<TcpHead>() == 13
+        && core::mem::size_of::<TcpHdr>() == 20
+);

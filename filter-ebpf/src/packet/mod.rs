@@ -1,0 +1,9 @@
+//! Packet memory: the one bounds-checked cursor, typed header views, and
+//! the layer parser of the entry stage.
+
+mod cursor;
+pub mod headers;
+mod layers;
+
+pub use cursor::Packet;
+pub use layers::{DNS_PORT, Layers, parse};

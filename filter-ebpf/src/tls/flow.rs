@@ -1,0 +1,134 @@
+//! The flow table: TLS flows between SYN and first data, in the middle of
+//! a ClientHello, or blocked (see `maps::flow`), and the hint counters that
+//! spare untracked flows a lookup.
+
+use aya_ebpf::{
+    bindings::{BPF_EXIST, BPF_NOEXIST},
+    helpers::bpf_ktime_get_coarse_ns,
+};
+use maps::{
+    Counter, Scratch, Settings,
+    flow::{self, FlowState},
+    tls::TlsState,
+};
+
+use crate::{
+    packet::{Layers, Packet},
+    tables::{self, FLOW_HINT, FLOWS},
+    verdict::{Done, count, not_judged, pass},
+};
+
+/// The flow's key from the packet's addresses and ports.
+#[inline(always)]
+pub fn key(pkt: &Packet, l: &Layers, seed: u64, sport: u16) -> Option<u64> {
+    let (addrs, _) = l.addrs();
+    if l.ipv6 {
+        let a = pkt.bytes::<32>(addrs)?;
+        let w =
+            |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
+        Some(flow::flow_key_v6(seed, [w(0), w(8)], [w(16), w(24)], sport, l.dport))
+    } else {
+        // Both addresses in one load, in the machine's byte order: the key
+        // is a hash, and byte swaps would only cost.
+        let both = u64::from_ne_bytes(pkt.bytes::<8>(addrs)?);
+        Some(flow::flow_key_v4(seed, (both >> 32) as u32, both as u32, sport, l.dport))
+    }
+}
+
+/// Whether the flow hint says the flow with `key` may be in `FLOWS`.
+#[inline(always)]
+pub fn hinted(key: u64, settings: &Settings) -> bool {
+    FLOW_HINT.get(flow::hint_slot(key, settings.hint_mask)).is_none_or(|n| *n != 0)
+}
+
+/// Counts a key into the flow hint before it is inserted into `FLOWS`.
+#[inline(always)]
+fn hint_add(key: u64, settings: &Settings, delta: u64) {
+    if let Some(p) = FLOW_HINT.get_ptr_mut(flow::hint_slot(key, settings.hint_mask)) {
+        tables::atomic_add(p, delta);
+    }
+}
+
+/// Inserts `value` for `key` if the flow is not tracked yet, counting it
+/// into the hint first (a hint that is too high costs a lookup; one that
+/// is too low would lose the flow). False when the table is full.
+#[inline(always)]
+pub fn remember(key: u64, settings: &Settings, value: &FlowState) -> bool {
+    hint_add(key, settings, 1);
+    if FLOWS.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
+        return true;
+    }
+    // Already tracked (a race with another CPU: update it), or full.
+    hint_add(key, settings, u64::MAX);
+    FLOWS.insert(key, value, u64::from(BPF_EXIST)).is_ok()
+}
+
+/// Stops tracking a flow; the hint is decremented after the delete.
+#[inline(always)]
+pub fn forget(key: u64, settings: &Settings) {
+    if FLOWS.remove(key).is_ok() {
+        hint_add(key, settings, u64::MAX);
+    }
+}
+
+/// [`forget`], when the hint says the flow may be tracked.
+#[inline(always)]
+pub fn forget_if_tracked(key: u64, settings: &Settings) {
+    if hinted(key, settings) {
+        forget(key, settings);
+    }
+}
+
+/// A SYN: track the flow until its first data, so that data must start at
+/// the first byte of the stream.
+#[inline(always)]
+pub fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings, scratch: &mut Scratch) -> Done {
+    let f = &mut scratch.flow;
+    f.kind = flow::NEW;
+    f.action = 0;
+    f.flags = flow::FLAG_SYN_SEEN;
+    f.pad = 0;
+    f.next_seq = seq.wrapping_add(1);
+    f.isn = seq;
+    f.pad2 = 0;
+    f.last_seen_ns = now;
+    restart(&mut f.tls);
+    if !remember(key, settings, &scratch.flow) {
+        count(Counter::FlowTableFull);
+        return not_judged(settings, Counter::TcpSyn);
+    }
+    pass(Counter::TcpSyn)
+}
+
+/// Resets the parser to the start of a stream: its integers zeroed (all
+/// zero is the start, see `TlsState::reset`) with volatile word stores, so
+/// the `bpf_loop` callbacks, which read them through their own lookup, see
+/// them; the name's bytes mean nothing until the parser writes them.
+#[inline(always)]
+pub fn restart(tls: &mut TlsState) {
+    const WORDS: usize = TlsState::RESET_BYTES / 4;
+    const _: () = assert!(TlsState::RESET_BYTES.is_multiple_of(4) && core::mem::align_of::<TlsState>() >= 4);
+    let p = (&raw mut *tls).cast::<u32>();
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: word `i` of the integers at the start of `tls`, which is
+        // at least 4-aligned.
+        unsafe { p.add(i).write_volatile(0) };
+        i += 1;
+    }
+}
+
+/// The ClientHello goes on in a later segment: keep the parser's state.
+#[inline(always)]
+pub fn keep(key: u64, next_seq: u32, settings: &Settings, scratch: &mut Scratch) -> Done {
+    scratch.flow.kind = flow::PENDING;
+    scratch.flow.next_seq = next_seq;
+    // SAFETY: a plain helper call.
+    scratch.flow.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    if remember(key, settings, &scratch.flow) {
+        return pass(Counter::TlsPending);
+    }
+    // Full: the rest of this ClientHello cannot be followed.
+    count(Counter::FlowTableFull);
+    not_judged(settings, Counter::TlsPending)
+}

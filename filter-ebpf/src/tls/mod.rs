@@ -1,0 +1,424 @@
+//! TLS: judging the server name of ClientHellos on any TCP port, including
+//! ClientHellos spread over several segments and several TLS records, and
+//! keeping the verdict for the whole flow.
+//!
+//! Per segment, in order:
+//! 1. Triage, in the entry stage, on the headers as parsed ([`triage`]): the
+//!    flow's key, and the flow hint (`FLOW_HINT`), which says whether the
+//!    flow may be in `FLOWS`. A segment that is no SYN, whose flow cannot be
+//!    tracked and whose payload does not start like a ClientHello ends
+//!    there: established traffic costs a hash and one array read, and no
+//!    tail call. Everything else goes on to the TLS stage ([`judge`]).
+//! 2. A SYN starts tracking the flow (`NEW`), so its first data must start at
+//!    the first byte of the stream; a SYN carrying data (TCP Fast Open) is
+//!    parsed like a first data segment. A SYN on a blocked flow is dropped; on
+//!    a ClientHello in progress it changes nothing.
+//! 3. A blocked flow's packets are dropped. A tracked flow's segment that
+//!    starts past the next expected byte is dropped (the client sends the
+//!    stream again, in order) or, for a flow whose SYN was not seen, ends
+//!    tracking; one that only repeats bytes already seen passes; one that
+//!    starts before the stream is dropped. A RST or FIN ends tracking only at
+//!    the next expected byte.
+//! 4. A ClientHello's first segment that holds the name is read in place by
+//!    the one-pass locator (`maps::sni`). Anything else (a name in a later
+//!    segment, record-layer fragmentation, a continuation) is copied into
+//!    scratch memory and run through the state machine (`maps::tls`), one
+//!    field per `bpf_loop` iteration; when the ClientHello goes on in a later
+//!    segment its state is kept in `FLOWS` ([`hello`]).
+//! 5. A complete server name is judged with the rules (`crate::names`); a
+//!    blocked flow gets a TCP reset (or a drop) and is remembered as blocked,
+//!    an allowed one is forgotten (or, with ECH blocked, read to the end of
+//!    its ClientHello).
+
+pub mod decide;
+mod flow;
+mod hello;
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use maps::{
+    Counter, Handoff, Scratch, Settings, Stage,
+    flow::{self as flows, FlowState},
+    handoff,
+    settings::policy,
+    tls::{self, Step, TlsState},
+};
+
+use self::hello::Quick;
+use crate::{
+    packet::{
+        Layers, Packet,
+        headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr},
+    },
+    tables::{FLOWS, SETTINGS, scratch},
+    verdict::{self, Done, count, drop, not_judged, pass},
+    verifier,
+};
+
+/// What the entry stage learned of a TCP segment, for the TLS stage.
+#[derive(Clone, Copy)]
+pub struct Segment {
+    /// The flow's key (see `maps::flow`).
+    key: u64,
+    seq: u32,
+    ack: u32,
+    /// The header's flags byte.
+    flags: u8,
+    /// The flow hint says the flow may be in `FLOWS`.
+    hinted: bool,
+}
+
+impl Segment {
+    /// A SYN without ACK.
+    #[inline(always)]
+    fn syn(&self) -> bool {
+        self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// Leaves the segment's facts in `h` for the TLS stage.
+    #[inline(always)]
+    pub fn hand_off(&self, h: &mut Handoff) {
+        h.flow_key = self.key;
+        h.seq = self.seq;
+        h.ack = self.ack;
+        h.tcp_flags = self.flags;
+        if self.hinted {
+            h.flags |= handoff::HINTED;
+        }
+    }
+
+    #[inline(always)]
+    fn taken_over(h: &Handoff) -> Self {
+        Self { key: h.flow_key, seq: h.seq, ack: h.ack, flags: h.tcp_flags, hinted: h.flags & handoff::HINTED != 0 }
+    }
+}
+
+/// The entry stage's look at a TCP segment to a port other than 53: the
+/// segments the TLS stage needs to see (SYNs, segments of flows that may be
+/// tracked, payloads that start like a ClientHello), or the outcome of one
+/// it does not. Short enough to be verified once per header layout, and
+/// most segments end here.
+#[inline(always)]
+pub fn triage(pkt: &Packet, l: &Layers, settings: &Settings) -> Result<Segment, Done> {
+    let Some(h) = pkt.header::<TcpHdr>(l.l4_off) else {
+        return Err(pass(Counter::TruncatedHeader));
+    };
+    let Some(key) = flow::key(pkt, l, settings.seed, h.sport()) else {
+        return Err(pass(Counter::TruncatedHeader));
+    };
+    verdict::trace(|t| t.flow_key = key);
+    let seg = Segment { key, seq: h.seq(), ack: h.ack(), flags: h.flags(), hinted: flow::hinted(key, settings) };
+    if !seg.syn() && !seg.hinted {
+        // Untracked, as almost every segment is: only one that starts like
+        // a TLS handshake record carrying a ClientHello needs more.
+        if l.payload_off == l.ip_end {
+            return Err(pass(Counter::TcpNoPayload));
+        }
+        if !hello::starts_like_hello(pkt, l) {
+            return Err(pass(Counter::TcpOther));
+        }
+    }
+    Ok(seg)
+}
+
+/// The TLS stage: the segment the entry stage handed over, judged, or read
+/// for the ClientHello verdict stage.
+#[inline(always)]
+pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
+    let (Some(settings), Some(scratch)) = (SETTINGS.get(0), scratch()) else {
+        return Err(pass(Counter::Internal));
+    };
+    let l = Layers::taken_over(&scratch.handoff);
+    let seg = Segment::taken_over(&scratch.handoff);
+    let (key, syn) = (seg.key, seg.syn());
+    let state = if seg.hinted { FLOWS.get_ptr_mut(key) } else { None };
+    // The clock only for tracked flows and SYNs: an untracked ClientHello
+    // (and the flow entries it may create, which read it themselves) does
+    // without.
+    // SAFETY: a plain helper call.
+    let now = if syn || state.is_some() { unsafe { bpf_ktime_get_coarse_ns() } } else { 0 };
+    // SAFETY: a value pointer from this run's lookup; the entry stays
+    // allocated for the whole run.
+    let state = state.map(|s| unsafe { &mut *s });
+    let state = match state {
+        Some(s) if s.expired(now) => {
+            // Forgotten, and judged as if never tracked.
+            flow::forget(key, settings);
+            None
+        }
+        other => other,
+    };
+    let how = match state {
+        Some(s) if syn => judge_syn_tracked(&l, &seg, s, now),
+        None if syn => judge_syn(&l, &seg, now, settings, scratch),
+        Some(s) => judge_tracked(&l, &seg, s, now, settings, scratch),
+        None => untracked(ctx, &l, &seg),
+    };
+    match how {
+        // One call site: the parser and everything after it is inlined,
+        // and verified, once.
+        Ok(p) => {
+            let p = p.forgotten(scratch);
+            if p.fresh {
+                flow::restart(&mut scratch.flow.tls);
+                scratch.flow.flags = if p.tracked { flows::FLAG_SYN_SEEN } else { 0 };
+                // The stream's first byte is the one this segment starts with.
+                scratch.flow.isn = p.seq.wrapping_sub(1);
+                scratch.flow.pad2 = 0;
+            }
+            let seg = Segment { seq: p.seq, ..seg };
+            parse(ctx, &l, &seg, &p, settings, scratch)
+        }
+        Err(done) => Err(done),
+    }
+}
+
+/// How to parse a segment: from which sequence number its payload counts
+/// (the SYN's own number does not), how many of its bytes were seen
+/// before, whether the flow is in `FLOWS`, and whether the parser starts
+/// afresh (the first data of a flow) or goes on from `scratch.flow`.
+struct ParseFrom {
+    seq: u32,
+    skip: usize,
+    tracked: bool,
+    fresh: bool,
+}
+
+impl ParseFrom {
+    /// Each way here leaves these as different constants, and the verifier
+    /// would check the parser, the lookups and the reset writer once per
+    /// combination: passed through [`verifier::forget`].
+    #[inline(always)]
+    fn forgotten(self, scratch: &mut Scratch) -> Self {
+        let v = [u64::from(self.seq), self.skip as u64, u64::from(self.tracked), u64::from(self.fresh)];
+        let [seq, skip, tracked, fresh] = verifier::forget(&raw mut scratch.spill, v);
+        Self { seq: seq as u32, skip: (skip & 0x1_ffff) as usize, tracked: tracked & 1 != 0, fresh: fresh & 1 != 0 }
+    }
+}
+
+/// A segment of an untracked flow: parsed from its first byte if it starts
+/// like a handshake record carrying a ClientHello.
+#[inline(always)]
+fn untracked(ctx: &XdpContext, l: &Layers, seg: &Segment) -> Result<ParseFrom, Done> {
+    if l.payload_off == l.ip_end {
+        return Err(pass(Counter::TcpNoPayload));
+    }
+    if !hello::starts_like_hello(&Packet::new(ctx), l) {
+        return Err(pass(Counter::TcpOther));
+    }
+    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: false, fresh: true })
+}
+
+/// A SYN of an untracked flow: start tracking it; with data (TCP Fast
+/// Open), parse it.
+#[inline(always)]
+fn judge_syn(
+    l: &Layers,
+    seg: &Segment,
+    now: u64,
+    settings: &Settings,
+    scratch: &mut Scratch,
+) -> Result<ParseFrom, Done> {
+    let tracked = flow::track_syn(seg.key, seg.seq, now, settings, scratch);
+    if l.payload_off == l.ip_end || tracked.0 != xdp_action::XDP_PASS {
+        return Err(tracked);
+    }
+    // TCP Fast Open: the SYN carries the stream's first bytes, which start
+    // after the SYN's own sequence number. A ClientHello here must not slip
+    // past because it rode in a SYN.
+    count(Counter::TcpFastOpen);
+    Ok(ParseFrom { seq: seg.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true })
+}
+
+/// A SYN of a tracked flow. A blocked flow stays blocked: a SYN on its
+/// addresses and ports must not wipe the verdict (the old connection may
+/// live on at the server). A flow waiting for its first data takes the new
+/// SYN's sequence number (a new attempt). A flow in the middle of a
+/// ClientHello keeps its state: a repeated SYN changes nothing, and one
+/// with another sequence number is ignored, or a client could restart the
+/// parser in the middle of the name and send the rest as "retransmitted".
+#[inline(always)]
+fn judge_syn_tracked(l: &Layers, seg: &Segment, s: &mut FlowState, now: u64) -> Result<ParseFrom, Done> {
+    s.last_seen_ns = now;
+    if s.kind == flows::BLOCKED {
+        return Err(drop(Counter::TlsBlockedFlow));
+    }
+    if s.kind == flows::NEW && s.isn != seg.seq {
+        s.isn = seg.seq;
+        s.next_seq = seg.seq.wrapping_add(1);
+    }
+    if l.payload_off != l.ip_end {
+        // A Fast Open SYN repeated, or one for a flow already under way:
+        // its data is not taken as the stream's.
+        return Err(pass(Counter::TlsRetransmission));
+    }
+    Err(pass(Counter::TcpSyn))
+}
+
+/// A segment of a flow in `FLOWS`: blocked, waiting for its first data, or
+/// in the middle of a ClientHello (copied into `scratch.flow`).
+#[inline(always)]
+fn judge_tracked(
+    l: &Layers,
+    seg: &Segment,
+    s: &mut FlowState,
+    now: u64,
+    settings: &Settings,
+    scratch: &mut Scratch,
+) -> Result<ParseFrom, Done> {
+    s.last_seen_ns = now;
+    if s.kind == flows::BLOCKED {
+        return Err(drop(Counter::TlsBlockedFlow));
+    }
+    let payload_len = l.payload_len();
+    if payload_len == 0 {
+        // A reset or FIN ends the flow only at the next expected byte,
+        // where the server takes it too (RFC 5961 §3.2 for resets): one
+        // anywhere else is ignored by the server, and must not make the
+        // filter forget the ClientHello it is in the middle of.
+        if seg.flags & (TCP_RST | TCP_FIN) != 0 && seg.seq == s.next_seq {
+            flow::forget(seg.key, settings);
+        }
+        return Err(pass(Counter::TcpNoPayload));
+    }
+    // Where this segment starts relative to the next byte expected.
+    let delta = seg.seq.wrapping_sub(s.next_seq).cast_signed();
+    if delta > 0 {
+        if s.flags & flows::FLAG_SYN_SEEN == 0 {
+            flow::forget(seg.key, settings);
+            return Err(pass(Counter::TlsGapUnsynced));
+        }
+        return Err(drop(Counter::TlsOutOfOrder));
+    }
+    let seen = delta.unsigned_abs() as usize;
+    // Bytes of the stream so far: a retransmission repeats some of them; a
+    // segment starting before them is another connection's, or forged —
+    // when the stream's start is known. A flow first seen in the middle
+    // (its SYN passed unseen, or it was decided and forgotten, and a later
+    // segment looked like a ClientHello) may well get a retransmission of
+    // earlier bytes: that is one, not a forgery.
+    let so_far = s.next_seq.wrapping_sub(s.isn).wrapping_sub(1) as usize;
+    if seen > so_far && s.flags & flows::FLAG_SYN_SEEN != 0 {
+        return Err(drop(Counter::TlsOutOfWindow));
+    }
+    if seen >= payload_len {
+        return Err(pass(Counter::TlsRetransmission));
+    }
+    // The first data: a fresh ClientHello, or not TLS at all.
+    let fresh = s.kind == flows::NEW;
+    if !fresh {
+        scratch.flow = *s;
+    }
+    Ok(ParseFrom { seq: seg.seq, skip: seen, tracked: true, fresh })
+}
+
+/// Runs the parser over this segment's payload from byte `p.skip`, with
+/// `scratch.flow` holding the state so far. A ClientHello that goes on in
+/// a later segment is kept in `FLOWS`; one whose name, or end without a
+/// name, was found goes on to the ClientHello verdict stage ([`decide`]).
+#[inline(always)]
+fn parse(
+    ctx: &XdpContext,
+    l: &Layers,
+    seg: &Segment,
+    p: &ParseFrom,
+    settings: &Settings,
+    scratch: &mut Scratch,
+) -> Result<Stage, Done> {
+    let (key, skip, tracked) = (seg.key, p.skip, p.tracked);
+    let payload_len = l.payload_len();
+    let avail = payload_len - skip;
+    let mut found = Found::Slow;
+    if p.fresh && skip == 0 {
+        // The common case first: the segment starts the ClientHello and
+        // holds the name (see `maps::sni`), read where it lies.
+        let whole_list = settings.policy & policy::ECH_BLOCK != 0;
+        found = match hello::quick(ctx, l, avail, whole_list, scratch) {
+            Quick::Sni { off, len, ech } => {
+                // The name (1..=255 bytes) into the parser's 256-byte name buffer.
+                if !Packet::load(ctx, l.payload_off + off, scratch.flow.tls.name.as_mut_ptr(), len) {
+                    return Err(pass(Counter::Internal));
+                }
+                Found::Sni(Name { len, ech, complete: whole_list })
+            }
+            Quick::NoSni { ech } => Found::NoSni(ech),
+            Quick::Slow => Found::Slow,
+        };
+    }
+    if let Found::Slow = found {
+        // The state machine reads the segment from scratch memory.
+        // Through `opaque` so that LLVM keeps both bounds for the verifier.
+        let copy = verifier::opaque(if avail < tls::TLS_BUF { avail } else { tls::TLS_BUF });
+        if copy == 0 || copy > tls::TLS_BUF {
+            return Err(pass(Counter::Internal));
+        }
+        // `copy` bytes into the scratch buffer of TLS_BUF bytes (across
+        // buffers of a multi-buffer frame).
+        if !Packet::load(ctx, l.payload_off + skip, scratch.tls_buf.as_mut_ptr(), copy) {
+            return Err(pass(Counter::Internal));
+        }
+        // Kept for reading on past the name (the ECH policy).
+        scratch.tls_len = copy as u64;
+        let outcome = hello::run_parser(scratch, copy);
+        // Bytes past what the buffer holds would be parsed by nobody.
+        let outcome = if matches!(outcome, Step::NeedMore) && copy < avail {
+            Step::Malformed(tls::TlsError::TooLong)
+        } else {
+            outcome
+        };
+        found = match outcome {
+            Step::NeedMore => return Err(flow::keep(key, seg.seq.wrapping_add(payload_len as u32), settings, scratch)),
+            Step::NotClientHello => {
+                if tracked {
+                    flow::forget(key, settings);
+                }
+                return Err(pass(if tracked { Counter::TlsNotClientHello } else { Counter::TcpOther }));
+            }
+            Step::Malformed(_) | Step::Continue => {
+                if tracked {
+                    flow::forget(key, settings);
+                }
+                return Err(not_judged(settings, Counter::TlsMalformed));
+            }
+            Step::End => {
+                // SAFETY: the scratch map's parser state.
+                let (ech, _) = unsafe { TlsState::ech_and_sni_len(&raw const scratch.flow.tls) };
+                Found::NoSni(ech)
+            }
+            Step::Sni => {
+                // SAFETY: as above.
+                let (ech, len) = unsafe { TlsState::ech_and_sni_len(&raw const scratch.flow.tls) };
+                Found::Sni(Name { len, ech, complete: false })
+            }
+        };
+    }
+    match found {
+        Found::Sni(name) => {
+            scratch.handoff.hello = handoff::HELLO_SNI
+                | if name.ech { handoff::HELLO_ECH } else { 0 }
+                | if name.complete { handoff::HELLO_COMPLETE } else { 0 };
+            scratch.handoff.name_len = name.len as u16;
+        }
+        Found::NoSni(ech) => scratch.handoff.hello = if ech { handoff::HELLO_ECH } else { 0 },
+        Found::Slow => return Err(pass(Counter::Internal)),
+    }
+    // The segment's payload counts from here (past a SYN's own number).
+    scratch.handoff.seq = seg.seq;
+    Ok(Stage::Hello)
+}
+
+/// What parsing a segment came to, before acting on it.
+enum Found {
+    Sni(Name),
+    NoSni(bool),
+    Slow,
+}
+
+/// A server name to judge, in `scratch.flow.tls.name`.
+#[derive(Clone, Copy)]
+struct Name {
+    len: usize,
+    /// encrypted_client_hello seen so far.
+    ech: bool,
+    /// Whether `ech` covers the whole extension list (no need to read on).
+    complete: bool,
+}

@@ -1,0 +1,63 @@
+//! The kernel program's stages: one XDP program each, verified on its own.
+//!
+//! The verifier walks every path of a program, and a path's length grows
+//! with every parser on it: one program judging DNS, TLS and QUIC came to
+//! 80% of the verifier's one-million-instruction budget. So the entry
+//! program parses layers 2 to 4 once, decides which parser the payload
+//! needs, leaves the layers in per-CPU scratch memory ([`crate::Handoff`])
+//! and tail-calls that parser's program through the `STAGES` program array
+//! (as cilium dispatches to its `CILIUM_CALL_*` programs); the TLS stage in
+//! turn hands what a ClientHello showed to the [`Stage::Hello`] stage, and
+//! the DNS stage a blocked query's answer to the [`Stage::Answer`] stage. The
+//! stage that decides finishes the packet: counts its outcome, sends its
+//! event, returns the XDP action. A failed tail call (an empty slot) comes
+//! back to the caller, which passes the packet and counts `internal`.
+//!
+//! This table is the one place that names the stages: the kernel tail-calls
+//! by [`Stage`] index, user space loads each [`Stage::program`] and puts it
+//! in slot [`Stage::index`].
+
+/// A stage reached by tail call from the entry program.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// DNS queries over UDP and TCP to port 53: the question, the rules, the answer.
+    Dns = 0,
+    /// TCP segments that may carry or continue a TLS ClientHello, and
+    /// segments of flows in the flow table.
+    Tls = 1,
+    /// QUIC Initial packets.
+    Quic = 2,
+    /// A ClientHello's server name (or its lack) as the TLS stage read it:
+    /// the rules and the ECH and no-name policies, the reset or drop, the
+    /// flow's verdict.
+    Hello = 3,
+    /// The answer to a blocked DNS query, written in place of the query.
+    Answer = 4,
+}
+
+impl Stage {
+    /// Every stage, by index.
+    pub const ALL: [Stage; 5] = [Stage::Dns, Stage::Tls, Stage::Quic, Stage::Hello, Stage::Answer];
+
+    /// Slot in `STAGES`.
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The stage's XDP function name in the object file.
+    pub const fn program(self) -> &'static str {
+        match self {
+            Stage::Dns => "namewall_dns",
+            Stage::Tls => "namewall_tls",
+            Stage::Quic => "namewall_quic",
+            Stage::Hello => "namewall_hello",
+            Stage::Answer => "namewall_answer",
+        }
+    }
+}
+
+/// Slots of `STAGES`: room for stages to come without a new map shape.
+pub const SLOTS: u32 = 8;
+const _: () = assert!(Stage::ALL.len() as u32 <= SLOTS);
