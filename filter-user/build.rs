@@ -1,6 +1,7 @@
 //! Builds the XDP programs (filter-ebpf's `namewall-xdp` and `baseline-xdp`
-//! binaries) with the nightly toolchain and bpf-linker, into `OUT_DIR`, where
-//! the loader embeds them. `cargo xtask setup` installs what this needs.
+//! binaries, and `namewall-xdp` again with kernel debug records) with the
+//! nightly toolchain and bpf-linker, into `OUT_DIR`, where the loader
+//! embeds them. `cargo xtask setup` installs what this needs.
 //!
 //! This does what `aya_build::build_ebpf` does, with one difference that
 //! matters: it compiles for BPF ISA v3 (`-C target-cpu=v3`, Linux 5.1+),
@@ -15,9 +16,26 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// The programs filter-ebpf builds.
-const PROGRAMS: &[&str] = &["namewall-xdp", "baseline-xdp"];
+/// The programs filter-ebpf builds, as embedded: the release object and the
+/// baseline, then the object with kernel debug records (`--features debug`,
+/// in a target directory of its own so neither build undoes the other's).
+const OBJECTS: &[Object] = &[
+    Object {
+        features: &[],
+        target_dir: "ebpf-target",
+        bins: &[("namewall-xdp", "namewall-xdp"), ("baseline-xdp", "baseline-xdp")],
+    },
+    Object { features: &["debug"], target_dir: "ebpf-target-debug", bins: &[("namewall-xdp", "namewall-xdp-debug")] },
+];
 const TARGET: &str = "bpfel-unknown-none";
+
+/// One build of filter-ebpf.
+struct Object {
+    features: &'static [&'static str],
+    target_dir: &'static str,
+    /// (binary built, file name in `OUT_DIR`).
+    bins: &'static [(&'static str, &'static str)],
+}
 
 fn main() -> anyhow::Result<()> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -36,31 +54,39 @@ fn main() -> anyhow::Result<()> {
         "-Clink-arg=--btf".into(),
         "-Ctarget-cpu=v3".into(),
     ];
-    let target_dir = out.join("ebpf-target");
-    let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--package", "filter-ebpf", "--bins", "--release"])
-        .args(["--target", TARGET, "-Z", "build-std=core", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(&ebpf)
-        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
-    // Inherited from the outer cargo and rustup proxy; they would pick the
-    // stable toolchain or wrap the wrong compiler.
-    for key in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTUP_TOOLCHAIN", "CARGO_TARGET_DIR"] {
-        cmd.env_remove(key);
-    }
-    let output = cmd.output().with_context(|| format!("spawning {cmd:?} (is rustup installed?)"))?;
-    if !output.status.success() {
-        for line in String::from_utf8_lossy(&output.stderr).lines() {
-            println!("cargo:warning={line}");
+    for object in OBJECTS {
+        let target_dir = out.join(object.target_dir);
+        let mut cmd = Command::new("rustup");
+        cmd.args(["run", "nightly", "cargo", "build", "--package", "filter-ebpf", "--release"])
+            .args(["--target", TARGET, "-Z", "build-std=core", "--target-dir"])
+            .arg(&target_dir)
+            .current_dir(&ebpf)
+            .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
+        for (bin, _) in object.bins {
+            cmd.args(["--bin", bin]);
         }
-        bail!(
-            "building the XDP programs failed ({}); `cargo xtask setup` installs nightly's rust-src and bpf-linker",
-            output.status
-        );
-    }
-    for program in PROGRAMS {
-        let built = target_dir.join(TARGET).join("release").join(program);
-        fs::copy(&built, out.join(program)).with_context(|| format!("copying {}", built.display()))?;
+        if !object.features.is_empty() {
+            cmd.args(["--features", &object.features.join(",")]);
+        }
+        // Inherited from the outer cargo and rustup proxy; they would pick the
+        // stable toolchain or wrap the wrong compiler.
+        for key in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTUP_TOOLCHAIN", "CARGO_TARGET_DIR"] {
+            cmd.env_remove(key);
+        }
+        let output = cmd.output().with_context(|| format!("spawning {cmd:?} (is rustup installed?)"))?;
+        if !output.status.success() {
+            for line in String::from_utf8_lossy(&output.stderr).lines() {
+                println!("cargo:warning={line}");
+            }
+            bail!(
+                "building the XDP programs failed ({}); `cargo xtask setup` installs nightly's rust-src and bpf-linker",
+                output.status
+            );
+        }
+        for (bin, name) in object.bins {
+            let built = target_dir.join(TARGET).join("release").join(bin);
+            fs::copy(&built, out.join(name)).with_context(|| format!("copying {}", built.display()))?;
+        }
     }
     Ok(())
 }

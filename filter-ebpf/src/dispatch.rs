@@ -63,6 +63,8 @@ pub fn proceed(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
         Ok(stage) => {
             // SAFETY: a tail call with our own context; on success it does not return.
             unsafe { STAGES.tail_call(ctx, stage.index()) };
+            #[cfg(feature = "debug")]
+            aya_log_ebpf::error!(ctx, "tail call to stage {} failed", stage.index());
             pass(Counter::Internal)
         }
         Err(done) => done,

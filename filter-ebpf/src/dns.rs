@@ -8,7 +8,6 @@ use maps::{
     Action, Answer, Counter, Protocol, Scratch, Settings, Stage,
     name::{self, MAX_QUESTION, WireName},
     rule::{self, Match, Verdict},
-    trace,
 };
 
 use crate::{
@@ -74,7 +73,7 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         t.name_len = query.name.len as u16;
         t.name_labels = query.name.labels as u8;
         t.l4_proto = l.proto;
-        t.name_kind = trace::NAME_DNS;
+        t.name_kind = Protocol::Dns as u8;
     });
     let (found, name_key) = match names::lookup(settings, scratch, &query.name) {
         Ok(r) => r,

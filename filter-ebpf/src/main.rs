@@ -33,6 +33,8 @@ mod quic;
 #[cfg(target_arch = "bpf")]
 mod reply;
 #[cfg(target_arch = "bpf")]
+mod runtime;
+#[cfg(target_arch = "bpf")]
 mod tables;
 #[cfg(target_arch = "bpf")]
 mod tls;
@@ -93,15 +95,6 @@ mod entry {
     pub fn namewall_quic(ctx: XdpContext) -> u32 {
         verdict::finish(&ctx, quic::judge(&ctx))
     }
-
-    #[panic_handler]
-    fn panic(_info: &core::panic::PanicInfo) -> ! {
-        loop {}
-    }
-
-    #[unsafe(link_section = "license")]
-    #[unsafe(no_mangle)]
-    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 }
 
 /// The programs only exist for the BPF target; this keeps host-wide

@@ -18,6 +18,7 @@ use maps::{
     Counter, Scratch, Settings, Walk,
     name::{self, LabelStep, NameError, WireName},
     rule::{self, Match, Verdict},
+    settings::mask_has_depth,
 };
 
 use crate::{
@@ -274,12 +275,6 @@ fn consider(rules: &RuleSet, filter_mask: u64, key: u64, depth: u64, labels: u64
     }
 }
 
-#[inline(always)]
-fn has_depth(mask: &[u64; 2], depth: u64) -> bool {
-    let bit = (depth.wrapping_sub(1)) & 127;
-    mask[(bit >> 6) as usize & 1] & (1 << (bit & 63)) != 0
-}
-
 /// Constants of the suffix loop.
 #[repr(C)]
 struct LookupArgs {
@@ -321,7 +316,7 @@ pub fn lookup(settings: &Settings, scratch: &mut Scratch, name: &WireName) -> Re
             break;
         }
         key = name::child_key(key, scratch.label_hashes[(labels - depth) as usize & (name::LABEL_SLOTS - 1)]);
-        if depth <= max_depth && has_depth(&mask, depth) {
+        if depth <= max_depth && mask_has_depth(&mask, depth) {
             consider(rules, filter_mask, key, depth, labels, generation, &mut best);
         }
         depth += 1;
@@ -380,7 +375,7 @@ extern "C" fn lookup_step(index: u64, ctx: *mut c_void) -> i64 {
     let slot = (args.labels - depth) as usize & (name::LABEL_SLOTS - 1);
     let key = name::child_key(scratch.walk.key, scratch.label_hashes[slot]);
     scratch.walk.key = key;
-    if depth > args.max_depth || !has_depth(&args.mask, depth) {
+    if depth > args.max_depth || !mask_has_depth(&args.mask, depth) {
         return 0;
     }
     let w = scratch.walk;

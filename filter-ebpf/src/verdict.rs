@@ -87,6 +87,8 @@ pub fn finish(ctx: &XdpContext, (action, outcome): Done) -> u32 {
     // SAFETY: the context the kernel passed; ingress_ifindex is always readable.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     count_slot(maps::counters::bucket(ifindex) * COUNT + outcome as usize);
+    #[cfg(feature = "debug")]
+    aya_log_ebpf::debug!(ctx, "ifindex {} outcome {} xdp action {}", ifindex, outcome as u32, action);
     trace(|t| {
         t.seq += 1;
         t.outcome = outcome as u32;

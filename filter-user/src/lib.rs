@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod events;
 pub mod fetch;
+pub mod kernel_log;
 pub mod listdiff;
 pub mod loader;
 pub mod metrics;

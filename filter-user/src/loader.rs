@@ -18,6 +18,9 @@ use crate::{pins::PinDir, rules::RuleSet, sys};
 
 /// The namewall XDP object, built by build.rs.
 pub static NAMEWALL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/namewall-xdp"));
+/// The namewall XDP object built with kernel debug records (filter-ebpf's
+/// `debug` feature), loaded with [`LoadOptions::debug_log`].
+pub static NAMEWALL_DEBUG_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/namewall-xdp-debug"));
 /// The benchmarks' baseline XDP object.
 pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline-xdp"));
 
@@ -67,6 +70,8 @@ pub enum FilterError {
     Counters(std::io::Error),
     #[error("reading kernel memory use: {0}")]
     Memory(std::io::Error),
+    #[error(transparent)]
+    KernelLog(#[from] crate::kernel_log::KernelLogError),
 }
 
 /// Removes `key` from the active set, counting it out of `len` if it was
@@ -91,6 +96,9 @@ pub struct LoadOptions {
     pub pin: Option<PinDir>,
     /// Record every decision in the `TRACE` map (replay and tests).
     pub trace: bool,
+    /// Load the object that writes a debug record per packet, forwarded
+    /// to tracing (target `namewall::xdp`); costs time on every packet.
+    pub debug_log: bool,
     /// Rules the deployment expects, to size the negative-lookup filter
     /// (`maps::filter`); more rules still work, with more lookups.
     pub expected_rules: usize,
@@ -169,6 +177,8 @@ struct Attached {
 /// The loaded program and its maps.
 pub struct Filter {
     ebpf: Ebpf,
+    /// The reader of the kernel's debug records, when the object writes them.
+    kernel_log: Option<crate::kernel_log::KernelLog>,
     settings: Settings,
     active: Option<HashMap<MapData, u64, Rule>>,
     /// The filter bits of the active set, as installed.
@@ -215,7 +225,7 @@ impl Filter {
                 loader.map_pin_path(name, pin.map(name));
             }
         }
-        let mut ebpf = loader.load(NAMEWALL_OBJECT)?;
+        let mut ebpf = loader.load(if opts.debug_log { NAMEWALL_DEBUG_OBJECT } else { NAMEWALL_OBJECT })?;
         let prog: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
             .ok_or(FilterError::MissingProgram(names::PROGRAM))?
@@ -228,8 +238,10 @@ impl Filter {
             let map = ebpf.map(names::STAGES).ok_or(FilterError::MissingMap(names::STAGES))?;
             map.pin(pin.stages(id)).map_err(|e| FilterError::Link(format!("pinning {}: {e}", names::STAGES)))?;
         }
+        let kernel_log = crate::kernel_log::KernelLog::start(&mut ebpf)?;
         let mut f = Self {
             ebpf,
+            kernel_log,
             settings: Settings::default(),
             active: None,
             installed_bits: vec![0; words],
@@ -307,6 +319,11 @@ impl Filter {
         let data = MapData::from_pin(pin.map(names::SETTINGS)).map_err(map_err(names::SETTINGS))?;
         let arr: Array<_, Settings> = Array::try_from(aya::maps::Map::Array(data)).map_err(map_err(names::SETTINGS))?;
         Ok(Some(arr.get(&0, 0).map_err(map_err(names::SETTINGS))?.seed))
+    }
+
+    /// Whether the kernel program's debug records are being forwarded.
+    pub fn debug_log(&self) -> bool {
+        self.kernel_log.is_some()
     }
 
     /// The loaded object, for tests and tools that inspect maps directly.

@@ -10,7 +10,7 @@
 //! its name in output, JSON and metrics, its kind, the protocol it belongs
 //! to and what happened to the packet.
 
-use crate::vocab::{Fate, Protocol};
+use crate::{Fate, Protocol};
 
 /// A table row's fate: `-` for extra counters, which are events on top of
 /// an outcome rather than what happened to a packet.

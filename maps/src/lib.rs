@@ -25,11 +25,11 @@ pub mod trace;
 pub mod vocab;
 
 pub use counters::Counter;
-pub use rule::{Action, Rule, RuleKey};
+pub use rule::{Rule, RuleKey};
 pub use settings::Settings;
 pub use stage::Stage;
 pub use trace::Trace;
-pub use vocab::Protocol;
+pub use vocab::{Action, Fate, Protocol, XdpAction};
 
 /// Map names as they appear in the object file; user space looks maps up by these.
 pub mod names {

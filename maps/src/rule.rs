@@ -1,5 +1,7 @@
 //! Rule keys and values, and the pure decision over a rule found at a depth.
 
+use crate::Action;
+
 /// Key of a rule: [`crate::name`]'s 64-bit suffix hash of the rule's name.
 pub type RuleKey = u64;
 
@@ -15,58 +17,6 @@ pub mod flags {
     pub const ALLOW_SUBDOMAINS: u8 = 1 << 3;
     /// All defined bits.
     pub const ALL: u8 = BLOCK_SELF | BLOCK_SUBDOMAINS | ALLOW_SELF | ALLOW_SUBDOMAINS;
-}
-
-/// What a block rule does to a packet. Stored as a `u8` code; `Default`
-/// defers to the per-protocol default in [`crate::Settings`].
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// The protocol's default action from the settings.
-    Default = 0,
-    /// Answer the DNS query with RCODE 3 (NXDOMAIN).
-    Nxdomain = 1,
-    /// Answer the DNS query with RCODE 5 (REFUSED).
-    Refused = 2,
-    /// Answer A queries with 0.0.0.0, AAAA with ::, anything else with NODATA.
-    Sinkhole = 3,
-    /// Drop the packet.
-    Drop = 4,
-    /// Reset the connection (TLS); for DNS over UDP it means drop.
-    Reset = 5,
-}
-
-impl Action {
-    /// Every action, by code.
-    pub const ALL: [Action; 6] =
-        [Action::Default, Action::Nxdomain, Action::Refused, Action::Sinkhole, Action::Drop, Action::Reset];
-
-    /// Name used in blocklists, flags and output.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Action::Default => "default",
-            Action::Nxdomain => "nxdomain",
-            Action::Refused => "refused",
-            Action::Sinkhole => "sinkhole",
-            Action::Drop => "drop",
-            Action::Reset => "reset",
-        }
-    }
-}
-
-impl TryFrom<u8> for Action {
-    type Error = u8;
-    fn try_from(code: u8) -> Result<Self, u8> {
-        match code {
-            0 => Ok(Action::Default),
-            1 => Ok(Action::Nxdomain),
-            2 => Ok(Action::Refused),
-            3 => Ok(Action::Sinkhole),
-            4 => Ok(Action::Drop),
-            5 => Ok(Action::Reset),
-            other => Err(other),
-        }
-    }
 }
 
 /// Value of a rule in a rule set. 8 bytes, so a hash-map element is
@@ -256,8 +206,5 @@ mod tests {
         assert_eq!(dns_action(Action::Reset as u8, nx), Action::Drop as u8);
         assert_eq!(dns_action(Action::Default as u8, Action::Default as u8), nx);
         assert_eq!(dns_action(200, nx), Action::Drop as u8);
-        for a in Action::ALL {
-            assert_eq!(Action::try_from(a as u8), Ok(a));
-        }
     }
 }

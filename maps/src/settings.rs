@@ -55,12 +55,20 @@ pub mod policy {
     pub const QUIC_BLOCK: u8 = 1 << 2;
 }
 
+/// Whether `mask` (a [`Settings::depth_mask`]) has a rule depth of
+/// `depth` labels. The kernel's suffix loop calls it with a copy of the
+/// mask on its stack; the masks keep every index in bounds.
+#[inline(always)]
+pub const fn mask_has_depth(mask: &[u64; 2], depth: u64) -> bool {
+    let bit = depth.wrapping_sub(1) & 127;
+    mask[(bit >> 6) as usize & 1] & (1u64 << (bit & 63)) != 0
+}
+
 impl Settings {
     /// Whether any rule has `depth` labels.
     #[inline(always)]
     pub const fn has_depth(&self, depth: usize) -> bool {
-        let bit = depth.wrapping_sub(1) & 127;
-        self.depth_mask[bit >> 6] & (1u64 << (bit & 63)) != 0
+        mask_has_depth(&self.depth_mask, depth as u64)
     }
 
     /// Marks `depth` (1..=128) as having rules.

@@ -17,29 +17,27 @@
 //! by [`Stage`] index, user space loads each [`Stage::program`] and puts it
 //! in slot [`Stage::index`].
 
-/// A stage reached by tail call from the entry program.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// DNS queries over UDP and TCP to port 53: the question, the rules, the answer.
-    Dns = 0,
-    /// TCP segments that may carry or continue a TLS ClientHello, and
-    /// segments of flows in the flow table.
-    Tls = 1,
-    /// QUIC Initial packets.
-    Quic = 2,
-    /// A ClientHello's server name (or its lack) as the TLS stage read it:
-    /// the rules and the ECH and no-name policies, the reset or drop, the
-    /// flow's verdict.
-    Hello = 3,
-    /// The answer to a blocked DNS query, written in place of the query.
-    Answer = 4,
+crate::vocab::vocabulary! {
+    /// A stage reached by tail call; its code is its slot in `STAGES`, its
+    /// name the XDP function's name in the object file.
+    pub enum Stage {
+        /// DNS queries over UDP and TCP to port 53: the question, the rules.
+        Dns = 0 => "namewall_dns",
+        /// TCP segments that may carry or continue a TLS ClientHello, and
+        /// segments of flows in the flow table.
+        Tls = 1 => "namewall_tls",
+        /// QUIC Initial packets.
+        Quic = 2 => "namewall_quic",
+        /// A ClientHello's server name (or its lack) as the TLS stage read it:
+        /// the rules and the ECH and no-name policies, the reset or drop, the
+        /// flow's verdict.
+        Hello = 3 => "namewall_hello",
+        /// The answer to a blocked DNS query, written in place of the query.
+        Answer = 4 => "namewall_answer",
+    }
 }
 
 impl Stage {
-    /// Every stage, by index.
-    pub const ALL: [Stage; 5] = [Stage::Dns, Stage::Tls, Stage::Quic, Stage::Hello, Stage::Answer];
-
     /// Slot in `STAGES`.
     #[inline(always)]
     pub const fn index(self) -> u32 {
@@ -48,13 +46,7 @@ impl Stage {
 
     /// The stage's XDP function name in the object file.
     pub const fn program(self) -> &'static str {
-        match self {
-            Stage::Dns => "namewall_dns",
-            Stage::Tls => "namewall_tls",
-            Stage::Quic => "namewall_quic",
-            Stage::Hello => "namewall_hello",
-            Stage::Answer => "namewall_answer",
-        }
+        self.name()
     }
 }
 

@@ -10,8 +10,8 @@ const LIMIT: u32 = 1_000_000;
 
 #[test]
 fn every_program_within_forty_percent_of_the_verifier_limit() {
-    for trace in [false, true] {
-        let f = Filter::load(LoadOptions { trace, ..LoadOptions::default() }).expect("load");
+    for (trace, debug_log) in [(false, false), (true, false), (false, true)] {
+        let f = Filter::load(LoadOptions { trace, debug_log, ..LoadOptions::default() }).expect("load");
         let counts = f.verified_instructions_per_program().expect("program info");
         let names: Vec<&str> = counts.iter().map(|(n, _)| *n).collect();
         let mut want = vec![maps::names::PROGRAM];
@@ -19,8 +19,15 @@ fn every_program_within_forty_percent_of_the_verifier_limit() {
         assert_eq!(names, want, "every stage is loaded");
         for (name, n) in counts {
             let n = n.expect("the kernel reports verified instruction counts");
-            eprintln!("{name} (trace {trace}): {n} instructions verified");
-            assert!(n <= LIMIT / 100 * 40, "{name} (trace {trace}) takes the verifier {n} instructions, over 40%");
+            let object = if debug_log {
+                "debug object"
+            } else if trace {
+                "traced"
+            } else {
+                "release"
+            };
+            eprintln!("{name} ({object}): {n} instructions verified");
+            assert!(n <= LIMIT / 100 * 40, "{name} ({object}) takes the verifier {n} instructions, over 40%");
         }
     }
 }

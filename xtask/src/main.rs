@@ -144,10 +144,15 @@ fn build(release: bool) -> anyhow::Result<()> {
 fn lint() -> anyhow::Result<()> {
     run(&mut cargo(&["fmt", "--all", "--check"]))?;
     run(&mut cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    // The kernel program, for the target it runs on.
-    run(Command::new("rustup")
-        .args(["run", "nightly", "cargo", "clippy", "-p", "filter-ebpf", "--target", "bpfel-unknown-none"])
-        .args(["-Z", "build-std=core", "--release", "--target-dir", "target/clippy-bpf", "--", "-D", "warnings"]))
+    // The kernel program, for the target it runs on, with and without its
+    // debug records.
+    for features in [&[][..], &["--features", "debug"]] {
+        run(Command::new("rustup")
+            .args(["run", "nightly", "cargo", "clippy", "-p", "filter-ebpf", "--target", "bpfel-unknown-none"])
+            .args(features)
+            .args(["-Z", "build-std=core", "--release", "--target-dir", "target/clippy-bpf", "--", "-D", "warnings"]))?;
+    }
+    Ok(())
 }
 
 fn need_root(why: &str) -> anyhow::Result<()> {

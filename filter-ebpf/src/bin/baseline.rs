@@ -24,16 +24,11 @@ mod program {
         }
         xdp_action::XDP_PASS
     }
-
-    #[panic_handler]
-    fn panic(_info: &core::panic::PanicInfo) -> ! {
-        loop {}
-    }
-
-    #[unsafe(link_section = "license")]
-    #[unsafe(no_mangle)]
-    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 }
+
+#[cfg(target_arch = "bpf")]
+#[path = "../runtime.rs"]
+mod runtime;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

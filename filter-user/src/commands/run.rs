@@ -140,6 +140,12 @@ pub struct RunArgs {
     /// Bytes of the kernel's event ring buffer (a power of two, 4096 to 1 GiB).
     #[arg(long, default_value_t = filter_user::loader::DEFAULT_EVENT_BUFFER, value_name = "BYTES")]
     pub events_buffer: usize,
+    /// Load the XDP object that writes a debug record for every packet
+    /// (interface, outcome, XDP action), logged at debug level with target
+    /// `namewall::xdp` (`RUST_LOG=namewall::xdp=debug`). Costs time on every
+    /// packet: for finding out why a packet was judged as it was.
+    #[arg(long)]
+    pub xdp_debug_log: bool,
     /// Pin nothing: the filter lives and dies with this process.
     #[arg(long, conflicts_with = "detach_on_exit")]
     pub no_pin: bool,
@@ -321,6 +327,7 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
     let load = LoadOptions {
         pin,
         trace: false,
+        debug_log: args.xdp_debug_log,
         expected_rules: policy.rules.len(),
         max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),
         event_buffer: args.events_buffer,
