@@ -16,15 +16,17 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::{
-    blocklist::{self, Scope},
     control::{self, Changed, ErrorBody, Reloaded, Reply, Request, RuleList, RuleView},
     events::{self, EventLog},
-    fetch,
     loader::{Filter, FilterError},
     metrics,
-    names::Domain,
-    policy::{LineChanges, Policy, PolicySource, Reload},
-    rules::{CompiledRule, RuleSet},
+    policy::{
+        LineChanges, Policy, PolicySource, Reload,
+        blocklist::{self, Scope},
+        fetch,
+        names::Domain,
+        rules::{self, CompiledRule, RuleSet},
+    },
     state::{self, OperatorRules, Pattern, Verdict},
     stats,
 };
@@ -475,7 +477,7 @@ impl Daemon {
         let seed = self.lists.rules.seed();
         let (keys, values) = effective_arrays(&policy.rules, &self.operator);
         let (old_keys, old_values) = effective_arrays(&self.lists.rules, &self.operator);
-        let changes = crate::rules::diff(&old_keys, &old_values, &keys, &values);
+        let changes = rules::diff(&old_keys, &old_values, &keys, &values);
         let staged = self.try_transition(&changes, keys.len())?;
         if staged {
             narrow_or_warn(&mut self.filter, keys.iter().copied().zip(values.iter().map(|r| r.labels)));
@@ -721,7 +723,7 @@ fn effective_rule(key: u64, own: Option<&CompiledRule>, domain: &Domain, ops: &O
     if first.is_empty() {
         return own.map(|r| r.rule);
     }
-    match crate::rules::combine(key, &first, own) {
+    match rules::combine(key, &first, own) {
         Ok(r) => r.map(|r| r.rule),
         Err(_) => own.map(|r| r.rule),
     }

@@ -18,7 +18,7 @@ use std::{
 use maps::{Counter, event::Event, trace};
 use serde::{Deserialize, Serialize};
 
-use crate::names;
+use crate::policy::names;
 
 /// Events `namewall events` can show without `--follow`.
 pub const RECENT: usize = 1000;

@@ -1,20 +1,16 @@
 //! namewall's user space: list parsing, rule sets, the program loader, and
 //! the commands built on them.
 
-pub mod blocklist;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod events;
-pub mod fetch;
-pub mod listdiff;
+pub mod files;
 pub mod loader;
 pub mod metrics;
-pub mod names;
 pub mod pins;
 pub mod policy;
 pub mod replay;
-pub mod rules;
 pub mod state;
 pub mod stats;
 pub mod sys;

@@ -14,7 +14,11 @@ use aya::{
 use maps::{Rule, Settings, Trace, counters::COUNT, names};
 use thiserror::Error;
 
-use crate::{pins::PinDir, rules::RuleSet, sys};
+use crate::{
+    pins::PinDir,
+    policy::rules::{self, RuleSet},
+    sys,
+};
 
 /// The namewall XDP object, built by build.rs.
 pub static NAMEWALL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/namewall-xdp"));
@@ -460,8 +464,8 @@ impl Filter {
         // mirror what the kernel holds (they change only after a write
         // succeeded), so a failure part-way leaves a consistent, safe state:
         // at worst supersets, which cost lookups and nothing else.
-        let new_mask = crate::rules::depth_mask(values);
-        let new_bits = crate::rules::filter_bits(keys, self.installed_bits.len());
+        let new_mask = rules::depth_mask(values);
+        let new_bits = rules::filter_bits(keys, self.installed_bits.len());
         let narrowed = Settings { seed, depth_mask: new_mask, ..self.settings };
         // Counted once the new set is the active one.
         let (len, capacity) = (keys.len(), cap as usize);
@@ -599,7 +603,7 @@ impl Filter {
         let mask = bits.len() as u64 - 1;
         let mut depths = Settings::default();
         for (key, labels) in rules {
-            crate::rules::mark_filter(&mut bits, mask, key);
+            rules::mark_filter(&mut bits, mask, key);
             depths.set_depth(labels as usize);
         }
         self.write_filter_words(&bits)?;
@@ -628,7 +632,7 @@ impl Filter {
         for (k, r) in changes {
             if let Some(r) = r {
                 widened.set_depth(r.labels as usize);
-                crate::rules::mark_filter(&mut bits, mask, *k);
+                rules::mark_filter(&mut bits, mask, *k);
             }
         }
         // Only the words that changed are written.

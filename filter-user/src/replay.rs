@@ -60,9 +60,7 @@ use thiserror::Error;
 
 use crate::{
     loader::{Filter, FilterError, LoadOptions, action_name},
-    names,
-    policy::{Policy, PolicyError, PolicySource},
-    rules::RuleSet,
+    policy::{Policy, PolicyError, PolicySource, names, rules::RuleSet},
     stats::{self, Counters},
 };
 

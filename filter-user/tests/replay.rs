@@ -854,8 +854,8 @@ fn library_replay_requires_a_tracing_program() {
 
     use filter_user::{
         loader::{Filter, LoadOptions},
+        policy::rules::RuleSet,
         replay::{self, ReplayError},
-        rules::RuleSet,
     };
 
     let fx = Fixture::new();

@@ -1,9 +1,9 @@
 //! The loaded XDP program with a rule set, run one packet at a time.
 
 use filter_user::{
-    blocklist::{self, ListKind},
     loader::{Filter, LoadOptions, TlsPolicy},
-    rules::RuleSet,
+    policy::blocklist::{self, ListKind},
+    policy::rules::RuleSet,
 };
 use maps::{
     Action, Counter, Trace,

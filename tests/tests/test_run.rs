@@ -14,7 +14,7 @@ use std::{
     net::IpAddr,
 };
 
-use filter_user::{loader::action_name, names::Domain};
+use filter_user::{loader::action_name, policy::names::Domain};
 use hickory_proto::{
     op::{MessageType, OpCode, ResponseCode},
     rr::{DNSClass, RData, RecordType},
@@ -1542,8 +1542,8 @@ fn rule_hit_counts() {
 #[test]
 fn rule_set_swap() {
     use filter_user::{
-        blocklist::{self, ListKind},
-        rules::RuleSet,
+        policy::blocklist::{self, ListKind},
+        policy::rules::RuleSet,
     };
     let mut h = Harness::new("old.example\nboth.example\n", "");
     let outcome = |h: &Harness, name: &str| h.run(&Spec::udp4().build(&dnswire::query(name, RecordType::A))).outcome;

@@ -42,7 +42,7 @@ use std::{
 use etherparse::TcpHeader;
 use filter_user::{
     loader::{LoadOptions, TlsPolicy, action_name},
-    rules::RuleSet,
+    policy::rules::RuleSet,
 };
 use maps::{
     Action, Counter,

@@ -7,7 +7,7 @@ use maps::Action;
 
 /// Parses `--dns-action` values.
 pub fn parse_dns_action(s: &str) -> Result<Action, String> {
-    match filter_user::blocklist::parse_action(s) {
+    match filter_user::policy::blocklist::parse_action(s) {
         Some(a @ (Action::Nxdomain | Action::Refused | Action::Sinkhole | Action::Drop)) => Ok(a),
         _ => Err(format!("{s:?} is not a DNS action (nxdomain, refused, sinkhole, drop)")),
     }

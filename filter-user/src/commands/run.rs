@@ -10,14 +10,17 @@ use anyhow::{Context as _, bail};
 use aya::programs::XdpMode;
 use clap::{Args, Parser as _, ValueEnum};
 use filter_user::{
-    blocklist::ListKind,
     config, control,
     daemon::{Daemon, RunInfo},
     events::EventLog,
-    fetch::{self, UrlList},
+    files,
     loader::{Filter, LoadOptions},
     pins::{self, PinDir},
-    policy::PolicySource,
+    policy::{
+        PolicySource,
+        blocklist::ListKind,
+        fetch::{self, UrlList},
+    },
     stats, sys,
 };
 use maps::Action;
@@ -213,7 +216,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     // Read before anything is attached: a state file we cannot read stops
     // the start instead of being overwritten later.
     filter_user::state::OperatorRules::load(&state_path)?;
-    create_private_dir(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    files::create_private_dir(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
     // First, so a second daemon stops here before touching the pinned state.
     let listener = ControlSocket::bind(&args.socket)?;
     let metrics = args
@@ -357,15 +360,6 @@ enum Exit {
     Stop,
 }
 
-/// Creates `dir` (and its parents) if missing, `dir` itself root-only.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
 /// The control socket, bound: root-only directory, 0600 socket, removed
 /// when dropped.
 struct ControlSocket {
@@ -380,7 +374,7 @@ impl ControlSocket {
     fn bind(path: &Path) -> anyhow::Result<Self> {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        files::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push(".lock");
         let lock = std::fs::OpenOptions::new()

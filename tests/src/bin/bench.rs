@@ -17,7 +17,7 @@ use std::{
 use filter_user::{
     loader::{Baseline, Filter, LoadOptions},
     policy::PolicySource,
-    rules::RuleSet,
+    policy::rules::RuleSet,
 };
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter};

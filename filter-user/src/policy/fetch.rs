@@ -15,7 +15,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{blocklist::ListKind, state::write_atomically};
+use super::blocklist::ListKind;
+use crate::files::write_atomically;
 
 /// Largest list accepted from a URL: a 10M-line list is about 250 MB.
 pub const MAX_LIST_BYTES: u64 = 1 << 30;
@@ -155,7 +156,7 @@ pub fn refresh(list: &UrlList, skip_bad_lines: bool) -> Result<Refreshed, String
         Fetched::NotModified => return Ok(Refreshed::NotModified),
         Fetched::New(body, meta) => (body, meta),
     };
-    let parsed = crate::blocklist::parse_bytes(&body, &list.url, list.kind);
+    let parsed = super::blocklist::parse_bytes(&body, &list.url, list.kind);
     if !skip_bad_lines && let Some(first) = parsed.errors.first() {
         return Err(format!(
             "{} malformed line(s), first {first}; the last good copy stays in force (--skip-bad-lines loads lists \
@@ -168,7 +169,7 @@ pub fn refresh(list: &UrlList, skip_bad_lines: bool) -> Result<Refreshed, String
     if parsed.entries.is_empty()
         && let Ok(old) = std::fs::read(&list.cache)
     {
-        let had = crate::blocklist::parse_bytes(&old, &list.url, list.kind).entries.len();
+        let had = super::blocklist::parse_bytes(&old, &list.url, list.kind).entries.len();
         if had > 0 {
             return Err(format!(
                 "the new copy has no rules (the cached one has {had}); the last good copy stays in force"

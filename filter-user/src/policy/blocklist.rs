@@ -20,7 +20,7 @@ use std::{fmt, net::IpAddr, path::Path, sync::Arc};
 use maps::Action;
 use thiserror::Error;
 
-use crate::names::{Domain, NameError};
+use super::names::{Domain, NameError};
 
 /// Whether a list blocks or allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use nohash_hasher::BuildNoHashHasher;
 use maps::{Action, Rule, rule::flags};
 use thiserror::Error;
 
-use crate::{
+use super::{
     blocklist::{Entry, Origin, Scope},
     names::Domain,
 };
@@ -197,7 +197,7 @@ impl RuleSet {
     /// operator's) is added before this set's own rule for it: the
     /// operator's actions win, allow and block bits accumulate. `None`
     /// when neither has a rule.
-    pub fn combined(&self, domain: &crate::names::Domain, first: &[Entry]) -> Result<Option<CompiledRule>, Collision> {
+    pub fn combined(&self, domain: &Domain, first: &[Entry]) -> Result<Option<CompiledRule>, Collision> {
         let key = domain.key(self.seed);
         combine(key, first, self.rules.get(&key))
     }
