@@ -17,8 +17,8 @@ use tracing::{info, warn};
 
 use crate::{
     control::{self, Changed, ErrorBody, Reloaded, Reply, Request, RuleList, RuleView},
+    dataplane::{Filter, FilterError, counters as stats, sys},
     events::{self, EventLog},
-    loader::{Filter, FilterError},
     metrics,
     policy::{
         LineChanges, Policy, PolicySource, Reload,
@@ -28,7 +28,6 @@ use crate::{
         rules::{self, CompiledRule, RuleSet},
     },
     state::{self, OperatorRules, Pattern, Verdict},
-    stats,
 };
 
 /// Rules a `list` request returns unless it asks for another limit.
@@ -557,7 +556,7 @@ impl Daemon {
         let fail_closed = self.filter.settings().fail_closed != 0;
         let mut interfaces = std::collections::BTreeMap::new();
         for name in &self.info.interfaces {
-            let Some(ifindex) = crate::sys::if_index(name) else { continue };
+            let Some(ifindex) = sys::if_index(name) else { continue };
             let b = maps::counters::bucket(ifindex);
             let row = &rows[b * maps::counters::COUNT..(b + 1) * maps::counters::COUNT];
             let mut by_verdict = std::collections::BTreeMap::new();
@@ -624,12 +623,7 @@ impl Daemon {
         ];
         Ok(metrics::Snapshot {
             rows,
-            interfaces: self
-                .info
-                .interfaces
-                .iter()
-                .filter_map(|i| Some((i.clone(), crate::sys::if_index(i)?)))
-                .collect(),
+            interfaces: self.info.interfaces.iter().filter_map(|i| Some((i.clone(), sys::if_index(i)?))).collect(),
             fail_closed: self.filter.settings().fail_closed != 0,
             rules_active: self.filter.active_len() as u64,
             lists: self

@@ -172,7 +172,7 @@ impl EventLog {
     pub fn ifname(&mut self, ifindex: u32) -> String {
         self.ifnames
             .entry(ifindex)
-            .or_insert_with(|| crate::sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
+            .or_insert_with(|| crate::dataplane::sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
             .clone()
     }
 

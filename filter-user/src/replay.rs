@@ -59,9 +59,11 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::{
-    loader::{Filter, FilterError, LoadOptions, action_name},
+    dataplane::{
+        Filter, FilterError, LoadOptions, TlsPolicy, action_name,
+        counters::{self as stats, Counters},
+    },
     policy::{Policy, PolicyError, PolicySource, names, rules::RuleSet},
-    stats::{self, Counters},
 };
 
 /// Link-layer header types as stored in captures (<https://www.tcpdump.org/linktypes.html>).
@@ -654,7 +656,7 @@ pub struct ReplayOptions {
     pub fail_closed: bool,
     pub answer_ttl: u32,
     /// What blocked TLS flows get, and the ECH, no-SNI and QUIC policies.
-    pub tls: crate::loader::TlsPolicy,
+    pub tls: TlsPolicy,
     /// TLS flows tracked at once.
     pub max_flows: usize,
     /// Seed of the name hash; any value gives the same verdicts, short of a key collision.

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use filter_user::{
+    dataplane::{LoadOptions, TlsPolicy},
     events::{self, EventView},
-    loader::{LoadOptions, TlsPolicy},
 };
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter, event::Event};

@@ -14,8 +14,8 @@ use aya::maps::Array;
 use filter_user::{
     control::{Reply, Request},
     daemon::{Daemon, RunInfo, effective_arrays},
+    dataplane::{Filter, LoadOptions},
     events::EventLog,
-    loader::{Filter, LoadOptions},
     policy::{Policy, PolicyError, PolicySource, Reload},
 };
 use maps::Rule;

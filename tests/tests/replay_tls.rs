@@ -7,7 +7,7 @@
 use std::{fs, path::Path, process::Command, time::Duration};
 
 use filter_user::{
-    loader::TlsPolicy,
+    dataplane::TlsPolicy,
     policy::PolicySource,
     replay::{self, PacketReport, ReplayOptions},
 };

@@ -16,7 +16,7 @@ use std::{
 };
 
 use filter_user::{
-    loader::{Filter, LoadOptions},
+    dataplane::{Filter, LoadOptions},
     policy::blocklist::{self, ListKind},
     policy::rules::{self, RuleSet},
 };

@@ -41,7 +41,7 @@ use std::{
 
 use etherparse::TcpHeader;
 use filter_user::{
-    loader::{LoadOptions, TlsPolicy, action_name},
+    dataplane::{LoadOptions, TlsPolicy, action_name},
     policy::rules::RuleSet,
 };
 use maps::{

@@ -77,7 +77,7 @@ pub struct EventsArgs {
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Where `run` pinned the filter (its --pin-dir).
-    #[arg(long, default_value = filter_user::pins::DEFAULT_PIN_DIR, value_name = "DIR")]
+    #[arg(long, default_value = filter_user::dataplane::pins::DEFAULT_PIN_DIR, value_name = "DIR")]
     pub pin_dir: PathBuf,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -160,7 +160,7 @@ pub fn stop(args: &StopArgs) -> anyhow::Result<()> {
         Err(control::ClientError::NotRunning(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    let removed = filter_user::pins::remove(&args.pin_dir)
+    let removed = filter_user::dataplane::pins::remove(&args.pin_dir)
         .with_context(|| format!("removing the pinned state in {}", args.pin_dir.display()))?;
     if !removed.links.is_empty() || removed.maps > 0 {
         println!(

@@ -71,14 +71,14 @@ pub struct TlsArgs {
     #[arg(long, value_enum, default_value_t = Policy::Allow)]
     pub quic: Policy,
     /// TLS flows tracked at once (new connections, ClientHellos in progress, blocked flows).
-    #[arg(long, default_value_t = filter_user::loader::DEFAULT_MAX_FLOWS as u64, value_name = "N",
+    #[arg(long, default_value_t = filter_user::dataplane::DEFAULT_MAX_FLOWS as u64, value_name = "N",
           value_parser = clap::value_parser!(u64).range(16..=1 << 24))]
     pub max_flows: u64,
 }
 
 impl TlsArgs {
-    pub fn policy(&self) -> filter_user::loader::TlsPolicy {
-        filter_user::loader::TlsPolicy {
+    pub fn policy(&self) -> filter_user::dataplane::TlsPolicy {
+        filter_user::dataplane::TlsPolicy {
             action: match self.tls_action {
                 TlsAction::Reset => Action::Reset,
                 TlsAction::Drop => Action::Drop,

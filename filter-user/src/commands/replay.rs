@@ -17,9 +17,9 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use filter_user::{
+    dataplane::counters as stats,
     policy::PolicySource,
     replay::{self, Capture, PacketReport, ReplayOptions, Summary},
-    stats,
 };
 use maps::{Action, Counter};
 use serde::Serialize;

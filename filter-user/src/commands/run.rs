@@ -12,16 +12,18 @@ use clap::{Args, Parser as _, ValueEnum};
 use filter_user::{
     config, control,
     daemon::{Daemon, RunInfo},
+    dataplane::{
+        Filter, LoadOptions, counters as stats,
+        pins::{self, PinDir},
+        sys,
+    },
     events::EventLog,
     files,
-    loader::{Filter, LoadOptions},
-    pins::{self, PinDir},
     policy::{
         PolicySource,
         blocklist::ListKind,
         fetch::{self, UrlList},
     },
-    stats, sys,
 };
 use maps::Action;
 use tokio::{
@@ -141,7 +143,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
     pub events_max_bytes: u64,
     /// Bytes of the kernel's event ring buffer (a power of two, 4096 to 1 GiB).
-    #[arg(long, default_value_t = filter_user::loader::DEFAULT_EVENT_BUFFER, value_name = "BYTES")]
+    #[arg(long, default_value_t = filter_user::dataplane::DEFAULT_EVENT_BUFFER, value_name = "BYTES")]
     pub events_buffer: usize,
     /// Pin nothing: the filter lives and dies with this process.
     #[arg(long, conflicts_with = "detach_on_exit")]

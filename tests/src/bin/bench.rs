@@ -15,7 +15,7 @@ use std::{
 };
 
 use filter_user::{
-    loader::{Baseline, Filter, LoadOptions},
+    dataplane::{Baseline, Filter, LoadOptions},
     policy::PolicySource,
     policy::rules::RuleSet,
 };

@@ -353,3 +353,13 @@ impl Drop for SharedCounters {
         unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
     }
 }
+
+/// Nanoseconds on `clock` (a `CLOCK_*` id): `CLOCK_MONOTONIC` is
+/// `bpf_ktime_get_ns`'s clock, `CLOCK_MONOTONIC_COARSE` that of
+/// `bpf_ktime_get_coarse_ns`.
+pub fn monotonic_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    ts.tv_sec.cast_unsigned() * 1_000_000_000 + ts.tv_nsec.cast_unsigned()
+}

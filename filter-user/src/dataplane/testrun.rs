@@ -1,0 +1,88 @@
+//! Running the loaded program on packets with `BPF_PROG_TEST_RUN`: replay,
+//! the tests and the benchmarks judge real verdicts this way, without an
+//! interface.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, TestRun as _,
+    programs::{ProgramFd, TestRunOptions, Xdp},
+};
+use maps::names;
+
+use super::{
+    error::{FilterError, program_err},
+    loader::{BASELINE_OBJECT, xdp, xdp_mut},
+    sys,
+};
+
+/// What the program did with one packet in a test run.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// XDP action code.
+    pub action: u32,
+    /// The packet as the program left it.
+    pub output: Vec<u8>,
+}
+
+/// XDP action names, as `replay` prints them.
+pub fn action_name(action: u32) -> &'static str {
+    match action {
+        0 => "aborted",
+        1 => "drop",
+        2 => "pass",
+        3 => "tx",
+        4 => "redirect",
+        _ => "unknown",
+    }
+}
+
+/// Runs `prog` `repeat` times on `packet`: what the last run did, and the
+/// mean time per run.
+pub(super) fn run_xdp(prog: &Xdp, packet: &[u8], repeat: u32) -> Result<(RunResult, Duration), FilterError> {
+    // Room for answers longer than the query (a sinkhole record) and for
+    // the kernel's frame layout.
+    let mut out = vec![0u8; packet.len() + 4096];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(packet);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat;
+    let r = prog.test_run(opts).map_err(program_err("BPF_PROG_TEST_RUN"))?;
+    out.truncate(r.data_size_out as usize);
+    Ok((RunResult { action: r.return_value, output: out }, r.duration))
+}
+
+/// Runs the program on packets from another thread while its loader
+/// changes the maps (see `Filter::runner`).
+pub struct Runner {
+    pub(super) fd: ProgramFd,
+}
+
+impl Runner {
+    /// Runs the program once on `packet`.
+    pub fn run(&self, packet: &[u8]) -> std::io::Result<RunResult> {
+        let (action, output) = sys::test_run(&self.fd.as_fd().as_raw_fd(), packet)?;
+        Ok(RunResult { action, output })
+    }
+}
+
+/// The benchmarks' baseline program, loaded.
+pub struct Baseline {
+    ebpf: Ebpf,
+}
+
+impl Baseline {
+    pub fn load() -> Result<Self, FilterError> {
+        let mut ebpf = Ebpf::load(BASELINE_OBJECT)?;
+        xdp_mut(&mut ebpf, names::BASELINE_PROGRAM)?.load().map_err(program_err("loading baseline"))?;
+        Ok(Self { ebpf })
+    }
+
+    /// Runs the program `repeat` times on `packet`; returns the mean time per run.
+    pub fn bench(&self, packet: &[u8], repeat: u32) -> Result<(RunResult, Duration), FilterError> {
+        run_xdp(xdp(&self.ebpf, names::BASELINE_PROGRAM)?, packet, repeat)
+    }
+}
