@@ -16,7 +16,10 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::{
-    control::{self, Changed, ErrorBody, Reloaded, Reply, Request, RuleList, RuleView},
+    control::{
+        self, Changed, DEFAULT_EVENTS, DEFAULT_LIST_LIMIT, DEFAULT_TOP, ErrorBody, Reloaded, Reply, Request, RuleList,
+        RuleView,
+    },
     dataplane::{Filter, FilterError, counters as stats, sys},
     events::{self, EventLog},
     metrics,
@@ -30,14 +33,8 @@ use crate::{
     state::{self, OperatorRules, Pattern, Verdict},
 };
 
-/// Rules a `list` request returns unless it asks for another limit.
-pub const DEFAULT_LIST_LIMIT: usize = 1000;
 /// How long a walk of the active set for hit counts is reused.
 const HITS_FRESH_FOR: Duration = Duration::from_secs(5);
-/// Events `events` lists unless asked otherwise.
-pub const DEFAULT_EVENTS: usize = 20;
-/// Rules `stats` lists by hits unless asked otherwise.
-pub const DEFAULT_TOP: usize = 10;
 
 /// How the daemon was started, for `status`.
 #[derive(Clone, Debug, Default)]

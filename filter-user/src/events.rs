@@ -16,36 +16,11 @@ use std::{
 };
 
 use maps::{Counter, event::Event, trace};
-use serde::{Deserialize, Serialize};
 
-use crate::policy::names;
+use crate::{control::EventView, policy::names};
 
 /// Events `namewall events` can show without `--follow`.
 pub const RECENT: usize = 1000;
-
-/// One block, as written to the log and sent to the CLI.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventView {
-    /// Numbers events from 1 since the daemon started.
-    #[serde(default)]
-    pub seq: u64,
-    /// RFC 3339, UTC, microseconds.
-    pub time: String,
-    pub interface: String,
-    /// Source address and port.
-    pub client: String,
-    /// Destination address and port.
-    pub server: String,
-    /// `dns` (UDP), `dns-tcp` or `tls`.
-    pub protocol: String,
-    /// The name asked for: the QNAME, or the server name as sent.
-    pub name: String,
-    /// The deciding rule (`example.com`, `*.example.com`), or `policy:ech`
-    /// / `policy:no-sni` when a policy blocked.
-    pub rule: String,
-    /// What the packet got: nxdomain, refused, sinkhole, drop, reset.
-    pub action: String,
-}
 
 /// How event times are turned from the kernel's monotonic clock into wall
 /// time: the offset between the two, taken when the log starts.

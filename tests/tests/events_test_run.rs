@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use filter_user::{
+    control::EventView,
     dataplane::{LoadOptions, TlsPolicy},
-    events::{self, EventView},
+    events,
 };
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter, event::Event};

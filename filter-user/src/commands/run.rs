@@ -10,7 +10,11 @@ use anyhow::{Context as _, bail};
 use aya::programs::XdpMode;
 use clap::{Args, Parser as _, ValueEnum};
 use filter_user::{
-    config, control,
+    config,
+    control::{
+        self,
+        server::{ControlSocket, IO_TIMEOUT, Job},
+    },
     daemon::{Daemon, RunInfo},
     dataplane::{
         Filter, LoadOptions, counters as stats,
@@ -27,7 +31,6 @@ use filter_user::{
 };
 use maps::Action;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
     signal::unix::{SignalKind, signal},
     sync::{mpsc, oneshot},
 };
@@ -190,7 +193,7 @@ pub fn with_config(args: RunArgs, matches: &clap::ArgMatches, cli: &clap::Comman
 }
 
 /// Rules listed by hits when the daemon stops.
-const TOP_RULES: usize = filter_user::daemon::DEFAULT_TOP;
+const TOP_RULES: usize = control::DEFAULT_TOP;
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     crate::commands::init_tracing();
@@ -362,128 +365,6 @@ enum Exit {
     Stop,
 }
 
-/// The control socket, bound: root-only directory, 0600 socket, removed
-/// when dropped.
-struct ControlSocket {
-    path: PathBuf,
-    listener: std::os::unix::net::UnixListener,
-    /// `SOCKET.lock`, held (flock) for the daemon's life: two daemons
-    /// starting at the same instant cannot both take the socket.
-    _lock: std::fs::File,
-}
-
-impl ControlSocket {
-    fn bind(path: &Path) -> anyhow::Result<Self> {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        files::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut lock_path = path.as_os_str().to_owned();
-        lock_path.push(".lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", Path::new(&lock_path).display()))?;
-        // SAFETY: flock on a file we opened.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            bail!("another namewall is running: it holds {} (stop it first)", Path::new(&lock_path).display());
-        }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                bail!("another namewall is running: {} answers (stop it first)", path.display());
-            }
-            // Left by a daemon that died: nobody answers on it.
-            std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
-        }
-        // Created 0600 from the start: no window where others could connect.
-        // SAFETY: umask only swaps the process's file mode mask.
-        let old = unsafe { libc::umask(0o177) };
-        let bound = std::os::unix::net::UnixListener::bind(path);
-        // SAFETY: as above, restoring it.
-        unsafe { libc::umask(old) };
-        let listener = bound.with_context(|| format!("listening on {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        listener.set_nonblocking(true)?;
-        Ok(Self { path: path.to_owned(), listener, _lock: lock })
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// A request from a connection, where its reply goes, and word from the
-/// connection once the reply is written (the stop request waits for it).
-type Job = (control::Request, oneshot::Sender<control::Response>, oneshot::Receiver<()>);
-
-/// Serves one connection: checks the peer, reads one bounded request,
-/// hands it to the daemon's loop, writes the reply.
-async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>, follow: Follow) {
-    let (written, written_rx) = oneshot::channel();
-    let mut following = None;
-    let reply = match read_request(&mut stream).await {
-        Ok(req) => {
-            // Subscribed before the snapshot is taken: nothing falls between.
-            if matches!(req, control::Request::Events { follow: true, .. }) {
-                following = Some(follow.subscribe());
-            }
-            let (tx, rx) = oneshot::channel();
-            if jobs.send((req, tx, written_rx)).await.is_err() {
-                return;
-            }
-            match rx.await {
-                Ok(r) => r,
-                Err(_) => return,
-            }
-        }
-        Err(e) => control::Response::err(e),
-    };
-    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
-    line.push(b'\n');
-    let sent = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
-    if let (Some(mut rx), Ok(Ok(())), Some(control::Reply::Events(list))) = (following, sent, reply.reply.as_ref()) {
-        follow_events(&mut stream, &mut rx, list.last_seq).await;
-    }
-    let _ = stream.shutdown().await;
-    let _ = written.send(());
-}
-
-/// The daemon's stream of events as JSON lines, with sequence numbers.
-type Follow = tokio::sync::broadcast::Sender<(u64, String)>;
-
-/// Streams events after `after` to a follower until it hangs up (or is
-/// too slow to keep up, which the broadcast channel bounds: the lines it
-/// missed are skipped, not queued).
-async fn follow_events(
-    stream: &mut tokio::net::UnixStream,
-    rx: &mut tokio::sync::broadcast::Receiver<(u64, String)>,
-    after: u64,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    let (mut reader, mut writer) = stream.split();
-    let mut probe = [0u8; 1];
-    loop {
-        tokio::select! {
-            got = rx.recv() => match got {
-                Ok((seq, line)) if seq > after => {
-                    // A follower that stops reading is dropped, not waited for.
-                    let sent = tokio::time::timeout(IO_TIMEOUT, writer.write_all(line.as_bytes())).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        return;
-                    }
-                }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
-            },
-            // The client closed its end (or sent anything): done.
-            _ = reader.read(&mut probe) => return,
-        }
-    }
-}
-
 /// Metrics connections served at once; more are closed unanswered.
 const MAX_SCRAPES: usize = 16;
 
@@ -531,35 +412,6 @@ async fn http_connection(
     let _ = tokio::time::timeout(Duration::from_mins(1), conn).await;
 }
 
-/// How long a client may take to send its request or read its reply.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn read_request(stream: &mut tokio::net::UnixStream) -> Result<control::Request, control::ErrorBody> {
-    let cred = stream.peer_cred().map_err(|e| control::ErrorBody::new(format!("peer credentials: {e}")))?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if cred.uid() != 0 && cred.uid() != me {
-        warn!(uid = cred.uid(), pid = ?cred.pid(), "control request refused: not root");
-        return Err(control::ErrorBody::new("permission denied: the control API is root-only"));
-    }
-    let mut buf = Vec::new();
-    let limit = control::MAX_REQUEST as u64 + 1;
-    let mut reader = tokio::io::BufReader::new(&mut *stream).take(limit);
-    let read = reader.read_until(b'\n', &mut buf);
-    match tokio::time::timeout(IO_TIMEOUT, read).await {
-        Err(_) => return Err(control::ErrorBody::new("timed out waiting for the request")),
-        Ok(Err(e)) => return Err(control::ErrorBody::new(format!("reading the request: {e}"))),
-        Ok(Ok(_)) => {}
-    }
-    if buf.len() > control::MAX_REQUEST {
-        return Err(control::ErrorBody::new(format!(
-            "request larger than {} bytes, refused; nothing was changed",
-            control::MAX_REQUEST
-        )));
-    }
-    serde_json::from_slice(&buf).map_err(|e| control::ErrorBody::new(format!("malformed request: {e}")))
-}
-
 /// The list files' identities (inode, size, mtime): a change of any
 /// means the file was edited or replaced.
 fn list_signature(source: &PolicySource) -> Vec<Option<(u64, u64, i64, i64)>> {
@@ -586,10 +438,8 @@ async fn serve(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let listener = tokio::net::UnixListener::from_std(socket.listener.try_clone().context("the control socket")?)
-        .context("the control socket")?;
     let (jobs_tx, mut jobs) = mpsc::channel::<Job>(64);
-    tokio::spawn(accept_control(listener, jobs_tx, daemon.events.follower()));
+    socket.serve(jobs_tx, daemon.events.follower()).context("the control socket")?;
     let ring = daemon.filter.take_events().context("the event ring buffer")?;
     // SAFETY: the RingBuf owns its map's file descriptor and keeps it open
     // and unchanged for as long as the AsyncFd holds it.
@@ -630,7 +480,7 @@ async fn serve(
                 };
                 let _ = reply.send(text);
             }
-            Some((req, reply, written)) = jobs.recv() => {
+            Some(Job { request: req, reply, written }) = jobs.recv() => {
                 if matches!(req, control::Request::Stop) {
                     info!("stop requested: detaching");
                     let _ = reply.send(control::Response::ok(control::Reply::Stopping));
@@ -739,21 +589,6 @@ async fn tick(t: &mut Option<tokio::time::Interval>) {
             t.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// Accepts control connections, each served by a task of its own.
-async fn accept_control(listener: tokio::net::UnixListener, jobs: mpsc::Sender<Job>, follow: Follow) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, jobs.clone(), follow.clone()));
-            }
-            Err(e) => {
-                warn!("accepting a control connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
     }
 }
 
