@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use filter_user::{
     control::EventView,
+    daemon::events,
     dataplane::{LoadOptions, TlsPolicy},
-    events,
 };
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter, event::Event};

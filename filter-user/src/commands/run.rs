@@ -11,17 +11,18 @@ use aya::programs::XdpMode;
 use clap::{Args, Parser as _, ValueEnum};
 use filter_user::{
     config,
-    control::{
-        self,
-        server::{ControlSocket, IO_TIMEOUT, Job},
+    control::{self, server::ControlSocket},
+    daemon::{
+        Daemon, RunInfo,
+        events::EventLog,
+        operator::OperatorRules,
+        serve::{Exit, ServeOptions, serve},
     },
-    daemon::{Daemon, RunInfo},
     dataplane::{
-        Filter, LoadOptions, counters as stats,
+        Filter, LoadOptions, counters,
         pins::{self, PinDir},
         sys,
     },
-    events::EventLog,
     files,
     policy::{
         PolicySource,
@@ -30,11 +31,7 @@ use filter_user::{
     },
 };
 use maps::Action;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::{mpsc, oneshot},
-};
-use tracing::{info, warn};
+use tracing::info;
 
 /// How to attach.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -220,7 +217,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let state_path = args.state_dir.join(STATE_FILE);
     // Read before anything is attached: a state file we cannot read stops
     // the start instead of being overwritten later.
-    filter_user::state::OperatorRules::load(&state_path)?;
+    OperatorRules::load(&state_path)?;
     files::create_private_dir(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
     // First, so a second daemon stops here before touching the pinned state.
     let listener = ControlSocket::bind(&args.socket)?;
@@ -258,7 +255,14 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let result = rt.block_on(serve(&mut daemon, &listener, metrics, args));
+    let opts = ServeOptions {
+        stats_interval: args.stats_interval,
+        watch_interval: args.watch_interval,
+        url_refresh: args.url_refresh,
+        skip_bad_lines: args.skip_bad_lines,
+        metrics_top: usize::try_from(args.metrics_top).unwrap_or(usize::MAX),
+    };
+    let result = rt.block_on(serve(&mut daemon, &listener, metrics, &opts));
     // A list fetch still running must not hold the exit up.
     rt.shutdown_timeout(Duration::from_secs(1));
     let detach = match &result {
@@ -272,19 +276,19 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         if daemon.filter.pinned() {
             pins::remove(&args.pin_dir).context("removing the pinned state")?;
         }
-        info!(counters = %stats::one_line(&totals), "detached");
+        info!(counters = %counters::one_line(&totals), "detached");
         // Last: `namewall stop` waits for the socket to go, so by then
         // nothing is attached or pinned any more.
         drop(listener);
     } else {
         info!(
-            counters = %stats::one_line(&totals),
+            counters = %counters::one_line(&totals),
             pin_dir = %args.pin_dir.display(),
             "exiting; the filter stays attached, pinned for the next daemon (`namewall stop` removes it)"
         );
         drop(listener);
     }
-    eprint!("{}", stats::table(&totals));
+    eprint!("{}", counters::table(&totals));
     let mut hits = daemon.filter.rule_hits().context("reading rule hit counts")?;
     hits.sort_by_key(|h| std::cmp::Reverse(h.1));
     if !hits.is_empty() {
@@ -294,7 +298,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
             eprintln!("  {name:<40} {n:>10}");
         }
     }
-    result.map(|_| ())
+    result?;
+    Ok(())
 }
 
 /// Loads the lists (with a running filter's seed when adopting), the
@@ -355,259 +360,4 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
         info!(iface, "detached from an interface no longer configured");
     }
     Ok((daemon, lines))
-}
-
-/// Why `serve` returned.
-enum Exit {
-    /// SIGINT or SIGTERM.
-    Signal,
-    /// `namewall stop`: detach and remove everything.
-    Stop,
-}
-
-/// Metrics connections served at once; more are closed unanswered.
-const MAX_SCRAPES: usize = 16;
-
-/// Serves one HTTP connection of the metrics listener: `GET /metrics`
-/// answers the daemon's rendering, anything else 404 or 405.
-async fn http_connection(
-    stream: tokio::net::TcpStream,
-    scrapes: mpsc::Sender<oneshot::Sender<String>>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    use http_body_util::Full;
-    use hyper::{Method, Response, StatusCode, body::Bytes, header};
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let scrapes = scrapes.clone();
-        async move {
-            let reply = |code: StatusCode, kind: &'static str, body: String| {
-                let mut r = Response::new(Full::new(Bytes::from(body)));
-                *r.status_mut() = code;
-                r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
-                r
-            };
-            if req.uri().path() != "/metrics" {
-                return Ok::<_, std::convert::Infallible>(reply(
-                    StatusCode::NOT_FOUND,
-                    "text/plain",
-                    "see /metrics\n".into(),
-                ));
-            }
-            if req.method() != Method::GET && req.method() != Method::HEAD {
-                return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()));
-            }
-            let (tx, rx) = oneshot::channel();
-            let text = if scrapes.send(tx).await.is_ok() { rx.await.unwrap_or_default() } else { String::new() };
-            if text.is_empty() {
-                return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no metrics now\n".into()));
-            }
-            Ok(reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text))
-        }
-    });
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(IO_TIMEOUT)
-        .serve_connection(io, service);
-    let _ = tokio::time::timeout(Duration::from_mins(1), conn).await;
-}
-
-/// The list files' identities (inode, size, mtime): a change of any
-/// means the file was edited or replaced.
-fn list_signature(source: &PolicySource) -> Vec<Option<(u64, u64, i64, i64)>> {
-    use std::os::unix::fs::MetadataExt as _;
-    source
-        .blocklists
-        .iter()
-        .chain(&source.allowlists)
-        .map(|p| std::fs::metadata(p).ok().map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec())))
-        .collect()
-}
-
-/// How often idle TLS flows are swept out of the flow table.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// Serves control requests, reloads on SIGHUP and list changes, logs
-/// counters on the interval and sweeps idle flows, until SIGINT or SIGTERM.
-async fn serve(
-    daemon: &mut Daemon,
-    socket: &ControlSocket,
-    metrics: Option<std::net::TcpListener>,
-    args: &RunArgs,
-) -> anyhow::Result<Exit> {
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let (jobs_tx, mut jobs) = mpsc::channel::<Job>(64);
-    socket.serve(jobs_tx, daemon.events.follower()).context("the control socket")?;
-    let ring = daemon.filter.take_events().context("the event ring buffer")?;
-    // SAFETY: the RingBuf owns its map's file descriptor and keeps it open
-    // and unchanged for as long as the AsyncFd holds it.
-    let mut ring = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .context("polling the event ring buffer")?;
-    let (scrape_tx, mut scrapes) = mpsc::channel::<oneshot::Sender<String>>(16);
-    if let Some(l) = metrics {
-        tokio::spawn(accept_metrics(tokio::net::TcpListener::from_std(l).context("the metrics listener")?, scrape_tx));
-    }
-    let mut stats = every(args.stats_interval);
-    let mut watch = every(args.watch_interval);
-    let mut sweep = every(SWEEP_EVERY.as_secs());
-    let mut refresh = if daemon.source().urls.is_empty() { None } else { every(args.url_refresh) };
-    let (fetched_tx, mut fetched) = mpsc::channel::<Fetches>(1);
-    let mut fetching = false;
-    let mut seen = list_signature(daemon.source());
-    let mut last = daemon.filter.counters().context("reading counters")?;
-    let exit = loop {
-        tokio::select! {
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break Exit::Signal; }
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Exit::Signal; }
-            _ = sighup.recv() => {
-                let _ = daemon.reload("SIGHUP");
-                seen = list_signature(daemon.source());
-            }
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("polling the event ring buffer")?;
-                let drained = drain_events(daemon, guard.get_inner_mut());
-                // Items left: come back to them after the other work.
-                if drained < MAX_EVENTS_PER_TURN {
-                    guard.clear_ready();
-                }
-            }
-            Some(reply) = scrapes.recv() => {
-                let text = match daemon.metrics(usize::try_from(args.metrics_top).unwrap_or(usize::MAX)) {
-                    Ok(s) => filter_user::metrics::render(&s),
-                    Err(e) => { warn!("metrics: {e}"); String::new() }
-                };
-                let _ = reply.send(text);
-            }
-            Some(Job { request: req, reply, written }) = jobs.recv() => {
-                if matches!(req, control::Request::Stop) {
-                    info!("stop requested: detaching");
-                    let _ = reply.send(control::Response::ok(control::Reply::Stopping));
-                    // The reply reaches the client before the runtime ends.
-                    let _ = tokio::time::timeout(IO_TIMEOUT, written).await;
-                    break Exit::Stop;
-                }
-                let reload = matches!(req, control::Request::Reload);
-                let _ = reply.send(daemon.handle(req));
-                if reload {
-                    seen = list_signature(daemon.source());
-                }
-            }
-            () = tick(&mut watch) => {
-                let now = list_signature(daemon.source());
-                if now != seen {
-                    // Reloaded once per change; an editor still writing
-                    // changes the signature again and triggers another.
-                    seen = now;
-                    let _ = daemon.reload("list file changed");
-                }
-            }
-            () = tick(&mut stats) => match daemon.filter.counters() {
-                Ok(now) => {
-                    let d = stats::delta(&now, &last);
-                    info!(interval_s = args.stats_interval, delta = %stats::one_line(&d), "counters");
-                    last = now;
-                }
-                Err(e) => warn!("reading counters: {e}"),
-            },
-            () = tick(&mut refresh), if !fetching => {
-                // Off the loop: a slow server must not hold up the daemon.
-                fetching = true;
-                spawn_refresh(daemon.source().urls.clone(), args.skip_bad_lines, fetched_tx.clone());
-            }
-            Some(results) = fetched.recv() => {
-                fetching = false;
-                if daemon.record_fetches(results) {
-                    seen = list_signature(daemon.source());
-                }
-            }
-            () = tick(&mut sweep) => {
-                match daemon.filter.sweep_flows() {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(removed = n, "swept idle flows"),
-                    Err(e) => warn!("sweeping idle flows: {e}"),
-                }
-            }
-        }
-    };
-    Ok(exit)
-}
-
-/// What one round of list fetches came to, per URL.
-type Fetches = Vec<(String, Result<fetch::Refreshed, String>)>;
-
-/// Fetches every list URL on a blocking thread and sends the results back,
-/// always (a panic is reported as a failure), so the loop knows it is done.
-fn spawn_refresh(lists: Vec<UrlList>, skip_bad_lines: bool, tx: mpsc::Sender<Fetches>) {
-    tokio::task::spawn_blocking(move || {
-        let r = lists
-            .iter()
-            .map(|l| {
-                let got = std::panic::catch_unwind(|| fetch::refresh(l, skip_bad_lines))
-                    .unwrap_or_else(|_| Err("the fetch failed unexpectedly (panic)".to_owned()));
-                (l.url.clone(), got)
-            })
-            .collect();
-        let _ = tx.blocking_send(r);
-    });
-}
-
-/// Events read from the ring buffer before the loop turns to other work.
-const MAX_EVENTS_PER_TURN: usize = 4096;
-
-/// Reads up to [`MAX_EVENTS_PER_TURN`] events into the log; returns how many.
-fn drain_events(daemon: &mut Daemon, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> usize {
-    let mut n = 0;
-    while n < MAX_EVENTS_PER_TURN {
-        let Some(item) = ring.next() else { break };
-        if item.len() >= size_of::<maps::event::Event>() {
-            // SAFETY: the kernel wrote a whole Event (checked length); read
-            // unaligned, as ring buffer records are only 8-byte aligned.
-            let e = unsafe { item.as_ptr().cast::<maps::event::Event>().read_unaligned() };
-            drop(item);
-            daemon.record_event(&e);
-        }
-        n += 1;
-    }
-    n
-}
-
-/// A timer firing every `secs` seconds (the first time after `secs`), or
-/// none for 0.
-fn every(secs: u64) -> Option<tokio::time::Interval> {
-    (secs != 0).then(|| {
-        let period = Duration::from_secs(secs);
-        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-    })
-}
-
-/// The next tick of `t`; never without a timer.
-async fn tick(t: &mut Option<tokio::time::Interval>) {
-    match t.as_mut() {
-        Some(t) => {
-            t.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Accepts metrics connections, at most [`MAX_SCRAPES`] at once.
-async fn accept_metrics(listener: tokio::net::TcpListener, scrapes: mpsc::Sender<oneshot::Sender<String>>) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(http_connection(stream, scrapes.clone(), permit));
-                }
-                // Over the limit: closed at once, nothing read.
-                Err(_) => drop(stream),
-            },
-            Err(e) => {
-                warn!("accepting a metrics connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }

@@ -528,7 +528,7 @@ fn scale_reloads(dir: &Path, rounds: usize) -> (Vec<Duration>, Option<(Option<us
     let policy = source.load(rand::random()).expect("parse");
     let opts = LoadOptions { expected_rules: policy.rules.len(), ..LoadOptions::default() };
     let filter = Filter::load(opts).expect("load program");
-    let log = filter_user::events::EventLog::open(None, 1 << 20).expect("event log");
+    let log = filter_user::daemon::events::EventLog::open(None, 1 << 20).expect("event log");
     let info = filter_user::daemon::RunInfo::default();
     let mut daemon =
         filter_user::daemon::Daemon::start(filter, source, policy, dir.join("state.json"), false, info, log)

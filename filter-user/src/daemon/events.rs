@@ -17,7 +17,7 @@ use std::{
 
 use maps::{Counter, event::Event, trace};
 
-use crate::{control::EventView, policy::names};
+use crate::{control::EventView, dataplane::sys, policy::names};
 
 /// Events `namewall events` can show without `--follow`.
 pub const RECENT: usize = 1000;
@@ -31,7 +31,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn now() -> Self {
-        let mono = Duration::from_nanos(monotonic_ns());
+        let mono = Duration::from_nanos(sys::monotonic_ns(libc::CLOCK_MONOTONIC));
         let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         Self { wall_minus_mono: wall.saturating_sub(mono) }
     }
@@ -39,13 +39,6 @@ impl Clock {
     fn wall(self, mono_ns: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + self.wall_minus_mono + Duration::from_nanos(mono_ns)
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec.cast_unsigned() * 1_000_000_000 + ts.tv_nsec.cast_unsigned()
 }
 
 /// The action an outcome stands for.
@@ -147,7 +140,7 @@ impl EventLog {
     pub fn ifname(&mut self, ifindex: u32) -> String {
         self.ifnames
             .entry(ifindex)
-            .or_insert_with(|| crate::dataplane::sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
+            .or_insert_with(|| sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
             .clone()
     }
 

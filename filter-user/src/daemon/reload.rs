@@ -1,0 +1,243 @@
+//! Reloads: the lists read again (by their changed lines when the same
+//! lists are still named) and the kernel moved to the rules they give with
+//! the operator's on top, by a staged switch of rule generations for a few
+//! changes or a new rule set for many. On any failure the old set stays.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Instant,
+};
+
+use maps::Rule;
+use tracing::{info, warn};
+
+use super::{
+    Daemon, chained,
+    operator::{self, OperatorRules, Pattern},
+    unix_now,
+};
+use crate::{
+    control::Reloaded,
+    dataplane::{Filter, FilterError},
+    policy::{
+        LineChanges, Policy, Reload,
+        blocklist::{self, Scope},
+        names::Domain,
+        rules::{self, CompiledRule, RuleSet},
+    },
+};
+
+impl Daemon {
+    /// Re-reads every list and swaps in the new rule set with the
+    /// operator's rules on top. On any failure the old set stays.
+    pub fn reload(&mut self, why: &str) -> Result<Reloaded, String> {
+        let t0 = Instant::now();
+        let result = self.try_reload();
+        let elapsed = t0.elapsed();
+        self.reloads.last_duration = elapsed;
+        match result {
+            Ok(mut r) => {
+                self.reloads.reloads += 1;
+                self.reloads.last_success = Some(Instant::now());
+                self.reloads.last_success_unix = unix_now();
+                self.reloads.last_error = None;
+                r.duration_ms = elapsed.as_millis() as u64;
+                info!(
+                    why,
+                    rules = r.rules,
+                    changed_lines = r.changed_lines,
+                    changed_rules = r.changed_rules,
+                    skipped = r.skipped_lines,
+                    ms = r.duration_ms,
+                    "reloaded"
+                );
+                Ok(r)
+            }
+            Err(e) => {
+                let e = format!("{e}; the old rule set stays in force");
+                self.reloads.failures += 1;
+                self.reloads.last_error = Some(e.clone());
+                warn!(why, "reload failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn try_reload(&mut self) -> Result<Reloaded, String> {
+        let seed = self.lists.rules.seed();
+        let reply = match self.source.reload(&self.lists).map_err(chained)? {
+            Reload::Lines(changes) => {
+                self.check_malformed(changes.skipped())?;
+                if let Some(reply) = self.reload_lines(changes)? {
+                    reply
+                } else {
+                    // The active set has no room for the new keys: build a
+                    // new one from the lists read whole.
+                    let policy = self.source.load(seed).map_err(chained)?;
+                    self.check_malformed(&policy.skipped)?;
+                    self.reload_whole(policy)?
+                }
+            }
+            Reload::Whole(policy) => {
+                self.check_malformed(&policy.skipped)?;
+                self.reload_whole(policy)?
+            }
+        };
+        for e in self.lists.skipped.iter().take(20) {
+            warn!("skipped {e}");
+        }
+        self.hits_cache = None;
+        Ok(reply)
+    }
+
+    /// Refuses a reload whose lists have malformed lines, unless the
+    /// operator asked to load lists without them.
+    fn check_malformed(&self, skipped: &[blocklist::LineError]) -> Result<(), String> {
+        match skipped.first() {
+            Some(first) if !self.skip_bad_lines => Err(format!(
+                "{} malformed line(s), first {first} (fix the list, or run with --skip-bad-lines to load lists \
+                 without their bad lines)",
+                skipped.len()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A reload that read only the lines that changed: the names they
+    /// touch whose rule in force (with the operator's on top) changed are
+    /// staged and switched over in one step (`Filter::transition`). `None`
+    /// when the active set cannot take them (nothing changed then).
+    fn reload_lines(&mut self, changes: LineChanges) -> Result<Option<Reloaded>, String> {
+        let mut kernel = Vec::new();
+        for u in changes.updates() {
+            let before = self.lists.rules.get(u.key);
+            let Some(domain) = u.rule.as_ref().or(before).map(|r| &r.domain) else { continue };
+            let old = effective_rule(u.key, before, domain, &self.operator);
+            let new = effective_rule(u.key, u.rule.as_ref(), domain, &self.operator);
+            if old != new {
+                kernel.push((u.key, new));
+            }
+        }
+        if !kernel.is_empty() && !self.try_transition(&kernel, self.filter.active_len())? {
+            return Ok(None);
+        }
+        let list_rules = changes.list_rules(&self.lists);
+        let changed_lines = changes.changed_lines();
+        self.lists.apply(changes);
+        if !kernel.is_empty() {
+            let seed = self.lists.rules.seed();
+            let ops = self.operator.iter().map(|(p, _)| (p.domain.key(seed), p.domain.labels() as u8));
+            let lists = self.lists.rules.iter().map(|(k, r)| (k, r.rule.labels));
+            narrow_or_warn(&mut self.filter, lists.chain(ops));
+        }
+        Ok(Some(Reloaded {
+            rules: self.filter.active_len(),
+            list_rules,
+            operator_rules: self.operator.len(),
+            skipped_lines: self.lists.skipped.len(),
+            changed_lines: Some(changed_lines),
+            changed_rules: kernel.len(),
+            duration_ms: 0,
+        }))
+    }
+
+    /// Stages `changes` to a set of about `total` rules in the running set
+    /// and switches over in one step (`Filter::transition`). `Ok(false)`,
+    /// nothing changed, when they are more than a 20th of the set (a new
+    /// set is built faster) or the running set cannot take them.
+    fn try_transition(&mut self, changes: &[(u64, Option<Rule>)], total: usize) -> Result<bool, String> {
+        if changes.len() > (total / 20).max(1024) {
+            return Ok(false);
+        }
+        match self.filter.transition(changes) {
+            Ok(()) => Ok(true),
+            Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet | FilterError::Unsettled) => Ok(false),
+            Err(e) => Err(format!("switching to the new rule set: {}", chained(e))),
+        }
+    }
+
+    /// A reload with every list read whole: the rule sets in force before
+    /// and after are compared; a few changes are staged and switched over
+    /// in one step, many get a new set built and swapped in.
+    fn reload_whole(&mut self, policy: Policy) -> Result<Reloaded, String> {
+        let seed = self.lists.rules.seed();
+        let (keys, values) = effective_arrays(&policy.rules, &self.operator);
+        let (old_keys, old_values) = effective_arrays(&self.lists.rules, &self.operator);
+        let changes = rules::diff(&old_keys, &old_values, &keys, &values);
+        let staged = self.try_transition(&changes, keys.len())?;
+        if staged {
+            narrow_or_warn(&mut self.filter, keys.iter().copied().zip(values.iter().map(|r| r.labels)));
+        } else {
+            self.filter
+                .install_arrays(seed, &keys, &values)
+                .map_err(|e| format!("installing the new rule set: {}", chained(e)))?;
+        }
+        let reply = Reloaded {
+            rules: keys.len(),
+            list_rules: policy.rules.len(),
+            operator_rules: self.operator.len(),
+            skipped_lines: policy.skipped.len(),
+            changed_lines: None,
+            changed_rules: changes.len(),
+            duration_ms: 0,
+        };
+        let old = std::mem::replace(&mut self.lists, policy);
+        // Freeing a million names takes a tenth of a second: not on the
+        // reload's path (nor the serving loop's).
+        std::thread::spawn(move || drop(old));
+        Ok(reply)
+    }
+}
+
+/// The operator's entries for one domain (its two scopes).
+pub(super) fn operator_entries(ops: &OperatorRules, domain: &Domain) -> Vec<blocklist::Entry> {
+    [Scope::NameAndSubdomains, Scope::SubdomainsOnly]
+        .into_iter()
+        .filter_map(|scope| {
+            let p = Pattern { domain: domain.clone(), scope };
+            ops.get(&p).map(|v| operator::entry(&p, v))
+        })
+        .collect()
+}
+
+/// The rule the kernel holds for `key` when the lists' rule for it is
+/// `own`: the operator's rules for `domain` combined on top (as
+/// [`effective_arrays`] does for every key).
+fn effective_rule(key: u64, own: Option<&CompiledRule>, domain: &Domain, ops: &OperatorRules) -> Option<Rule> {
+    let first = operator_entries(ops, domain);
+    if first.is_empty() {
+        return own.map(|r| r.rule);
+    }
+    match rules::combine(key, &first, own) {
+        Ok(r) => r.map(|r| r.rule),
+        Err(_) => own.map(|r| r.rule),
+    }
+}
+
+/// Narrows the filter and depth mask after a switch of rule generations.
+/// The switch is done by then: a failure only leaves them wider than
+/// needed (lookups that find nothing), so it is logged, not reported as a
+/// failed reload.
+fn narrow_or_warn(filter: &mut Filter, rules: impl IntoIterator<Item = (u64, u8)>) {
+    if let Err(e) = filter.narrow(rules) {
+        warn!("narrowing the filter after a reload: {}", chained(e));
+    }
+}
+
+/// What the kernel holds: the lists' rules with the operator's combined
+/// on top. An operator rule whose name collides with a list name's key
+/// (64-bit hash, practically never) is left out with a warning.
+pub fn effective_arrays(lists: &RuleSet, ops: &OperatorRules) -> (Vec<u64>, Vec<Rule>) {
+    let mut overlay = HashMap::new();
+    let domains: BTreeSet<&Domain> = ops.iter().map(|(p, _)| &p.domain).collect();
+    for domain in domains {
+        match lists.combined(domain, &operator_entries(ops, domain)) {
+            Ok(Some(r)) => {
+                overlay.insert(domain.key(lists.seed()), r.rule);
+            }
+            Ok(None) => {}
+            Err(c) => warn!("operator rule left out: {c}"),
+        }
+    }
+    lists.to_arrays_with(&overlay)
+}
