@@ -1,7 +1,6 @@
 //! namewall's user space: list parsing, rule sets, the program loader, and
 //! the commands built on them.
 
-pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;

@@ -10,7 +10,6 @@ use anyhow::{Context as _, bail};
 use aya::programs::XdpMode;
 use clap::{Args, Parser as _, ValueEnum};
 use filter_user::{
-    config,
     control::{self, server::ControlSocket},
     daemon::{
         Daemon, RunInfo,
@@ -32,6 +31,8 @@ use filter_user::{
 };
 use maps::Action;
 use tracing::info;
+
+use super::config;
 
 /// How to attach.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -179,12 +180,12 @@ pub fn with_config(args: RunArgs, matches: &clap::ArgMatches, cli: &clap::Comman
     let mut command_line: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let at = command_line.iter().position(|a| a == "run").context("`run` on the command line")? + 1;
     command_line.splice(at..at, from_file);
-    let cli = crate::Cli::try_parse_from(command_line).map_err(|e| {
+    let cli = super::Cli::try_parse_from(command_line).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
         anyhow::anyhow!("config file {}: {first}", path.display())
     })?;
     match cli.command {
-        crate::Command::Run(a) => Ok(*a),
+        super::Command::Run(a) => Ok(*a),
         _ => bail!("the command changed while reading the config"),
     }
 }
@@ -193,7 +194,7 @@ pub fn with_config(args: RunArgs, matches: &clap::ArgMatches, cli: &clap::Comman
 const TOP_RULES: usize = control::DEFAULT_TOP;
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
-    crate::commands::init_tracing();
+    super::init_tracing();
     // A reload asked for (SIGHUP) while the start takes its time must not
     // end the process: ignored until the serving loop takes the signal over.
     // SAFETY: setting a signal's disposition to "ignore".

@@ -1,9 +1,81 @@
-//! Subcommands: the binary's edge, where errors become anyhow with context.
-pub mod ctl;
-pub mod replay;
-pub mod run;
+//! The commands of the `namewall` binary: their flags (clap), what they
+//! run in the library, and their output. The binary's edge, where errors
+//! become anyhow with context.
+//!
+//! - [`run`]: the daemon, and [`config`] for its TOML file;
+//! - [`control`]: the verbs that talk to a running daemon;
+//! - [`replay`]: a capture through the program.
 
+mod config;
+mod control;
+mod replay;
+mod run;
+
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use maps::Action;
+
+/// Blocks DNS queries and TLS connections by domain name at line rate, in an
+/// XDP program. `run` is the daemon; the verbs after it talk to a running
+/// daemon over its control socket (root only).
+#[derive(Debug, Parser)]
+#[command(name = "namewall", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load lists, attach to interfaces and filter until interrupted.
+    Run(Box<run::RunArgs>),
+    /// Run every packet of a capture through the real program and show each verdict.
+    Replay(replay::ReplayArgs),
+    /// Block names in the running daemon (`example.com`: it and every name
+    /// below; `*.example.com`: only the names below). Kept across reloads
+    /// and restarts.
+    Block(control::BlockArgs),
+    /// Allow names in the running daemon: never blocked, whatever the lists say.
+    Allow(control::NamesArgs),
+    /// Forget the rules pushed for names (block or allow); list rules stay.
+    Unblock(control::NamesArgs),
+    /// The rules in force, the lists' and the pushed ones, with hit counts.
+    List(control::ListArgs),
+    /// Packet counters and the rules with the most hits.
+    Stats(control::StatsArgs),
+    /// Re-read every list and swap the whole rule set at once; on any error
+    /// the old set stays in force.
+    Reload(control::ClientArgs),
+    /// What the running daemon filters with.
+    Status(control::ClientArgs),
+    /// The last blocks the filter made (time, interface, client, server,
+    /// protocol, name, rule, action); with --follow, new ones as they come.
+    Events(control::EventsArgs),
+    /// Detach the filter from every interface and remove its pinned state,
+    /// whether a daemon runs or one left the filter running when it exited.
+    Stop(control::StopArgs),
+    /// Print shell completions for namewall.
+    Completions(control::CompletionArgs),
+}
+
+/// Parses the command line and runs the command.
+pub fn execute() -> anyhow::Result<()> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Command::Run(args) => {
+            let sub = matches.subcommand_matches("run").expect("run's matches");
+            run::with_config(*args, sub, &Cli::command()).and_then(|a| run::execute(&a))
+        }
+        Command::Replay(args) => replay::execute(args),
+        Command::Stop(args) => control::stop(&args),
+        Command::Events(args) => control::events(&args),
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "namewall", &mut std::io::stdout());
+            Ok(())
+        }
+        other => control::execute(other),
+    }
+}
 
 /// Parses `--dns-action` values.
 pub fn parse_dns_action(s: &str) -> Result<Action, String> {

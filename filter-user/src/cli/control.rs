@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use filter_user::control::{self, Reply, Request, Response};
 
-use crate::Command;
+use super::Command;
 
 /// Where the daemon is, and how to print its answer.
 #[derive(Debug, Args)]

@@ -63,7 +63,7 @@ pub struct ReplayArgs {
 const TOP_RULES: usize = 20;
 
 pub fn execute(args: ReplayArgs) -> anyhow::Result<()> {
-    crate::commands::init_tracing();
+    super::init_tracing();
     // The capture first: a wrong path should not wait for the verifier.
     let capture = Capture::open(&args.pcap)?;
     let opts = ReplayOptions {
