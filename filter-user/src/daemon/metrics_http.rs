@@ -56,7 +56,7 @@ async fn http_connection(stream: tokio::net::TcpStream, scrapes: Scrapes, _permi
     let _ = tokio::time::timeout(Duration::from_mins(1), conn).await;
 }
 
-/// Accepts metrics connections, at most [`MAX_SCRAPES`] at once, each
+/// Accepts metrics connections, at most `MAX_SCRAPES` at once, each
 /// served by a task of its own.
 pub async fn accept(listener: tokio::net::TcpListener, scrapes: Scrapes) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));

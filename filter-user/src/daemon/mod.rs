@@ -7,12 +7,16 @@
 //! one survives a crash.
 //!
 //! - [`operator`]: the rules operators push, and the state file keeping them;
-//! - `requests`: block, allow, unblock, list, stats, status, metrics;
+//! - `effective`: the lists' rules with the operator's on top, as the kernel
+//!   holds them;
+//! - `requests`: block, allow, unblock, list, stats, status, metrics
+//!   (`views`: rules as those show them);
 //! - `reload`: the lists read again and the kernel moved to the new rules;
 //! - [`events`]: the log of blocks the kernel reports;
 //! - [`metrics`]: Prometheus metrics, and [`metrics_http`] serving them;
 //! - [`serve`]: the serving loop (signals, control requests, timers).
 
+mod effective;
 pub mod events;
 pub mod metrics;
 pub mod metrics_http;
@@ -20,6 +24,7 @@ pub mod operator;
 mod reload;
 mod requests;
 pub mod serve;
+mod views;
 
 use std::{
     collections::HashMap,
@@ -30,11 +35,11 @@ use std::{
 use thiserror::Error;
 use tracing::{info, warn};
 
-pub use self::reload::effective_arrays;
+pub use self::effective::effective_arrays;
 use self::{
     events::EventLog,
     operator::{OperatorRules, StateError},
-    requests::views_of_list_rule,
+    views::views_of_list_rule,
 };
 use crate::{
     dataplane::{Filter, FilterError},

@@ -3,28 +3,20 @@
 //! the operator's on top, by a staged switch of rule generations for a few
 //! changes or a new rule set for many. On any failure the old set stays.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    time::Instant,
-};
+use std::time::Instant;
 
 use maps::Rule;
 use tracing::{info, warn};
 
 use super::{
     Daemon, chained,
-    operator::{self, OperatorRules, Pattern},
+    effective::{effective_arrays, effective_rule},
     unix_now,
 };
 use crate::{
     control::Reloaded,
     dataplane::{Filter, FilterError},
-    policy::{
-        LineChanges, Policy, Reload,
-        blocklist::{self, Scope},
-        names::Domain,
-        rules::{self, CompiledRule, RuleSet},
-    },
+    policy::{LineChanges, Policy, Reload, blocklist, rules},
 };
 
 impl Daemon {
@@ -189,31 +181,6 @@ impl Daemon {
     }
 }
 
-/// The operator's entries for one domain (its two scopes).
-pub(super) fn operator_entries(ops: &OperatorRules, domain: &Domain) -> Vec<blocklist::Entry> {
-    [Scope::NameAndSubdomains, Scope::SubdomainsOnly]
-        .into_iter()
-        .filter_map(|scope| {
-            let p = Pattern { domain: domain.clone(), scope };
-            ops.get(&p).map(|v| operator::entry(&p, v))
-        })
-        .collect()
-}
-
-/// The rule the kernel holds for `key` when the lists' rule for it is
-/// `own`: the operator's rules for `domain` combined on top (as
-/// [`effective_arrays`] does for every key).
-fn effective_rule(key: u64, own: Option<&CompiledRule>, domain: &Domain, ops: &OperatorRules) -> Option<Rule> {
-    let first = operator_entries(ops, domain);
-    if first.is_empty() {
-        return own.map(|r| r.rule);
-    }
-    match rules::combine(key, &first, own) {
-        Ok(r) => r.map(|r| r.rule),
-        Err(_) => own.map(|r| r.rule),
-    }
-}
-
 /// Narrows the filter and depth mask after a switch of rule generations.
 /// The switch is done by then: a failure only leaves them wider than
 /// needed (lookups that find nothing), so it is logged, not reported as a
@@ -222,22 +189,4 @@ fn narrow_or_warn(filter: &mut Filter, rules: impl IntoIterator<Item = (u64, u8)
     if let Err(e) = filter.narrow(rules) {
         warn!("narrowing the filter after a reload: {}", chained(e));
     }
-}
-
-/// What the kernel holds: the lists' rules with the operator's combined
-/// on top. An operator rule whose name collides with a list name's key
-/// (64-bit hash, practically never) is left out with a warning.
-pub fn effective_arrays(lists: &RuleSet, ops: &OperatorRules) -> (Vec<u64>, Vec<Rule>) {
-    let mut overlay = HashMap::new();
-    let domains: BTreeSet<&Domain> = ops.iter().map(|(p, _)| &p.domain).collect();
-    for domain in domains {
-        match lists.combined(domain, &operator_entries(ops, domain)) {
-            Ok(Some(r)) => {
-                overlay.insert(domain.key(lists.seed()), r.rule);
-            }
-            Ok(None) => {}
-            Err(c) => warn!("operator rule left out: {c}"),
-        }
-    }
-    lists.to_arrays_with(&overlay)
 }

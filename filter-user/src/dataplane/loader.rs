@@ -388,3 +388,21 @@ impl Filter {
         self.maps.trace()
     }
 }
+
+/// The benchmarks' baseline program, loaded.
+pub struct Baseline {
+    ebpf: Ebpf,
+}
+
+impl Baseline {
+    pub fn load() -> Result<Self, FilterError> {
+        let mut ebpf = Ebpf::load(BASELINE_OBJECT)?;
+        xdp_mut(&mut ebpf, names::BASELINE_PROGRAM)?.load().map_err(program_err("loading baseline"))?;
+        Ok(Self { ebpf })
+    }
+
+    /// Runs the program `repeat` times on `packet`; returns the mean time per run.
+    pub fn bench(&self, packet: &[u8], repeat: u32) -> Result<(RunResult, Duration), FilterError> {
+        run_xdp(xdp(&self.ebpf, names::BASELINE_PROGRAM)?, packet, repeat)
+    }
+}

@@ -2,12 +2,13 @@
 //! sets put in force, the program attached to interfaces or run on packets.
 //!
 //! - [`loader`]: loading the object and its program; [`Filter`] owns what
-//!   was loaded and is what callers use;
+//!   was loaded and is what callers use ([`Baseline`]: the benchmarks'
+//!   trivial program);
 //! - [`handles`]: [`Maps`], a typed handle on each map, looked up once;
 //! - [`ruleset`]: [`RuleSetWriter`], which installs rule sets, stages and
 //!   switches rule generations, and widens and narrows the filter bits and
 //!   depth mask around each change;
-//! - [`attach`]: BPF links to interfaces;
+//! - `attach`: BPF links to interfaces;
 //! - [`testrun`]: `BPF_PROG_TEST_RUN`, for replay, tests and benchmarks;
 //! - [`pins`]: what is pinned in bpffs for the next daemon to adopt;
 //! - [`counters`]: the kernel's counters summed and shown;
@@ -28,6 +29,6 @@ pub mod testrun;
 
 pub use error::FilterError;
 pub use handles::Maps;
-pub use loader::{DEFAULT_EVENT_BUFFER, DEFAULT_MAX_FLOWS, Filter, LoadOptions, TlsPolicy};
+pub use loader::{Baseline, DEFAULT_EVENT_BUFFER, DEFAULT_MAX_FLOWS, Filter, LoadOptions, TlsPolicy};
 pub use ruleset::RuleSetWriter;
-pub use testrun::{Baseline, RunResult, Runner, action_name};
+pub use testrun::{RunResult, Runner, action_name};

@@ -8,14 +8,12 @@ use std::{
 };
 
 use aya::{
-    Ebpf, TestRun as _,
+    TestRun as _,
     programs::{ProgramFd, TestRunOptions, Xdp},
 };
-use maps::names;
 
 use super::{
     error::{FilterError, program_err},
-    loader::{BASELINE_OBJECT, xdp, xdp_mut},
     sys,
 };
 
@@ -66,23 +64,5 @@ impl Runner {
     pub fn run(&self, packet: &[u8]) -> std::io::Result<RunResult> {
         let (action, output) = sys::test_run(&self.fd.as_fd().as_raw_fd(), packet)?;
         Ok(RunResult { action, output })
-    }
-}
-
-/// The benchmarks' baseline program, loaded.
-pub struct Baseline {
-    ebpf: Ebpf,
-}
-
-impl Baseline {
-    pub fn load() -> Result<Self, FilterError> {
-        let mut ebpf = Ebpf::load(BASELINE_OBJECT)?;
-        xdp_mut(&mut ebpf, names::BASELINE_PROGRAM)?.load().map_err(program_err("loading baseline"))?;
-        Ok(Self { ebpf })
-    }
-
-    /// Runs the program `repeat` times on `packet`; returns the mean time per run.
-    pub fn bench(&self, packet: &[u8], repeat: u32) -> Result<(RunResult, Duration), FilterError> {
-        run_xdp(xdp(&self.ebpf, names::BASELINE_PROGRAM)?, packet, repeat)
     }
 }

@@ -22,8 +22,6 @@ use pcap_file::{
 };
 use thiserror::Error;
 
-use super::ReplayError;
-
 /// Link-layer header types as stored in captures (<https://www.tcpdump.org/linktypes.html>).
 pub mod linktype {
     /// Ethernet II (and 802.3).
@@ -277,6 +275,18 @@ enum Reader {
     PcapNg(PcapNgReader<File>),
 }
 
+/// Why a capture could not be opened. Messages carry their causes on one
+/// line (see `ReplayError`).
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error("cannot read {path}: {error}")]
+    Open { path: String, error: io::Error },
+    #[error("{path}: {reason}")]
+    NotACapture { path: String, reason: FormatError },
+    #[error("{path}: unreadable capture header: {reason}")]
+    Header { path: String, reason: String },
+}
+
 /// An open capture file, positioned at its first packet.
 pub struct Capture {
     path: String,
@@ -286,14 +296,15 @@ pub struct Capture {
 
 impl Capture {
     /// Opens a capture and reads its file header. Errors name the file.
-    pub fn open(path: &Path) -> Result<Self, ReplayError> {
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
         let shown = path.display().to_string();
-        let open_err = |error| ReplayError::Open { path: shown.clone(), error };
+        let open_err = |error| CaptureError::Open { path: shown.clone(), error };
         let mut file = File::open(path).map_err(open_err)?;
         let mut head = Vec::with_capacity(4);
         file.by_ref().take(4).read_to_end(&mut head).map_err(open_err)?;
         file.rewind().map_err(open_err)?;
-        let format = detect_format(&head).map_err(|reason| ReplayError::NotACapture { path: shown.clone(), reason })?;
+        let format =
+            detect_format(&head).map_err(|reason| CaptureError::NotACapture { path: shown.clone(), reason })?;
         let header_err = |e: PcapError| {
             let reason = match e {
                 PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
@@ -301,7 +312,7 @@ impl Capture {
                 }
                 other => describe(&other),
             };
-            ReplayError::Header { path: shown.clone(), reason }
+            CaptureError::Header { path: shown.clone(), reason }
         };
         let reader = match format {
             Format::Pcap => {

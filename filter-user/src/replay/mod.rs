@@ -39,7 +39,6 @@ mod flows;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io,
     ops::ControlFlow,
     path::Path,
 };
@@ -49,7 +48,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use self::{
-    capture::{Capture, Format, FormatError, LinkError, detect_format, linktype, pcapng_time, to_ethernet},
+    capture::{
+        Capture, CaptureError, Format, FormatError, LinkError, detect_format, linktype, pcapng_time, to_ethernet,
+    },
     flows::TlsSegment,
 };
 use self::{
@@ -167,12 +168,8 @@ pub struct Summary {
 /// print them twice).
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("cannot read {path}: {error}")]
-    Open { path: String, error: io::Error },
-    #[error("{path}: {reason}")]
-    NotACapture { path: String, reason: FormatError },
-    #[error("{path}: unreadable capture header: {reason}")]
-    Header { path: String, reason: String },
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
     /// The file's framing broke after `after` packets; `summary` covers those.
     #[error("{path}: damaged after packet {after}: {reason}; the replay stopped there")]
     Damaged { path: String, after: u64, reason: String, summary: Box<Summary> },
