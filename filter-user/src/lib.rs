@@ -10,7 +10,8 @@
 //! - [`daemon`]: `namewall run`'s state and serving loop: control
 //!   requests, the operator's rules, reloads, block events, metrics;
 //! - [`replay`]: a capture through the loaded program, packet by packet;
-//! - [`files`]: durable writes and root-only directories.
+//! - [`files`]: durable writes and root-only directories; [`errors`]:
+//!   errors as one line of text.
 //!
 //! Imports go downward, never in a circle: a module uses only modules of
 //! the layers below its own.
@@ -19,17 +20,19 @@
 //! 3  daemon   replay     what `run` and `replay` do
 //! 2  dataplane           the kernel side
 //! 1  control  policy     the messages; the lists and their rules
-//! 0  files               durable writes
+//! 0  files    errors     durable writes; errors as text
 //! ```
 //!
 //! `daemon` uses `control`, `dataplane`, `policy` and `files`; `replay`
 //! uses `dataplane` and `policy`; `dataplane` uses `policy` (the rule sets
-//! it installs); `control` and `policy` use `files`. Within a folder the
+//! it installs); `control` and `policy` use `files`; `errors` is used
+//! throughout and uses nothing. Within a folder the
 //! same holds: its `mod.rs` declares what the files below it build on.
 
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod errors;
 pub mod files;
 pub mod policy;
 pub mod replay;

@@ -77,11 +77,16 @@ pub fn execute() -> anyhow::Result<()> {
     }
 }
 
+/// A `--dns-action` value that names no action a DNS query can get.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a DNS action (nxdomain, refused, sinkhole, drop)")]
+pub struct NotDnsAction(String);
+
 /// Parses `--dns-action` values.
-pub fn parse_dns_action(s: &str) -> Result<Action, String> {
+pub fn parse_dns_action(s: &str) -> Result<Action, NotDnsAction> {
     match filter_user::policy::blocklist::parse_action(s) {
         Some(a @ (Action::Nxdomain | Action::Refused | Action::Sinkhole | Action::Drop)) => Ok(a),
-        _ => Err(format!("{s:?} is not a DNS action (nxdomain, refused, sinkhole, drop)")),
+        _ => Err(NotDnsAction(s.to_owned())),
     }
 }
 

@@ -322,7 +322,7 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
         .collect();
     // Fetched before the first load, so the first rule set has them; a
     // failure leaves the cached copy (if any) in force, reported below.
-    let fetched: Vec<(String, Result<fetch::Refreshed, String>)> =
+    let fetched: Vec<(String, Result<fetch::Refreshed, fetch::RefreshError>)> =
         urls.iter().map(|l| (l.url.clone(), fetch::refresh(l, args.skip_bad_lines))).collect();
     let source = PolicySource {
         blocklists: args.blocklists.clone(),

@@ -35,7 +35,10 @@ use std::{
 use thiserror::Error;
 use tracing::{info, warn};
 
-pub use self::effective::effective_arrays;
+pub use self::{
+    effective::effective_arrays,
+    reload::{ReloadError, ReloadFailure},
+};
 use self::{
     events::EventLog,
     operator::{OperatorRules, StateError},
@@ -160,7 +163,7 @@ impl Daemon {
 
     /// Records how fetching each list URL went; reloads when one brought
     /// a new copy. Returns whether it did.
-    pub fn record_fetches(&mut self, results: Vec<(String, Result<fetch::Refreshed, String>)>) -> bool {
+    pub fn record_fetches(&mut self, results: Vec<(String, Result<fetch::Refreshed, fetch::RefreshError>)>) -> bool {
         let changed = self.note_fetches(results);
         if changed {
             let _ = self.reload("list fetched");
@@ -170,7 +173,7 @@ impl Daemon {
 
     /// [`Daemon::record_fetches`] without the reload (at start, the first
     /// load already read what was fetched); whether a copy was new.
-    pub fn note_fetches(&mut self, results: Vec<(String, Result<fetch::Refreshed, String>)>) -> bool {
+    pub fn note_fetches(&mut self, results: Vec<(String, Result<fetch::Refreshed, fetch::RefreshError>)>) -> bool {
         let mut changed = false;
         for (url, r) in results {
             let st = self.fetches.entry(url.clone()).or_default();
@@ -186,7 +189,7 @@ impl Daemon {
                 Err(e) => {
                     st.failures += 1;
                     warn!(url, "fetching a list failed, the last good copy (if any) stays in force: {e}");
-                    st.last_error = Some(e);
+                    st.last_error = Some(e.to_string());
                 }
             }
         }
@@ -218,9 +221,4 @@ impl Daemon {
     pub fn source(&self) -> &PolicySource {
         &self.source
     }
-}
-
-/// An error with its causes, on one line (`{:#}` of anyhow).
-pub(super) fn chained(e: impl Into<anyhow::Error>) -> String {
-    format!("{:#}", e.into())
 }

@@ -6,23 +6,56 @@
 use std::time::Instant;
 
 use maps::Rule;
+use thiserror::Error;
 use tracing::{info, warn};
 
 use super::{
-    Daemon, chained,
+    Daemon,
     effective::{effective_arrays, effective_rule},
     unix_now,
 };
 use crate::{
     control::Reloaded,
     dataplane::{Filter, FilterError},
-    policy::{LineChanges, Policy, Reload, blocklist, rules},
+    errors::chain,
+    policy::{LineChanges, Policy, PolicyError, Reload, blocklist::LineError, rules},
 };
+
+/// A reload that failed; the old rule set stays in force.
+#[derive(Debug, Error)]
+#[error("{why}; the old rule set stays in force")]
+pub struct ReloadError {
+    why: ReloadFailure,
+}
+
+impl ReloadError {
+    /// What went wrong.
+    pub fn why(&self) -> &ReloadFailure {
+        &self.why
+    }
+}
+
+/// What stopped a reload. Messages carry their causes on one line.
+#[derive(Debug, Error)]
+pub enum ReloadFailure {
+    #[error("{}", chain(.0))]
+    Lists(PolicyError),
+    #[error(
+        "{count} malformed line(s), first {first} (fix the list, or run with --skip-bad-lines to load lists without \
+         their bad lines)"
+    )]
+    Malformed { count: usize, first: LineError },
+    /// Boxed, as aya's errors are large.
+    #[error("switching to the new rule set: {}", chain(&**.0))]
+    Switch(Box<FilterError>),
+    #[error("installing the new rule set: {}", chain(&**.0))]
+    Install(Box<FilterError>),
+}
 
 impl Daemon {
     /// Re-reads every list and swaps in the new rule set with the
     /// operator's rules on top. On any failure the old set stays.
-    pub fn reload(&mut self, why: &str) -> Result<Reloaded, String> {
+    pub fn reload(&mut self, why: &str) -> Result<Reloaded, ReloadError> {
         let t0 = Instant::now();
         let result = self.try_reload();
         let elapsed = t0.elapsed();
@@ -45,19 +78,19 @@ impl Daemon {
                 );
                 Ok(r)
             }
-            Err(e) => {
-                let e = format!("{e}; the old rule set stays in force");
+            Err(why_not) => {
+                let e = ReloadError { why: why_not };
                 self.reloads.failures += 1;
-                self.reloads.last_error = Some(e.clone());
+                self.reloads.last_error = Some(e.to_string());
                 warn!(why, "reload failed: {e}");
                 Err(e)
             }
         }
     }
 
-    fn try_reload(&mut self) -> Result<Reloaded, String> {
+    fn try_reload(&mut self) -> Result<Reloaded, ReloadFailure> {
         let seed = self.lists.rules.seed();
-        let reply = match self.source.reload(&self.lists).map_err(chained)? {
+        let reply = match self.source.reload(&self.lists).map_err(ReloadFailure::Lists)? {
             Reload::Lines(changes) => {
                 self.check_malformed(changes.skipped())?;
                 if let Some(reply) = self.reload_lines(changes)? {
@@ -65,7 +98,7 @@ impl Daemon {
                 } else {
                     // The active set has no room for the new keys: build a
                     // new one from the lists read whole.
-                    let policy = self.source.load(seed).map_err(chained)?;
+                    let policy = self.source.load(seed).map_err(ReloadFailure::Lists)?;
                     self.check_malformed(&policy.skipped)?;
                     self.reload_whole(policy)?
                 }
@@ -84,13 +117,11 @@ impl Daemon {
 
     /// Refuses a reload whose lists have malformed lines, unless the
     /// operator asked to load lists without them.
-    fn check_malformed(&self, skipped: &[blocklist::LineError]) -> Result<(), String> {
+    fn check_malformed(&self, skipped: &[LineError]) -> Result<(), ReloadFailure> {
         match skipped.first() {
-            Some(first) if !self.skip_bad_lines => Err(format!(
-                "{} malformed line(s), first {first} (fix the list, or run with --skip-bad-lines to load lists \
-                 without their bad lines)",
-                skipped.len()
-            )),
+            Some(first) if !self.skip_bad_lines => {
+                Err(ReloadFailure::Malformed { count: skipped.len(), first: first.clone() })
+            }
             _ => Ok(()),
         }
     }
@@ -99,7 +130,7 @@ impl Daemon {
     /// touch whose rule in force (with the operator's on top) changed are
     /// staged and switched over in one step (`Filter::transition`). `None`
     /// when the active set cannot take them (nothing changed then).
-    fn reload_lines(&mut self, changes: LineChanges) -> Result<Option<Reloaded>, String> {
+    fn reload_lines(&mut self, changes: LineChanges) -> Result<Option<Reloaded>, ReloadFailure> {
         let mut kernel = Vec::new();
         for u in changes.updates() {
             let before = self.lists.rules.get(u.key);
@@ -137,21 +168,21 @@ impl Daemon {
     /// and switches over in one step (`Filter::transition`). `Ok(false)`,
     /// nothing changed, when they are more than a 20th of the set (a new
     /// set is built faster) or the running set cannot take them.
-    fn try_transition(&mut self, changes: &[(u64, Option<Rule>)], total: usize) -> Result<bool, String> {
+    fn try_transition(&mut self, changes: &[(u64, Option<Rule>)], total: usize) -> Result<bool, ReloadFailure> {
         if changes.len() > (total / 20).max(1024) {
             return Ok(false);
         }
         match self.filter.transition(changes) {
             Ok(()) => Ok(true),
             Err(FilterError::RuleSetFull { .. } | FilterError::NoRuleSet | FilterError::Unsettled) => Ok(false),
-            Err(e) => Err(format!("switching to the new rule set: {}", chained(e))),
+            Err(e) => Err(ReloadFailure::Switch(Box::new(e))),
         }
     }
 
     /// A reload with every list read whole: the rule sets in force before
     /// and after are compared; a few changes are staged and switched over
     /// in one step, many get a new set built and swapped in.
-    fn reload_whole(&mut self, policy: Policy) -> Result<Reloaded, String> {
+    fn reload_whole(&mut self, policy: Policy) -> Result<Reloaded, ReloadFailure> {
         let seed = self.lists.rules.seed();
         let (keys, values) = effective_arrays(&policy.rules, &self.operator);
         let (old_keys, old_values) = effective_arrays(&self.lists.rules, &self.operator);
@@ -160,9 +191,7 @@ impl Daemon {
         if staged {
             narrow_or_warn(&mut self.filter, keys.iter().copied().zip(values.iter().map(|r| r.labels)));
         } else {
-            self.filter
-                .install_arrays(seed, &keys, &values)
-                .map_err(|e| format!("installing the new rule set: {}", chained(e)))?;
+            self.filter.install_arrays(seed, &keys, &values).map_err(|e| ReloadFailure::Install(Box::new(e)))?;
         }
         let reply = Reloaded {
             rules: keys.len(),
@@ -187,6 +216,6 @@ impl Daemon {
 /// failed reload.
 fn narrow_or_warn(filter: &mut Filter, rules: impl IntoIterator<Item = (u64, u8)>) {
     if let Err(e) = filter.narrow(rules) {
-        warn!("narrowing the filter after a reload: {}", chained(e));
+        warn!("narrowing the filter after a reload: {}", chain(&e));
     }
 }

@@ -11,7 +11,7 @@ use maps::{Action, Rule, rule::flags};
 use tracing::info;
 
 use super::{
-    Daemon, chained,
+    Daemon,
     effective::{effective_arrays, operator_entries},
     metrics,
     operator::{OperatorRules, Pattern, Verdict},
@@ -22,6 +22,7 @@ use crate::{
         self, Changed, DEFAULT_EVENTS, DEFAULT_LIST_LIMIT, DEFAULT_TOP, ErrorBody, Reply, Request, RuleList, RuleView,
     },
     dataplane::{FilterError, counters, sys},
+    errors::chain,
     policy::{blocklist, names::Domain},
 };
 
@@ -40,7 +41,9 @@ impl Daemon {
             Request::Unblock { domains } => self.change(&domains, Change::Forget),
             Request::List { pattern, limit } => Ok(self.list(pattern.as_deref(), limit.unwrap_or(DEFAULT_LIST_LIMIT))),
             Request::Stats { top } => self.stats(top.unwrap_or(DEFAULT_TOP)),
-            Request::Reload => self.reload("control request").map(Reply::Reloaded).map_err(ErrorBody::new),
+            Request::Reload => {
+                self.reload("control request").map(Reply::Reloaded).map_err(|e| ErrorBody::new(e.to_string()))
+            }
             Request::Status => Ok(Reply::Status(self.status())),
             Request::Events { last, .. } => self.recent_events(last.unwrap_or(DEFAULT_EVENTS)),
             // The serving loop answers it: stopping ends the loop.
@@ -129,12 +132,14 @@ impl Daemon {
         if let Err(e) = self.put_in_kernel(&updates, &next) {
             // The kernel refused part of it: put the old state back, on
             // disk and in the maps, and say so.
-            let restore = self.operator.save(&self.state_path).map_err(|e| e.to_string()).and_then(|()| {
+            let restore_failed = if let Err(e) = self.operator.save(&self.state_path) {
+                Some(e.to_string())
+            } else {
                 let (keys, values) = effective_arrays(&self.lists.rules, &self.operator);
-                self.filter.install_arrays(seed, &keys, &values).map_err(chained)
-            });
-            let mut msg = format!("updating the kernel maps: {}; nothing was changed", chained(e));
-            if let Err(r) = restore {
+                self.filter.install_arrays(seed, &keys, &values).err().map(|e| chain(&e))
+            };
+            let mut msg = format!("updating the kernel maps: {}; nothing was changed", chain(&e));
+            if let Some(r) = restore_failed {
                 let _ = write!(msg, " (restoring the old rules also failed: {r})");
             }
             return Err(ErrorBody::new(msg));

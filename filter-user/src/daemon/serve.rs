@@ -191,7 +191,7 @@ pub async fn serve(
 }
 
 /// What one round of list fetches came to, per URL.
-type Fetches = Vec<(String, Result<fetch::Refreshed, String>)>;
+type Fetches = Vec<(String, Result<fetch::Refreshed, fetch::RefreshError>)>;
 
 /// Fetches every list URL on a blocking thread and sends the results back,
 /// always (a panic is reported as a failure), so the loop knows it is done.
@@ -201,7 +201,7 @@ fn spawn_refresh(lists: Vec<UrlList>, skip_bad_lines: bool, tx: mpsc::Sender<Fet
             .iter()
             .map(|l| {
                 let got = std::panic::catch_unwind(|| fetch::refresh(l, skip_bad_lines))
-                    .unwrap_or_else(|_| Err("the fetch failed unexpectedly (panic)".to_owned()));
+                    .unwrap_or(Err(fetch::RefreshError::Panicked));
                 (l.url.clone(), got)
             })
             .collect();

@@ -62,23 +62,9 @@ use crate::{
         Filter, FilterError, LoadOptions, TlsPolicy, action_name,
         counters::{self, Counters},
     },
+    errors::chain,
     policy::{Policy, PolicyError, PolicySource, names, rules::RuleSet},
 };
-
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
-}
 
 /// Verdict of a packet that was not run because its link type is not supported.
 pub const SKIPPED: &str = "skipped";
