@@ -9,7 +9,10 @@ use std::{
 
 use thiserror::Error;
 
-use super::protocol::{Request, Response};
+use super::{
+    frame,
+    protocol::{Request, Response},
+};
 
 /// Largest reply the CLI reads.
 const MAX_REPLY: u64 = 256 << 20;
@@ -29,14 +32,7 @@ pub enum ClientError {
 
 /// Sends one request and reads the reply.
 pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
-    call_raw(socket, &request_line(req))
-}
-
-/// A request as sent: one JSON line.
-fn request_line(req: &Request) -> Vec<u8> {
-    let mut line = serde_json::to_vec(req).expect("requests serialise");
-    line.push(b'\n');
-    line
+    call_raw(socket, &frame::encode(req))
 }
 
 /// Connects to the daemon, telling "not running" and "not allowed" apart.
@@ -59,7 +55,7 @@ pub fn call_streaming(
 ) -> Result<Response, ClientError> {
     let io_err = |source| ClientError::Io { path: socket.to_owned(), source };
     let mut s = connect(socket)?;
-    s.write_all(&request_line(req)).map_err(io_err)?;
+    s.write_all(&frame::encode(req)).map_err(io_err)?;
     let mut r = BufReader::new(s);
     let mut first = String::new();
     r.read_line(&mut first).map_err(io_err)?;

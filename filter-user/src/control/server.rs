@@ -13,14 +13,18 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use thiserror::Error;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
     sync::{broadcast, mpsc, oneshot},
 };
 use tracing::warn;
 
-use super::protocol::{ErrorBody, MAX_REQUEST, Reply, Request, Response};
+use super::{
+    frame,
+    protocol::{ErrorBody, MAX_REQUEST, Reply, Request, Response},
+};
 use crate::files;
 
 /// How long a client may take to send its request or read its reply.
@@ -118,8 +122,8 @@ pub struct Job {
     pub written: oneshot::Receiver<()>,
 }
 
-/// The daemon's stream of events as JSON lines, with sequence numbers.
-pub type Follow = broadcast::Sender<(u64, String)>;
+/// The daemon's stream of events as frames, with sequence numbers.
+pub type Follow = broadcast::Sender<(u64, Bytes)>;
 
 /// Accepts control connections, each served by a task of its own.
 async fn accept(listener: tokio::net::UnixListener, jobs: mpsc::Sender<Job>, follow: Follow) {
@@ -158,9 +162,7 @@ async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>,
         }
         Err(e) => Response::err(e),
     };
-    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
-    line.push(b'\n');
-    let sent = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&line)).await;
+    let sent = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&frame::encode(&reply))).await;
     if let (Some(mut rx), Ok(Ok(())), Some(Reply::Events(list))) = (following, sent, reply.reply.as_ref()) {
         follow_events(&mut stream, &mut rx, list.last_seq).await;
     }
@@ -171,7 +173,7 @@ async fn connection(mut stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>,
 /// Streams events after `after` to a follower until it hangs up (or is
 /// too slow to keep up, which the broadcast channel bounds: the lines it
 /// missed are skipped, not queued).
-async fn follow_events(stream: &mut tokio::net::UnixStream, rx: &mut broadcast::Receiver<(u64, String)>, after: u64) {
+async fn follow_events(stream: &mut tokio::net::UnixStream, rx: &mut broadcast::Receiver<(u64, Bytes)>, after: u64) {
     use broadcast::error::RecvError;
     let (mut reader, mut writer) = stream.split();
     let mut probe = [0u8; 1];
@@ -180,7 +182,7 @@ async fn follow_events(stream: &mut tokio::net::UnixStream, rx: &mut broadcast::
             got = rx.recv() => match got {
                 Ok((seq, line)) if seq > after => {
                     // A follower that stops reading is dropped, not waited for.
-                    let sent = tokio::time::timeout(IO_TIMEOUT, writer.write_all(line.as_bytes())).await;
+                    let sent = tokio::time::timeout(IO_TIMEOUT, writer.write_all(&line)).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         return;
                     }
@@ -204,15 +206,11 @@ async fn read_request(stream: &mut tokio::net::UnixStream) -> Result<Request, Er
         warn!(uid = cred.uid(), pid = ?cred.pid(), "control request refused: not root");
         return Err(ErrorBody::new("permission denied: the control API is root-only"));
     }
-    let mut buf = Vec::new();
-    let limit = MAX_REQUEST as u64 + 1;
-    let mut reader = tokio::io::BufReader::new(&mut *stream).take(limit);
-    let read = reader.read_until(b'\n', &mut buf);
-    match tokio::time::timeout(IO_TIMEOUT, read).await {
+    let buf = match tokio::time::timeout(IO_TIMEOUT, frame::read(&mut *stream, MAX_REQUEST + 1)).await {
         Err(_) => return Err(ErrorBody::new("timed out waiting for the request")),
         Ok(Err(e)) => return Err(ErrorBody::new(format!("reading the request: {e}"))),
-        Ok(Ok(_)) => {}
-    }
+        Ok(Ok(buf)) => buf,
+    };
     if buf.len() > MAX_REQUEST {
         return Err(ErrorBody::new(format!("request larger than {MAX_REQUEST} bytes, refused; nothing was changed")));
     }

@@ -17,7 +17,11 @@ use std::{
 
 use maps::{Counter, event::Event, trace};
 
-use crate::{control::EventView, dataplane::sys, policy::names};
+use crate::{
+    control::{EventView, frame, server::Follow},
+    dataplane::sys,
+    policy::names,
+};
 
 /// Events `namewall events` can show without `--follow`.
 pub const RECENT: usize = 1000;
@@ -101,7 +105,7 @@ enum Sink {
 pub struct EventLog {
     sink: Option<Sink>,
     recent: VecDeque<EventView>,
-    follow: tokio::sync::broadcast::Sender<(u64, String)>,
+    follow: Follow,
     /// The last sequence number given.
     pub seq: u64,
     /// Events written (or kept, without a sink).
@@ -148,9 +152,8 @@ impl EventLog {
     pub fn record(&mut self, mut v: EventView) {
         self.seq += 1;
         v.seq = self.seq;
-        let mut line = serde_json::to_string(&v).expect("events serialise");
-        line.push('\n');
-        if let Err(e) = self.write(line.as_bytes()) {
+        let line = frame::encode(&v);
+        if let Err(e) = self.write(&line) {
             self.write_errors += 1;
             if self.write_errors.is_power_of_two() {
                 tracing::warn!("event log: {e} ({} events not written so far)", self.write_errors);
@@ -190,8 +193,9 @@ impl EventLog {
     }
 
     /// A handle to subscribe from other tasks: every event from then on,
-    /// with its sequence number, as a JSON line.
-    pub fn follower(&self) -> tokio::sync::broadcast::Sender<(u64, String)> {
+    /// with its sequence number, as a JSON line (a frame of the control
+    /// protocol).
+    pub fn follower(&self) -> Follow {
         self.follow.clone()
     }
 }

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -78,8 +79,9 @@ pub struct CacheMeta {
 pub enum Fetched {
     /// 304: the cached copy is current.
     NotModified,
-    /// A new copy, and its validators.
-    New(Vec<u8>, CacheMeta),
+    /// A new copy, read once into memory that the parser and the cache
+    /// then share, and its validators.
+    New(Bytes, CacheMeta),
 }
 
 #[derive(Debug, Error)]
@@ -133,6 +135,8 @@ pub fn fetch(list: &UrlList, meta: &CacheMeta) -> Result<Fetched, FetchError> {
         .reader()
         .read_to_end(&mut body)
         .map_err(|source| FetchError::Body { url: url.clone(), source })?;
+    // Read straight into the vector, which `Bytes` then takes over as it is.
+    let body = Bytes::from(body);
     if body.len() as u64 > MAX_LIST_BYTES {
         return Err(FetchError::TooLarge { url: url.clone() });
     }
