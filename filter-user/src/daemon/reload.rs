@@ -25,14 +25,8 @@ use crate::{
 #[derive(Debug, Error)]
 #[error("{why}; the old rule set stays in force")]
 pub struct ReloadError {
-    why: ReloadFailure,
-}
-
-impl ReloadError {
     /// What went wrong.
-    pub fn why(&self) -> &ReloadFailure {
-        &self.why
-    }
+    pub why: ReloadFailure,
 }
 
 /// What stopped a reload. Messages carry their causes on one line.

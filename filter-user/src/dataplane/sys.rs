@@ -335,16 +335,6 @@ impl SharedCounters {
             a.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
-
-    /// Counter `i`.
-    pub fn get(&self, i: u32) -> u64 {
-        let i = i as usize;
-        if i >= self.words {
-            return 0;
-        }
-        // SAFETY: as above.
-        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i)) }.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 impl Drop for SharedCounters {

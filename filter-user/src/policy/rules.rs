@@ -99,14 +99,6 @@ impl RuleSet {
         Self { seed, rules: HashMap::default(), shared: HashMap::default() }
     }
 
-    pub fn with_capacity(seed: u64, n: usize) -> Self {
-        Self {
-            seed,
-            rules: HashMap::with_capacity_and_hasher(n, BuildNoHashHasher::default()),
-            shared: HashMap::default(),
-        }
-    }
-
     /// The entries behind `key`'s rule, in list order, and its name.
     pub fn contributions(&self, key: u64) -> Option<(&Domain, Vec<Contribution>)> {
         let r = self.rules.get(&key)?;

@@ -290,7 +290,6 @@ pub enum CaptureError {
 /// An open capture file, positioned at its first packet.
 pub struct Capture {
     path: String,
-    format: Format,
     reader: Reader,
 }
 
@@ -323,11 +322,7 @@ impl Capture {
             }
             Format::PcapNg => Reader::PcapNg(PcapNgReader::new(file).map_err(header_err)?),
         };
-        Ok(Self { path: shown, format, reader })
-    }
-
-    pub fn format(&self) -> Format {
-        self.format
+        Ok(Self { path: shown, reader })
     }
 
     /// The file as given, for messages.
