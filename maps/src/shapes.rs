@@ -53,92 +53,44 @@ const fn size<T>() -> u32 {
     size_of::<T>() as u32
 }
 
+/// A row of [`MAPS`].
+const fn row(
+    name: &'static str,
+    kind: MapKind,
+    key_size: u32,
+    value_size: u32,
+    entries: Entries,
+    pinned: bool,
+) -> MapShape {
+    MapShape { name, kind, key_size, value_size, entries, pinned }
+}
+
+const PINNED: bool = true;
+const NOT_PINNED: bool = false;
+
 /// Every map of the XDP object, pinned ones first.
-pub const MAPS: &[MapShape] = &[
-    // Values are the file descriptors of rule sets, which user space
-    // creates: hash maps from `u64` name hashes to `Rule`s.
-    MapShape {
-        name: names::RULESETS,
-        kind: MapKind::ArrayOfMaps,
-        key_size: 4,
-        value_size: 4,
-        entries: Entries::Fixed(1),
-        pinned: true,
-    },
-    MapShape {
-        name: names::SETTINGS,
-        kind: MapKind::Array,
-        key_size: 4,
-        value_size: size::<Settings>(),
-        entries: Entries::Fixed(1),
-        pinned: true,
-    },
-    MapShape {
-        name: names::FILTER,
-        kind: MapKind::Array,
-        key_size: 4,
-        value_size: 8,
-        entries: Entries::Configured,
-        pinned: true,
-    },
-    MapShape {
-        name: names::FLOWS,
-        kind: MapKind::Hash,
-        key_size: 8,
-        value_size: size::<FlowState>(),
-        entries: Entries::Configured,
-        pinned: true,
-    },
-    MapShape {
-        name: names::FLOW_HINT,
-        kind: MapKind::Array,
-        key_size: 4,
-        value_size: 8,
-        entries: Entries::Configured,
-        pinned: true,
-    },
-    MapShape {
-        name: names::EVENTS,
-        kind: MapKind::RingBuf,
-        key_size: 0,
-        value_size: 0,
-        entries: Entries::Configured,
-        pinned: true,
-    },
-    MapShape {
-        name: names::COUNTERS,
-        kind: MapKind::PerCpuArray,
-        key_size: 4,
-        value_size: 8,
-        entries: Entries::Fixed(counters::SLOTS as u32),
-        pinned: true,
-    },
-    MapShape {
-        name: names::SCRATCH,
-        kind: MapKind::PerCpuArray,
-        key_size: 4,
-        value_size: size::<Scratch>(),
-        entries: Entries::Fixed(1),
-        pinned: false,
-    },
-    MapShape {
-        name: names::TRACE,
-        kind: MapKind::Array,
-        key_size: 4,
-        value_size: size::<Trace>(),
-        entries: Entries::Fixed(1),
-        pinned: false,
-    },
-    // The start of the current second and the events sent in it.
-    MapShape {
-        name: names::EVENT_BUDGET,
-        kind: MapKind::PerCpuArray,
-        key_size: 4,
-        value_size: 16,
-        entries: Entries::Fixed(1),
-        pinned: false,
-    },
-];
+#[rustfmt::skip]
+pub const MAPS: &[MapShape] = {
+    use Entries::{Configured, Fixed};
+    use MapKind::{Array, ArrayOfMaps, Hash, PerCpuArray, RingBuf};
+    &[
+        //  name                 kind         key  value                 entries                          pinned
+        // RULESETS holds the file descriptors of rule sets, which user
+        // space creates: hash maps from `u64` name hashes to `Rule`s.
+        row(names::RULESETS,     ArrayOfMaps, 4,   4,                    Fixed(1),                        PINNED),
+        row(names::SETTINGS,     Array,       4,   size::<Settings>(),   Fixed(1),                        PINNED),
+        row(names::FILTER,       Array,       4,   8,                    Configured,                      PINNED),
+        row(names::FLOWS,        Hash,        8,   size::<FlowState>(),  Configured,                      PINNED),
+        row(names::FLOW_HINT,    Array,       4,   8,                    Configured,                      PINNED),
+        // A ring buffer has neither keys nor values, only bytes.
+        row(names::EVENTS,       RingBuf,     0,   0,                    Configured,                      PINNED),
+        row(names::COUNTERS,     PerCpuArray, 4,   8,                    Fixed(counters::SLOTS as u32),   PINNED),
+        row(names::SCRATCH,      PerCpuArray, 4,   size::<Scratch>(),    Fixed(1),                        NOT_PINNED),
+        row(names::TRACE,        Array,       4,   size::<Trace>(),      Fixed(1),                        NOT_PINNED),
+        // The start of the current second and the events sent in it.
+        row(names::EVENT_BUDGET, PerCpuArray, 4,   16,                   Fixed(1),                        NOT_PINNED),
+    ]
+};
 
 /// The row of the map called `name`.
 pub fn shape(name: &str) -> Option<&'static MapShape> {
