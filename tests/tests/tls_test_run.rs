@@ -367,10 +367,10 @@ impl Hello {
     /// the name", which needs bytes there. [`Hello::name_last`] covers the
     /// other layout on purpose.
     fn rustls(name: Option<&str>, kind: HelloKind) -> Self {
-        (0..200)
-            .map(|_| Self::new(tls::client_hello(name, kind)))
-            .find(|h| h.sni_last().is_none_or(|last| last < h.last()))
-            .unwrap_or_else(|| panic!("200 {kind:?} ClientHellos for {name:?}, the name last in all"))
+        Self::new(tls::client_hello_where(name, kind, "the name last in all", |h| {
+            let h = Self::new(h.to_vec());
+            h.sni_last().is_none_or(|last| last < h.last())
+        }))
     }
 
     /// The same `ClientHello` with `server_name` moved to the end: the

@@ -132,6 +132,21 @@ pub enum TlsAction {
     Drop,
 }
 
+/// How blocked DNS queries and what cannot be judged are treated: flags
+/// `run` and `replay` share.
+#[derive(Debug, clap::Args)]
+pub struct JudgingArgs {
+    /// What blocked DNS queries get unless their rule says otherwise: nxdomain, refused, sinkhole, drop.
+    #[arg(long, default_value = "nxdomain", value_parser = parse_dns_action)]
+    pub dns_action: Action,
+    /// Drop what cannot be judged instead of passing it: DNS queries that
+    /// cannot be parsed, malformed ClientHellos, first fragments of TCP
+    /// segments and DNS queries (never reassembled), and new
+    /// TLS flows while the flow table is full.
+    #[arg(long)]
+    pub fail_closed: bool,
+}
+
 /// The TLS flags `run` and `replay` share.
 #[derive(Debug, clap::Args)]
 pub struct TlsArgs {

@@ -29,7 +29,6 @@ use filter_user::{
         fetch::{self, UrlList},
     },
 };
-use maps::Action;
 use tracing::info;
 
 use super::config;
@@ -86,15 +85,8 @@ pub struct RunArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub xdp_mode: Mode,
-    /// What blocked DNS queries get unless their rule says otherwise: nxdomain, refused, sinkhole, drop.
-    #[arg(long, default_value = "nxdomain", value_parser = super::parse_dns_action)]
-    pub dns_action: Action,
-    /// Drop what cannot be judged instead of passing it: DNS queries that
-    /// cannot be parsed, malformed ClientHellos, first fragments of TCP
-    /// segments and DNS queries (never reassembled), and new
-    /// TLS flows while the flow table is full.
-    #[arg(long)]
-    pub fail_closed: bool,
+    #[command(flatten)]
+    pub judging: super::JudgingArgs,
     /// Refuse to start if any list line is malformed (default: report and skip it).
     #[arg(long)]
     pub strict: bool,
@@ -347,7 +339,7 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
     let per_cpu = if args.events_budget == 0 { 0 } else { args.events_budget.div_ceil(cpus as u32).max(1) };
     let mut filter = Filter::load(load).context("loading the XDP program")?;
-    filter.configure(args.dns_action, args.fail_closed, args.answer_ttl).context("configuring")?;
+    filter.configure(args.judging.dns_action, args.judging.fail_closed, args.answer_ttl).context("configuring")?;
     filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
     filter.configure_events(per_cpu).context("configuring events")?;
     let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };

@@ -35,6 +35,25 @@ pub enum Verdict {
     Allow,
 }
 
+impl Verdict {
+    /// `block` or `allow`, as the state file and `list` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Block(_) => "block",
+            Verdict::Allow => "allow",
+        }
+    }
+
+    /// The action a block names, if it names one (else the protocol's
+    /// default applies).
+    pub fn action_name(self) -> Option<&'static str> {
+        match self {
+            Verdict::Block(a) if a != Action::Default => Some(a.name()),
+            _ => None,
+        }
+    }
+}
+
 /// A name as operators write it: `example.com` (the name and every name
 /// below it) or `*.example.com` (only the names below it).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -143,14 +162,8 @@ impl OperatorRules {
                 .iter()
                 .map(|(p, v)| StoredRule {
                     name: p.to_string(),
-                    rule: match v {
-                        Verdict::Allow => "allow".to_owned(),
-                        Verdict::Block(_) => "block".to_owned(),
-                    },
-                    action: match v {
-                        Verdict::Block(a) if *a != Action::Default => Some(a.name().to_owned()),
-                        _ => None,
-                    },
+                    rule: v.name().to_owned(),
+                    action: v.action_name().map(str::to_owned),
                 })
                 .collect(),
         };

@@ -293,7 +293,7 @@ impl Daemon {
                 .lists
                 .iter()
                 .map(|l| {
-                    let kind = if l.kind == blocklist::ListKind::Allow { "allow" } else { "block" };
+                    let kind = l.kind.name();
                     (l.path.clone(), kind, l.entries as u64, l.skipped as u64)
                 })
                 .collect(),
@@ -326,7 +326,7 @@ impl Daemon {
                 .map(|p| format!("block {}", p.display()))
                 .chain(source.allowlists.iter().map(|p| format!("allow {}", p.display())))
                 .chain(source.urls.iter().map(|u| {
-                    let kind = if u.kind == blocklist::ListKind::Allow { "allow" } else { "block" };
+                    let kind = u.kind.name();
                     let f = self.fetches.get(&u.url).cloned().unwrap_or_default();
                     let ok = f.last_ok.map_or_else(
                         || "never fetched".to_owned(),

@@ -8,14 +8,10 @@ use crate::{control::RuleView, policy::rules::CompiledRule};
 
 /// A rule pushed through the API, as `list` shows it.
 pub(super) fn view_of_operator(pattern: &str, v: Verdict, hits: u64) -> RuleView {
-    let (rule, action) = match v {
-        Verdict::Allow => ("allow", None),
-        Verdict::Block(a) => ("block", (a != Action::Default).then(|| a.name().to_owned())),
-    };
     RuleView {
         pattern: pattern.to_owned(),
-        rule: rule.to_owned(),
-        action,
+        rule: v.name().to_owned(),
+        action: v.action_name().map(str::to_owned),
         source: operator::API_ORIGIN.to_owned(),
         hits,
     }

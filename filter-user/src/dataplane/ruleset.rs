@@ -108,15 +108,11 @@ impl RuleSetWriter {
         let new_mask = rules::depth_mask(values);
         let new_bits = rules::filter_bits(keys, self.installed_bits.len());
         let narrowed = Settings { seed, depth_mask: new_mask, ..maps.settings() };
-        // Counted once the new set is the active one.
         let (len, capacity) = (keys.len(), cap as usize);
         if self.active.is_none() {
             self.write_filter(maps, &new_bits)?;
             maps.write_settings(narrowed)?;
-            self.swap(maps, inner)?;
-            (self.active_len, self.active_capacity) = (len, capacity);
-            self.unsettled = false;
-            return Ok(());
+            return self.swap(maps, inner, len, capacity);
         }
         let old = maps.settings().depth_mask;
         let widened = Settings { depth_mask: [old[0] | new_mask[0], old[1] | new_mask[1]], ..narrowed };
@@ -124,19 +120,20 @@ impl RuleSetWriter {
         self.write_filter(maps, &union)?;
         maps.write_settings(widened)?;
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
-        self.swap(maps, inner)?;
-        (self.active_len, self.active_capacity) = (len, capacity);
-        self.unsettled = false;
+        self.swap(maps, inner, len, capacity)?;
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
         self.write_filter(maps, &new_bits)?;
         maps.write_settings(narrowed)?;
         Ok(())
     }
 
-    /// Makes `inner` the active rule set.
-    fn swap(&mut self, maps: &mut Maps, inner: RuleSetMap) -> Result<(), FilterError> {
+    /// Makes `inner`, holding `len` rules of room for `capacity`, the
+    /// active rule set: a fresh set, with no generation switch pending.
+    fn swap(&mut self, maps: &mut Maps, inner: RuleSetMap, len: usize, capacity: usize) -> Result<(), FilterError> {
         maps.swap_ruleset(&inner)?;
         self.active = Some(inner);
+        (self.active_len, self.active_capacity) = (len, capacity);
+        self.unsettled = false;
         Ok(())
     }
 

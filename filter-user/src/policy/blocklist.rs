@@ -29,6 +29,16 @@ pub enum ListKind {
     Allow,
 }
 
+impl ListKind {
+    /// `block` or `allow`, as `status` and the metrics name lists.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListKind::Block => "block",
+            ListKind::Allow => "allow",
+        }
+    }
+}
+
 /// Which names a rule covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
