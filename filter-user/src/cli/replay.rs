@@ -17,7 +17,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use filter_user::{
-    dataplane::counters as stats,
+    dataplane::counters,
     policy::PolicySource,
     replay::{self, Capture, PacketReport, ReplayOptions, Summary},
 };
@@ -212,7 +212,7 @@ impl fmt::Display for SummaryText<'_> {
             write!(f, "{} {verdict} {n}", if i == 0 { "" } else { "," })?;
         }
         writeln!(f)?;
-        f.write_str(&stats::table(&s.totals))?;
+        f.write_str(&counters::table(&s.totals))?;
         if !s.rule_hits.is_empty() {
             writeln!(f, "rule hits")?;
             for h in s.rule_hits.iter().take(TOP_RULES) {

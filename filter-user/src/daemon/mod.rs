@@ -81,6 +81,7 @@ pub enum DaemonError {
     Install(#[from] FilterError),
 }
 
+/// What `namewall run` holds while it filters.
 pub struct Daemon {
     pub filter: Filter,
     source: PolicySource,

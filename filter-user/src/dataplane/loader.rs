@@ -184,11 +184,6 @@ impl Filter {
         &self.ebpf
     }
 
-    /// The program's maps.
-    pub fn maps(&self) -> &Maps {
-        &self.maps
-    }
-
     pub fn settings(&self) -> Settings {
         self.maps.settings()
     }
