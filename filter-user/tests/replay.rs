@@ -824,7 +824,7 @@ fn library_replay_streams_and_stops_on_break() {
         dns_action: maps::Action::Nxdomain,
         fail_closed: false,
         answer_ttl: 60,
-        tls: filter_user::loader::TlsPolicy::default(),
+        tls: filter_user::dataplane::TlsPolicy::default(),
         max_flows: 0,
         seed: 7,
     };
@@ -853,9 +853,9 @@ fn library_replay_requires_a_tracing_program() {
     use std::ops::ControlFlow;
 
     use filter_user::{
-        loader::{Filter, LoadOptions},
+        dataplane::{Filter, LoadOptions},
+        policy::rules::RuleSet,
         replay::{self, ReplayError},
-        rules::RuleSet,
     };
 
     let fx = Fixture::new();

@@ -29,8 +29,8 @@ pub struct Event {
     pub ipv6: u8,
     /// IP protocol: 17 (UDP) or 6 (TCP).
     pub proto: u8,
-    /// [`crate::trace::NAME_DNS`]: `name` is a QNAME in wire format;
-    /// [`crate::trace::NAME_TLS`]: a host name as sent.
+    /// A [`crate::Protocol`] code: `Dns`: `name` is a QNAME in wire
+    /// format; `Tls`: a host name as sent.
     pub name_kind: u8,
     /// Labels of the deciding rule.
     pub rule_labels: u8,

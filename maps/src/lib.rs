@@ -18,6 +18,7 @@ pub mod flow;
 pub mod name;
 pub mod rule;
 pub mod settings;
+pub mod shapes;
 pub mod sni;
 pub mod stage;
 pub mod tls;

@@ -26,8 +26,9 @@ pub struct Trace {
     pub rule_labels: u8,
     /// 17 for DNS over UDP, 6 for DNS or TLS over TCP, 0 when no name was found.
     pub l4_proto: u8,
-    /// Which name was judged: [`NAME_NONE`], [`NAME_DNS`] (a QNAME at
-    /// `name_offset` in the packet) or [`NAME_TLS`] (a server name in `sni`).
+    /// Which name was judged, a [`crate::Protocol`] code: `Other` (none),
+    /// `Dns` (a QNAME at `name_offset` in the packet) or `Tls` (a server
+    /// name in `sni`).
     pub name_kind: u8,
     /// Length of `sni`.
     pub sni_len: u16,
@@ -43,13 +44,6 @@ pub struct Trace {
 
 const _: () = assert!(core::mem::size_of::<Trace>() == 56 + crate::tls::MAX_SNI);
 
-/// [`Trace::name_kind`]: no name judged.
-pub const NAME_NONE: u8 = crate::Protocol::Other as u8;
-/// [`Trace::name_kind`]: a DNS QNAME.
-pub const NAME_DNS: u8 = crate::Protocol::Dns as u8;
-/// [`Trace::name_kind`]: a TLS server name.
-pub const NAME_TLS: u8 = crate::Protocol::Tls as u8;
-
 impl Default for Trace {
     fn default() -> Self {
         Self {
@@ -63,7 +57,7 @@ impl Default for Trace {
             name_labels: 0,
             rule_labels: 0,
             l4_proto: 0,
-            name_kind: NAME_NONE,
+            name_kind: crate::Protocol::Other as u8,
             sni_len: 0,
             pad: [0; 6],
             flow_key: 0,

@@ -1,9 +1,9 @@
 //! The loaded XDP program with a rule set, run one packet at a time.
 
 use filter_user::{
-    blocklist::{self, ListKind},
-    loader::{Filter, LoadOptions, TlsPolicy},
-    rules::RuleSet,
+    dataplane::{Filter, LoadOptions, TlsPolicy},
+    policy::blocklist::{self, ListKind},
+    policy::rules::RuleSet,
 };
 use maps::{
     Action, Counter, Trace,
@@ -24,7 +24,7 @@ pub struct Observed {
 
 impl Observed {
     pub fn action_name(&self) -> &'static str {
-        filter_user::loader::action_name(self.action)
+        filter_user::dataplane::action_name(self.action)
     }
 
     /// Exactly one outcome counter moved, by one, and it is the traced outcome.

@@ -337,7 +337,7 @@ impl Topology {
 pub fn attach_pass_program(ns: &NetNs, dev: &str) {
     // The object only needs to exist while iproute2 loads it.
     let obj = tempfile::Builder::new().prefix("namewall-pass-").suffix(".o").tempfile().expect("temp file");
-    fs::write(obj.path(), filter_user::loader::BASELINE_OBJECT).expect("write the pass program");
+    fs::write(obj.path(), filter_user::dataplane::loader::BASELINE_OBJECT).expect("write the pass program");
     ns.run(&["ip", "link", "set", "dev", dev, "xdpdrv", "obj", obj.path().to_str().expect("utf-8"), "sec", "xdp"]);
 }
 

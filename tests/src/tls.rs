@@ -98,6 +98,17 @@ pub fn client_hello(sni: Option<&str>, kind: HelloKind) -> Vec<u8> {
     out
 }
 
+/// A [`client_hello`] for which `wanted` holds: rustls shuffles its
+/// extensions, so a layout that comes now and then (the name last, or not
+/// last) is found by asking again, up to 200 times; `what` says what was
+/// wanted when none had it.
+pub fn client_hello_where(sni: Option<&str>, kind: HelloKind, what: &str, wanted: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    (0..200)
+        .map(|_| client_hello(sni, kind))
+        .find(|h| wanted(h))
+        .unwrap_or_else(|| panic!("200 {kind:?} ClientHellos for {sni:?}, {what}"))
+}
+
 /// Accepts any certificate: these clients never finish a handshake.
 #[derive(Debug)]
 struct AcceptAnything(WebPkiSupportedAlgorithms);

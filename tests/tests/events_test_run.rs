@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use filter_user::{
-    events::{self, EventView},
-    loader::{LoadOptions, TlsPolicy},
+    control::EventView,
+    daemon::events,
+    dataplane::{LoadOptions, TlsPolicy},
 };
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter, event::Event};

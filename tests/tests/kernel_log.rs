@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_user::loader::{LoadOptions, TlsPolicy};
+use filter_user::dataplane::{LoadOptions, TlsPolicy};
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter};
 use namewall_tests::{dnswire, harness::Harness, packet::Spec};

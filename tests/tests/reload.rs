@@ -13,9 +13,8 @@ use std::{collections::BTreeMap, path::PathBuf};
 use aya::maps::Array;
 use filter_user::{
     control::{Reply, Request},
-    daemon::{Daemon, RunInfo, effective_arrays},
-    events::EventLog,
-    loader::{Filter, LoadOptions},
+    daemon::{Daemon, RunInfo, effective_arrays, events::EventLog},
+    dataplane::{Filter, LoadOptions},
     policy::{Policy, PolicyError, PolicySource, Reload},
 };
 use maps::Rule;

@@ -7,7 +7,7 @@
 use std::{fs, path::Path, process::Command, time::Duration};
 
 use filter_user::{
-    loader::TlsPolicy,
+    dataplane::TlsPolicy,
     policy::PolicySource,
     replay::{self, PacketReport, ReplayOptions},
 };
@@ -40,10 +40,8 @@ fn name_end(hello: &[u8], name: &str) -> usize {
 /// the end: rustls shuffles its extensions, so `server_name` is sometimes
 /// last, and a cut after the name needs bytes after it.
 fn hello_with_room(name: &str, kind: HelloKind, room: usize) -> Vec<u8> {
-    (0..200)
-        .map(|_| tls::client_hello(Some(name), kind))
-        .find(|h| name_end(h, name) + room < h.len())
-        .unwrap_or_else(|| panic!("200 {kind:?} ClientHellos for {name}, none with {room} bytes after the name"))
+    let what = format!("none with {room} bytes after the name");
+    tls::client_hello_where(Some(name), kind, &what, |h| name_end(h, name) + room < h.len())
 }
 
 /// What each packet of the capture must show: (packet number, outcome,

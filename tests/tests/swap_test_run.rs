@@ -16,9 +16,9 @@ use std::{
 };
 
 use filter_user::{
-    blocklist::{self, ListKind},
-    loader::{Filter, LoadOptions},
-    rules::{self, RuleSet},
+    dataplane::{Filter, LoadOptions},
+    policy::blocklist::{self, ListKind},
+    policy::rules::{self, RuleSet},
 };
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 use namewall_tests::{dnswire, packet::Spec};
@@ -137,7 +137,7 @@ fn swaps_under_traffic(how: Switch) {
 fn hit_counts_survive_switches() {
     let seed = rand::random();
     let (a, b) = (set(SET_A, seed), set("||a.b.example^$action=nxdomain\n||z.example^\n", seed));
-    let key = filter_user::names::Domain::parse("a.b.example").expect("a name").key(seed);
+    let key = filter_user::policy::names::Domain::parse("a.b.example").expect("a name").key(seed);
     let mut filter = Filter::load(LoadOptions::default()).expect("load");
     filter.install(&a).expect("install A");
     let query = Spec::udp4().build(&dnswire::query("w.a.b.example", RecordType::A));

@@ -14,7 +14,7 @@ use std::{
     net::IpAddr,
 };
 
-use filter_user::{loader::action_name, names::Domain};
+use filter_user::{dataplane::action_name, policy::names::Domain};
 use hickory_proto::{
     op::{MessageType, OpCode, ResponseCode},
     rr::{DNSClass, RData, RecordType},
@@ -1542,8 +1542,8 @@ fn rule_hit_counts() {
 #[test]
 fn rule_set_swap() {
     use filter_user::{
-        blocklist::{self, ListKind},
-        rules::RuleSet,
+        policy::blocklist::{self, ListKind},
+        policy::rules::RuleSet,
     };
     let mut h = Harness::new("old.example\nboth.example\n", "");
     let outcome = |h: &Harness, name: &str| h.run(&Spec::udp4().build(&dnswire::query(name, RecordType::A))).outcome;
@@ -1584,7 +1584,7 @@ fn rule_set_swap() {
 #[test]
 fn no_rule_set_yet() {
     let filter =
-        filter_user::loader::Filter::load(filter_user::loader::LoadOptions { trace: true, ..Default::default() })
+        filter_user::dataplane::Filter::load(filter_user::dataplane::LoadOptions { trace: true, ..Default::default() })
             .expect("load the XDP program");
     let r = filter.run(&Spec::udp4().build(&dnswire::query("example.com", RecordType::A))).expect("test run");
     assert_eq!(r.action, XDP_PASS);

@@ -41,16 +41,15 @@ use std::{
 
 use etherparse::TcpHeader;
 use filter_user::{
-    loader::{LoadOptions, TlsPolicy, action_name},
-    rules::RuleSet,
+    dataplane::{LoadOptions, TlsPolicy, action_name},
+    policy::rules::RuleSet,
 };
 use maps::{
-    Action, Counter,
+    Action, Counter, Protocol,
     counters::CounterKind,
     name::{self, LABEL_SLOTS},
     rule::{self, Verdict as RuleVerdict},
     tls::{self as parser, MAX_RECORDS, MAX_SNI, Step as Parsed, TLS_BUF, TlsState},
-    trace,
 };
 use namewall_tests::{
     harness::{Harness, Observed},
@@ -297,11 +296,11 @@ fn check(h: &Harness, f: &Frame, o: &Observed) -> Result<(), String> {
 fn traced_sni(h: &Harness, want: &Want, o: &Observed) -> Result<(), String> {
     let t = &o.trace;
     match &want.sni {
-        None if t.name_kind == trace::NAME_NONE => Ok(()),
+        None if t.name_kind == Protocol::Other as u8 => Ok(()),
         None => Err(format!("traced a name (kind {}) where none was judged", t.name_kind)),
         Some(name) => {
             let got = t.sni.get(..usize::from(t.sni_len)).unwrap_or(&[]);
-            if t.name_kind != trace::NAME_TLS || got != name.as_slice() {
+            if t.name_kind != Protocol::Tls as u8 || got != name.as_slice() {
                 return Err(format!(
                     "traced name kind {} {:?}, want the server name {:?}",
                     t.name_kind,
@@ -367,10 +366,10 @@ impl Hello {
     /// the name", which needs bytes there. [`Hello::name_last`] covers the
     /// other layout on purpose.
     fn rustls(name: Option<&str>, kind: HelloKind) -> Self {
-        (0..200)
-            .map(|_| Self::new(tls::client_hello(name, kind)))
-            .find(|h| h.sni_last().is_none_or(|last| last < h.last()))
-            .unwrap_or_else(|| panic!("200 {kind:?} ClientHellos for {name:?}, the name last in all"))
+        Self::new(tls::client_hello_where(name, kind, "the name last in all", |h| {
+            let h = Self::new(h.to_vec());
+            h.sni_last().is_none_or(|last| last < h.last())
+        }))
     }
 
     /// The same `ClientHello` with `server_name` moved to the end: the

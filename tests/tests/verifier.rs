@@ -3,7 +3,7 @@
 //! one-million-instruction limit, so each has room for what is planned
 //! next. The bench reports the counts and fails past 60%.
 
-use filter_user::loader::{Filter, LoadOptions};
+use filter_user::dataplane::{Filter, LoadOptions};
 use maps::Stage;
 
 const LIMIT: u32 = 1_000_000;
@@ -12,7 +12,7 @@ const LIMIT: u32 = 1_000_000;
 fn every_program_within_forty_percent_of_the_verifier_limit() {
     for (trace, debug_log) in [(false, false), (true, false), (false, true)] {
         let f = Filter::load(LoadOptions { trace, debug_log, ..LoadOptions::default() }).expect("load");
-        let counts = f.verified_instructions_per_program().expect("program info");
+        let counts = f.verified_instructions().expect("program info");
         let names: Vec<&str> = counts.iter().map(|(n, _)| *n).collect();
         let mut want = vec![maps::names::PROGRAM];
         want.extend(Stage::ALL.iter().map(|s| s.program()));

@@ -15,9 +15,9 @@ use std::{
 };
 
 use filter_user::{
-    loader::{Baseline, Filter, LoadOptions},
+    dataplane::{Baseline, Filter, LoadOptions},
     policy::PolicySource,
-    rules::RuleSet,
+    policy::rules::RuleSet,
 };
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter};
@@ -224,7 +224,7 @@ const VERIFIER_LIMIT: u32 = 1_000_000;
 /// one change away from not loading at all.
 fn verified_budget(f: &Filter) -> Verified {
     let counts: Verified = f
-        .verified_instructions_per_program()
+        .verified_instructions()
         .expect("program info")
         .into_iter()
         .map(|(name, n)| (name, n.expect("the kernel reports verified instruction counts")))
@@ -555,7 +555,7 @@ fn scale_reloads(dir: &Path, rounds: usize) -> (Vec<Duration>, Option<(Option<us
     let policy = source.load(rand::random()).expect("parse");
     let opts = LoadOptions { expected_rules: policy.rules.len(), ..LoadOptions::default() };
     let filter = Filter::load(opts).expect("load program");
-    let log = filter_user::events::EventLog::open(None, 1 << 20).expect("event log");
+    let log = filter_user::daemon::events::EventLog::open(None, 1 << 20).expect("event log");
     let info = filter_user::daemon::RunInfo::default();
     let mut daemon =
         filter_user::daemon::Daemon::start(filter, source, policy, dir.join("state.json"), false, info, log)

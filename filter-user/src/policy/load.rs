@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt::Write as _, path::PathBuf, sync::Arc};
 use nohash_hasher::BuildNoHashHasher;
 use thiserror::Error;
 
-use crate::{
+use super::{
     blocklist::{self, LineError, ListKind, LoadError, Parsed},
     fetch::UrlList,
     listdiff::{self, GONE, LineDiff, ListText},

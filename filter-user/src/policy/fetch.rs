@@ -12,10 +12,12 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{blocklist::ListKind, state::write_atomically};
+use super::blocklist::{LineError, ListKind};
+use crate::files::write_atomically;
 
 /// Largest list accepted from a URL: a 10M-line list is about 250 MB.
 pub const MAX_LIST_BYTES: u64 = 1 << 30;
@@ -77,8 +79,9 @@ pub struct CacheMeta {
 pub enum Fetched {
     /// 304: the cached copy is current.
     NotModified,
-    /// A new copy, and its validators.
-    New(Vec<u8>, CacheMeta),
+    /// A new copy, read once into memory that the parser and the cache
+    /// then share, and its validators.
+    New(Bytes, CacheMeta),
 }
 
 #[derive(Debug, Error)]
@@ -132,10 +135,32 @@ pub fn fetch(list: &UrlList, meta: &CacheMeta) -> Result<Fetched, FetchError> {
         .reader()
         .read_to_end(&mut body)
         .map_err(|source| FetchError::Body { url: url.clone(), source })?;
+    // Read straight into the vector, which `Bytes` then takes over as it is.
+    let body = Bytes::from(body);
     if body.len() as u64 > MAX_LIST_BYTES {
         return Err(FetchError::TooLarge { url: url.clone() });
     }
     Ok(Fetched::New(body, new_meta))
+}
+
+/// Why a refresh left the cached copy as it was.
+#[derive(Debug, Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(
+        "{count} malformed line(s), first {first}; the last good copy stays in force (--skip-bad-lines loads lists \
+         without their bad lines)"
+    )]
+    Malformed { count: usize, first: LineError },
+    /// An empty copy (a proxy's hiccup, an error page read with
+    /// `--skip-bad-lines`) must not wipe out a list that had rules.
+    #[error("the new copy has no rules (the cached one has {had}); the last good copy stays in force")]
+    Emptied { had: usize },
+    #[error("caching {url} in {}: {source}", .path.display())]
+    Cache { url: String, path: PathBuf, source: std::io::Error },
+    #[error("the fetch failed unexpectedly (panic)")]
+    Panicked,
 }
 
 /// What a refresh did.
@@ -150,32 +175,28 @@ pub enum Refreshed {
 /// Fetches `list`, checks that the new copy parses (with no malformed line
 /// unless `skip_bad_lines`), and only then replaces the cached copy. Any
 /// failure leaves the last good copy as it was; the message says why.
-pub fn refresh(list: &UrlList, skip_bad_lines: bool) -> Result<Refreshed, String> {
-    let (body, meta) = match fetch(list, &list.meta()).map_err(|e| e.to_string())? {
+pub fn refresh(list: &UrlList, skip_bad_lines: bool) -> Result<Refreshed, RefreshError> {
+    let (body, meta) = match fetch(list, &list.meta())? {
         Fetched::NotModified => return Ok(Refreshed::NotModified),
         Fetched::New(body, meta) => (body, meta),
     };
-    let parsed = crate::blocklist::parse_bytes(&body, &list.url, list.kind);
+    let parsed = super::blocklist::parse_bytes(&body, &list.url, list.kind);
     if !skip_bad_lines && let Some(first) = parsed.errors.first() {
-        return Err(format!(
-            "{} malformed line(s), first {first}; the last good copy stays in force (--skip-bad-lines loads lists \
-             without their bad lines)",
-            parsed.errors.len()
-        ));
+        return Err(RefreshError::Malformed { count: parsed.errors.len(), first: first.clone() });
     }
-    // An empty copy (a proxy's hiccup, an error page read with
-    // --skip-bad-lines) must not wipe out a list that had rules.
     if parsed.entries.is_empty()
         && let Ok(old) = std::fs::read(&list.cache)
     {
-        let had = crate::blocklist::parse_bytes(&old, &list.url, list.kind).entries.len();
+        let had = super::blocklist::parse_bytes(&old, &list.url, list.kind).entries.len();
         if had > 0 {
-            return Err(format!(
-                "the new copy has no rules (the cached one has {had}); the last good copy stays in force"
-            ));
+            return Err(RefreshError::Emptied { had });
         }
     }
-    list.store(&body, &meta).map_err(|e| format!("caching {} in {}: {e}", list.url, list.cache.display()))?;
+    list.store(&body, &meta).map_err(|source| RefreshError::Cache {
+        url: list.url.clone(),
+        path: list.cache.clone(),
+        source,
+    })?;
     Ok(Refreshed::Updated { rules: parsed.entries.len(), skipped: parsed.errors.len() })
 }
 

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use filter_user::control::{self, Reply, Request, Response};
 
-use crate::Command;
+use super::Command;
 
 /// Where the daemon is, and how to print its answer.
 #[derive(Debug, Args)]
@@ -47,7 +47,7 @@ pub struct ListArgs {
     #[arg(long = "match", value_name = "PATTERN")]
     pub pattern: Option<String>,
     /// At most this many rules.
-    #[arg(long, default_value_t = filter_user::daemon::DEFAULT_LIST_LIMIT, value_name = "N")]
+    #[arg(long, default_value_t = control::DEFAULT_LIST_LIMIT, value_name = "N")]
     pub limit: usize,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -56,7 +56,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// How many rules to list by hits.
-    #[arg(long, default_value_t = filter_user::daemon::DEFAULT_TOP, value_name = "N")]
+    #[arg(long, default_value_t = control::DEFAULT_TOP, value_name = "N")]
     pub top: usize,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -65,7 +65,7 @@ pub struct StatsArgs {
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// How many of the last events to show.
-    #[arg(long, default_value_t = filter_user::daemon::DEFAULT_EVENTS, value_name = "N")]
+    #[arg(long, default_value_t = control::DEFAULT_EVENTS, value_name = "N")]
     pub last: usize,
     /// Then show every new one as it comes, until interrupted.
     #[arg(long, short = 'f')]
@@ -77,7 +77,7 @@ pub struct EventsArgs {
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Where `run` pinned the filter (its --pin-dir).
-    #[arg(long, default_value = filter_user::pins::DEFAULT_PIN_DIR, value_name = "DIR")]
+    #[arg(long, default_value = filter_user::dataplane::pins::DEFAULT_PIN_DIR, value_name = "DIR")]
     pub pin_dir: PathBuf,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -91,7 +91,7 @@ pub struct CompletionArgs {
 }
 
 /// One event as a line of text.
-fn print_event(out: &mut impl std::io::Write, e: &filter_user::events::EventView) -> std::io::Result<()> {
+fn print_event(out: &mut impl std::io::Write, e: &control::EventView) -> std::io::Result<()> {
     writeln!(
         out,
         "{} {} {} > {} {} {} rule={} {}",
@@ -124,7 +124,7 @@ pub fn events(args: &EventsArgs) -> anyhow::Result<()> {
             let written = if json {
                 writeln!(out, "{line}")
             } else {
-                match serde_json::from_str::<filter_user::events::EventView>(line) {
+                match serde_json::from_str::<control::EventView>(line) {
                     Ok(e) => print_event(&mut *out, &e),
                     Err(_) => writeln!(out, "{line}"),
                 }
@@ -160,7 +160,7 @@ pub fn stop(args: &StopArgs) -> anyhow::Result<()> {
         Err(control::ClientError::NotRunning(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    let removed = filter_user::pins::remove(&args.pin_dir)
+    let removed = filter_user::dataplane::pins::remove(&args.pin_dir)
         .with_context(|| format!("removing the pinned state in {}", args.pin_dir.display()))?;
     if !removed.links.is_empty() || removed.maps > 0 {
         println!(

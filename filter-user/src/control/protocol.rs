@@ -1,18 +1,8 @@
-//! The control API between `namewall run` and the CLI verbs: one JSON
-//! request per connection on a Unix socket, one JSON reply.
+//! The messages of the control API: one JSON request per connection, one
+//! JSON reply (with `events --follow`, event lines after it).
 //!
-//! The socket lives in a directory only root can enter (0700) and is
-//! itself 0600; the daemon also checks each peer's credentials
-//! (`SO_PEERCRED`) and answers only root or its own user. Requests are
-//! bounded in size ([`MAX_REQUEST`]) and in entries ([`MAX_ENTRIES`]); a
-//! request is checked whole before anything changes.
-
-use std::{
-    io::{self, BufRead as _, BufReader, Read as _, Write as _},
-    os::unix::net::UnixStream,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+//! Requests are bounded in size ([`MAX_REQUEST`]) and in entries
+//! ([`MAX_ENTRIES`]); a request is checked whole before anything changes.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -23,8 +13,12 @@ pub const DEFAULT_SOCKET: &str = "/run/namewall/namewall.sock";
 pub const MAX_REQUEST: usize = 4 << 20;
 /// Most names one request may carry.
 pub const MAX_ENTRIES: usize = 100_000;
-/// Largest reply the CLI reads.
-const MAX_REPLY: u64 = 256 << 20;
+/// Rules a `list` request returns unless it asks for another limit.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+/// Events `events` lists unless asked otherwise.
+pub const DEFAULT_EVENTS: usize = 20;
+/// Rules `stats` lists by hits unless asked otherwise.
+pub const DEFAULT_TOP: usize = 10;
 
 /// A request, as JSON: `{"verb": "block", "domains": ["ads.example"]}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +127,7 @@ pub enum Reply {
 /// Recent block events, and what became of the others.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventList {
-    pub events: Vec<crate::events::EventView>,
+    pub events: Vec<EventView>,
     /// Sequence number of the last event listed (followers get later ones).
     pub last_seq: u64,
     /// Events logged since the start, events over the kernel's per-second
@@ -141,6 +135,30 @@ pub struct EventList {
     pub written: u64,
     pub over_budget: u64,
     pub lost: u64,
+}
+
+/// One block, as written to the log and sent to the CLI.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Numbers events from 1 since the daemon started.
+    #[serde(default)]
+    pub seq: u64,
+    /// RFC 3339, UTC, microseconds.
+    pub time: String,
+    pub interface: String,
+    /// Source address and port.
+    pub client: String,
+    /// Destination address and port.
+    pub server: String,
+    /// `dns` (UDP), `dns-tcp` or `tls`.
+    pub protocol: String,
+    /// The name asked for: the QNAME, or the server name as sent.
+    pub name: String,
+    /// The deciding rule (`example.com`, `*.example.com`), or `policy:ech`
+    /// / `policy:no-sni` when a policy blocked.
+    pub rule: String,
+    /// What the packet got: nxdomain, refused, sinkhole, drop, reset.
+    pub action: String,
 }
 
 /// A block, allow or unblock batch, applied.
@@ -226,86 +244,6 @@ pub struct Status {
     pub last_reload_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reload_ago_s: Option<u64>,
-}
-
-/// Why the CLI could not get an answer.
-#[derive(Debug, Error)]
-pub enum ClientError {
-    #[error("namewall is not running (no daemon listens on {0})")]
-    NotRunning(PathBuf),
-    #[error("permission denied on {0}: the control socket is root-only")]
-    Denied(PathBuf),
-    #[error("talking to the daemon on {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("the daemon's reply is not understood: {0}")]
-    BadReply(String),
-}
-
-/// Sends one request and reads the reply.
-pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
-    call_raw(socket, &request_line(req))
-}
-
-/// A request as sent: one JSON line.
-fn request_line(req: &Request) -> Vec<u8> {
-    let mut line = serde_json::to_vec(req).expect("requests serialise");
-    line.push(b'\n');
-    line
-}
-
-/// Connects to the daemon, telling "not running" and "not allowed" apart.
-fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
-    UnixStream::connect(socket).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning(socket.to_owned()),
-        io::ErrorKind::PermissionDenied => ClientError::Denied(socket.to_owned()),
-        _ => ClientError::Io { path: socket.to_owned(), source: e },
-    })
-}
-
-/// Sends a request whose reply is followed by more lines (`events
-/// --follow`): `reply` gets the reply first, then `line` each line after
-/// it until the daemon closes or `line` returns false.
-pub fn call_streaming(
-    socket: &Path,
-    req: &Request,
-    reply: impl FnOnce(&Response),
-    mut line: impl FnMut(&str) -> bool,
-) -> Result<Response, ClientError> {
-    let io_err = |source| ClientError::Io { path: socket.to_owned(), source };
-    let mut s = connect(socket)?;
-    s.write_all(&request_line(req)).map_err(io_err)?;
-    let mut r = BufReader::new(s);
-    let mut first = String::new();
-    r.read_line(&mut first).map_err(io_err)?;
-    let resp: Response = serde_json::from_str(&first).map_err(|e| ClientError::BadReply(e.to_string()))?;
-    reply(&resp);
-    if resp.ok {
-        for l in r.lines() {
-            let l = l.map_err(io_err)?;
-            if !line(&l) {
-                break;
-            }
-        }
-    }
-    Ok(resp)
-}
-
-/// Sends raw bytes as a request (tests send malformed ones on purpose).
-pub fn call_raw(socket: &Path, bytes: &[u8]) -> Result<Response, ClientError> {
-    let io_err = |source| ClientError::Io { path: socket.to_owned(), source };
-    let mut s = connect(socket)?;
-    // A reload of a large list takes seconds; a daemon that says nothing
-    // for this long is stuck.
-    s.set_read_timeout(Some(Duration::from_mins(2))).map_err(io_err)?;
-    // The daemon may refuse an oversized request before reading all of
-    // it and close: its reply still counts.
-    let write = s.write_all(bytes).and_then(|()| s.shutdown(std::net::Shutdown::Write));
-    let mut reply = Vec::new();
-    let read = BufReader::new(&mut s).take(MAX_REPLY).read_until(b'\n', &mut reply);
-    if reply.is_empty() {
-        return Err(io_err(write.err().or(read.err()).unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into())));
-    }
-    serde_json::from_slice(&reply).map_err(|e| ClientError::BadReply(e.to_string()))
 }
 
 #[cfg(test)]

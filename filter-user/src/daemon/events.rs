@@ -15,37 +15,16 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use maps::{Counter, event::Event, trace};
-use serde::{Deserialize, Serialize};
+use maps::{Counter, Protocol, event::Event};
 
-use crate::names;
+use crate::{
+    control::{EventView, frame, server::Follow},
+    dataplane::sys,
+    policy::names,
+};
 
 /// Events `namewall events` can show without `--follow`.
 pub const RECENT: usize = 1000;
-
-/// One block, as written to the log and sent to the CLI.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventView {
-    /// Numbers events from 1 since the daemon started.
-    #[serde(default)]
-    pub seq: u64,
-    /// RFC 3339, UTC, microseconds.
-    pub time: String,
-    pub interface: String,
-    /// Source address and port.
-    pub client: String,
-    /// Destination address and port.
-    pub server: String,
-    /// `dns` (UDP), `dns-tcp` or `tls`.
-    pub protocol: String,
-    /// The name asked for: the QNAME, or the server name as sent.
-    pub name: String,
-    /// The deciding rule (`example.com`, `*.example.com`), or `policy:ech`
-    /// / `policy:no-sni` when a policy blocked.
-    pub rule: String,
-    /// What the packet got: nxdomain, refused, sinkhole, drop, reset.
-    pub action: String,
-}
 
 /// How event times are turned from the kernel's monotonic clock into wall
 /// time: the offset between the two, taken when the log starts.
@@ -56,7 +35,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn now() -> Self {
-        let mono = Duration::from_nanos(monotonic_ns());
+        let mono = Duration::from_nanos(sys::monotonic_ns(libc::CLOCK_MONOTONIC));
         let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         Self { wall_minus_mono: wall.saturating_sub(mono) }
     }
@@ -64,13 +43,6 @@ impl Clock {
     fn wall(self, mono_ns: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + self.wall_minus_mono + Duration::from_nanos(mono_ns)
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec.cast_unsigned() * 1_000_000_000 + ts.tv_nsec.cast_unsigned()
 }
 
 /// The action an outcome stands for.
@@ -96,7 +68,7 @@ fn addr(bytes: [u8; 16], ipv6: bool, port: u16) -> String {
 /// Turns a raw event into its view: `rule` names a rule key (the daemon
 /// knows its lists' and the operator's names), `iface` an interface index.
 pub fn view(e: &Event, clock: Clock, rule: &dyn Fn(u64) -> Option<String>, iface: &dyn Fn(u32) -> String) -> EventView {
-    let tls = e.name_kind == trace::NAME_TLS;
+    let tls = e.name_kind == Protocol::Tls as u8;
     let name = if tls { names::text_to_display(e.name_bytes()) } else { names::wire_to_text(e.name_bytes()) };
     let rule = match (e.rule_key, tls) {
         (0, true) if e.name_len == 0 => "policy:no-sni".to_owned(),
@@ -133,7 +105,7 @@ enum Sink {
 pub struct EventLog {
     sink: Option<Sink>,
     recent: VecDeque<EventView>,
-    follow: tokio::sync::broadcast::Sender<(u64, String)>,
+    follow: Follow,
     /// The last sequence number given.
     pub seq: u64,
     /// Events written (or kept, without a sink).
@@ -172,7 +144,7 @@ impl EventLog {
     pub fn ifname(&mut self, ifindex: u32) -> String {
         self.ifnames
             .entry(ifindex)
-            .or_insert_with(|| crate::sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
+            .or_insert_with(|| sys::if_name(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
             .clone()
     }
 
@@ -180,9 +152,8 @@ impl EventLog {
     pub fn record(&mut self, mut v: EventView) {
         self.seq += 1;
         v.seq = self.seq;
-        let mut line = serde_json::to_string(&v).expect("events serialise");
-        line.push('\n');
-        if let Err(e) = self.write(line.as_bytes()) {
+        let line = frame::encode(&v);
+        if let Err(e) = self.write(&line) {
             self.write_errors += 1;
             if self.write_errors.is_power_of_two() {
                 tracing::warn!("event log: {e} ({} events not written so far)", self.write_errors);
@@ -222,8 +193,9 @@ impl EventLog {
     }
 
     /// A handle to subscribe from other tasks: every event from then on,
-    /// with its sequence number, as a JSON line.
-    pub fn follower(&self) -> tokio::sync::broadcast::Sender<(u64, String)> {
+    /// with its sequence number, as a JSON line (a frame of the control
+    /// protocol).
+    pub fn follower(&self) -> Follow {
         self.follow.clone()
     }
 }
@@ -265,13 +237,13 @@ mod tests {
         let clock = Clock { wall_minus_mono: Duration::from_hours(500_000) };
         let rule = |k: u64| (k == 42).then(|| "ads.example".to_owned());
         let iface = |i: u32| format!("eth{i}");
-        let v = view(&event(trace::NAME_DNS, b"\x03www\x03ads\x07example\x00", 42), clock, &rule, &iface);
+        let v = view(&event(Protocol::Dns as u8, b"\x03www\x03ads\x07example\x00", 42), clock, &rule, &iface);
         assert_eq!(v.name, "www.ads.example");
         assert_eq!((v.client.as_str(), v.server.as_str()), ("10.11.0.2:50000", "10.12.0.2:53"));
         assert_eq!((v.protocol.as_str(), v.rule.as_str(), v.action.as_str()), ("dns", "ads.example", "nxdomain"));
         assert_eq!(v.interface, "eth7");
         assert_eq!(v.time, "2027-01-15T08:00:05.000000Z");
-        let mut tls = event(trace::NAME_TLS, b"Www.Ads.Example", 0);
+        let mut tls = event(Protocol::Tls as u8, b"Www.Ads.Example", 0);
         tls.outcome = Counter::TlsReset as u32;
         tls.proto = 6;
         tls.ipv6 = 1;
@@ -279,7 +251,7 @@ mod tests {
         let v = view(&tls, clock, &rule, &iface);
         assert_eq!((v.name.as_str(), v.rule.as_str(), v.action.as_str()), ("Www.Ads.Example", "policy:ech", "reset"));
         assert_eq!(v.client, "[fd11::2]:50000");
-        let no_sni = event(trace::NAME_TLS, b"", 0);
+        let no_sni = event(Protocol::Tls as u8, b"", 0);
         assert_eq!(view(&no_sni, clock, &rule, &iface).rule, "policy:no-sni");
     }
 
@@ -289,7 +261,7 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         let mut log = EventLog::open(Some(&path), 1000).unwrap();
         let clock = Clock::now();
-        let v = view(&event(trace::NAME_DNS, b"\x01a\x00", 1), clock, &|_| None, &|_| "lo".into());
+        let v = view(&event(Protocol::Dns as u8, b"\x01a\x00", 1), clock, &|_| None, &|_| "lo".into());
         for _ in 0..50 {
             log.record(v.clone());
         }

@@ -7,15 +7,16 @@
 //! `ABI` is [`maps::ABI_VERSION`]. bpffs holds only BPF objects and
 //! directories, so the version is a directory: a daemon that finds another
 //! version's directory refuses to start rather than read maps whose layout
-//! it does not know. Each pinned map's shape is checked too.
+//! it does not know. Each pinned map's shape is checked too, against its
+//! row of `maps::shapes`.
 
 use std::{
     io,
     path::{Path, PathBuf},
 };
 
-use aya::maps::{MapInfo, MapType};
-use maps::{names, settings::Settings};
+use aya::maps::{MapError, MapInfo, MapType};
+use maps::shapes::{self, Entries, MapKind, MapShape};
 use thiserror::Error;
 
 /// Where `run` pins unless told otherwise.
@@ -25,49 +26,58 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Where systemd and the kernel documentation mount bpffs.
 const SYS_FS_BPF: &str = "/sys/fs/bpf";
 
-/// A map that is pinned, and the shape a pinned copy must have.
-struct Shape {
-    name: &'static str,
-    kind: MapType,
-    key: u32,
-    value: u32,
-    /// `None` where the size follows configuration (and the pinned size is kept).
-    entries: Option<u32>,
+/// The maps a restarted daemon adopts (`maps::shapes`, `pinned`).
+fn pinned() -> impl Iterator<Item = &'static MapShape> {
+    shapes::MAPS.iter().filter(|s| s.pinned)
 }
-
-/// The maps a restarted daemon adopts. SCRATCH (per-packet working memory)
-/// and TRACE (replay only) are the program's own and not pinned.
-const SHAPES: &[Shape] = &[
-    Shape { name: names::RULESETS, kind: MapType::ArrayOfMaps, key: 4, value: 4, entries: Some(1) },
-    Shape {
-        name: names::SETTINGS,
-        kind: MapType::Array,
-        key: 4,
-        value: size_of::<Settings>() as u32,
-        entries: Some(1),
-    },
-    Shape { name: names::FILTER, kind: MapType::Array, key: 4, value: 8, entries: None },
-    Shape {
-        name: names::FLOWS,
-        kind: MapType::Hash,
-        key: 8,
-        value: size_of::<maps::flow::FlowState>() as u32,
-        entries: None,
-    },
-    Shape { name: names::FLOW_HINT, kind: MapType::Array, key: 4, value: 8, entries: None },
-    Shape { name: names::EVENTS, kind: MapType::RingBuf, key: 0, value: 0, entries: None },
-    Shape {
-        name: names::COUNTERS,
-        kind: MapType::PerCpuArray,
-        key: 4,
-        value: 8,
-        entries: Some(maps::counters::SLOTS as u32),
-    },
-];
 
 /// The names of the pinned maps.
 pub fn pinned_maps() -> impl Iterator<Item = &'static str> {
-    SHAPES.iter().map(|s| s.name)
+    pinned().map(|s| s.name)
+}
+
+/// The loader's type for a map kind of `maps::shapes`.
+pub fn map_type(kind: MapKind) -> MapType {
+    match kind {
+        MapKind::Array => MapType::Array,
+        MapKind::PerCpuArray => MapType::PerCpuArray,
+        MapKind::Hash => MapType::Hash,
+        MapKind::ArrayOfMaps => MapType::ArrayOfMaps,
+        MapKind::RingBuf => MapType::RingBuf,
+        MapKind::ProgramArray => MapType::ProgramArray,
+    }
+}
+
+/// How a map differs from its row of `maps::shapes`.
+#[derive(Debug, Error)]
+pub enum ShapeError {
+    #[error("{0}")]
+    Info(MapError),
+    #[error("{found:?} {key}-byte keys {value}-byte values, expected {want:?} {want_key}/{want_value}")]
+    Layout { found: MapType, key: u32, value: u32, want: MapType, want_key: u32, want_value: u32 },
+    #[error("{found} entries, expected {want}")]
+    Entries { found: u32, want: u32 },
+}
+
+/// Checks a map, as the kernel describes it, against its row: kind, key
+/// and value sizes, and the number of entries where that is fixed.
+pub fn check_shape(shape: &MapShape, info: &MapInfo) -> Result<(), ShapeError> {
+    let found = info.map_type().map_err(ShapeError::Info)?;
+    let want = map_type(shape.kind);
+    if found != want || info.key_size() != shape.key_size || info.value_size() != shape.value_size {
+        return Err(ShapeError::Layout {
+            found,
+            key: info.key_size(),
+            value: info.value_size(),
+            want,
+            want_key: shape.key_size,
+            want_value: shape.value_size,
+        });
+    }
+    match shape.entries {
+        Entries::Fixed(n) if info.max_entries() != n => Err(ShapeError::Entries { found: info.max_entries(), want: n }),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Error)]
@@ -80,7 +90,7 @@ pub enum PinError {
     #[error(
         "pinned map {path} is not what this namewall expects ({why}); remove {dir} (`namewall stop`) to start afresh"
     )]
-    BadMap { path: PathBuf, dir: PathBuf, why: String },
+    BadMap { path: PathBuf, dir: PathBuf, why: Box<ShapeError> },
     #[error("{0} is not on a BPF filesystem: mount one there (mount -t bpf bpf {0}) or pass --pin-dir")]
     NotBpffs(PathBuf),
     #[error("{what} {path}: {source}")]
@@ -127,30 +137,15 @@ impl PinDir {
         }
         let me = Self { root, adopted: false };
         let mut adopted = false;
-        for s in SHAPES {
+        for s in pinned() {
             let path = me.map(s.name);
             if !path.exists() {
                 continue;
             }
             adopted = true;
-            let bad = |why: String| PinError::BadMap { path: path.clone(), dir: dir.to_owned(), why };
-            let info = MapInfo::from_pin(&path).map_err(|e| bad(e.to_string()))?;
-            let kind = info.map_type().map_err(|e| bad(e.to_string()))?;
-            if kind != s.kind || info.key_size() != s.key || info.value_size() != s.value {
-                return Err(bad(format!(
-                    "{kind:?} {}-byte keys {}-byte values, expected {:?} {}/{}",
-                    info.key_size(),
-                    info.value_size(),
-                    s.kind,
-                    s.key,
-                    s.value
-                )));
-            }
-            if let Some(n) = s.entries
-                && info.max_entries() != n
-            {
-                return Err(bad(format!("{} entries, expected {n}", info.max_entries())));
-            }
+            let bad = |why| PinError::BadMap { path: path.clone(), dir: dir.to_owned(), why: Box::new(why) };
+            let info = MapInfo::from_pin(&path).map_err(|e| bad(ShapeError::Info(e)))?;
+            check_shape(s, &info).map_err(bad)?;
         }
         Ok(Self { adopted, ..me })
     }

@@ -82,33 +82,15 @@ struct UrlLabels {
     list: String,
 }
 
-/// The protocol an outcome belongs to.
+/// The protocol an outcome belongs to (`maps::counters`' table).
 pub fn protocol(c: Counter) -> &'static str {
-    #[allow(clippy::enum_glob_use, reason = "a table of counter names")]
-    use Counter::*;
-    match c {
-        Nxdomain | Refused | Sinkhole | Drop | DropTcp | PassNoMatch | PassAllowed | DnsResponse | DnsNotQuery
-        | DnsNoQuestion | DnsShortHeader | DnsMultiQuestion | DnsTruncated | DnsCompressed | DnsBadLabel
-        | DnsNameTooLong | TcpNotMessageStart | TcpPipelined | FirstFragment => "dns",
-        TlsNotClientHello | TlsRetransmission | TlsMalformed | TlsPending | TlsPassNoMatch | TlsPassAllowed
-        | TlsPassNoSni | TlsReset | TlsDrop | TlsBlockedFlow | TlsOutOfOrder | TlsOutOfWindow | TlsGapUnsynced
-        | TcpSyn | TcpOther | TcpNoPayload => "tls",
-        QuicInitial | QuicInitialDrop => "quic",
-        _ => "other",
-    }
+    c.protocol().name()
 }
 
-/// What happened to a packet with this outcome.
+/// What happened to a packet with this outcome (`maps::counters`' table):
+/// a malformed packet is dropped when running fail-closed.
 pub fn verdict(c: Counter, fail_closed: bool) -> &'static str {
-    #[allow(clippy::enum_glob_use, reason = "a table of counter names")]
-    use Counter::*;
-    match c {
-        Nxdomain | Refused | Sinkhole => "answer",
-        TlsReset => "reset",
-        Drop | DropTcp | TlsDrop | TlsBlockedFlow | TlsOutOfOrder | TlsOutOfWindow | QuicInitialDrop => "drop",
-        _ if fail_closed && c.kind() == CounterKind::Malformed => "drop",
-        _ => "pass",
-    }
+    c.fate(fail_closed).unwrap_or(maps::Fate::Pass).name()
 }
 
 /// Names each interface bucket: the attached interfaces in it, or

@@ -17,11 +17,11 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 use filter_user::{
+    dataplane::counters,
     policy::PolicySource,
     replay::{self, Capture, PacketReport, ReplayOptions, Summary},
-    stats,
 };
-use maps::{Action, Counter};
+use maps::Counter;
 use serde::Serialize;
 
 /// Arguments of `namewall replay`.
@@ -40,15 +40,8 @@ pub struct ReplayArgs {
     /// One JSON object per packet, then `{"summary": {...}}`, instead of text.
     #[arg(long)]
     pub json: bool,
-    /// What blocked DNS queries get unless their rule says otherwise: nxdomain, refused, sinkhole, drop.
-    #[arg(long, default_value = "nxdomain", value_parser = super::parse_dns_action)]
-    pub dns_action: Action,
-    /// Drop what cannot be judged instead of passing it: DNS queries that
-    /// cannot be parsed, malformed ClientHellos, first fragments of TCP
-    /// segments and DNS queries (never reassembled), and new
-    /// TLS flows while the flow table is full.
-    #[arg(long)]
-    pub fail_closed: bool,
+    #[command(flatten)]
+    pub judging: super::JudgingArgs,
     /// Refuse to replay if any list line is malformed (default: report and skip it).
     #[arg(long)]
     pub strict: bool,
@@ -63,7 +56,7 @@ pub struct ReplayArgs {
 const TOP_RULES: usize = 20;
 
 pub fn execute(args: ReplayArgs) -> anyhow::Result<()> {
-    crate::commands::init_tracing();
+    super::init_tracing();
     // The capture first: a wrong path should not wait for the verifier.
     let capture = Capture::open(&args.pcap)?;
     let opts = ReplayOptions {
@@ -73,8 +66,8 @@ pub fn execute(args: ReplayArgs) -> anyhow::Result<()> {
             strict: args.strict,
             urls: Vec::new(),
         },
-        dns_action: args.dns_action,
-        fail_closed: args.fail_closed,
+        dns_action: args.judging.dns_action,
+        fail_closed: args.judging.fail_closed,
         answer_ttl: args.answer_ttl,
         tls: args.tls.policy(),
         max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),
@@ -219,7 +212,7 @@ impl fmt::Display for SummaryText<'_> {
             write!(f, "{} {verdict} {n}", if i == 0 { "" } else { "," })?;
         }
         writeln!(f)?;
-        f.write_str(&stats::table(&s.totals))?;
+        f.write_str(&counters::table(&s.totals))?;
         if !s.rule_hits.is_empty() {
             writeln!(f, "rule hits")?;
             for h in s.rule_hits.iter().take(TOP_RULES) {

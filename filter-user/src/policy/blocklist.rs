@@ -20,13 +20,23 @@ use std::{fmt, net::IpAddr, path::Path, sync::Arc};
 use maps::Action;
 use thiserror::Error;
 
-use crate::names::{Domain, NameError};
+use super::names::{Domain, NameError};
 
 /// Whether a list blocks or allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListKind {
     Block,
     Allow,
+}
+
+impl ListKind {
+    /// `block` or `allow`, as `status` and the metrics name lists.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListKind::Block => "block",
+            ListKind::Allow => "allow",
+        }
+    }
 }
 
 /// Which names a rule covers.

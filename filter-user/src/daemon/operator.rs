@@ -9,9 +9,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
-    io::{self, Write as _},
-    os::unix::fs::OpenOptionsExt as _,
+    fs, io,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -20,7 +18,7 @@ use maps::Action;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{
+use crate::policy::{
     blocklist::{self, Entry, Origin, Scope},
     names::{Domain, NameError},
 };
@@ -35,6 +33,25 @@ const VERSION: u32 = 1;
 pub enum Verdict {
     Block(Action),
     Allow,
+}
+
+impl Verdict {
+    /// `block` or `allow`, as the state file and `list` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Block(_) => "block",
+            Verdict::Allow => "allow",
+        }
+    }
+
+    /// The action a block names, if it names one (else the protocol's
+    /// default applies).
+    pub fn action_name(self) -> Option<&'static str> {
+        match self {
+            Verdict::Block(a) if a != Action::Default => Some(a.name()),
+            _ => None,
+        }
+    }
 }
 
 /// A name as operators write it: `example.com` (the name and every name
@@ -145,20 +162,15 @@ impl OperatorRules {
                 .iter()
                 .map(|(p, v)| StoredRule {
                     name: p.to_string(),
-                    rule: match v {
-                        Verdict::Allow => "allow".to_owned(),
-                        Verdict::Block(_) => "block".to_owned(),
-                    },
-                    action: match v {
-                        Verdict::Block(a) if *a != Action::Default => Some(a.name().to_owned()),
-                        _ => None,
-                    },
+                    rule: v.name().to_owned(),
+                    action: v.action_name().map(str::to_owned),
                 })
                 .collect(),
         };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("state serialises");
         bytes.push(b'\n');
-        write_atomically(path, &bytes).map_err(|source| StateError::Write { path: path.to_owned(), source })
+        crate::files::write_atomically(path, &bytes)
+            .map_err(|source| StateError::Write { path: path.to_owned(), source })
     }
 }
 
@@ -202,32 +214,6 @@ pub enum StateError {
     Corrupt { path: PathBuf, why: String },
     #[error("writing the state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
-}
-
-/// Replaces `path` with `bytes`: a temporary file in the same directory
-/// (created exclusively, mode 0600), fsync, rename over `path`, fsync of
-/// the directory so the rename itself survives a crash.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    // A temporary file left by a crash of this same pid number: ours to replace.
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

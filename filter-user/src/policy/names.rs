@@ -122,13 +122,7 @@ pub fn wire_to_text(wire: &[u8]) -> String {
         if !out.is_empty() {
             out.push('.');
         }
-        for &b in label {
-            if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
-                out.push(b as char);
-            } else {
-                let _ = write!(out, "\\{b:03}");
-            }
-        }
+        push_escaped(&mut out, label, b".\\");
         i += 1 + len as usize;
     }
     if out.is_empty() { ".".to_owned() } else { out }
@@ -138,14 +132,20 @@ pub fn wire_to_text(wire: &[u8]) -> String {
 /// as is, other bytes as `\DDD`.
 pub fn text_to_display(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
-    for &b in name {
-        if b.is_ascii_graphic() && b != b'\\' {
+    push_escaped(&mut out, name, b"\\");
+    out
+}
+
+/// Appends `bytes` to `out`: printable ASCII as is, `escaped` bytes and
+/// the others as `\DDD`.
+fn push_escaped(out: &mut String, bytes: &[u8], escaped: &[u8]) {
+    for &b in bytes {
+        if b.is_ascii_graphic() && !escaped.contains(&b) {
             out.push(b as char);
         } else {
             let _ = write!(out, "\\{b:03}");
         }
     }
-    out
 }
 
 /// The rightmost `labels` labels of a dotted name.

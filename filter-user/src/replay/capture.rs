@@ -1,49 +1,14 @@
-//! `namewall replay`: a capture through the loaded program, packet by packet.
-//!
-//! Every packet record of a pcap or pcapng file (told apart by their magic
-//! numbers) is run, in capture order, through the real XDP program with
-//! `BPF_PROG_TEST_RUN`; maps persist from packet to packet, so counters and
-//! rule hits add up as they would on an interface. After each run the
-//! program's decision record ([`maps::Trace`]) says which counter the packet
-//! ended in, where its QNAME was and which rule decided. An operator uses this
-//! as a dry run of a policy against real traffic; the tests use it as an
-//! oracle.
-//!
-//! # Link types
-//! The program expects Ethernet II frames. Captures of other link types that
-//! carry IP are converted by [`to_ethernet`]: Linux cooked captures (SLL and
-//! SLL2, what `tcpdump -i any` writes) and raw IP. Packets of other link types
-//! are reported as `skipped` and the replay goes on. A pcapng file may
-//! describe several interfaces with different link types; each packet is
-//! converted according to its own interface.
-//!
-//! # Damaged and odd captures
-//! - A packet the kernel refuses to run (shorter than an Ethernet header,
-//!   larger than a test run accepts) is reported with verdict `error` and the
-//!   kernel's reason; the replay goes on.
-//! - A packet captured shorter than it was on the wire (snap length) is run as
-//!   captured and marked `truncated`: its verdict may differ from what the
-//!   whole packet would have got.
-//! - A packet record whose framing is intact but whose content is unusable (a
-//!   pcapng packet block that names an undescribed interface, or whose lengths
-//!   disagree) is reported with verdict `error`; the replay goes on.
-//! - A record whose framing is broken (a length that runs past the end of the
-//!   file, a pcapng block whose trailing length disagrees with its leading
-//!   one) stops the replay: neither format lets a reader find the next record
-//!   reliably. The packets before it have been reported;
-//!   [`ReplayError::Damaged`] carries their [`Summary`], and the command
-//!   prints it and exits with an error.
+//! Reading captures: pcap and pcapng files, packet record by packet
+//! record, each turned into the Ethernet frame the program reads (see the
+//! link types in `replay`'s documentation).
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, HashMap},
     fs::File,
     io::{self, Read as _, Seek as _},
-    ops::ControlFlow,
     path::Path,
 };
 
-use maps::{Action, Counter};
 use pcap_file::{
     Endianness, PcapError, TsResolution,
     pcap::PcapReader,
@@ -55,16 +20,7 @@ use pcap_file::{
         },
     },
 };
-use serde::Serialize;
 use thiserror::Error;
-
-use crate::{
-    loader::{Filter, FilterError, LoadOptions, action_name},
-    names,
-    policy::{Policy, PolicyError, PolicySource},
-    rules::RuleSet,
-    stats::{self, Counters},
-};
 
 /// Link-layer header types as stored in captures (<https://www.tcpdump.org/linktypes.html>).
 pub mod linktype {
@@ -225,17 +181,17 @@ fn i64_to_f64(v: i64) -> f64 {
 }
 
 /// One packet record as read from a capture, before conversion.
-struct Record {
+pub(super) struct Record {
     /// Seconds since the epoch; `None` for pcapng simple packet blocks, which have no timestamp.
-    time: Option<f64>,
+    pub(super) time: Option<f64>,
     /// The link type of the interface the packet was captured on.
-    link_type: u32,
-    data: Vec<u8>,
-    orig_len: u32,
+    pub(super) link_type: u32,
+    pub(super) data: Vec<u8>,
+    pub(super) orig_len: u32,
 }
 
 /// What the next packet record held.
-enum Item {
+pub(super) enum Item {
     Packet(Record),
     /// A record whose framing was intact but whose content cannot be used: why.
     Unusable(String),
@@ -319,23 +275,35 @@ enum Reader {
     PcapNg(PcapNgReader<File>),
 }
 
+/// Why a capture could not be opened. Messages carry their causes on one
+/// line (see `ReplayError`).
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error("cannot read {path}: {error}")]
+    Open { path: String, error: io::Error },
+    #[error("{path}: {reason}")]
+    NotACapture { path: String, reason: FormatError },
+    #[error("{path}: unreadable capture header: {reason}")]
+    Header { path: String, reason: String },
+}
+
 /// An open capture file, positioned at its first packet.
 pub struct Capture {
     path: String,
-    format: Format,
     reader: Reader,
 }
 
 impl Capture {
     /// Opens a capture and reads its file header. Errors name the file.
-    pub fn open(path: &Path) -> Result<Self, ReplayError> {
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
         let shown = path.display().to_string();
-        let open_err = |error| ReplayError::Open { path: shown.clone(), error };
+        let open_err = |error| CaptureError::Open { path: shown.clone(), error };
         let mut file = File::open(path).map_err(open_err)?;
         let mut head = Vec::with_capacity(4);
         file.by_ref().take(4).read_to_end(&mut head).map_err(open_err)?;
         file.rewind().map_err(open_err)?;
-        let format = detect_format(&head).map_err(|reason| ReplayError::NotACapture { path: shown.clone(), reason })?;
+        let format =
+            detect_format(&head).map_err(|reason| CaptureError::NotACapture { path: shown.clone(), reason })?;
         let header_err = |e: PcapError| {
             let reason = match e {
                 PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
@@ -343,7 +311,7 @@ impl Capture {
                 }
                 other => describe(&other),
             };
-            ReplayError::Header { path: shown.clone(), reason }
+            CaptureError::Header { path: shown.clone(), reason }
         };
         let reader = match format {
             Format::Pcap => {
@@ -354,11 +322,7 @@ impl Capture {
             }
             Format::PcapNg => Reader::PcapNg(PcapNgReader::new(file).map_err(header_err)?),
         };
-        Ok(Self { path: shown, format, reader })
-    }
-
-    pub fn format(&self) -> Format {
-        self.format
+        Ok(Self { path: shown, reader })
     }
 
     /// The file as given, for messages.
@@ -368,7 +332,7 @@ impl Capture {
 
     /// The next packet record; `Ok(None)` at the end of the file. An error
     /// means the file's framing is broken and no further record can be found.
-    fn next(&mut self) -> Result<Option<Item>, PcapError> {
+    pub(super) fn next(&mut self) -> Result<Option<Item>, PcapError> {
         match &mut self.reader {
             Reader::Pcap { reader, link_type, nanos } => {
                 // Raw records: pcap-file's checked ones reject orig_len >
@@ -414,7 +378,7 @@ impl Capture {
 }
 
 /// A pcap-file error in words for people.
-fn describe(e: &PcapError) -> String {
+pub(super) fn describe(e: &PcapError) -> String {
     match e {
         PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
             "the file ends inside a record (cut short, or a corrupt length)".to_owned()
@@ -422,457 +386,6 @@ fn describe(e: &PcapError) -> String {
         PcapError::IoError(io) => format!("read error: {io}"),
         PcapError::InvalidField(what) => format!("corrupt record: {what}"),
         other => other.to_string(),
-    }
-}
-
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
-}
-
-/// Verdict of a packet that was not run because its link type is not supported.
-pub const SKIPPED: &str = "skipped";
-/// Verdict of a packet that could not be run.
-pub const ERROR: &str = "error";
-
-/// What happened to one packet record.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PacketReport {
-    /// 1-based frame number, as Wireshark numbers packets: every packet
-    /// record counts, including those that could not be run.
-    pub packet: u64,
-    /// Capture timestamp, seconds since the epoch (`None` when the record has none).
-    pub time: Option<f64>,
-    /// The XDP action ([`action_name`]), or [`ERROR`] / [`SKIPPED`] when the packet was not run.
-    pub verdict: &'static str,
-    /// The outcome counter the packet ended in; `None` when it was not run.
-    pub outcome: Option<&'static str>,
-    /// The queried name the program judged, if it got that far.
-    pub name: Option<String>,
-    /// The rule that decided (block or allow), if one did.
-    pub rule: Option<String>,
-    /// "udp" or "tcp" when the program found DNS.
-    pub proto: Option<&'static str>,
-    /// Bytes captured.
-    pub len: usize,
-    /// Bytes on the wire.
-    pub orig_len: u32,
-    /// Captured shorter than on the wire; run as captured.
-    pub truncated: bool,
-    /// For a segment of a TLS ClientHello: its place in its flow.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsSegment>,
-    /// Why the packet was not run, or what was odd about its run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Where a segment stands in its flow's ClientHello: a ClientHello may take
-/// several segments, and the one that completes the server name (or ends
-/// the ClientHello) decides the whole flow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TlsSegment {
-    /// The flow, client side first: `10.1.0.2:40000 > 10.2.0.2:443`.
-    pub flow: String,
-    /// 1-based: which of the flow's ClientHello segments this is.
-    pub segment: u32,
-    /// Whether this segment decided the flow; otherwise the ClientHello goes
-    /// on in a later segment.
-    pub decided: bool,
-    /// Packet numbers of the flow's earlier ClientHello segments.
-    pub earlier: Vec<u64>,
-}
-
-/// Flows whose ClientHello is still pending, by the program's flow key: the
-/// packet numbers of their segments so far. Bounded like the program's own
-/// table: a capture full of abandoned handshakes cannot grow it without end.
-#[derive(Default)]
-struct PendingFlows {
-    flows: HashMap<u64, Vec<u64>>,
-}
-
-impl PendingFlows {
-    /// More pending flows than this and the oldest knowledge is dropped
-    /// (those flows' later segments are then numbered from 1 again).
-    const MAX: usize = 1 << 16;
-    /// Segments remembered per flow; a ClientHello takes a handful.
-    const MAX_SEGMENTS: usize = 64;
-
-    /// Places the packet numbered `packet` with `outcome` in its flow.
-    fn place(&mut self, key: u64, packet: u64, outcome: Counter, flow: String) -> Option<TlsSegment> {
-        let decided = match outcome {
-            Counter::TlsPending => false,
-            Counter::TlsReset
-            | Counter::TlsDrop
-            | Counter::TlsPassNoMatch
-            | Counter::TlsPassAllowed
-            | Counter::TlsPassNoSni
-            | Counter::TlsMalformed
-            | Counter::TlsNotClientHello => true,
-            _ => return None,
-        };
-        let earlier = if decided { self.flows.remove(&key).unwrap_or_default() } else { Vec::new() };
-        let segment = if decided {
-            earlier.len() + 1
-        } else {
-            if self.flows.len() >= Self::MAX && !self.flows.contains_key(&key) {
-                self.flows.clear();
-            }
-            let seen = self.flows.entry(key).or_default();
-            if seen.len() < Self::MAX_SEGMENTS {
-                seen.push(packet);
-            }
-            seen.len()
-        };
-        Some(TlsSegment { flow, segment: u32::try_from(segment).unwrap_or(u32::MAX), decided, earlier })
-    }
-}
-
-/// `client:port > server:port` of a TCP frame, IPv6 addresses bracketed.
-fn flow_name(frame: &[u8]) -> String {
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-    let Ok(p) = SlicedPacket::from_ethernet(frame) else { return "?".into() };
-    let (src, dst) = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => (ip.header().source_addr().to_string(), ip.header().destination_addr().to_string()),
-        Some(NetSlice::Ipv6(ip)) => {
-            (format!("[{}]", ip.header().source_addr()), format!("[{}]", ip.header().destination_addr()))
-        }
-        _ => return "?".into(),
-    };
-    match &p.transport {
-        Some(TransportSlice::Tcp(t)) => format!("{src}:{} > {dst}:{}", t.source_port(), t.destination_port()),
-        _ => format!("{src} > {dst}"),
-    }
-}
-
-impl PacketReport {
-    fn not_run(packet: u64, time: Option<f64>, verdict: &'static str, reason: String) -> Self {
-        Self {
-            packet,
-            time,
-            verdict,
-            outcome: None,
-            name: None,
-            rule: None,
-            proto: None,
-            len: 0,
-            orig_len: 0,
-            truncated: false,
-            tls: None,
-            error: Some(reason),
-        }
-    }
-}
-
-/// Hits of one rule during a replay.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RuleHit {
-    pub rule: String,
-    pub hits: u64,
-}
-
-/// Totals of a replay.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Summary {
-    /// Packet records read.
-    pub packets: u64,
-    /// Packets the program ran on.
-    pub run: u64,
-    /// Packets captured shorter than they were on the wire.
-    pub truncated: u64,
-    /// Packets per verdict, [`ERROR`] and [`SKIPPED`] included.
-    pub verdicts: BTreeMap<&'static str, u64>,
-    /// Non-zero counters, by name, counted during this replay.
-    pub counters: BTreeMap<&'static str, u64>,
-    /// Rules that decided packets during this replay, most hits first.
-    pub rule_hits: Vec<RuleHit>,
-    /// All counters, indexed by [`Counter`], for [`stats::table`].
-    #[serde(skip)]
-    pub totals: Counters,
-}
-
-/// Why a replay could not be done or finished. Messages carry their causes
-/// on one line, so the causes are not also chained as sources (which would
-/// print them twice).
-#[derive(Debug, Error)]
-pub enum ReplayError {
-    #[error("cannot read {path}: {error}")]
-    Open { path: String, error: io::Error },
-    #[error("{path}: {reason}")]
-    NotACapture { path: String, reason: FormatError },
-    #[error("{path}: unreadable capture header: {reason}")]
-    Header { path: String, reason: String },
-    /// The file's framing broke after `after` packets; `summary` covers those.
-    #[error("{path}: damaged after packet {after}: {reason}; the replay stopped there")]
-    Damaged { path: String, after: u64, reason: String, summary: Box<Summary> },
-    #[error(
-        "packet {packet}: the trace sequence went from {before} to {after} over one test run; \
-         the program must be loaded with tracing and not run on live traffic at the same time"
-    )]
-    Trace { packet: u64, before: u64, after: u64 },
-    /// Boxed: aya's errors are large, and this one is rare.
-    #[error("{context}: {}", chain(&**.error))]
-    Filter { context: &'static str, error: Box<FilterError> },
-    #[error("{}", chain(.0))]
-    Policy(PolicyError),
-}
-
-impl From<PolicyError> for ReplayError {
-    fn from(e: PolicyError) -> Self {
-        ReplayError::Policy(e)
-    }
-}
-
-impl ReplayError {
-    /// What was replayed before the capture turned out to be damaged.
-    pub fn partial_summary(&self) -> Option<&Summary> {
-        match self {
-            ReplayError::Damaged { summary, .. } => Some(summary),
-            _ => None,
-        }
-    }
-}
-
-fn filter_err(context: &'static str) -> impl FnOnce(FilterError) -> ReplayError {
-    move |error| ReplayError::Filter { context, error: Box::new(error) }
-}
-
-/// How to set up the program for a replay.
-#[derive(Clone, Debug)]
-pub struct ReplayOptions {
-    pub lists: PolicySource,
-    /// Default action for blocked DNS queries.
-    pub dns_action: Action,
-    pub fail_closed: bool,
-    pub answer_ttl: u32,
-    /// What blocked TLS flows get, and the ECH, no-SNI and QUIC policies.
-    pub tls: crate::loader::TlsPolicy,
-    /// TLS flows tracked at once.
-    pub max_flows: usize,
-    /// Seed of the name hash; any value gives the same verdicts, short of a key collision.
-    pub seed: u64,
-}
-
-/// Loads the lists, then the program with tracing on, configures it and
-/// installs the rule set: a filter ready for [`replay`].
-pub fn prepare(opts: &ReplayOptions) -> Result<(Filter, Policy), ReplayError> {
-    let policy = opts.lists.load(opts.seed)?;
-    let load = LoadOptions {
-        trace: true,
-        expected_rules: policy.rules.len(),
-        max_flows: opts.max_flows,
-        ..LoadOptions::default()
-    };
-    let mut filter = Filter::load(load).map_err(filter_err("loading the XDP program"))?;
-    filter
-        .configure(opts.dns_action, opts.fail_closed, opts.answer_ttl)
-        .and_then(|()| filter.configure_tls(opts.tls))
-        .map_err(filter_err("configuring the program"))?;
-    filter.install(&policy.rules).map_err(filter_err("installing the rule set"))?;
-    Ok((filter, policy))
-}
-
-/// Opens `capture` and [`replay_capture`]s it.
-pub fn replay(
-    filter: &Filter,
-    rules: &RuleSet,
-    capture: &Path,
-    on_packet: impl FnMut(&PacketReport) -> ControlFlow<()>,
-) -> Result<Summary, ReplayError> {
-    replay_capture(filter, rules, Capture::open(capture)?, on_packet)
-}
-
-/// Runs every packet of `capture` through `filter` (loaded with tracing, with
-/// `rules` installed), calls `on_packet` with each packet's report as soon as
-/// it is known, and returns the totals. `on_packet` returning
-/// [`ControlFlow::Break`] ends the replay early (the totals then cover the
-/// packets so far). Memory use does not grow with the capture.
-pub fn replay_capture(
-    filter: &Filter,
-    rules: &RuleSet,
-    mut capture: Capture,
-    mut on_packet: impl FnMut(&PacketReport) -> ControlFlow<()>,
-) -> Result<Summary, ReplayError> {
-    let before = filter.counters().map_err(filter_err("reading counters"))?;
-    let hits_before: HashMap<u64, u32> =
-        filter.rule_hits().map_err(filter_err("reading rule hits"))?.into_iter().collect();
-    let mut seq = filter.trace().map_err(filter_err("reading the trace"))?.seq;
-    let mut tally = Tally::default();
-    let mut pending = PendingFlows::default();
-    loop {
-        let item = match capture.next() {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
-            Err(e) => {
-                let summary = tally.finish(filter, rules, &before, &hits_before)?;
-                return Err(ReplayError::Damaged {
-                    path: capture.path.clone(),
-                    after: summary.packets,
-                    reason: describe(&e),
-                    summary: Box::new(summary),
-                });
-            }
-        };
-        let number = tally.packets + 1;
-        let report = match item {
-            Item::Packet(record) => run_one(filter, rules, number, &record, &mut seq, &mut pending)?,
-            Item::Unusable(reason) => PacketReport::not_run(number, None, ERROR, reason),
-        };
-        tally.add(&report);
-        if on_packet(&report).is_break() {
-            break;
-        }
-    }
-    tally.finish(filter, rules, &before, &hits_before)
-}
-
-/// Runs one record and reads back the program's decision.
-fn run_one(
-    filter: &Filter,
-    rules: &RuleSet,
-    number: u64,
-    record: &Record,
-    seq: &mut u64,
-    pending: &mut PendingFlows,
-) -> Result<PacketReport, ReplayError> {
-    let mut report = PacketReport {
-        len: record.data.len(),
-        orig_len: record.orig_len,
-        truncated: (record.data.len() as u64) < u64::from(record.orig_len),
-        ..PacketReport::not_run(number, record.time, ERROR, String::new())
-    };
-    let frame = match to_ethernet(record.link_type, &record.data) {
-        Ok(f) => f,
-        Err(e) => {
-            report.verdict = if matches!(e, LinkError::Unsupported(_)) { SKIPPED } else { ERROR };
-            report.error = Some(e.to_string());
-            return Ok(report);
-        }
-    };
-    let result = match filter.run(&frame) {
-        Ok(r) => r,
-        Err(e) => {
-            // The kernel refused before running the program; resynchronise
-            // anyway, so one odd refusal cannot fail every later packet.
-            *seq = filter.trace().map_err(filter_err("reading the trace"))?.seq;
-            report.error = Some(format!("the kernel refused to run the {}-byte frame: {}", frame.len(), chain(&e)));
-            return Ok(report);
-        }
-    };
-    let t = filter.trace().map_err(filter_err("reading the trace"))?;
-    if t.seq != seq.wrapping_add(1) {
-        return Err(ReplayError::Trace { packet: number, before: *seq, after: t.seq });
-    }
-    *seq = t.seq;
-    report.verdict = action_name(result.action);
-    report.error = None;
-    report.outcome = Counter::from_index(t.outcome).map(Counter::name);
-    let mut odd = Vec::new();
-    if report.outcome.is_none() {
-        odd.push(format!("the trace names outcome counter {}, which this build does not know", t.outcome));
-    }
-    if t.xdp_action != result.action {
-        odd.push(format!("the trace says {} but the program returned {}", action_name(t.xdp_action), report.verdict));
-    }
-    if t.name_kind == maps::trace::NAME_TLS {
-        // A server name may have come in several segments: the trace holds it.
-        let sni = t.sni.get(..usize::from(t.sni_len)).unwrap_or_default();
-        report.name = Some(names::text_to_display(sni));
-    } else if t.name_len != 0 {
-        let start = usize::from(t.name_offset);
-        match frame.get(start..start + usize::from(t.name_len)) {
-            Some(wire) => report.name = Some(names::wire_to_text(wire)),
-            None => {
-                odd.push(format!("the trace puts the name at {start}+{} in a {}-byte frame", t.name_len, frame.len()));
-            }
-        }
-    }
-    if t.rule_key != 0 {
-        report.rule = match (rules.get(t.rule_key), &report.name) {
-            (Some(r), _) => Some(r.domain.to_string()),
-            (None, Some(name)) => Some(names::suffix(name, usize::from(t.rule_labels)).to_owned()),
-            (None, None) => Some(format!("{:#018x}", t.rule_key)),
-        };
-    }
-    report.proto = match (t.l4_proto, t.name_kind) {
-        (6, maps::trace::NAME_TLS) => Some("tls"),
-        (17, _) => Some("udp"),
-        (6, _) => Some("tcp"),
-        _ => None,
-    };
-    if t.flow_key != 0
-        && let Some(outcome) = Counter::from_index(t.outcome)
-    {
-        report.tls = pending.place(t.flow_key, number, outcome, flow_name(&frame));
-    }
-    if !odd.is_empty() {
-        report.error = Some(odd.join("; "));
-    }
-    Ok(report)
-}
-
-/// Running totals of a replay.
-#[derive(Default)]
-struct Tally {
-    packets: u64,
-    run: u64,
-    truncated: u64,
-    verdicts: BTreeMap<&'static str, u64>,
-}
-
-impl Tally {
-    fn add(&mut self, r: &PacketReport) {
-        self.packets += 1;
-        if r.verdict != ERROR && r.verdict != SKIPPED {
-            self.run += 1;
-        }
-        if r.truncated {
-            self.truncated += 1;
-        }
-        *self.verdicts.entry(r.verdict).or_default() += 1;
-    }
-
-    /// The totals, with counters and rule hits counted since `before`.
-    fn finish(
-        self,
-        filter: &Filter,
-        rules: &RuleSet,
-        before: &Counters,
-        hits_before: &HashMap<u64, u32>,
-    ) -> Result<Summary, ReplayError> {
-        let after = filter.counters().map_err(filter_err("reading counters"))?;
-        let totals = stats::delta(&after, before);
-        let mut rule_hits: Vec<RuleHit> = filter
-            .rule_hits()
-            .map_err(filter_err("reading rule hits"))?
-            .into_iter()
-            .filter_map(|(key, hits)| {
-                // Hits wrap at 2^32; the difference is right across one wrap.
-                let hits = hits.wrapping_sub(hits_before.get(&key).copied().unwrap_or(0));
-                let rule = rules.get(key).map_or_else(|| format!("{key:#018x}"), |r| r.domain.to_string());
-                (hits != 0).then_some(RuleHit { rule, hits: u64::from(hits) })
-            })
-            .collect();
-        rule_hits.sort_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.rule.cmp(&b.rule)));
-        Ok(Summary {
-            packets: self.packets,
-            run: self.run,
-            truncated: self.truncated,
-            verdicts: self.verdicts,
-            counters: stats::non_zero(&totals),
-            rule_hits,
-            totals,
-        })
     }
 }
 

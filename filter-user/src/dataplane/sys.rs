@@ -335,16 +335,6 @@ impl SharedCounters {
             a.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
-
-    /// Counter `i`.
-    pub fn get(&self, i: u32) -> u64 {
-        let i = i as usize;
-        if i >= self.words {
-            return 0;
-        }
-        // SAFETY: as above.
-        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i)) }.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 impl Drop for SharedCounters {
@@ -352,4 +342,14 @@ impl Drop for SharedCounters {
         // SAFETY: unmapping our own mapping.
         unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
     }
+}
+
+/// Nanoseconds on `clock` (a `CLOCK_*` id): `CLOCK_MONOTONIC` is
+/// `bpf_ktime_get_ns`'s clock, `CLOCK_MONOTONIC_COARSE` that of
+/// `bpf_ktime_get_coarse_ns`.
+pub fn monotonic_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    ts.tv_sec.cast_unsigned() * 1_000_000_000 + ts.tv_nsec.cast_unsigned()
 }

@@ -8,7 +8,7 @@ use nohash_hasher::BuildNoHashHasher;
 use maps::{Action, Rule, rule::flags};
 use thiserror::Error;
 
-use crate::{
+use super::{
     blocklist::{Entry, Origin, Scope},
     names::Domain,
 };
@@ -97,14 +97,6 @@ pub fn combine(key: u64, first: &[Entry], own: Option<&CompiledRule>) -> Result<
 impl RuleSet {
     pub fn new(seed: u64) -> Self {
         Self { seed, rules: HashMap::default(), shared: HashMap::default() }
-    }
-
-    pub fn with_capacity(seed: u64, n: usize) -> Self {
-        Self {
-            seed,
-            rules: HashMap::with_capacity_and_hasher(n, BuildNoHashHasher::default()),
-            shared: HashMap::default(),
-        }
     }
 
     /// The entries behind `key`'s rule, in list order, and its name.
@@ -197,7 +189,7 @@ impl RuleSet {
     /// operator's) is added before this set's own rule for it: the
     /// operator's actions win, allow and block bits accumulate. `None`
     /// when neither has a rule.
-    pub fn combined(&self, domain: &crate::names::Domain, first: &[Entry]) -> Result<Option<CompiledRule>, Collision> {
+    pub fn combined(&self, domain: &Domain, first: &[Entry]) -> Result<Option<CompiledRule>, Collision> {
         let key = domain.key(self.seed);
         combine(key, first, self.rules.get(&key))
     }

@@ -1,0 +1,191 @@
+//! Typed handles on the program's maps, each looked up once when the
+//! program is loaded, and the reads and writes user space makes through
+//! them (settings, filter words, counters, the decision trace, flows).
+//!
+//! The handles hold their own file descriptors (duplicates of the loaded
+//! object's), so the object keeps its maps for tools that inspect them.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::{
+    Ebpf,
+    maps::{Array, ArrayOfMaps, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, RingBuf},
+};
+use maps::{Rule, Settings, Trace, counters::COUNT, flow::FlowState, names};
+
+use super::{
+    counters::{self, Counters},
+    error::{FilterError, map_err},
+    sys,
+};
+
+/// A rule set: rule keys (64-bit name hashes) to rules.
+pub type RuleSetMap = HashMap<MapData, u64, Rule>;
+
+/// The program's maps, typed.
+pub struct Maps {
+    rulesets: ArrayOfMaps<MapData, RuleSetMap>,
+    settings_map: Array<MapData, Settings>,
+    /// What `SETTINGS` holds: it follows only writes that succeeded.
+    settings: Settings,
+    filter: Array<MapData, u64>,
+    flows: HashMap<MapData, u64, FlowState>,
+    flow_hint: Array<MapData, u64>,
+    /// `FLOW_HINT` mapped into this process, for the flow sweep.
+    hint: Option<sys::SharedCounters>,
+    counters: PerCpuArray<MapData, u64>,
+    trace: Array<MapData, Trace>,
+    /// Until the daemon takes it.
+    events: Option<RingBuf<MapData>>,
+}
+
+/// A handle of its own on the map `name` of `ebpf`.
+fn open<T: TryFrom<Map, Error = MapError>>(ebpf: &Ebpf, name: &'static str) -> Result<T, FilterError> {
+    let map = ebpf.map(name).ok_or(FilterError::MissingMap(name))?;
+    let (data, kind): (&MapData, fn(MapData) -> Map) = match map {
+        Map::Array(d) => (d, Map::Array),
+        Map::ArrayOfMaps(d) => (d, Map::ArrayOfMaps),
+        Map::HashMap(d) => (d, Map::HashMap),
+        Map::PerCpuArray(d) => (d, Map::PerCpuArray),
+        Map::RingBuf(d) => (d, Map::RingBuf),
+        _ => return Err(FilterError::MapKind(name)),
+    };
+    let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| map_err(name)(MapError::IoError(e)))?;
+    let data = MapData::from_fd(fd).map_err(map_err(name))?;
+    T::try_from(kind(data)).map_err(map_err(name))
+}
+
+impl Maps {
+    /// Looks every map of the loaded object up.
+    pub(super) fn open(ebpf: &Ebpf) -> Result<Self, FilterError> {
+        Ok(Self {
+            rulesets: open(ebpf, names::RULESETS)?,
+            settings_map: open(ebpf, names::SETTINGS)?,
+            settings: Settings::default(),
+            filter: open(ebpf, names::FILTER)?,
+            flows: open(ebpf, names::FLOWS)?,
+            flow_hint: open(ebpf, names::FLOW_HINT)?,
+            hint: None,
+            counters: open(ebpf, names::COUNTERS)?,
+            trace: open(ebpf, names::TRACE)?,
+            events: Some(open(ebpf, names::EVENTS)?),
+        })
+    }
+
+    /// The settings as the kernel holds them.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Reads the settings a running filter left (adoption).
+    pub(super) fn read_settings(&mut self) -> Result<Settings, FilterError> {
+        self.settings = self.settings_map.get(&0, 0).map_err(map_err(names::SETTINGS))?;
+        Ok(self.settings)
+    }
+
+    /// Writes the settings; [`Maps::settings`] follows only on success.
+    pub fn write_settings(&mut self, settings: Settings) -> Result<(), FilterError> {
+        self.settings_map.set(0, settings, 0).map_err(map_err(names::SETTINGS))?;
+        self.settings = settings;
+        Ok(())
+    }
+
+    /// Every word of the negative-lookup filter.
+    pub(super) fn read_filter(&self) -> Result<Vec<u64>, FilterError> {
+        let f = &self.filter;
+        (0..f.len()).map(|i| f.get(&i, 0)).collect::<Result<Vec<u64>, _>>().map_err(map_err(names::FILTER))
+    }
+
+    /// Writes filter word `i`.
+    pub(super) fn write_filter_word(&mut self, i: u32, word: u64) -> Result<(), FilterError> {
+        self.filter.set(i, word, 0).map_err(map_err(names::FILTER))
+    }
+
+    /// Writes the filter words `0..bits.len()` with one batch of updates.
+    pub(super) fn write_filter(&self, bits: &[u64]) -> Result<(), sys::SysError> {
+        let keys: Vec<u32> = (0..bits.len() as u32).collect();
+        sys::update_batch(&self.filter.map().fd().as_fd(), &keys, bits)
+    }
+
+    /// The rule set packets use now, if any.
+    pub(super) fn active_ruleset(&self) -> Result<Option<RuleSetMap>, FilterError> {
+        match self.rulesets.get(&maps::ACTIVE_RULESET, 0) {
+            Ok(m) => Ok(Some(m)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(names::RULESETS)(e)),
+        }
+    }
+
+    /// Makes `set` the rule set packets use; the old one is freed by the
+    /// kernel once no program run uses it (RCU).
+    pub(super) fn swap_ruleset(&mut self, set: &RuleSetMap) -> Result<(), FilterError> {
+        self.rulesets.set(maps::ACTIVE_RULESET, set, 0).map_err(map_err(names::RULESETS))
+    }
+
+    /// Kernel memory of the filter, as the kernel accounts it.
+    pub fn filter_memory(&self) -> Result<u64, FilterError> {
+        sys::map_memlock(&self.filter.map().fd().as_fd().as_raw_fd()).map_err(FilterError::Memory)
+    }
+
+    /// Counter totals over all CPUs, in rows of [`COUNT`], for the first
+    /// `rows` interface buckets (see `maps::counters::IFACE_BUCKETS`).
+    pub fn counter_rows(&self, rows: usize) -> Result<Vec<u64>, FilterError> {
+        let rows = rows.min(maps::counters::IFACE_BUCKETS);
+        sys::sum_percpu_u64(&self.counters.map().fd().as_fd().as_raw_fd(), rows * COUNT).map_err(FilterError::Counters)
+    }
+
+    /// Counter totals over all CPUs and the first `rows` interface buckets.
+    pub fn counters(&self, rows: usize) -> Result<Counters, FilterError> {
+        Ok(counters::totals(&self.counter_rows(rows)?))
+    }
+
+    /// The last decision record (only written when loaded with `trace`).
+    pub fn trace(&self) -> Result<Trace, FilterError> {
+        self.trace.get(&0, 0).map_err(map_err(names::TRACE))
+    }
+
+    /// The block event ring buffer, for the daemon to read (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, FilterError> {
+        self.events.take().ok_or(FilterError::MissingMap(names::EVENTS))
+    }
+
+    /// Forgets flows idle past their time to live (`maps::flow`): the kernel
+    /// forgets an expired flow it meets, this sweeps the ones it never meets
+    /// again. Returns how many were removed.
+    pub fn sweep_flows(&mut self) -> Result<usize, FilterError> {
+        let now = sys::monotonic_ns(libc::CLOCK_MONOTONIC_COARSE);
+        let expired: Vec<u64> =
+            self.flows.iter().filter_map(Result::ok).filter(|(_, v)| v.expired(now)).map(|(k, _)| k).collect();
+        let mut removed = 0;
+        let mask = self.settings.hint_mask;
+        self.map_hint()?;
+        let Some(hint) = self.hint.as_ref() else { return Ok(0) };
+        for key in expired {
+            // Looked at again right before the delete: a packet may have
+            // brought the flow back to life since the walk, and its state
+            // (a ClientHello half parsed) must not be lost. Deleted here, or
+            // already by the kernel (which then decremented the hint itself).
+            let now = sys::monotonic_ns(libc::CLOCK_MONOTONIC_COARSE);
+            if self.flows.get(&key, 0).is_ok_and(|v| v.expired(now)) && self.flows.remove(&key).is_ok() {
+                hint.decrement(maps::flow::hint_slot(key, mask));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Flows tracked now.
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().flatten().count()
+    }
+
+    /// Maps `FLOW_HINT` into this process, once.
+    fn map_hint(&mut self) -> Result<(), FilterError> {
+        if self.hint.is_none() {
+            let words = self.settings.hint_mask as usize + 1;
+            let fd = self.flow_hint.map().fd().as_fd();
+            self.hint = Some(sys::SharedCounters::map(&fd, words).map_err(FilterError::Memory)?);
+        }
+        Ok(())
+    }
+}
