@@ -45,10 +45,12 @@ struct Args {
     tls_only: bool,
     /// Only the rule loads and reloads, printed (for working on them).
     loads_only: bool,
+    /// Only the per-packet rows, printed: for comparing builds.
+    packets_only: bool,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { repeat: 1_000_000, out: PathBuf::from("BENCHMARKS.md"), tls_only: false, loads_only: false };
+    let mut a = Args { repeat: 1_000_000, out: PathBuf::from("BENCHMARKS.md"), tls_only: false, loads_only: false, packets_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         match k.as_str() {
@@ -56,8 +58,9 @@ fn parse_args() -> Args {
             "--out" => a.out = it.next().expect("--out FILE").into(),
             "--tls-only" => a.tls_only = true,
             "--loads-only" => a.loads_only = true,
+            "--packets-only" => a.packets_only = true,
             other => panic!(
-                "unknown argument {other:?} (usage: namewall-bench [--repeat N] [--out FILE] [--tls-only | --loads-only])"
+                "unknown argument {other:?} (usage: namewall-bench [--repeat N] [--out FILE] [--tls-only | --loads-only | --packets-only])"
             ),
         }
     }
@@ -734,6 +737,12 @@ fn main() {
         return;
     }
     let (rows, loads, verified) = packet_rows(&baseline, dir.path(), args.repeat);
+    if args.packets_only {
+        for row in &rows {
+            println!("{:>8.1} {:>6.1} {:>6.2}x  {}", row.namewall, row.baseline, row.ratio, row.case);
+        }
+        return;
+    }
     let scale = scale(dir.path());
     eprintln!("bench: latency through the namespace lab");
     let lat = latency(dir.path());
