@@ -1,5 +1,5 @@
 //! The entry stage: layers 2 to 4 parsed once, then the stage that judges
-//! the payload chosen and handed what the parse found (see `maps::stage`).
+//! the payload chosen and handed what the parse found (see `maps::layout::stage`).
 //! Traffic no stage needs (not IP, other UDP, most TCP segments of
 //! established flows) ends here, without a tail call.
 

@@ -6,8 +6,8 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use maps::{
     Action, Answer, Counter, Protocol, Scratch, Settings, Stage,
-    name::{self, MAX_QUESTION, WireName},
-    rule::{self, Match, Verdict},
+    layout::rule::{self, Match, Verdict},
+    parse::name::{self, MAX_QUESTION, WireName},
 };
 
 use crate::{

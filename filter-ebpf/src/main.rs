@@ -1,5 +1,5 @@
 //! namewall's XDP programs: the entry stage attached to interfaces, and the
-//! stages it tail-calls (see `maps::stage`), each verified on its own.
+//! stages it tail-calls (see `maps::layout::stage`), each verified on its own.
 //!
 //! This file holds only the entry points. The rest, from the bottom up:
 //! [`verifier`] (workarounds, one place each), [`tables`] (every map),

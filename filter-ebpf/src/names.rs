@@ -16,9 +16,9 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::bpf_loop;
 use maps::{
     Counter, Scratch, Settings, Walk,
-    name::{self, LabelStep, NameError, WireName},
-    rule::{self, Match, Verdict},
-    settings::mask_has_depth,
+    layout::rule::{self, Match, Verdict},
+    layout::settings::mask_has_depth,
+    parse::name::{self, LabelStep, NameError, WireName},
 };
 
 use crate::{
@@ -254,7 +254,7 @@ struct Best {
 /// from the depth is a key collision: counted (as an extra event) and ignored.
 #[inline(always)]
 fn consider(rules: &RuleSet, filter_mask: u64, key: u64, depth: u64, labels: u64, generation: u8, best: &mut Best) {
-    let (word, bit) = maps::filter::position(key, filter_mask);
+    let (word, bit) = maps::layout::filter::position(key, filter_mask);
     // A clear bit proves the key absent; a missing word (never expected)
     // just means no proof.
     if let Some(w) = FILTER.get(word)

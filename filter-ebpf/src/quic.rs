@@ -6,7 +6,7 @@
 //! visible (RFC 9000 §14.1, RFC 9369 for version 2).
 
 use aya_ebpf::programs::XdpContext;
-use maps::{Counter, settings::policy};
+use maps::{Counter, layout::settings::policy};
 
 use crate::{
     packet::{Layers, Packet},

@@ -18,7 +18,7 @@ use aya_ebpf::{
     helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use maps::{Answer, REPLY_BUF, Scratch, checksum, name::QUESTION_BUF};
+use maps::{Answer, REPLY_BUF, Scratch, parse::checksum, parse::name::QUESTION_BUF};
 
 use crate::{
     packet::{

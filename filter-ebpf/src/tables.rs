@@ -7,7 +7,10 @@ use aya_ebpf::{
     btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
-use maps::{Rule, RuleKey, Scratch, Settings, Trace, counters::SLOTS, event::Event, flow::FlowState, stage};
+use maps::{
+    Rule, RuleKey, Scratch, Settings, Trace, counters::SLOTS, layout::event::Event, layout::flow::FlowState,
+    layout::stage,
+};
 
 /// Template of a rule set: user space creates the real inner maps with
 /// their own `max_entries` (hash maps of maps may differ in size) and puts
@@ -15,20 +18,20 @@ use maps::{Rule, RuleKey, Scratch, Settings, Trace, counters::SLOTS, event::Even
 /// space gives each inner map.
 pub type RuleSet = HashMap<RuleKey, Rule, 1>;
 
-/// The active rule set, swapped atomically by user space (see `maps::names::RULESETS`).
+/// The active rule set, swapped atomically by user space (see `maps::layout::names::RULESETS`).
 #[btf_map]
 pub static RULESETS: ArrayOfMaps<RuleSet, 1> = ArrayOfMaps::new();
 
-/// Negative-lookup bit filter (see `maps::filter`); its size is set at load.
+/// Negative-lookup bit filter (see `maps::layout::filter`); its size is set at load.
 #[btf_map]
 pub static FILTER: Array<u64, 1024> = Array::new();
 
-/// TLS flows in progress and blocked flows (see `maps::flow`); its size is
+/// TLS flows in progress and blocked flows (see `maps::layout::flow`); its size is
 /// set at load. A plain hash map: a full table is visible.
 #[btf_map]
 pub static FLOWS: HashMap<u64, FlowState, 1024> = HashMap::new();
 
-/// Counters sparing untracked flows the `FLOWS` lookup (see `maps::flow`).
+/// Counters sparing untracked flows the `FLOWS` lookup (see `maps::layout::flow`).
 /// Mappable, so the daemon's sweep can decrement them atomically.
 #[btf_map]
 pub static FLOW_HINT: Array<u64, 1024, { BPF_F_MMAPABLE as usize }> = Array::new();
@@ -50,7 +53,7 @@ pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 #[btf_map]
 pub static TRACE: Array<Trace, 1> = Array::new();
 
-/// The stages the entry program tail-calls, by `maps::stage::Stage` index.
+/// The stages the entry program tail-calls, by `maps::layout::stage::Stage` index.
 #[btf_map]
 pub static STAGES: ProgramArray<{ stage::SLOTS as usize }> = ProgramArray::new();
 

@@ -6,7 +6,7 @@
 //! `maps::counters::IFACE_BUCKETS`) and, for a block, sends its event.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
-use maps::{Counter, Protocol, Scratch, Settings, Trace, counters::COUNT, rule::Match};
+use maps::{Counter, Protocol, Scratch, Settings, Trace, counters::COUNT, layout::rule::Match};
 
 use crate::{
     packet::{Layers, Packet},
@@ -115,8 +115,8 @@ const SECOND_NS: u64 = 1_000_000_000;
 const _: () = assert!(core::mem::offset_of!(Scratch, question) % 8 == 0);
 const _: () = assert!(
     (core::mem::offset_of!(Scratch, flow)
-        + core::mem::offset_of!(maps::flow::FlowState, tls)
-        + core::mem::offset_of!(maps::tls::TlsState, name))
+        + core::mem::offset_of!(maps::layout::flow::FlowState, tls)
+        + core::mem::offset_of!(maps::parse::tls::TlsState, name))
         % 8
         == 0
 );
@@ -206,7 +206,7 @@ fn flush_event(ctx: &XdpContext, outcome: Counter) {
     // SAFETY: the context the kernel passed.
     e.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     e.outcome = outcome as u32;
-    e.name_len = e.name_len.min(maps::event::NAME_BYTES as u16);
+    e.name_len = e.name_len.min(maps::layout::event::NAME_BYTES as u16);
     let src: *const u64 = if e.name_kind == Protocol::Dns as u8 {
         scratch.question.as_ptr().cast()
     } else {

@@ -299,7 +299,7 @@ pub fn set_ipv4_frag(frame: &mut [u8], l3: usize, word: u16) {
     frame[l3 + 6..l3 + 8].copy_from_slice(&word.to_be_bytes());
     let ihl = usize::from(frame[l3] & 0x0f) * 4;
     frame[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-    let sum = maps::checksum::finish(maps::checksum::add_bytes(0, &frame[l3..l3 + ihl]));
+    let sum = maps::parse::checksum::finish(maps::parse::checksum::add_bytes(0, &frame[l3..l3 + ihl]));
     frame[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
 }
 

@@ -11,7 +11,7 @@ use filter_user::{
     dataplane::{LoadOptions, TlsPolicy},
 };
 use hickory_proto::rr::RecordType;
-use maps::{Action, Counter, event::Event};
+use maps::{Action, Counter, layout::event::Event};
 use namewall_tests::{
     dnswire,
     harness::Harness,

@@ -1,13 +1,13 @@
-//! The loaded XDP object against `maps::shapes`, the table user space pins
+//! The loaded XDP object against `maps::layout::shapes`, the table user space pins
 //! and checks pinned maps by: every map of the object has its row and
 //! matches it (kind, key and value sizes, fixed entries), and every row is
 //! a map of the object.
 
 use aya::maps::{Map, MapData};
 use filter_user::dataplane::{Filter, LoadOptions, pins};
-use maps::shapes::{self, Entries};
+use maps::layout::shapes::{self, Entries};
 
-/// The loader's handle of a map of the kinds `maps::shapes` names.
+/// The loader's handle of a map of the kinds `maps::layout::shapes` names.
 fn data<'a>(name: &str, map: &'a Map) -> &'a MapData {
     match map {
         Map::Array(d)
@@ -16,7 +16,7 @@ fn data<'a>(name: &str, map: &'a Map) -> &'a MapData {
         | Map::ArrayOfMaps(d)
         | Map::RingBuf(d)
         | Map::ProgramArray(d) => d,
-        other => panic!("{name}: a map of a kind maps::shapes has no name for: {other:?}"),
+        other => panic!("{name}: a map of a kind maps::layout::shapes has no name for: {other:?}"),
     }
 }
 
@@ -31,7 +31,7 @@ fn every_map_of_the_object_matches_its_row() {
         if name.starts_with('.') {
             continue;
         }
-        let row = shapes::shape(name).unwrap_or_else(|| panic!("{name} has no row in maps::shapes"));
+        let row = shapes::shape(name).unwrap_or_else(|| panic!("{name} has no row in maps::layout::shapes"));
         let info = data(name, map).info().expect("the kernel's description of the map");
         if let Err(e) = pins::check_shape(row, &info) {
             panic!("{name}: {e}");
@@ -42,6 +42,6 @@ fn every_map_of_the_object_matches_its_row() {
         seen.push(name.to_owned());
     }
     for row in shapes::MAPS {
-        assert!(seen.iter().any(|n| n == row.name), "{} is in maps::shapes but not in the object", row.name);
+        assert!(seen.iter().any(|n| n == row.name), "{} is in maps::layout::shapes but not in the object", row.name);
     }
 }

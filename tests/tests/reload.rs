@@ -171,10 +171,10 @@ fn check_kernel(daemon: &Daemon, source: &PolicySource, seed: u64, what: &str) {
             want.len()
         );
     }
-    let map = f.ebpf().map(maps::names::FILTER).expect("the filter map");
+    let map = f.ebpf().map(maps::layout::names::FILTER).expect("the filter map");
     let words: Array<_, u64> = Array::try_from(map).expect("an array");
     for (key, rule) in &want {
-        let (w, bit) = maps::filter::position(*key, settings.filter_mask);
+        let (w, bit) = maps::layout::filter::position(*key, settings.filter_mask);
         assert_ne!(words.get(&w, 0).expect("a filter word") & bit, 0, "{what}: {key:x} not in the filter");
         assert!(settings.has_depth(rule.labels as usize), "{what}: depth {} not in the mask", rule.labels);
     }

@@ -22,8 +22,8 @@ use hickory_proto::{
 use maps::{
     Action, Counter,
     counters::CounterKind,
-    name::{self, LABEL_SLOTS, NameError, QUESTION_BUF},
-    rule::{self, Verdict},
+    layout::rule::{self, Verdict},
+    parse::name::{self, LABEL_SLOTS, NameError, QUESTION_BUF},
 };
 use namewall_tests::{
     dnswire,
@@ -1142,8 +1142,8 @@ fn truncation() {
 
 /// What the program must decide for the DNS message `dns`, carried whole
 /// over UDP to port 53: the outcome and the deciding rule's key. Computed on
-/// the host with the shared name parser and rule decision (`maps::name`,
-/// `maps::rule`) over the harness's rule set, as the reference for fuzz rows.
+/// the host with the shared name parser and rule decision (`maps::parse::name`,
+/// `maps::layout::rule`) over the harness's rule set, as the reference for fuzz rows.
 fn model(h: &Harness, dns: &[u8]) -> (Counter, Option<u64>) {
     if dns.len() < 12 {
         return (Counter::DnsShortHeader, None);
@@ -1568,7 +1568,7 @@ fn rule_set_swap() {
         assert_eq!(outcome(&h, name), want, "{name} after the swap");
     }
     assert_eq!(h.filter.settings().depth_mask, next.depth_mask(), "the depth mask narrows to the new set");
-    let map = h.filter.ebpf().map(maps::names::FILTER).expect("FILTER");
+    let map = h.filter.ebpf().map(maps::layout::names::FILTER).expect("FILTER");
     let filter: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map).expect("array");
     let words: Vec<u64> = filter.iter().map(|w| w.expect("read filter")).collect();
     assert_eq!(words, next.filter_bits(words.len()), "the filter narrows to the new set");

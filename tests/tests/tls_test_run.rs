@@ -47,9 +47,9 @@ use filter_user::{
 use maps::{
     Action, Counter, Protocol,
     counters::CounterKind,
-    name::{self, LABEL_SLOTS},
-    rule::{self, Verdict as RuleVerdict},
-    tls::{self as parser, MAX_RECORDS, MAX_SNI, Step as Parsed, TLS_BUF, TlsState},
+    layout::rule::{self, Verdict as RuleVerdict},
+    parse::name::{self, LABEL_SLOTS},
+    parse::tls::{self as parser, MAX_RECORDS, MAX_SNI, Step as Parsed, TLS_BUF, TlsState},
 };
 use namewall_tests::{
     harness::{Harness, Observed},
@@ -744,7 +744,7 @@ fn starts_like_hello(payload: &[u8]) -> bool {
 /// tables cannot state in advance (a passed flow's later segments are
 /// untracked traffic, which the program parses again when one starts like
 /// a `ClientHello`) and for the fuzz loop: the shared parser
-/// (`maps::tls::step`) and the rule decision run on the host, segment by
+/// (`maps::parse::tls::step`) and the rule decision run on the host, segment by
 /// segment, as the design says the kernel runs them. The default policy
 /// only (no ECH or no-SNI blocking), fail-open, stream offsets from 0.
 struct Reference<'a> {
@@ -893,7 +893,7 @@ fn run_parser(st: &mut TlsState, bytes: &[u8]) -> Parsed {
 }
 
 /// The rules' judgement of a server name, from the shared name parser and
-/// rule decision (`maps::name`, `maps::rule`): the most specific rule
+/// rule decision (`maps::parse::name`, `maps::layout::rule`): the most specific rule
 /// decides; a block's action is the rule's reset or drop, else the TLS
 /// default (`drop`: drop, else reset).
 fn judge_name(rules: &RuleSet, drop: bool, sni: &[u8]) -> Judgement {

@@ -14,7 +14,7 @@ fn every_program_within_forty_percent_of_the_verifier_limit() {
         let f = Filter::load(LoadOptions { trace, debug_log, ..LoadOptions::default() }).expect("load");
         let counts = f.verified_instructions().expect("program info");
         let names: Vec<&str> = counts.iter().map(|(n, _)| *n).collect();
-        let mut want = vec![maps::names::PROGRAM];
+        let mut want = vec![maps::layout::names::PROGRAM];
         want.extend(Stage::ALL.iter().map(|s| s.program()));
         assert_eq!(names, want, "every stage is loaded");
         for (name, n) in counts {

@@ -6,10 +6,11 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use maps::{
-    Action, Counter, Protocol, Scratch, Settings, flow as flows, handoff,
-    rule::Verdict,
-    settings::policy,
-    tls::{Step, TlsState},
+    Action, Counter, Protocol, Scratch, Settings, handoff,
+    layout::flow as flows,
+    layout::rule::Verdict,
+    layout::settings::policy,
+    parse::tls::{Step, TlsState},
 };
 
 use super::{Name, Segment, flow, hello};

@@ -1,5 +1,5 @@
 //! The flow table: TLS flows between SYN and first data, in the middle of
-//! a ClientHello, or blocked (see `maps::flow`), and the hint counters that
+//! a ClientHello, or blocked (see `maps::layout::flow`), and the hint counters that
 //! spare untracked flows a lookup.
 
 use aya_ebpf::{
@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use maps::{
     Counter, Scratch, Settings,
-    flow::{self, FlowState},
-    tls::TlsState,
+    layout::flow::{self, FlowState},
+    parse::tls::TlsState,
 };
 
 use crate::{

@@ -1,6 +1,6 @@
 //! Reading a ClientHello out of a segment: the one-pass locator
-//! (`maps::sni`) on the packet in place for a first segment that holds the
-//! name, or the state machine (`maps::tls`) over a copy in scratch memory
+//! (`maps::parse::sni`) on the packet in place for a first segment that holds the
+//! name, or the state machine (`maps::parse::tls`) over a copy in scratch memory
 //! for everything else, one field per `bpf_loop` iteration.
 
 use core::ffi::c_void;
@@ -8,8 +8,8 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::bpf_loop, programs::XdpContext};
 use maps::{
     Scratch,
-    sni::{self, Located},
-    tls::{self, Step},
+    parse::sni::{self, Located},
+    parse::tls::{self, Step},
 };
 
 use crate::{
@@ -20,8 +20,8 @@ use crate::{
 
 /// Parser steps per segment, one per `bpf_loop` iteration. A ClientHello
 /// takes one step per extension and a dozen more; records cut into many
-/// small fragments take a few more per record (`maps::tls::MAX_RECORDS`
-/// bounds those). A 1448-byte segment needs at most 440 (`maps::tls`).
+/// small fragments take a few more per record (`maps::parse::tls::MAX_RECORDS`
+/// bounds those). A 1448-byte segment needs at most 440 (`maps::parse::tls`).
 const SLOW_STEPS: u32 = 512;
 
 /// Whether the payload starts like a TLS handshake record carrying a
@@ -50,7 +50,7 @@ pub enum Quick {
     Slow,
 }
 
-/// The payload of the segment in the packet, for `maps::sni::locate`:
+/// The payload of the segment in the packet, for `maps::parse::sni::locate`:
 /// bounds-checked reads of the first buffer, so the common ClientHello is
 /// found without copying the segment.
 struct Payload {
@@ -72,7 +72,7 @@ impl sni::Bytes for Payload {
     }
 }
 
-/// Runs `maps::sni::locate` on the segment's `len` bytes. The locator ends
+/// Runs `maps::parse::sni::locate` on the segment's `len` bytes. The locator ends
 /// in a different state after each extension it walked, and what follows
 /// (the name's judgment, a reset) would be verified once per state: its
 /// answer goes through [`verifier::forget`].

@@ -20,9 +20,9 @@
 //!    starts before the stream is dropped. A RST or FIN ends tracking only at
 //!    the next expected byte.
 //! 4. A ClientHello's first segment that holds the name is read in place by
-//!    the one-pass locator (`maps::sni`). Anything else (a name in a later
+//!    the one-pass locator (`maps::parse::sni`). Anything else (a name in a later
 //!    segment, record-layer fragmentation, a continuation) is copied into
-//!    scratch memory and run through the state machine (`maps::tls`), one
+//!    scratch memory and run through the state machine (`maps::parse::tls`), one
 //!    field per `bpf_loop` iteration; when the ClientHello goes on in a later
 //!    segment its state is kept in `FLOWS` ([`hello`]).
 //! 5. A complete server name is judged with the rules (`crate::names`); a
@@ -36,11 +36,10 @@ mod hello;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use maps::{
-    Counter, Handoff, Scratch, Settings, Stage,
-    flow::{self as flows, FlowState},
-    handoff,
-    settings::policy,
-    tls::{self, Step, TlsState},
+    Counter, Handoff, Scratch, Settings, Stage, handoff,
+    layout::flow::{self as flows, FlowState},
+    layout::settings::policy,
+    parse::tls::{self, Step, TlsState},
 };
 
 use self::hello::Quick;
@@ -57,7 +56,7 @@ use crate::{
 /// What the entry stage learned of a TCP segment, for the TLS stage.
 #[derive(Clone, Copy)]
 pub struct Segment {
-    /// The flow's key (see `maps::flow`).
+    /// The flow's key (see `maps::layout::flow`).
     key: u64,
     seq: u32,
     ack: u32,
@@ -330,7 +329,7 @@ fn parse(
     let mut found = Found::Slow;
     if p.fresh && skip == 0 {
         // The common case first: the segment starts the ClientHello and
-        // holds the name (see `maps::sni`), read where it lies.
+        // holds the name (see `maps::parse::sni`), read where it lies.
         let whole_list = settings.policy & policy::ECH_BLOCK != 0;
         found = match hello::quick(ctx, l, avail, whole_list, scratch) {
             Quick::Sni { off, len, ech } => {

@@ -1,4 +1,4 @@
-//! The event log: each block the kernel reports (see `maps::event`), as a
+//! The event log: each block the kernel reports (see `maps::layout::event`), as a
 //! JSON line in a file or on stdout, the last ones kept in memory for
 //! `namewall events`, and streamed to `namewall events --follow`.
 //!
@@ -15,7 +15,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use maps::{Counter, Protocol, event::Event};
+use maps::{Counter, Protocol, layout::event::Event};
 
 use crate::{
     control::{EventView, frame, server::Follow},

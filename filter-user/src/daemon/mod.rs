@@ -205,7 +205,7 @@ impl Daemon {
     }
 
     /// Logs one block event from the kernel.
-    pub fn record_event(&mut self, e: &maps::event::Event) {
+    pub fn record_event(&mut self, e: &maps::layout::event::Event) {
         let iface = self.events.ifname(e.ifindex);
         let v = events::view(e, self.clock, &|key| self.rule_name(key), &|_| iface.clone());
         self.events.record(v);

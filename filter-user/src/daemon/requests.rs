@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use maps::{Action, Rule, rule::flags};
+use maps::{Action, Rule, layout::rule::flags};
 use tracing::info;
 
 use super::{

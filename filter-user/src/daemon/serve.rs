@@ -217,10 +217,10 @@ fn drain_events(daemon: &mut Daemon, ring: &mut aya::maps::RingBuf<aya::maps::Ma
     let mut n = 0;
     while n < MAX_EVENTS_PER_TURN {
         let Some(item) = ring.next() else { break };
-        if item.len() >= size_of::<maps::event::Event>() {
+        if item.len() >= size_of::<maps::layout::event::Event>() {
             // SAFETY: the kernel wrote a whole Event (checked length); read
             // unaligned, as ring buffer records are only 8-byte aligned.
-            let e = unsafe { item.as_ptr().cast::<maps::event::Event>().read_unaligned() };
+            let e = unsafe { item.as_ptr().cast::<maps::layout::event::Event>().read_unaligned() };
             drop(item);
             daemon.record_event(&e);
         }

@@ -1,7 +1,7 @@
 //! Rules as `list`, `stats` and the metrics show them, and the `--match`
 //! patterns that pick them.
 
-use maps::{Action, rule::flags};
+use maps::{Action, layout::rule::flags};
 
 use super::operator::{self, Verdict};
 use crate::{control::RuleView, policy::rules::CompiledRule};

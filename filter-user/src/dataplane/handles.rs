@@ -11,7 +11,7 @@ use aya::{
     Ebpf,
     maps::{Array, ArrayOfMaps, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, RingBuf},
 };
-use maps::{Rule, Settings, Trace, counters::COUNT, flow::FlowState, names};
+use maps::{Rule, Settings, Trace, counters::COUNT, layout::flow::FlowState, layout::names};
 
 use super::{
     counters::{self, Counters},
@@ -149,7 +149,7 @@ impl Maps {
         self.events.take().ok_or(FilterError::MissingMap(names::EVENTS))
     }
 
-    /// Forgets flows idle past their time to live (`maps::flow`): the kernel
+    /// Forgets flows idle past their time to live (`maps::layout::flow`): the kernel
     /// forgets an expired flow it meets, this sweeps the ones it never meets
     /// again. Returns how many were removed.
     pub fn sweep_flows(&mut self) -> Result<usize, FilterError> {
@@ -167,7 +167,7 @@ impl Maps {
             // already by the kernel (which then decremented the hint itself).
             let now = sys::monotonic_ns(libc::CLOCK_MONOTONIC_COARSE);
             if self.flows.get(&key, 0).is_ok_and(|v| v.expired(now)) && self.flows.remove(&key).is_ok() {
-                hint.decrement(maps::flow::hint_slot(key, mask));
+                hint.decrement(maps::layout::flow::hint_slot(key, mask));
                 removed += 1;
             }
         }

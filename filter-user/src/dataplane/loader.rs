@@ -9,7 +9,7 @@ use aya::{
     maps::{Array, MapData, ProgramArray, RingBuf},
     programs::{Xdp, XdpMode},
 };
-use maps::{Rule, Settings, Stage, Trace, names};
+use maps::{Rule, Settings, Stage, Trace, layout::names};
 
 use super::{
     attach::Links,
@@ -43,9 +43,9 @@ pub struct LoadOptions {
     /// to tracing (target `namewall::xdp`); costs time on every packet.
     pub debug_log: bool,
     /// Rules the deployment expects, to size the negative-lookup filter
-    /// (`maps::filter`); more rules still work, with more lookups.
+    /// (`maps::layout::filter`); more rules still work, with more lookups.
     pub expected_rules: usize,
-    /// TLS flows tracked at once (`maps::flow`); 0 means [`DEFAULT_MAX_FLOWS`].
+    /// TLS flows tracked at once (`maps::layout::flow`); 0 means [`DEFAULT_MAX_FLOWS`].
     pub max_flows: usize,
     /// Bytes of the block event ring buffer (a power of two of at least a
     /// page); 0 means [`DEFAULT_EVENT_BUFFER`].
@@ -80,7 +80,7 @@ impl Default for TlsPolicy {
 }
 
 /// The sizes of the maps that follow the configuration (see
-/// `maps::shapes::Entries::Configured`), checked.
+/// `maps::layout::shapes::Entries::Configured`), checked.
 struct Sizes {
     /// Words of the negative-lookup filter (a power of two).
     filter_words: usize,
@@ -93,10 +93,10 @@ struct Sizes {
 
 impl Sizes {
     fn of(opts: &LoadOptions) -> Result<Self, FilterError> {
-        let filter_words = maps::filter::words_for(opts.expected_rules);
+        let filter_words = maps::layout::filter::words_for(opts.expected_rules);
         let flows = if opts.max_flows == 0 { DEFAULT_MAX_FLOWS } else { opts.max_flows };
         let flows = u32::try_from(flows).map_err(|_| FilterError::TooManyFlows(flows))?;
-        let hint_words = maps::flow::hint_words(flows as usize);
+        let hint_words = maps::layout::flow::hint_words(flows as usize);
         let events = if opts.event_buffer == 0 { DEFAULT_EVENT_BUFFER } else { opts.event_buffer };
         if !events.is_power_of_two() || !(4096..=1 << 30).contains(&events) {
             return Err(FilterError::EventBuffer(events));
@@ -261,7 +261,7 @@ impl Filter {
 
     /// Sets what blocked TLS flows get and the ECH, no-SNI and QUIC policies.
     pub fn configure_tls(&mut self, tls: TlsPolicy) -> Result<(), FilterError> {
-        use maps::settings::policy;
+        use maps::layout::settings::policy;
         let mut bits = 0;
         if tls.ech_block {
             bits |= policy::ECH_BLOCK;

@@ -17,7 +17,7 @@
 //!   forwarded to tracing;
 //! - [`sys`]: the system calls aya 0.14 does not wrap.
 //!
-//! The map layouts come from the `maps` crate (`maps::shapes`); rule sets
+//! The map layouts come from the `maps` crate (`maps::layout::shapes`); rule sets
 //! come from [`crate::policy`].
 
 mod attach;

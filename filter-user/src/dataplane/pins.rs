@@ -8,7 +8,7 @@
 //! directories, so the version is a directory: a daemon that finds another
 //! version's directory refuses to start rather than read maps whose layout
 //! it does not know. Each pinned map's shape is checked too, against its
-//! row of `maps::shapes`.
+//! row of `maps::layout::shapes`.
 
 use std::{
     io,
@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::maps::{MapError, MapInfo, MapType};
-use maps::shapes::{self, Entries, MapKind, MapShape};
+use maps::layout::shapes::{self, Entries, MapKind, MapShape};
 use thiserror::Error;
 
 /// Where `run` pins unless told otherwise.
@@ -26,7 +26,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Where systemd and the kernel documentation mount bpffs.
 const SYS_FS_BPF: &str = "/sys/fs/bpf";
 
-/// The maps a restarted daemon adopts (`maps::shapes`, `pinned`).
+/// The maps a restarted daemon adopts (`maps::layout::shapes`, `pinned`).
 fn pinned() -> impl Iterator<Item = &'static MapShape> {
     shapes::MAPS.iter().filter(|s| s.pinned)
 }
@@ -36,7 +36,7 @@ pub fn pinned_maps() -> impl Iterator<Item = &'static str> {
     pinned().map(|s| s.name)
 }
 
-/// The loader's type for a map kind of `maps::shapes`.
+/// The loader's type for a map kind of `maps::layout::shapes`.
 pub fn map_type(kind: MapKind) -> MapType {
     match kind {
         MapKind::Array => MapType::Array,
@@ -48,7 +48,7 @@ pub fn map_type(kind: MapKind) -> MapType {
     }
 }
 
-/// How a map differs from its row of `maps::shapes`.
+/// How a map differs from its row of `maps::layout::shapes`.
 #[derive(Debug, Error)]
 pub enum ShapeError {
     #[error("{0}")]

@@ -1,10 +1,10 @@
 //! Domain names as operators write them: normalised to the lower-case ASCII
 //! (punycode) form the kernel compares, and turned into rule keys with the
-//! shared hash in `maps::name`.
+//! shared hash in `maps::parse::name`.
 
 use std::fmt::{self, Write as _};
 
-use maps::name::{MAX_LABEL_LEN, MAX_NAME_WIRE};
+use maps::parse::name::{MAX_LABEL_LEN, MAX_NAME_WIRE};
 use thiserror::Error;
 
 /// Why a text is not a domain name we can match.
@@ -96,8 +96,8 @@ impl Domain {
     pub fn key(&self, seed: u64) -> u64 {
         // The chain the kernel walks, from the root down, straight from the
         // text: no wire copy to build (a list of millions is keyed faster).
-        self.0.rsplit('.').fold(maps::name::root_key(seed), |k, label| {
-            maps::name::child_key(k, maps::name::label_hash(seed, label.as_bytes()))
+        self.0.rsplit('.').fold(maps::parse::name::root_key(seed), |k, label| {
+            maps::parse::name::child_key(k, maps::parse::name::label_hash(seed, label.as_bytes()))
         })
     }
 }
@@ -176,7 +176,7 @@ mod tests {
         {
             let d = Domain::parse(name).unwrap();
             for seed in [0, 1, 0xdead_beef_cafe_f00d] {
-                let (k, _) = maps::name::wire_name_key(seed, &d.to_wire()).unwrap();
+                let (k, _) = maps::parse::name::wire_name_key(seed, &d.to_wire()).unwrap();
                 assert_eq!(d.key(seed), k, "{name}");
             }
         }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, hash_map::Entry as MapEntry};
 
 use nohash_hasher::BuildNoHashHasher;
 
-use maps::{Action, Rule, rule::flags};
+use maps::{Action, Rule, layout::rule::flags};
 use thiserror::Error;
 
 use super::{
@@ -21,7 +21,7 @@ pub struct CompiledRule {
     pub origin: Origin,
 }
 
-/// Two different names hashed to one key (odds in `maps::name`); the later
+/// Two different names hashed to one key (odds in `maps::parse::name`); the later
 /// one is left out rather than merged into the wrong rule.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[error("{origin}: {skipped} has the same 64-bit key as {kept}; {skipped} was left out")]
@@ -238,7 +238,7 @@ impl RuleSet {
     }
 
     /// The filter bits of this set's keys, for a filter of `words` words
-    /// (a power of two): see `maps::filter`.
+    /// (a power of two): see `maps::layout::filter`.
     pub fn filter_bits(&self, words: usize) -> Vec<u64> {
         filter_bits(self.rules.keys(), words)
     }
@@ -310,7 +310,7 @@ pub fn depth_mask<'a>(rules: impl IntoIterator<Item = &'a Rule>) -> [u64; 2] {
 }
 
 /// The filter bits of `keys` for a filter of `words` words (a power of
-/// two): see `maps::filter`.
+/// two): see `maps::layout::filter`.
 pub fn filter_bits<'a>(keys: impl IntoIterator<Item = &'a u64>, words: usize) -> Vec<u64> {
     let mut bits = vec![0u64; words];
     let mask = words as u64 - 1;
@@ -322,7 +322,7 @@ pub fn filter_bits<'a>(keys: impl IntoIterator<Item = &'a u64>, words: usize) ->
 
 /// Sets `key`'s bit in filter words `bits` (`mask`: their count - 1).
 pub fn mark_filter(bits: &mut [u64], mask: u64, key: u64) {
-    let (w, b) = maps::filter::position(key, mask);
+    let (w, b) = maps::layout::filter::position(key, mask);
     bits[w as usize] |= b;
 }
 
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(set.len(), 1);
         let r = set.get(Domain::parse("example.com").unwrap().key(5)).unwrap();
         assert_eq!(r.rule.flags, flags::ALL);
-        assert_eq!(r.rule.action, maps::rule::actions(Action::Refused, Action::Refused));
+        assert_eq!(r.rule.action, maps::layout::rule::actions(Action::Refused, Action::Refused));
         assert_eq!(r.rule.labels, 2);
     }
 
@@ -377,12 +377,12 @@ mod tests {
         set.add(&entry("ads.example", false, Scope::SubdomainsOnly, Action::Drop)).unwrap();
         set.add(&entry("ads.example", false, Scope::NameAndSubdomains, Action::Default)).unwrap();
         let r = set.get(Domain::parse("ads.example").unwrap().key(5)).unwrap();
-        assert_eq!(r.rule.action, maps::rule::actions(Action::Default, Action::Drop));
+        assert_eq!(r.rule.action, maps::layout::rule::actions(Action::Default, Action::Drop));
         let mut set = RuleSet::new(5);
         set.add(&entry("ads.example", false, Scope::NameAndSubdomains, Action::Refused)).unwrap();
         set.add(&entry("ads.example", false, Scope::SubdomainsOnly, Action::Drop)).unwrap();
         let r = set.get(Domain::parse("ads.example").unwrap().key(5)).unwrap();
-        assert_eq!(r.rule.action, maps::rule::actions(Action::Refused, Action::Refused));
+        assert_eq!(r.rule.action, maps::layout::rule::actions(Action::Refused, Action::Refused));
     }
 
     #[test]
@@ -393,7 +393,11 @@ mod tests {
         let op = [entry("ads.example", false, Scope::SubdomainsOnly, Action::Drop)];
         let r = lists.combined(&domain, &op).unwrap().unwrap();
         assert_eq!(r.rule.flags, flags::BLOCK_SELF | flags::BLOCK_SUBDOMAINS);
-        assert_eq!(r.rule.action, maps::rule::actions(Action::Refused, Action::Drop), "operator's below, list's own");
+        assert_eq!(
+            r.rule.action,
+            maps::layout::rule::actions(Action::Refused, Action::Drop),
+            "operator's below, list's own"
+        );
         let allow = [entry("ads.example", true, Scope::NameAndSubdomains, Action::Default)];
         let r = lists.combined(&domain, &allow).unwrap().unwrap();
         assert_eq!(r.rule.flags, flags::ALL);

@@ -50,7 +50,13 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { repeat: 1_000_000, out: PathBuf::from("BENCHMARKS.md"), tls_only: false, loads_only: false, packets_only: false };
+    let mut a = Args {
+        repeat: 1_000_000,
+        out: PathBuf::from("BENCHMARKS.md"),
+        tls_only: false,
+        loads_only: false,
+        packets_only: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         match k.as_str() {
@@ -236,7 +242,7 @@ fn verified_budget(f: &Filter) -> Verified {
         assert!(
             *n <= VERIFIER_LIMIT / 100 * 60,
             "program {name} takes the verifier {n} instructions, past 60% of its limit of {VERIFIER_LIMIT}: split \
-             its stage further (see maps::stage)"
+             its stage further (see maps::layout::stage)"
         );
     }
     counts
@@ -655,7 +661,8 @@ fn report(rows: &[Row], loads: &[Loaded], scale: &Scale, verified: &Verified, la
     let _ = writeln!(w, "## Verifier budget\n");
     let _ =
         writeln!(w, "Instructions the verifier processes to accept each program of the object: the entry program and");
-    let _ = writeln!(w, "the stages it tail-calls (`maps::stage`), each verified on its own against the limit of");
+    let _ =
+        writeln!(w, "the stages it tail-calls (`maps::layout::stage`), each verified on its own against the limit of");
     let _ = writeln!(w, "{VERIFIER_LIMIT}. The bench fails when one passes 60%.\n");
     let _ = writeln!(w, "| program | verified instructions | share of the limit | target |\n|---|---:|---:|---|");
     for (name, n) in verified {

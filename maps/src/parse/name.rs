@@ -162,8 +162,8 @@ fn load_word(buf: &[u8; QUESTION_BUF], i: usize) -> u64 {
 /// masks them off. Words wholly past the end (`i >= MAX_SNI`, never a label's
 /// bytes) are zero.
 #[inline(always)]
-fn load_text_word(buf: &[u8; crate::tls::MAX_SNI], i: usize) -> u64 {
-    const LAST: usize = crate::tls::MAX_SNI - 8;
+fn load_text_word(buf: &[u8; crate::parse::tls::MAX_SNI], i: usize) -> u64 {
+    const LAST: usize = crate::parse::tls::MAX_SNI - 8;
     let at = if i < LAST { i } else { LAST };
     // SAFETY: at <= MAX_SNI - 8, so the eight bytes lie inside the buffer;
     // read_unaligned has no alignment needs.
@@ -183,7 +183,7 @@ fn hash_label_bytes(buf: &[u8; QUESTION_BUF], start: usize, len: usize, seed: u6
 /// [`hash_label_bytes`] for a label of a text name: the same loop over
 /// different loads, so a label hashes alike in both forms.
 #[inline(always)]
-fn hash_text_label_bytes(buf: &[u8; crate::tls::MAX_SNI], start: usize, len: usize, seed: u64) -> u64 {
+fn hash_text_label_bytes(buf: &[u8; crate::parse::tls::MAX_SNI], start: usize, len: usize, seed: u64) -> u64 {
     hash_words(|i| load_text_word(buf, i), start, len, seed)
 }
 
@@ -363,12 +363,12 @@ const fn first_dot(w: u64) -> usize {
 /// `len` are never taken as part of the name.
 #[inline(always)]
 pub fn parse_text_label(
-    buf: &[u8; crate::tls::MAX_SNI],
+    buf: &[u8; crate::parse::tls::MAX_SNI],
     len: usize,
     pos: usize,
     seed: u64,
 ) -> Result<LabelStep, NameError> {
-    let len = if len < crate::tls::MAX_SNI { len } else { crate::tls::MAX_SNI };
+    let len = if len < crate::parse::tls::MAX_SNI { len } else { crate::parse::tls::MAX_SNI };
     if pos >= len {
         if len == 0 {
             return Err(NameError::EmptyLabel);
@@ -414,7 +414,7 @@ pub fn parse_text_label(
 /// loop around [`parse_text_label`]; the returned length is the name's length
 /// on the wire (text length + 2, or + 1 with a trailing dot).
 pub fn parse_text_name(
-    buf: &[u8; crate::tls::MAX_SNI],
+    buf: &[u8; crate::parse::tls::MAX_SNI],
     len: usize,
     seed: u64,
     hashes: &mut [u64; LABEL_SLOTS],
@@ -425,8 +425,8 @@ pub fn parse_text_name(
 /// Parses a dotted text name held in a slice and returns its key and wire
 /// length and label count; the text counterpart of [`wire_name_key`].
 pub fn text_name_key(seed: u64, text: &[u8]) -> Result<(u64, WireName), NameError> {
-    let mut buf = [0u8; crate::tls::MAX_SNI];
-    if text.len() > crate::tls::MAX_SNI {
+    let mut buf = [0u8; crate::parse::tls::MAX_SNI];
+    if text.len() > crate::parse::tls::MAX_SNI {
         return Err(NameError::TooLong);
     }
     let mut i = 0;
@@ -604,8 +604,8 @@ mod tests {
         assert_eq!(parse_wire_name(&buf, 300, 0, &mut h), Ok(WireName { len: 255, labels: 4 }));
     }
 
-    fn text(name: &[u8]) -> [u8; crate::tls::MAX_SNI] {
-        let mut buf = [0u8; crate::tls::MAX_SNI];
+    fn text(name: &[u8]) -> [u8; crate::parse::tls::MAX_SNI] {
+        let mut buf = [0u8; crate::parse::tls::MAX_SNI];
         buf[..name.len()].copy_from_slice(name);
         buf
     }
@@ -777,14 +777,14 @@ mod tests {
         let mut h1 = [0; LABEL_SLOTS];
         let mut h2 = [0; LABEL_SLOTS];
         let clean = text(b"www.example.com");
-        let mut dirty = [b'.'; crate::tls::MAX_SNI];
+        let mut dirty = [b'.'; crate::parse::tls::MAX_SNI];
         dirty[..15].copy_from_slice(b"www.example.com");
         dirty[16] = b'z';
         let a = parse_text_name(&clean, 15, 7, &mut h1);
         let b = parse_text_name(&dirty, 15, 7, &mut h2);
         assert_eq!(a, b);
         assert_eq!(h1[..3], h2[..3]);
-        let mut dirty = [b'Q'; crate::tls::MAX_SNI];
+        let mut dirty = [b'Q'; crate::parse::tls::MAX_SNI];
         dirty[..15].copy_from_slice(b"www.example.com");
         assert_eq!(parse_text_name(&dirty, 15, 7, &mut h2), a);
         assert_eq!(h1[..3], h2[..3]);

@@ -39,10 +39,10 @@ pub struct Trace {
     /// and tell which one decided it. 0 otherwise.
     pub flow_key: u64,
     /// The TLS server name, as sent (it may have come in several segments).
-    pub sni: [u8; crate::tls::MAX_SNI],
+    pub sni: [u8; crate::parse::tls::MAX_SNI],
 }
 
-const _: () = assert!(core::mem::size_of::<Trace>() == 56 + crate::tls::MAX_SNI);
+const _: () = assert!(core::mem::size_of::<Trace>() == 56 + crate::parse::tls::MAX_SNI);
 
 impl Default for Trace {
     fn default() -> Self {
@@ -61,7 +61,7 @@ impl Default for Trace {
             sni_len: 0,
             pad: [0; 6],
             flow_key: 0,
-            sni: [0; crate::tls::MAX_SNI],
+            sni: [0; crate::parse::tls::MAX_SNI],
         }
     }
 }

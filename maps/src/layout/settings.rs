@@ -29,11 +29,11 @@ pub struct Settings {
     pub tls_action: u8,
     /// [`policy`] bits: what ECH, missing SNI and QUIC get.
     pub policy: u8,
-    /// Words in `FILTER` minus one (a power of two minus one): see [`crate::filter`].
+    /// Words in `FILTER` minus one (a power of two minus one): see [`crate::layout::filter`].
     pub filter_mask: u64,
-    /// Words in `FLOW_HINT` minus one: see [`crate::flow`].
+    /// Words in `FLOW_HINT` minus one: see [`crate::layout::flow`].
     pub hint_mask: u64,
-    /// Block events each CPU may send per second ([`crate::event`]); 0: none.
+    /// Block events each CPU may send per second ([`crate::layout::event`]); 0: none.
     pub event_budget: u32,
     /// Which generation of each rule value packets read (bit 0; see
     /// [`crate::Rule`]). A reload that stages changed rules in the other

@@ -8,7 +8,7 @@
 
 use core::mem::size_of;
 
-use crate::{Scratch, Settings, Trace, counters, flow::FlowState, names, stage};
+use crate::{Scratch, Settings, Trace, counters, layout::flow::FlowState, layout::names, layout::stage};
 
 /// The kinds of BPF map the program declares. A plain enum: user space maps
 /// it to its loader's own map types.
@@ -37,7 +37,7 @@ pub enum Entries {
 /// One map of the object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapShape {
-    /// Its name in the object file, from [`crate::names`].
+    /// Its name in the object file, from [`crate::layout::names`].
     pub name: &'static str,
     pub kind: MapKind,
     /// Bytes of a key and of a value (0 for a ring buffer, which has neither).

@@ -2,7 +2,7 @@
 
 use crate::Action;
 
-/// Key of a rule: [`crate::name`]'s 64-bit suffix hash of the rule's name.
+/// Key of a rule: [`crate::parse::name`]'s 64-bit suffix hash of the rule's name.
 pub type RuleKey = u64;
 
 /// Bits of [`Rule::flags`].

@@ -27,7 +27,7 @@
 //! through a shared mapping). A zero counter proves no flow of that slot is
 //! tracked, so the packet needs no lookup.
 
-use crate::tls::TlsState;
+use crate::parse::tls::TlsState;
 
 /// SYN seen, no data yet.
 pub const NEW: u8 = 1;
@@ -105,18 +105,18 @@ impl FlowState {
 /// n/2^64, as rule keys do.
 #[inline(always)]
 pub const fn flow_key_v4(seed: u64, src: u32, dst: u32, sport: u16, dport: u16) -> u64 {
-    let h = crate::name::fmix64(seed ^ 0x243f_6a88_85a3_08d3 ^ ((src as u64) << 32 | dst as u64));
-    crate::name::fmix64(h ^ ((sport as u64) << 16 | dport as u64))
+    let h = crate::parse::name::fmix64(seed ^ 0x243f_6a88_85a3_08d3 ^ ((src as u64) << 32 | dst as u64));
+    crate::parse::name::fmix64(h ^ ((sport as u64) << 16 | dport as u64))
 }
 
 /// Key of an IPv6 flow, client to server (see [`flow_key_v4`]); a different
 /// constant keeps the two families apart.
 #[inline(always)]
 pub const fn flow_key_v6(seed: u64, src: [u64; 2], dst: [u64; 2], sport: u16, dport: u16) -> u64 {
-    let mut h = crate::name::fmix64(seed ^ 0x1319_8a2e_0370_7344 ^ src[0]);
-    h = crate::name::fmix64(h ^ src[1]);
-    h = crate::name::fmix64(h ^ dst[0]);
-    crate::name::fmix64(h ^ dst[1] ^ ((sport as u64) << 16 | dport as u64).rotate_left(32))
+    let mut h = crate::parse::name::fmix64(seed ^ 0x1319_8a2e_0370_7344 ^ src[0]);
+    h = crate::parse::name::fmix64(h ^ src[1]);
+    h = crate::parse::name::fmix64(h ^ dst[0]);
+    crate::parse::name::fmix64(h ^ dst[1] ^ ((sport as u64) << 16 | dport as u64).rotate_left(32))
 }
 
 /// The `FLOW_HINT` slot of a flow key, for a hint of `mask + 1` counters.

@@ -1,7 +1,7 @@
 //! The fast path for the common ClientHello: one TLS record, starting at the
 //! first byte of a segment, with the server_name in that segment.
 //!
-//! [`crate::tls`]'s state machine handles every ClientHello, cut anywhere,
+//! [`crate::parse::tls`]'s state machine handles every ClientHello, cut anywhere,
 //! in any number of records and segments; run one field per `bpf_loop`
 //! iteration it costs the kernel program about 20 ns a field. Almost every
 //! ClientHello a filter sees is simpler: its first segment starts the record
@@ -25,7 +25,7 @@
     reason = "TLS terms (ClientHello, server_name, host_name) are written as the RFCs write them"
 )]
 
-use crate::tls::{MAX_SNI, TLS_BUF};
+use crate::parse::tls::{MAX_SNI, TLS_BUF};
 
 /// Extensions walked before giving up to the state machine. Chromium sends
 /// about 18, rustls 10 to 12; the state machine takes any number.
@@ -142,7 +142,7 @@ pub fn locate<B: Bytes + ?Sized>(buf: &B, len: usize, whole_list: bool) -> Locat
     let record_end = 5 + ((w0 & 0xff) << 8 | w1 >> 24);
     let body_len = (w1 & 0xffff) << 8 | b8;
     let end = 9 + body_len;
-    if end > record_end || record_end > 5 + crate::tls::MAX_RECORD_LEN as usize {
+    if end > record_end || record_end > 5 + crate::parse::tls::MAX_RECORD_LEN as usize {
         return Located::Slow;
     }
     // What of the message this segment holds.
@@ -316,7 +316,7 @@ mod tests {
     /// each at its full length and cut short.
     #[test]
     fn fast_path_agrees_with_the_state_machine() {
-        use crate::tls::{Step, TlsState, feed};
+        use crate::parse::tls::{Step, TlsState, feed};
         let check = |bytes: &[u8]| {
             let (b, n) = buf(bytes);
             for whole in [false, true] {

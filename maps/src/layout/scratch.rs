@@ -1,0 +1,173 @@
+//! Per-CPU working memory of the kernel program (`SCRATCH`), and what one
+//! stage hands the next through it.
+
+use crate::{
+    layout::{event, flow},
+    parse::{name, tls},
+};
+
+/// Per-CPU working memory of the kernel program: the question copied out of
+/// the packet and the hash of each of its labels. Kept in a map because the
+/// BPF stack has only 512 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    /// Per-label hashes, leftmost label first.
+    pub label_hashes: [u64; name::LABEL_SLOTS],
+    /// The question section (QNAME, QTYPE, QCLASS) copied out of the packet.
+    pub question: [u8; name::QUESTION_BUF],
+    /// State of the kernel's per-label loops.
+    pub walk: Walk,
+    /// What the entry program found, for the stage it tail-calls.
+    pub handoff: Handoff,
+    /// Values passed through map memory so that the verifier forgets how
+    /// they were reached (see the kernel's `verifier::forget`).
+    pub spill: [u64; 8],
+    /// Where the kernel builds an answer's headers before storing them into
+    /// the packet (the BPF stack is too small to hold them).
+    pub reply: [u8; REPLY_BUF],
+    /// A TCP segment's payload copied for the ClientHello parser.
+    pub tls_buf: [u8; tls::TLS_BUF],
+    /// The flow being parsed: fresh, or copied from `FLOWS` and back.
+    pub flow: flow::FlowState,
+    /// The parser's position in `tls_buf`, the bytes in it, and the last step's outcome code.
+    pub tls_pos: u64,
+    pub tls_len: u64,
+    pub tls_step: u64,
+    /// The block event being built (see [`event`]).
+    pub event: event::Event,
+}
+
+/// The layers of a packet as the entry program parsed them, for a TCP
+/// segment what its triage found, and for a ClientHello what the TLS stage
+/// read of it: left in scratch memory for the stage called next (see
+/// [`crate::layout::stage`]). The stage reads them
+/// back as values the verifier knows nothing of, so it checks the stage's
+/// parser once for every header layout, and restores their bounds with
+/// masks.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Handoff {
+    /// Ethernet header plus VLAN tags.
+    pub l2_len: u16,
+    /// Start of the UDP/TCP header.
+    pub l4_off: u16,
+    /// Start of the transport payload.
+    pub payload_off: u16,
+    /// End of the transport payload, at most 4096 bytes after its start.
+    pub payload_end: u16,
+    /// End of the IP packet.
+    pub ip_end: u32,
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol (6 or 17).
+    pub proto: u8,
+    /// [`handoff`] bits.
+    pub flags: u8,
+    /// TCP: the flow's key (see [`flow`]).
+    pub flow_key: u64,
+    /// TCP: sequence and acknowledgment numbers.
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP: the header's flags byte.
+    pub tcp_flags: u8,
+    /// Number of VLAN tags (0..=2).
+    pub vlan_tags: u8,
+    /// TLS stage to ClientHello verdict stage: what the ClientHello showed
+    /// ([`handoff`] `HELLO_*` bits).
+    pub hello: u8,
+    /// Explicit padding; always 0.
+    pub pad: u8,
+    /// With [`handoff::HELLO_SNI`]: bytes of the server name in
+    /// `Scratch::flow.tls.name`.
+    pub name_len: u16,
+    /// Explicit padding; always 0.
+    pub pad2: [u8; 2],
+    /// DNS stage to answer stage: the answer to write.
+    pub answer: Answer,
+}
+
+const _: () = assert!(core::mem::size_of::<Handoff>() == 56);
+
+/// The answer to a blocked DNS query over UDP, as the DNS stage chose it,
+/// for the answer stage to write in place of the query.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Answer {
+    /// Offset of the query's DNS header in the packet.
+    pub dns_off: u16,
+    /// The query's flags word.
+    pub flags: u16,
+    /// Bytes of the question (QNAME, QTYPE, QCLASS); the QNAME's bytes are
+    /// in `Scratch::question`.
+    pub qlen: u16,
+    pub qtype: u16,
+    pub qclass: u16,
+    /// RCODE (RFC 1035 §4.1.1).
+    pub rcode: u8,
+    /// 1: add an A 0.0.0.0 / AAAA :: record when the question asks for one.
+    pub sinkhole: u8,
+    /// TTL of that record, seconds.
+    pub ttl: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Answer>() == 16);
+
+/// Bits of [`Handoff::flags`].
+pub mod handoff {
+    /// The packet is IPv6.
+    pub const IPV6: u8 = 1 << 0;
+    /// TCP: a SYN without ACK.
+    pub const SYN: u8 = 1 << 1;
+    /// TCP: the flow hint says the flow may be in `FLOWS`.
+    pub const HINTED: u8 = 1 << 2;
+
+    /// [`super::Handoff::hello`]: a complete server name.
+    pub const HELLO_SNI: u8 = 1 << 0;
+    /// [`super::Handoff::hello`]: encrypted_client_hello seen so far.
+    pub const HELLO_ECH: u8 = 1 << 1;
+    /// [`super::Handoff::hello`]: `HELLO_ECH` covers the whole extension list.
+    pub const HELLO_COMPLETE: u8 = 1 << 2;
+}
+
+/// Size of [`Scratch::reply`]: the original headers read from the packet,
+/// the answer's headers and its resource record.
+pub const REPLY_BUF: usize = 256;
+
+/// Loop state of the kernel program's `bpf_loop` callbacks. It lives in map
+/// memory rather than on the stack on purpose: the verifier does not track
+/// values in map memory, so it checks each callback once instead of once per
+/// distinct (position, label count) pair, which exceeded its budget.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Walk {
+    /// Offset of the next length octet in `question`.
+    pub pos: u64,
+    /// Labels parsed so far.
+    pub labels: u64,
+    /// Wire length of the name once the root label is reached.
+    pub len: u64,
+    /// 0 while parsing, 1 when done, 2 + `name::NameError` code on error.
+    pub status: u64,
+    /// Key of the suffix looked up last.
+    pub key: u64,
+    /// Deepest deciding rule so far: depth, key, kind (0 none, 1 allow, 2 block), action.
+    pub best_depth: u64,
+    pub best_key: u64,
+    pub best_kind: u64,
+    pub best_action: u64,
+}
+
+const _: () = assert!(
+    core::mem::size_of::<Scratch>()
+        == 8 * name::LABEL_SLOTS
+            + name::QUESTION_BUF
+            + 72
+            + core::mem::size_of::<Handoff>()
+            + 64
+            + REPLY_BUF
+            + tls::TLS_BUF
+            + core::mem::size_of::<flow::FlowState>()
+            + 24
+            + core::mem::size_of::<event::Event>()
+);
