@@ -255,7 +255,7 @@ pub fn write_answer(ctx: &XdpContext, l: &Layers, a: &Answer, scratch: &mut Scra
         // The record starts at an odd offset when the question's length is
         // odd; a byte-swapped one's-complement sum is the sum of byte-swapped
         // words (RFC 1071 §2(B)).
-        let rr = fold16(b.sum(OUT_RR, 28));
+        let rr = checksum::fold(b.sum(OUT_RR, 28));
         sum += if qlen & 1 == 0 { rr } else { rr.swap_bytes() } as u64;
     }
     b.put(udp + 6, &checksum::finish_udp(sum).to_be_bytes());
@@ -316,14 +316,5 @@ fn question_sum(scratch: &mut Scratch, qlen: usize) -> Option<u16> {
     }
     // csum_partial sums the bytes as host-order (little-endian) words; the
     // folded sum of byte-swapped words is the byte-swapped folded sum.
-    Some(fold16(partial.cast_unsigned()).swap_bytes())
-}
-
-#[inline(always)]
-fn fold16(mut s: u64) -> u16 {
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
+    Some(checksum::fold(partial.cast_unsigned()).swap_bytes())
 }

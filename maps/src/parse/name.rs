@@ -47,7 +47,7 @@ pub const MAX_LABEL_LEN: usize = 63;
 /// Most labels a 255-byte name can have (127 one-byte labels and the root).
 pub const MAX_LABELS: usize = 127;
 /// Slots for per-label hashes: a power of two so indices can be masked.
-pub const LABEL_SLOTS: usize = 128;
+pub const LABEL_SLOTS: usize = (MAX_LABELS + 1).next_power_of_two();
 /// Bytes the kernel copies for a question: QNAME (255) + QTYPE + QCLASS, rounded
 /// up to a power of two so indices can be masked.
 pub const QUESTION_BUF: usize = 512;
