@@ -7,67 +7,85 @@ use aya_ebpf::programs::XdpContext;
 use maps::{Counter, Stage};
 
 use crate::{
-    packet::{self, DNS_PORT, Packet, headers::IPPROTO_UDP},
+    packet::{self, DNS_PORT, Layers, Packet, headers::IPPROTO_UDP},
     quic,
     tables::{SETTINGS, STAGES, scratch},
     tls,
     verdict::{self, Done, not_judged, pass},
 };
 
-/// Parses the packet's layers and says which stage judges it, with what it
-/// needs left in `scratch.handoff`; or how the packet ends here.
+/// The entry stage: parses the packet's layers and hands the packet on to
+/// the stage that judges it, with what it needs left in `scratch.handoff`;
+/// returns how the packet ends when no stage needs it, or when the tail
+/// call failed.
 #[inline(always)]
-pub fn classify(ctx: &XdpContext) -> Result<Stage, Done> {
+pub fn enter(ctx: &XdpContext) -> Done {
     let pkt = Packet::new(ctx);
     let layers = match packet::parse(ctx, &pkt) {
         Ok(l) => l,
         // A datagram or segment that may go on in fragments not reassembled
         // here: a query or ClientHello that cannot be judged.
         Err(Counter::FirstFragment) => {
-            return Err(match SETTINGS.get(0) {
+            return match SETTINGS.get(0) {
                 Some(s) => not_judged(s, Counter::FirstFragment),
                 None => pass(Counter::Internal),
-            });
+            };
         }
-        Err(c) => return Err(pass(c)),
+        Err(c) => return pass(c),
     };
-    let (stage, segment) = if layers.dport == DNS_PORT {
-        (Stage::Dns, None)
-    } else if layers.proto == IPPROTO_UDP {
+    // Each stage is called from a call site of its own, with its index a
+    // constant there: the verifier then makes the tail call a direct jump
+    // (`tests/tests/tail_calls.rs`).
+    if layers.dport == DNS_PORT {
+        return hand_on(ctx, &layers, None, Stage::Dns);
+    }
+    if layers.proto == IPPROTO_UDP {
         if !quic::is_initial(&pkt, &layers) {
-            return Err(pass(Counter::NotDnsPort));
+            return pass(Counter::NotDnsPort);
         }
-        (Stage::Quic, None)
-    } else {
-        let Some(settings) = SETTINGS.get(0) else {
-            return Err(pass(Counter::Internal));
-        };
-        (Stage::Tls, Some(tls::triage(&pkt, &layers, settings)?))
+        return hand_on(ctx, &layers, None, Stage::Quic);
+    }
+    let Some(settings) = SETTINGS.get(0) else {
+        return pass(Counter::Internal);
     };
+    match tls::triage(&pkt, &layers, settings) {
+        Ok(segment) => hand_on(ctx, &layers, Some(segment), Stage::Tls),
+        Err(done) => done,
+    }
+}
+
+/// Leaves the layers (and a TCP segment's facts) in `scratch.handoff` and
+/// tail-calls `stage`; returns only if that failed.
+#[inline(always)]
+fn hand_on(ctx: &XdpContext, layers: &Layers, segment: Option<tls::Segment>, stage: Stage) -> Done {
     let Some(scratch) = scratch() else {
-        return Err(pass(Counter::Internal));
+        return pass(Counter::Internal);
     };
     layers.hand_off(&mut scratch.handoff);
     if let Some(s) = segment {
         s.hand_off(&mut scratch.handoff);
     }
-    Ok(stage)
+    tail_call(ctx, stage)
 }
 
-/// Goes on to the stage `next` names, or ends the packet as it says. A
-/// failed tail call (an empty slot: the loader fills every one before
-/// attaching) comes back here, and the packet passes as `internal`.
+/// Goes on to the stage `next` names, or ends the packet as it says.
 #[inline(always)]
 pub fn proceed(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
     let done = match next {
-        Ok(stage) => {
-            // SAFETY: a tail call with our own context; on success it does not return.
-            unsafe { STAGES.tail_call(ctx, stage.index()) };
-            #[cfg(feature = "debug")]
-            aya_log_ebpf::error!(ctx, "tail call to stage {} failed", stage.index());
-            pass(Counter::Internal)
-        }
+        Ok(stage) => tail_call(ctx, stage),
         Err(done) => done,
     };
     verdict::finish(ctx, done)
+}
+
+/// Tail-calls `stage`. A failed tail call (an empty slot: the loader fills
+/// every one before attaching) comes back here, and the packet passes as
+/// `internal`.
+#[inline(always)]
+fn tail_call(ctx: &XdpContext, stage: Stage) -> Done {
+    // SAFETY: a tail call with our own context; on success it does not return.
+    unsafe { STAGES.tail_call(ctx, stage.index()) };
+    #[cfg(feature = "debug")]
+    aya_log_ebpf::error!(ctx, "tail call to stage {} failed", stage.index());
+    pass(Counter::Internal)
 }

@@ -58,7 +58,7 @@ mod entry {
     #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
     pub fn namewall(ctx: XdpContext) -> u32 {
         verdict::begin();
-        dispatch::proceed(&ctx, dispatch::classify(&ctx))
+        verdict::finish(&ctx, dispatch::enter(&ctx))
     }
 
     /// The DNS stage.

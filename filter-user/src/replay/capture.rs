@@ -217,8 +217,8 @@ fn u32_at(body: &[u8], off: usize, big: bool) -> Option<u32> {
 /// malformed option (a comment that is not UTF-8), and read the obsolete
 /// packet block's timestamp as one 64-bit word, which is wrong in
 /// little-endian files (the high half comes first).
-fn packet_block(kind: u32, body: &[u8], big: bool) -> Result<PacketBlock, String> {
-    let short = || format!("packet block of {} bytes is too short for its header", body.len());
+fn packet_block(kind: u32, body: &[u8], big: bool) -> Result<PacketBlock, BlockError> {
+    let short = || BlockError::Short(body.len());
     let (interface, timestamp, caplen, orig_len, data_off) = match kind {
         ENHANCED_PACKET_BLOCK | PACKET_BLOCK => {
             let interface = if kind == ENHANCED_PACKET_BLOCK {
@@ -239,12 +239,22 @@ fn packet_block(kind: u32, body: &[u8], big: bool) -> Result<PacketBlock, String
             // which only the original length tells apart (pcapng §4.4).
             (0, None, (orig_len as usize).min(body.len() - 4), orig_len, 4)
         }
-        other => return Err(format!("block type {other:#x} is not a packet block")),
+        other => return Err(BlockError::NotPacket(other)),
     };
-    let data = body
-        .get(data_off..data_off + caplen)
-        .ok_or_else(|| format!("captured length {caplen} runs past the end of its {}-byte block", body.len()))?;
+    let data = body.get(data_off..data_off + caplen).ok_or(BlockError::PastEnd { caplen, block: body.len() })?;
     Ok(PacketBlock { interface, timestamp, orig_len, data: data.to_vec() })
+}
+
+/// Why a pcapng packet block cannot be read: the packet is reported
+/// unusable, and replay goes on with the next.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum BlockError {
+    #[error("packet block of {0} bytes is too short for its header")]
+    Short(usize),
+    #[error("block type {0:#x} is not a packet block")]
+    NotPacket(u32),
+    #[error("captured length {caplen} runs past the end of its {block}-byte block")]
+    PastEnd { caplen: usize, block: usize },
 }
 
 /// What replay needs from a pcapng interface description.
@@ -355,7 +365,7 @@ impl Capture {
                 }
                 let block = match packet_block(raw.type_, &raw.body, big) {
                     Ok(b) => b,
-                    Err(reason) => return Ok(Some(Item::Unusable(reason))),
+                    Err(reason) => return Ok(Some(Item::Unusable(reason.to_string()))),
                 };
                 let Some(iface) = reader.interfaces().get(block.interface as usize).map(Interface::new) else {
                     let reason =
@@ -554,10 +564,10 @@ mod tests {
 
         let lying = le_block_body(&[0, 0, 0, 400, 400], &data);
         assert_eq!(
-            packet_block(ENHANCED_PACKET_BLOCK, &lying, false),
+            packet_block(ENHANCED_PACKET_BLOCK, &lying, false).map_err(|e| e.to_string()),
             Err("captured length 400 runs past the end of its 28-byte block".to_owned())
         );
-        assert!(packet_block(ENHANCED_PACKET_BLOCK, &[0; 12], false).unwrap_err().contains("too short"));
-        assert!(packet_block(SIMPLE_PACKET_BLOCK, &[0; 3], false).unwrap_err().contains("too short"));
+        assert!(packet_block(ENHANCED_PACKET_BLOCK, &[0; 12], false).unwrap_err().to_string().contains("too short"));
+        assert!(packet_block(SIMPLE_PACKET_BLOCK, &[0; 3], false).unwrap_err().to_string().contains("too short"));
     }
 }
