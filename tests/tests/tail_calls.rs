@@ -46,8 +46,11 @@ fn jump_targets(code: &[Insn]) -> BTreeSet<usize> {
         let class = insn.op & 0x07;
         // BPF_JMP and BPF_JMP32, except calls and exits.
         if (class == 0x05 || class == 0x06) && insn.op != CALL && insn.op != 0x95 {
-            let off = if insn.op == 0x06 { insn.imm as isize } else { insn.off as isize };
-            t.insert((i as isize + 1 + off) as usize);
+            let off = if insn.op == 0x06 { i64::from(insn.imm) } else { i64::from(insn.off) };
+            // A jump out of the program (malformed) lands nowhere here.
+            if let Ok(to) = usize::try_from(i64::try_from(i).unwrap_or(i64::MAX) + 1 + off) {
+                t.insert(to);
+            }
         }
     }
     t
