@@ -14,7 +14,7 @@ use crate::{
     names,
     packet::{
         Layers, Packet,
-        headers::{DNS_HLEN, IPPROTO_TCP},
+        headers::{DNS_HLEN, DnsHdr, IPPROTO_TCP},
     },
     reply,
     tables::{SETTINGS, scratch},
@@ -174,11 +174,10 @@ fn parse_query(ctx: &XdpContext, l: &Layers, seed: u64, scratch: &mut Scratch) -
     } else {
         (l.payload_off, l.payload_end)
     };
-    let Some(h) = pkt.bytes::<DNS_HLEN>(dns_off).filter(|_| dns_off + DNS_HLEN <= msg_end) else {
+    let Some(h) = pkt.header::<DnsHdr>(dns_off).filter(|_| dns_off + DNS_HLEN <= msg_end) else {
         return Err(malformed(if tcp { Counter::TcpNotMessageStart } else { Counter::DnsShortHeader }));
     };
-    let flags = u16::from_be_bytes([h[2], h[3]]);
-    let qdcount = u16::from_be_bytes([h[4], h[5]]);
+    let (flags, qdcount) = (h.flags(), h.qdcount());
     let not_query = if flags & 0x8000 != 0 {
         Some(Counter::DnsResponse)
     } else if (flags >> 11) & 0xf != 0 {

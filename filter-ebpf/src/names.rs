@@ -75,9 +75,9 @@ pub fn parse_wire(scratch: &mut Scratch, avail: usize, seed: u64) -> Result<Wire
 }
 
 /// Parses the dotted text name (a TLS server name) in the first `len`
-/// bytes of `scratch.flow.tls.name` and stores each label's hash, one label
-/// per `bpf_loop` iteration: a name is judged once per flow, and a plain
-/// loop here would cost the verifier more than the whole DNS path.
+/// bytes of `scratch.flow.tls.name` and stores each label's hash, two
+/// labels per `bpf_loop` iteration: a name is judged once per flow, and a
+/// plain loop here would cost the verifier more than the whole DNS path.
 #[inline(always)]
 pub fn parse_text(scratch: &mut Scratch, len: usize, seed: u64) -> Result<WireName, NameError> {
     parse_rest(scratch, len, 0, 0, seed, Form::Text)

@@ -30,11 +30,13 @@ fn count_slot(slot: usize) {
     }
 }
 
+/// The packet passes, counted as `counter`.
 #[inline(always)]
 pub const fn pass(counter: Counter) -> Done {
     (xdp_action::XDP_PASS, counter)
 }
 
+/// The packet is dropped, counted as `counter`.
 #[inline(always)]
 pub const fn drop(counter: Counter) -> Done {
     (xdp_action::XDP_DROP, counter)

@@ -6,7 +6,10 @@
 //! covers it. Constants and narrow ranges it tracks exactly, so a value
 //! that leaves a loop or a parser as one of N different constants makes it
 //! check everything after that point N times. Values it reads back from
-//! map memory are unknown scalars, one state for all. [`forget`] uses that.
+//! map memory are unknown scalars, one state for all. [`forget`] uses that;
+//! so do the stage boundaries (what one stage hands the next goes through
+//! scratch memory) and the `bpf_loop` walks of `crate::names`, whose state
+//! lives in map memory for the callbacks and is read back the same way.
 
 /// Passes `values` through map memory (`spill`, this CPU's
 /// `Scratch::spill`), so the verifier forgets how they were reached and

@@ -221,7 +221,9 @@ counters! {
     EventLost => "event_lost", Extra, Other, -;
     /// Extra: a rule key matched but its label count did not: a hash collision, ignored.
     KeyCollision => "key_collision", Extra, Other, -;
-    /// Internal error (a per-CPU map missing). Never expected; the packet passed.
+    /// Internal error: a map the program reads missing, or a tail call to a
+    /// stage that failed (its `STAGES` slot empty). Never expected; the
+    /// packet passed unjudged.
     Internal => "internal", Skipped, Other, Pass;
 }
 

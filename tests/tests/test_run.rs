@@ -1590,3 +1590,60 @@ fn no_rule_set_yet() {
     assert_eq!(r.action, XDP_PASS);
     assert_eq!(filter.trace().expect("trace").outcome, Counter::NoRuleset as u32);
 }
+
+/// An Ethernet frame carrying `ip` as IPv6.
+fn ipv6_frame(ip: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + ip.len());
+    f.extend_from_slice(&SERVER_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&0x86dd_u16.to_be_bytes());
+    f.extend_from_slice(ip);
+    f
+}
+
+/// IPv6 frames cut short inside the fixed header or a Fragment header are
+/// judged by the bytes the parser reads (the first eight of the fixed
+/// header, the first four of a Fragment header): a wrong version, a next
+/// header that is neither UDP nor TCP, a later fragment, say so before the
+/// missing bytes do.
+#[test]
+fn ipv6_headers_cut_short() {
+    let fixed = |version: u8, payload_len: u16, next: u8| {
+        let mut h = vec![version << 4, 0, 0, 0];
+        h.extend_from_slice(&payload_len.to_be_bytes());
+        h.extend_from_slice(&[next, 64]);
+        h.extend_from_slice(&[0xfd; 32]);
+        h
+    };
+    let mut rows = Vec::new();
+    for cut in 8..40 {
+        rows.push(Row::pass(
+            format!("IPv6 version 5, cut {cut} bytes into the header"),
+            ipv6_frame(&fixed(5, 8, 17)[..cut]),
+            Counter::BadHeader,
+        ));
+        rows.push(Row::pass(
+            format!("IPv6 payload length 0 without hop-by-hop, cut {cut} bytes in"),
+            ipv6_frame(&fixed(6, 0, 17)[..cut]),
+            Counter::BadHeader,
+        ));
+        rows.push(Row::pass(
+            format!("IPv6 carrying ICMPv6, cut {cut} bytes in"),
+            ipv6_frame(&fixed(6, 8, 58)[..cut]),
+            Counter::NotUdpTcp,
+        ));
+    }
+    // A later fragment (offset 1, in 8-byte units) whose header is cut
+    // after its offset field.
+    let mut frag = fixed(6, 16, 44);
+    frag.extend_from_slice(&[17, 0, 0, 8, 0, 0, 0, 7]);
+    for cut in 44..48 {
+        rows.push(Row::pass(
+            format!("IPv6 later fragment, cut {} bytes into its Fragment header", cut - 40),
+            ipv6_frame(&frag[..cut]),
+            Counter::IpFragment,
+        ));
+    }
+    let h = Harness::new("example.com\n", "");
+    run_table(&h, "IPv6 headers cut short", &rows);
+}

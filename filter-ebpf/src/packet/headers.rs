@@ -134,34 +134,52 @@ impl Ipv4Hdr {
     }
 }
 
-/// IPv6 fixed header (RFC 8200 §3).
+/// IPv6 fixed header (RFC 8200 §3): its length and where the addresses
+/// are. The parser reads it through [`Ipv6Head`].
 #[repr(C)]
 pub struct Ipv6Hdr {
-    version_class_flow: [u8; 4],
-    payload_len: [u8; 2],
-    next_header: u8,
-    hop_limit: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
+    head: Ipv6Head,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
 }
 
-// SAFETY: bytes and byte arrays only.
+// SAFETY: byte arrays only.
 unsafe impl Header for Ipv6Hdr {}
 
 impl Ipv6Hdr {
     /// Offset of the source address; the destination follows it.
     pub const ADDRS: usize = 8;
+}
 
+/// The first eight bytes of the IPv6 header, all the parser reads of it:
+/// version, payload length, next header. A frame cut inside the
+/// addresses is judged by what these say (a wrong version, a next header
+/// that is neither UDP nor TCP) before its transport header is missed.
+#[repr(C)]
+pub struct Ipv6Head {
+    version_class_flow: [u8; 4],
+    payload_len: [u8; 2],
+    next_header: u8,
+    hop_limit: u8,
+}
+
+// SAFETY: bytes and byte arrays only.
+unsafe impl Header for Ipv6Head {}
+
+impl Ipv6Head {
+    /// IP version: 6.
     #[inline(always)]
     pub fn version(&self) -> u8 {
         self.version_class_flow[0] >> 4
     }
 
+    /// Bytes after the fixed header: extension headers and payload.
     #[inline(always)]
     pub fn payload_len(&self) -> usize {
         u16::from_be_bytes(self.payload_len) as usize
     }
 
+    /// The first extension header's or the transport's protocol number.
     #[inline(always)]
     pub fn next_header(&self) -> u8 {
         self.next_header
@@ -189,19 +207,23 @@ impl ExtHdr {
     }
 }
 
-/// IPv6 Fragment header (RFC 8200 §4.5).
+/// The first four bytes of an IPv6 Fragment header (RFC 8200 §4.5): next
+/// header and the offset. The parser reads no more (the identification
+/// follows): a frame cut inside it is judged by its offset.
 #[repr(C)]
-pub struct FragHdr {
+pub struct FragHead {
     pub next_header: u8,
     reserved: u8,
     offset_flags: [u8; 2],
-    id: [u8; 4],
 }
 
 // SAFETY: bytes and byte arrays only.
-unsafe impl Header for FragHdr {}
+unsafe impl Header for FragHead {}
 
-impl FragHdr {
+impl FragHead {
+    /// The whole Fragment header's length.
+    pub const HEADER_LEN: usize = 8;
+
     /// Fragment offset, in 8-byte units.
     #[inline(always)]
     pub fn offset(&self) -> u16 {
@@ -234,10 +256,10 @@ impl UdpHdr {
     }
 }
 
-/// The TCP header up to its data offset: what finding the payload needs.
-/// The layer parser reads no more, so a frame cut after it counts as one
-/// whose IP length lies beyond it (`bad_header`) rather than a truncated
-/// header.
+/// The TCP header (RFC 9293 §3.1) up to its data offset: what finding the
+/// payload needs. The layer parser reads no more, so a frame cut after it
+/// counts as one whose IP length lies beyond it (`bad_header`) rather than
+/// a truncated header.
 #[repr(C)]
 pub struct TcpHead {
     sport: [u8; 2],
@@ -263,52 +285,76 @@ impl TcpHead {
     }
 }
 
-/// The TCP header's fixed part (RFC 9293 §3.1), without options.
+/// The TCP header up to its flags: what the TLS triage reads.
 #[repr(C)]
-pub struct TcpHdr {
-    sport: [u8; 2],
-    dport: [u8; 2],
-    seq: [u8; 4],
-    ack: [u8; 4],
-    data_offset: u8,
+pub struct TcpFlagsHead {
+    head: TcpHead,
     flags: u8,
-    window: [u8; 2],
-    csum: [u8; 2],
-    urgent: [u8; 2],
 }
 
 // SAFETY: bytes and byte arrays only.
-unsafe impl Header for TcpHdr {}
+unsafe impl Header for TcpFlagsHead {}
 
-impl TcpHdr {
+impl TcpFlagsHead {
     #[inline(always)]
     pub fn sport(&self) -> u16 {
-        u16::from_be_bytes(self.sport)
+        u16::from_be_bytes(self.head.sport)
     }
 
     #[inline(always)]
     pub fn seq(&self) -> u32 {
-        u32::from_be_bytes(self.seq)
+        u32::from_be_bytes(self.head.seq)
     }
 
     #[inline(always)]
     pub fn ack(&self) -> u32 {
-        u32::from_be_bytes(self.ack)
+        u32::from_be_bytes(self.head.ack)
     }
 
+    /// `TCP_*` bits.
     #[inline(always)]
     pub fn flags(&self) -> u8 {
         self.flags
     }
 }
 
+/// DNS message header (RFC 1035 §4.1.1).
+#[repr(C)]
+pub struct DnsHdr {
+    id: [u8; 2],
+    flags: [u8; 2],
+    qdcount: [u8; 2],
+    ancount: [u8; 2],
+    nscount: [u8; 2],
+    arcount: [u8; 2],
+}
+
+// SAFETY: byte arrays only.
+unsafe impl Header for DnsHdr {}
+
+impl DnsHdr {
+    /// QR, opcode, AA, TC, RD, RA, Z, AD, CD, RCODE.
+    #[inline(always)]
+    pub fn flags(&self) -> u16 {
+        u16::from_be_bytes(self.flags)
+    }
+
+    /// Entries in the question section.
+    #[inline(always)]
+    pub fn qdcount(&self) -> u16 {
+        u16::from_be_bytes(self.qdcount)
+    }
+}
+
 const _: () = assert!(
-    core::mem::size_of::<EthHdr>() == 14
+    core::mem::size_of::<DnsHdr>() == DNS_HLEN
+        && core::mem::size_of::<EthHdr>() == 14
         && core::mem::size_of::<VlanHdr>() == 4
         && core::mem::size_of::<Ipv4Hdr>() == 20
         && core::mem::size_of::<Ipv6Hdr>() == 40
-        && core::mem::size_of::<FragHdr>() == 8
+        && core::mem::size_of::<Ipv6Head>() == 8
+        && core::mem::size_of::<FragHead>() == 4
         && core::mem::size_of::<UdpHdr>() == 8
         && core::mem::size_of::<TcpHead>() == 13
-        && core::mem::size_of::<TcpHdr>() == 20
+        && core::mem::size_of::<TcpFlagsHead>() == 14
 );

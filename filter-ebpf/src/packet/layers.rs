@@ -7,9 +7,9 @@ use maps::{Counter, Handoff, handoff};
 use super::{
     Packet,
     headers::{
-        ETH_P_IPV4, ETH_P_IPV6, EthHdr, ExtHdr, FragHdr, Header as _, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
-        IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, Ipv4Hdr, Ipv6Hdr, TcpHead, UdpHdr, VlanHdr,
-        is_vlan,
+        ETH_P_IPV4, ETH_P_IPV6, EthHdr, ExtHdr, FragHead, Header as _, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
+        IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, Ipv4Hdr, Ipv6Hdr, Ipv6Head, TcpHead, UdpHdr,
+        VlanHdr, is_vlan,
     },
 };
 
@@ -27,6 +27,11 @@ pub const MAX_L4_OFF: usize = 2048;
 /// header and the longest question fit with room to spare, as does the
 /// part of a ClientHello segment the TLS parser copies.
 pub const MAX_PAYLOAD_SEEN: usize = 4096;
+
+/// End of the largest IP packet judged: an IPv4 or IPv6 length field says
+/// at most 65535 bytes past the start of the IP header; only an IPv6
+/// jumbogram (RFC 2675) says more, up to the frame's end.
+pub const MAX_IP_END: usize = 0x1_ffff;
 
 pub const DNS_PORT: u16 = 53;
 
@@ -98,7 +103,7 @@ impl Layers {
     /// to the verifier, which needs them to bound packet accesses (offset
     /// plus access size at most 0xffff). The masks never change a value:
     /// `l4_off <= 2048`, `payload_off <= 2048 + 60`, `payload_end <=
-    /// payload_off + 4096` and `ip_end < 2^17`.
+    /// payload_off + 4096` and `ip_end <= MAX_IP_END`.
     #[inline(always)]
     pub fn taken_over(h: &Handoff) -> Self {
         Self {
@@ -110,7 +115,7 @@ impl Layers {
             dport: h.dport,
             payload_off: (h.payload_off & 0xfff) as usize,
             payload_end: (h.payload_end & 0x1fff) as usize,
-            ip_end: (h.ip_end & 0x1_ffff) as usize,
+            ip_end: h.ip_end as usize & MAX_IP_END,
         }
     }
 }
@@ -261,7 +266,7 @@ fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<Ip, Counter> {
 /// Parses an IPv6 header, following up to [`MAX_IPV6_EXT`] extension headers.
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<Ip, Counter> {
-    let h = pkt.header::<Ipv6Hdr>(l3).ok_or(Counter::TruncatedHeader)?;
+    let h = pkt.header::<Ipv6Head>(l3).ok_or(Counter::TruncatedHeader)?;
     if h.version() != 6 {
         return Err(Counter::BadHeader);
     }
@@ -274,6 +279,11 @@ fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<Ip, Counter> 
         return Err(Counter::BadHeader);
     }
     let end = if payload_len == 0 { Packet::frame_len(ctx) } else { l3 + Ipv6Hdr::LEN + payload_len };
+    // The stages take `ip_end` back masked to 17 bits (`Layers::taken_over`):
+    // a jumbogram frame longer than that cannot be judged.
+    if end > MAX_IP_END {
+        return Err(Counter::BadHeader);
+    }
     let mut off = l3 + Ipv6Hdr::LEN;
     let mut first_fragment = false;
     for _ in 0..MAX_IPV6_EXT {
@@ -284,13 +294,13 @@ fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<Ip, Counter> 
                 next = e.next_header;
             }
             IPV6_FRAGMENT => {
-                let f = pkt.header::<FragHdr>(off).ok_or(Counter::TruncatedHeader)?;
+                let f = pkt.header::<FragHead>(off).ok_or(Counter::TruncatedHeader)?;
                 if f.offset() != 0 {
                     return Err(Counter::IpFragment);
                 }
                 first_fragment = true;
                 next = f.next_header;
-                off += FragHdr::LEN;
+                off += FragHead::HEADER_LEN;
             }
             _ => break,
         }

@@ -46,7 +46,7 @@ use self::hello::Quick;
 use crate::{
     packet::{
         Layers, Packet,
-        headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr},
+        headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpFlagsHead},
     },
     tables::{FLOWS, SETTINGS, scratch},
     verdict::{self, Done, count, drop, not_judged, pass},
@@ -80,9 +80,7 @@ impl Segment {
         h.seq = self.seq;
         h.ack = self.ack;
         h.tcp_flags = self.flags;
-        if self.hinted {
-            h.flags |= handoff::HINTED;
-        }
+        h.flags = if self.hinted { h.flags | handoff::HINTED } else { h.flags & !handoff::HINTED };
     }
 
     #[inline(always)]
@@ -98,7 +96,7 @@ impl Segment {
 /// most segments end here.
 #[inline(always)]
 pub fn triage(pkt: &Packet, l: &Layers, settings: &Settings) -> Result<Segment, Done> {
-    let Some(h) = pkt.header::<TcpHdr>(l.l4_off) else {
+    let Some(h) = pkt.header::<TcpFlagsHead>(l.l4_off) else {
         return Err(pass(Counter::TruncatedHeader));
     };
     let Some(key) = flow::key(pkt, l, settings.seed, h.sport()) else {

@@ -2,7 +2,7 @@
 //! (Linux 5.9+; namewall needs 5.18): pinnable, replaced atomically by the
 //! next version of the program, detached when the last reference goes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aya::programs::{
     Xdp, XdpMode,
@@ -12,7 +12,7 @@ use aya::programs::{
 
 use super::{
     error::{FilterError, program_err},
-    pins::PinDir,
+    pins::{PinDir, unpin},
 };
 
 /// One interface the program is attached to.
@@ -115,16 +115,5 @@ impl Links {
     /// Interfaces attached to.
     pub(super) fn interfaces(&self) -> impl Iterator<Item = &str> {
         self.attached.iter().map(|a| a.iface.as_str())
-    }
-}
-
-/// Removes a link's pin; one already gone (`namewall stop` got there
-/// first) is fine.
-fn unpin(path: &Path) -> Result<(), FilterError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(FilterError::Link(format!("unpinning {}: {e}", path.display())))
-        }
-        _ => Ok(()),
     }
 }

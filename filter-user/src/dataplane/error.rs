@@ -55,6 +55,10 @@ pub enum FilterError {
     Counters(std::io::Error),
     #[error("reading kernel memory use: {0}")]
     Memory(std::io::Error),
+    #[error("{what} the stages' programs")]
+    Stages { what: &'static str, source: std::io::Error },
+    #[error("pinning the stages' program array at {}", path.display())]
+    PinStages { path: std::path::PathBuf, source: aya::pin::PinError },
     #[error(transparent)]
     KernelLog(#[from] super::kernel_log::KernelLogError),
 }

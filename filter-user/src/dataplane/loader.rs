@@ -109,8 +109,7 @@ impl Sizes {
 /// its maps sized by `sizes` or, where `pin` holds a running filter's,
 /// opened from their pins, and its XDP programs into the kernel (verifier
 /// included): the entry program, and every stage it tail-calls in its
-/// `STAGES` slot, so all are in place before it is attached anywhere. With
-/// `pin`, this object's `STAGES` is pinned too (see [`PinDir::stages`]).
+/// `STAGES` slot, so all are in place before it is attached anywhere.
 fn load_object(sizes: &Sizes, trace: bool, debug: bool, pin: Option<&PinDir>) -> Result<Ebpf, FilterError> {
     let trace = u8::from(trace);
     let mut loader = EbpfLoader::new();
@@ -135,18 +134,13 @@ fn load_object(sizes: &Sizes, trace: bool, debug: bool, pin: Option<&PinDir>) ->
         let prog = xdp_mut(&mut ebpf, name)?;
         prog.load().map_err(program_err(format!("loading {name} (verifier)")))?;
         let fd = prog.fd().map_err(program_err(format!("{name} fd")))?;
-        let fd = fd.try_clone().map_err(|e| FilterError::Link(format!("duplicating the fd of {name}: {e}")))?;
+        let fd = fd.try_clone().map_err(|source| FilterError::Stages { what: "holding", source })?;
         fds.push((stage, fd));
     }
     let map = ebpf.map_mut(names::STAGES).ok_or(FilterError::MissingMap(names::STAGES))?;
     let mut stages: ProgramArray<_> = ProgramArray::try_from(map).map_err(map_err(names::STAGES))?;
     for (stage, fd) in &fds {
         stages.set(stage.index(), fd, 0).map_err(map_err(names::STAGES))?;
-    }
-    if let Some(pin) = pin {
-        let path = pin.stages(entry_id(&ebpf)?);
-        let map = ebpf.map(names::STAGES).ok_or(FilterError::MissingMap(names::STAGES))?;
-        map.pin(&path).map_err(|e| FilterError::Link(format!("pinning {}: {e}", path.display())))?;
     }
     Ok(ebpf)
 }
@@ -170,6 +164,8 @@ pub(super) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a 
 /// interfaces it is attached to.
 pub struct Filter {
     ebpf: Ebpf,
+    /// Whether this object's `STAGES` is pinned (at the first pinned attach).
+    stages_pinned: bool,
     /// The reader of the kernel's debug records, when the object writes them.
     kernel_log: Option<KernelLog>,
     maps: Maps,
@@ -202,7 +198,7 @@ impl Filter {
             })?;
             RuleSetWriter::new(sizes.filter_words)
         };
-        Ok(Self { ebpf, kernel_log, maps, rules, links: Links::new(opts.pin) })
+        Ok(Self { ebpf, stages_pinned: false, kernel_log, maps, rules, links: Links::new(opts.pin) })
     }
 
     /// The hash seed of the rule set a running filter pinned in `pin`, if
@@ -363,6 +359,7 @@ impl Filter {
         if sys::if_index(iface).is_none() {
             return Err(FilterError::NoSuchInterface(iface.to_owned()));
         }
+        self.pin_stages()?;
         let prog = xdp_mut(&mut self.ebpf, names::PROGRAM)?;
         self.links.attach(prog, iface, mode)
     }
@@ -378,10 +375,30 @@ impl Filter {
         self.links.detach_others()
     }
 
+    /// Pins this object's `STAGES` (see [`PinDir::stages`]) when
+    /// attachments are pinned, before the first: an attached entry program
+    /// must keep its stages after this process is gone. Not at load, so a
+    /// start that fails before attaching leaves nothing behind.
+    fn pin_stages(&mut self) -> Result<(), FilterError> {
+        let Some(pin) = self.links.pin_dir() else { return Ok(()) };
+        if self.stages_pinned {
+            return Ok(());
+        }
+        let path = pin.stages(entry_id(&self.ebpf)?);
+        let map = self.ebpf.map(names::STAGES).ok_or(FilterError::MissingMap(names::STAGES))?;
+        map.pin(&path).map_err(|source| FilterError::PinStages { path, source })?;
+        self.stages_pinned = true;
+        Ok(())
+    }
+
     /// Unpins the stage arrays of the filter this one replaced, once this
-    /// one is attached everywhere (see [`PinDir::stages`]).
+    /// one is attached everywhere (see [`PinDir::stages`]), after the
+    /// packets in flight in the replaced program are done: the kernel
+    /// empties an array no pin holds, and a packet still in the old entry
+    /// program would find no stage.
     pub fn unpin_replaced_stages(&self) -> Result<(), FilterError> {
         let Some(pin) = self.links.pin_dir() else { return Ok(()) };
+        sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
         pin.remove_other_stages(entry_id(&self.ebpf)?)?;
         Ok(())
     }

@@ -2,8 +2,7 @@
 //! daemon adopts a running filter instead of starting a new one: the maps
 //! (rules, settings, counters, flows) and one XDP link per interface.
 //!
-//! Layout: `DIR/v{ABI}/maps/{MAP}`, `DIR/v{ABI}/links/{IFACE}` and
-//! `DIR/v{ABI}/stages/{PROG_ID}`, where
+//! Layout: `DIR/v{ABI}/maps/{MAP}` and `DIR/v{ABI}/links/{IFACE}`, where
 //! `ABI` is [`maps::ABI_VERSION`]. bpffs holds only BPF objects and
 //! directories, so the version is a directory: a daemon that finds another
 //! version's directory refuses to start rather than read maps whose layout
@@ -16,7 +15,10 @@ use std::{
 };
 
 use aya::maps::{MapError, MapInfo, MapType};
-use maps::layout::shapes::{self, Entries, MapKind, MapShape};
+use maps::layout::{
+    names,
+    shapes::{self, Entries, MapKind, MapShape},
+};
 use thiserror::Error;
 
 /// Where `run` pins unless told otherwise.
@@ -131,7 +133,7 @@ impl PinDir {
                 }
             }
         }
-        for sub in ["maps", "links", "stages"] {
+        for sub in ["maps", "links"] {
             let d = root.join(sub);
             std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
@@ -164,28 +166,27 @@ impl PinDir {
     }
 
     /// Where the `STAGES` program array of the entry program with id
-    /// `prog_id` is pinned. Each loaded program has its own: the stages
-    /// it tail-calls are those of its own build, never another version's.
-    /// Pinned, because the kernel empties a program array once no process
-    /// and no pin holds it, which would leave an attached entry program
-    /// whose tail calls all fail.
+    /// `prog_id` is pinned: `maps/STAGES.{prog_id}`. Each loaded program has
+    /// its own (the stages it tail-calls are those of its own build, never
+    /// another version's), and none is adopted. Pinned, because the kernel
+    /// empties a program array once no process and no pin holds it, which
+    /// would leave an attached entry program whose tail calls all fail.
+    /// Beside the adopted maps, under a name no version adopts, so any
+    /// version's `namewall stop` removes it with the rest.
     pub fn stages(&self, prog_id: u32) -> PathBuf {
-        self.root.join("stages").join(prog_id.to_string())
+        self.map(&format!("{}.{prog_id}", names::STAGES))
     }
 
     /// Unpins the program arrays of entry programs other than `prog_id`
     /// (those of a filter this one replaced on every interface).
     pub fn remove_other_stages(&self, prog_id: u32) -> Result<(), PinError> {
-        let dir = self.root.join("stages");
+        let keep = self.stages(prog_id);
+        let prefix = format!("{}.", names::STAGES);
+        let dir = self.root.join("maps");
         let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy() != prog_id.to_string() {
-                match std::fs::remove_file(e.path()) {
-                    Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                        return Err(PinError::Io { what: "unpinning", path: e.path(), source: err });
-                    }
-                    _ => {}
-                }
+            if e.file_name().to_string_lossy().starts_with(&prefix) && e.path() != keep {
+                unpin(&e.path())?;
             }
         }
         Ok(())
@@ -212,37 +213,43 @@ pub struct Removed {
 /// then maps, then the directories.
 pub fn remove(dir: &Path) -> Result<Removed, PinError> {
     let mut out = Removed::default();
-    // Whatever is already gone (another remover got there first) is fine.
-    let gone = |r: io::Result<()>| match r {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    };
     let Ok(versions) = std::fs::read_dir(dir) else { return Ok(out) };
     for version in versions.flatten() {
         let v = version.path();
         let links = v.join("links");
         if let Ok(rd) = std::fs::read_dir(&links) {
             for e in rd.flatten() {
-                gone(std::fs::remove_file(e.path())).map_err(io_err("unpinning", &e.path()))?;
+                unpin(&e.path())?;
                 out.links.push(e.file_name().to_string_lossy().into_owned());
             }
         }
         let maps = v.join("maps");
-        let stages = v.join("stages");
-        for dir in [&maps, &stages] {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    gone(std::fs::remove_file(e.path())).map_err(io_err("unpinning", &e.path()))?;
-                    out.maps += 1;
-                }
+        if let Ok(rd) = std::fs::read_dir(&maps) {
+            for e in rd.flatten() {
+                unpin(&e.path())?;
+                out.maps += 1;
             }
         }
-        for d in [&links, &maps, &stages, &v] {
+        for d in [&links, &maps, &v] {
             gone(std::fs::remove_dir(d)).map_err(io_err("removing", d))?;
         }
     }
     gone(std::fs::remove_dir(dir)).map_err(io_err("removing", dir))?;
     Ok(out)
+}
+
+/// Removes a pin (a map's or a link's); one already gone (another remover
+/// got there first) is fine.
+pub fn unpin(path: &Path) -> Result<(), PinError> {
+    gone(std::fs::remove_file(path)).map_err(io_err("unpinning", path))
+}
+
+/// `r`, with "not found" as success.
+fn gone(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `path` (or its nearest existing ancestor) is on bpffs.

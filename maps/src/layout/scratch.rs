@@ -66,8 +66,10 @@ pub struct Handoff {
     pub flags: u8,
     /// TCP: the flow's key (see [`flow`]).
     pub flow_key: u64,
-    /// TCP: sequence and acknowledgment numbers.
+    /// TCP: the sequence number the segment's payload starts at (past a
+    /// SYN's own number for the ClientHello verdict stage).
     pub seq: u32,
+    /// TCP: the acknowledgment number.
     pub ack: u32,
     /// TCP: the header's flags byte.
     pub tcp_flags: u8,
@@ -101,6 +103,8 @@ pub struct Answer {
     /// Bytes of the question (QNAME, QTYPE, QCLASS); the QNAME's bytes are
     /// in `Scratch::question`.
     pub qlen: u16,
+    /// The question's type and class: a sinkhole record only answers A and
+    /// AAAA of class IN.
     pub qtype: u16,
     pub qclass: u16,
     /// RCODE (RFC 1035 §4.1.1).
@@ -117,10 +121,8 @@ const _: () = assert!(core::mem::size_of::<Answer>() == 16);
 pub mod handoff {
     /// The packet is IPv6.
     pub const IPV6: u8 = 1 << 0;
-    /// TCP: a SYN without ACK.
-    pub const SYN: u8 = 1 << 1;
     /// TCP: the flow hint says the flow may be in `FLOWS`.
-    pub const HINTED: u8 = 1 << 2;
+    pub const HINTED: u8 = 1 << 1;
 
     /// [`super::Handoff::hello`]: a complete server name.
     pub const HELLO_SNI: u8 = 1 << 0;

@@ -1,6 +1,7 @@
 //! The pure parsers the kernel program and user space share, written for
 //! the verifier (constant loop bounds, masked indices, no panics) and
-//! tested on the host against real packets, proptests and fuzzers.
+//! tested on the host: against real ClientHellos and names, randomised
+//! inputs, and the kernel's own results on the same bytes.
 //!
 //! - [`name`]: DNS names in wire format and as text, normalised and hashed
 //!   label by label into the suffix keys rules are found by;
