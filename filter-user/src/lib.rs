@@ -26,8 +26,9 @@
 //! `daemon` uses `control`, `dataplane`, `policy` and `files`; `replay`
 //! uses `dataplane` and `policy`; `dataplane` uses `policy` (the rule sets
 //! it installs); `control` and `policy` use `files`; `errors` is used
-//! throughout and uses nothing. Within a folder the
-//! same holds: its `mod.rs` declares what the files below it build on.
+//! throughout and uses nothing. Within a folder the same holds between its
+//! files (`tests/tests/layout.rs` checks that no two import each other, in
+//! any circle).
 
 pub mod control;
 pub mod daemon;

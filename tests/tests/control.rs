@@ -833,3 +833,59 @@ fn a_defunct_pinned_link_is_replaced() {
     drop(second);
     assert!(!pins.exists());
 }
+
+/// The debug object writes a record per packet: `run` refuses to leave it
+/// attached after the daemon exits, and says what to pass instead.
+#[test]
+fn xdp_debug_log_needs_detach_on_exit() {
+    let bin = netns::namewall_bin();
+    let out = std::process::Command::new(&bin)
+        .args(["run", "--iface", "nosuch0", "--xdp-debug-log"])
+        .output()
+        .expect("run namewall");
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("--xdp-debug-log needs --detach-on-exit or --no-pin"), "{err}");
+}
+
+/// The pins of each program's stage array: one for the attached program
+/// while a daemon runs and after it exits (the program keeps reaching its
+/// stages: a blocked name is still answered NXDOMAIN with no daemon), the
+/// replaced program's removed once a new daemon's program is attached.
+#[test]
+fn stage_arrays_are_pinned_per_program_and_the_replaced_one_removed() {
+    let lab = Lab::new("stages");
+    let d = lab.path();
+    let pins = netns::pin_dir(d);
+    let pins_s = pins.to_str().unwrap().to_owned();
+    let keep = ["--pin-dir", pins_s.as_str()];
+    let stage_pins = || -> Vec<String> {
+        let dir = pins.join(format!("v{}", maps::ABI_VERSION)).join("maps");
+        let mut v: Vec<String> = fs::read_dir(&dir)
+            .expect("the pinned maps")
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("STAGES-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut old = lab.daemon(&keep);
+    let first = xdp_prog_id(&lab.t).expect("attached");
+    assert_eq!(stage_pins(), [format!("STAGES-{first}")]);
+    old.proc.signal(libc::SIGTERM);
+    old.proc.wait(Duration::from_secs(10)).expect("exits on SIGTERM");
+    assert_eq!(stage_pins(), [format!("STAGES-{first}")], "kept for the program left attached");
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN", "judged with no daemon running");
+
+    let new = lab.daemon(&keep);
+    let second = xdp_prog_id(&lab.t).expect("attached");
+    assert_ne!(second, first);
+    eventually("the replaced program's stages unpinned", Duration::from_secs(10), || {
+        stage_pins() == [format!("STAGES-{second}")]
+    });
+    assert_eq!(status_of(&lab.t, "ads.lab"), "NXDOMAIN");
+    let out = ok(d, &["stop", "--pin-dir", &pins_s]);
+    assert!(out.contains("detached and exited"), "{out}");
+    let mut new = new;
+    new.proc.wait(Duration::from_secs(10)).expect("the daemon exits");
+    assert!(!pins.exists(), "unpinned");
+}

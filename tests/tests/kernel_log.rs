@@ -8,10 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_user::dataplane::{LoadOptions, TlsPolicy};
+use filter_user::dataplane::{
+    LoadOptions, TlsPolicy,
+    loader::{NAMEWALL_DEBUG_OBJECT, NAMEWALL_OBJECT},
+};
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter};
 use namewall_tests::{dnswire, harness::Harness, packet::Spec};
+use object::{Object as _, ObjectSymbol as _};
 
 /// Tracing output collected in memory.
 #[derive(Clone, Default)]
@@ -34,6 +38,12 @@ impl Captured {
     }
 }
 
+/// Whether the object `bytes` declares aya-log's ring buffer.
+fn has_log_buffer(bytes: &[u8]) -> bool {
+    let file = object::File::parse(bytes).expect("the XDP object is ELF");
+    file.symbols().any(|s| s.name() == Ok("AYA_LOGS"))
+}
+
 #[test]
 fn debug_records_reach_tracing_and_the_release_object_has_none() {
     let captured = Captured::default();
@@ -50,7 +60,8 @@ fn debug_records_reach_tracing_and_the_release_object_has_none() {
 
     let release = Harness::new("blocked.example\n", "");
     assert!(!release.filter.debug_log(), "the release object forwards no records");
-    assert!(release.filter.ebpf().map("AYA_LOGS").is_none(), "the release object has no log buffer");
+    assert!(!has_log_buffer(NAMEWALL_OBJECT), "the release object has no log buffer");
+    assert!(has_log_buffer(NAMEWALL_DEBUG_OBJECT), "the debug object has a log buffer");
 
     let h = Harness::with_options(
         "blocked.example\n",

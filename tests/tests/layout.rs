@@ -14,22 +14,42 @@ use std::{
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// The source without comments and string literals, which may mention
-/// paths they do not import.
+/// paths they do not import. Strings may span lines; a `'"'` character
+/// literal opens none.
 fn code(text: &str) -> String {
+    let text = text.replace("'\"'", "' '");
     let mut out = String::new();
-    for line in text.lines() {
-        let line = line.split("//").next().unwrap_or("");
-        let mut in_str = false;
-        let mut prev = ' ';
-        for c in line.chars() {
-            if c == '"' && prev != '\\' {
-                in_str = !in_str;
-            } else if !in_str {
+    let mut chars = text.chars().peekable();
+    let (mut in_str, mut line_comment, mut block_comment) = (false, false, false);
+    while let Some(c) = chars.next() {
+        if line_comment {
+            if c == '\n' {
+                line_comment = false;
                 out.push(c);
             }
-            prev = c;
+        } else if block_comment {
+            if c == '*' && chars.peek() == Some(&'/') {
+                chars.next();
+                block_comment = false;
+            }
+        } else if in_str {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => in_str = false,
+                _ => {}
+            }
+        } else if c == '/' && chars.peek() == Some(&'/') {
+            line_comment = true;
+        } else if c == '/' && chars.peek() == Some(&'*') {
+            chars.next();
+            block_comment = true;
+        } else if c == '"' {
+            in_str = true;
+        } else {
+            out.push(c);
         }
-        out.push('\n');
     }
     out
 }
@@ -188,6 +208,9 @@ fn the_checker_finds_circles() {
     assert_eq!(circle(&g), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
     let t = targets("use crate::{a::X, b, c::{d, e}};\nlet x = crate::f::g();\nmy_crate::h;", "crate::");
     assert_eq!(t, ["a", "b", "c", "f"].into_iter().map(String::from).collect());
+    let text = "let u = \"https://x\"; // crate::no\nuse crate::yes;\n/* crate::no */ let q = '\"'; crate::also;";
+    let t = targets(&code(text), "crate::");
+    assert_eq!(t, ["also", "yes"].into_iter().map(String::from).collect());
 }
 
 #[test]

@@ -4,10 +4,10 @@
 //! on every path into a direct jump, patched when the program array slot
 //! changes (`do_misc_fixups`, "poke" descriptors on x86-64 and arm64).
 //! With an index in a register, the JIT emits an indirect jump through the
-//! program array, which costs a retpoline where Spectre mitigations are on:
-//! the entry stage once paid that on every DNS query and ClientHello,
-//! because the compiler had merged its per-stage calls into one call with
-//! a variable index. This reads the bytecode as built.
+//! program array, which costs a retpoline where Spectre mitigations are on,
+//! on every DNS query and ClientHello. The compiler merges calls that
+//! differ only in a constant into one call with a variable index; this
+//! reads the bytecode as built to see that it did not.
 
 use std::collections::BTreeSet;
 
@@ -20,10 +20,11 @@ const MOV32_K: u8 = 0xb4;
 /// The `bpf_tail_call` helper's id.
 const TAIL_CALL: i32 = 12;
 
-/// One instruction: opcode, destination register, offset, immediate.
+/// One instruction: opcode, destination and source registers, offset, immediate.
 struct Insn {
     op: u8,
     dst: u8,
+    src: u8,
     off: i16,
     imm: i32,
 }
@@ -33,6 +34,7 @@ fn insns(code: &[u8]) -> Vec<Insn> {
         .map(|c| Insn {
             op: c[0],
             dst: c[1] & 0x0f,
+            src: c[1] >> 4,
             off: i16::from_le_bytes([c[2], c[3]]),
             imm: i32::from_le_bytes([c[4], c[5], c[6], c[7]]),
         })
@@ -62,7 +64,8 @@ fn tail_call_indices(code: &[Insn]) -> Vec<(usize, Option<i32>)> {
     let targets = jump_targets(code);
     let mut out = Vec::new();
     for (i, insn) in code.iter().enumerate() {
-        if insn.op != CALL || insn.imm != TAIL_CALL {
+        // Source register 0: a helper call (1 is a call within the program).
+        if insn.op != CALL || insn.src != 0 || insn.imm != TAIL_CALL {
             continue;
         }
         let mut k = None;
@@ -72,7 +75,9 @@ fn tail_call_indices(code: &[Insn]) -> Vec<(usize, Option<i32>)> {
                 break;
             }
             let prev = &code[j];
-            let writes_r3 = prev.dst == 3 && prev.op & 0x07 != 0x05 && prev.op & 0x07 != 0x06 && prev.op & 0x07 != 0x03;
+            // Jumps (classes 5, 6) and stores to memory (2, 3) name a
+            // register as `dst` without writing it.
+            let writes_r3 = prev.dst == 3 && !matches!(prev.op & 0x07, 0x02 | 0x03 | 0x05 | 0x06);
             if writes_r3 {
                 if prev.op == MOV64_K || prev.op == MOV32_K {
                     k = Some(prev.imm);

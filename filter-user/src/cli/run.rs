@@ -29,7 +29,7 @@ use filter_user::{
         fetch::{self, UrlList},
     },
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use super::config;
 
@@ -141,7 +141,9 @@ pub struct RunArgs {
     /// Load the XDP object that writes a debug record for every packet
     /// (interface, outcome, XDP action), logged at debug level with target
     /// `namewall::xdp` (`RUST_LOG=namewall::xdp=debug`). Costs time on every
-    /// packet: for finding out why a packet was judged as it was.
+    /// packet: for finding out why a packet was judged as it was. Needs
+    /// --detach-on-exit or --no-pin, so the debug object does not stay
+    /// attached after the daemon.
     #[arg(long)]
     pub xdp_debug_log: bool,
     /// Pin nothing: the filter lives and dies with this process.
@@ -191,7 +193,19 @@ pub fn with_config(args: RunArgs, matches: &clap::ArgMatches, cli: &clap::Comman
 /// Rules listed by hits when the daemon stops.
 const TOP_RULES: usize = control::DEFAULT_TOP;
 
+/// Combinations of flags clap does not check.
+fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
+    if args.xdp_debug_log && !(args.detach_on_exit || args.no_pin) {
+        anyhow::bail!(
+            "--xdp-debug-log needs --detach-on-exit or --no-pin: the debug object would stay attached after the \
+             daemon exits, writing a record for every packet that nobody reads"
+        );
+    }
+    Ok(())
+}
+
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
+    check_flags(args)?;
     super::init_tracing();
     // A reload asked for (SIGHUP) while the start takes its time must not
     // end the process: ignored until the serving loop takes the signal over.
@@ -359,6 +373,10 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
     for iface in daemon.filter.detach_others()? {
         info!(iface, "detached from an interface no longer configured");
     }
-    daemon.filter.unpin_replaced_stages()?;
+    // The new program runs everywhere: a failure to tidy the replaced one's
+    // pin costs kernel memory, not filtering.
+    if let Err(e) = daemon.filter.unpin_replaced_stages() {
+        warn!("the replaced program's stages stay pinned: {}", filter_user::errors::chain(&e));
+    }
     Ok((daemon, lines))
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::control::server::IO_TIMEOUT;
+/// How long a scraper may take to send its request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Requests for the metrics text; the loop answers each on its sender
 /// (an empty text when it has none).
@@ -51,7 +52,7 @@ async fn http_connection(stream: tokio::net::TcpStream, scrapes: Scrapes, _permi
     let io = hyper_util::rt::TokioIo::new(stream);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(IO_TIMEOUT)
+        .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(io, service);
     let _ = tokio::time::timeout(Duration::from_mins(1), conn).await;
 }

@@ -4,7 +4,8 @@
 //! packet (its interface, outcome and XDP action, and any failed tail call)
 //! with aya-log into its `AYA_LOGS` ring buffer. A thread reads them and
 //! logs each as a tracing event with target `namewall::xdp`, at the
-//! record's level. The release object has neither the map nor the cost.
+//! record's level; the kernel writes only the levels tracing lets through
+//! ([`kernel_level`]). The release object has neither the map nor the cost.
 
 use std::{
     os::fd::{AsRawFd as _, RawFd},
@@ -58,9 +59,10 @@ impl KernelLog {
 impl Drop for KernelLog {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            // A reader that panicked has nothing left to report.
-            let _ = t.join();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::warn!("the kernel debug record reader failed");
         }
     }
 }
@@ -71,11 +73,47 @@ fn read(mut logger: EbpfLogger<Forward>, stop: &AtomicBool) {
     let fd: RawFd = logger.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd; a failure (EINTR) just loops.
-        unsafe { libc::poll(&raw mut p, 1, POLL_MS) };
-        logger.flush();
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&raw mut p, 1, POLL_MS) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                // Not spinning on an error that will not go away.
+                tracing::warn!("waiting for the kernel's debug records: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(POLL_MS as u64));
+            }
+        }
+        if !forward(&mut logger) {
+            return;
+        }
     }
-    logger.flush();
+    forward(&mut logger);
+}
+
+/// Forwards the records waiting. aya-log panics on a record it cannot
+/// decode; that ends the reading (said once), not the daemon.
+fn forward(logger: &mut EbpfLogger<Forward>) -> bool {
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logger.flush())).is_ok();
+    if !ok {
+        tracing::warn!("a kernel debug record could not be decoded; no more are forwarded");
+    }
+    ok
+}
+
+/// aya-log's code for the most detailed level tracing lets through for
+/// `namewall::xdp` (1 error ... 5 trace; 0 none), for the kernel program's
+/// `AYA_LOG_LEVEL`: records nobody would see are not written at all.
+pub fn kernel_level() -> u8 {
+    if tracing::enabled!(target: "namewall::xdp", tracing::Level::TRACE) {
+        5
+    } else if tracing::enabled!(target: "namewall::xdp", tracing::Level::DEBUG) {
+        4
+    } else if tracing::enabled!(target: "namewall::xdp", tracing::Level::INFO) {
+        3
+    } else if tracing::enabled!(target: "namewall::xdp", tracing::Level::WARN) {
+        2
+    } else {
+        u8::from(tracing::enabled!(target: "namewall::xdp", tracing::Level::ERROR))
+    }
 }
 
 /// A `log::Log` that turns aya-log's records into tracing events.

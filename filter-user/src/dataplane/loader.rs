@@ -16,7 +16,7 @@ use super::{
     counters::Counters,
     error::{FilterError, map_err, program_err},
     handles::Maps,
-    kernel_log::KernelLog,
+    kernel_log::{self, KernelLog},
     pins::{self, PinDir},
     ruleset::RuleSetWriter,
     sys,
@@ -29,6 +29,8 @@ pub static NAMEWALL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OU
 /// The namewall XDP object built with kernel debug records (filter-ebpf's
 /// `debug` feature), loaded with [`LoadOptions::debug_log`].
 pub static NAMEWALL_DEBUG_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/namewall-xdp-debug"));
+/// aya-log's global in the debug object: the most detailed level written.
+const KERNEL_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 /// The benchmarks' baseline XDP object.
 pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline-xdp"));
 
@@ -126,6 +128,10 @@ fn load_object(sizes: &Sizes, trace: bool, debug: bool, pin: Option<&PinDir>) ->
             loader.map_pin_path(name, pin.map(name));
         }
     }
+    let level = kernel_log::kernel_level();
+    if debug {
+        loader.override_global(KERNEL_LOG_LEVEL, &level, true);
+    }
     let mut ebpf = loader.load(if debug { NAMEWALL_DEBUG_OBJECT } else { NAMEWALL_OBJECT })?;
     xdp_mut(&mut ebpf, names::PROGRAM)?.load().map_err(program_err("loading (verifier)"))?;
     let mut fds = Vec::new();
@@ -162,15 +168,20 @@ pub(super) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a 
 
 /// The loaded program: the object, its maps, the rule set in force and the
 /// interfaces it is attached to.
+///
+/// Fields drop in the order declared: the links first, then the object. An
+/// unpinned `STAGES` lives only as long as the object's file descriptor,
+/// and the kernel empties it when that closes: the program must be
+/// detached by then, or its packets would pass unjudged.
 pub struct Filter {
-    ebpf: Ebpf,
-    /// Whether this object's `STAGES` is pinned (at the first pinned attach).
-    stages_pinned: bool,
+    links: Links,
     /// The reader of the kernel's debug records, when the object writes them.
     kernel_log: Option<KernelLog>,
     maps: Maps,
     rules: RuleSetWriter,
-    links: Links,
+    /// Whether this object's `STAGES` is pinned (at the first pinned attach).
+    stages_pinned: bool,
+    ebpf: Ebpf,
 }
 
 impl Filter {
@@ -198,7 +209,7 @@ impl Filter {
             })?;
             RuleSetWriter::new(sizes.filter_words)
         };
-        Ok(Self { ebpf, stages_pinned: false, kernel_log, maps, rules, links: Links::new(opts.pin) })
+        Ok(Self { links: Links::new(opts.pin), kernel_log, maps, rules, stages_pinned: false, ebpf })
     }
 
     /// The hash seed of the rule set a running filter pinned in `pin`, if

@@ -166,22 +166,23 @@ impl PinDir {
     }
 
     /// Where the `STAGES` program array of the entry program with id
-    /// `prog_id` is pinned: `maps/STAGES.{prog_id}`. Each loaded program has
-    /// its own (the stages it tail-calls are those of its own build, never
-    /// another version's), and none is adopted. Pinned, because the kernel
+    /// `prog_id` is pinned: `maps/STAGES-{prog_id}` (bpffs refuses dots in
+    /// names). Each loaded program has its own (the stages it tail-calls
+    /// are those of its own build, never another version's), and none is
+    /// adopted. Pinned, because the kernel
     /// empties a program array once no process and no pin holds it, which
     /// would leave an attached entry program whose tail calls all fail.
     /// Beside the adopted maps, under a name no version adopts, so any
     /// version's `namewall stop` removes it with the rest.
     pub fn stages(&self, prog_id: u32) -> PathBuf {
-        self.map(&format!("{}.{prog_id}", names::STAGES))
+        self.map(&format!("{}-{prog_id}", names::STAGES))
     }
 
     /// Unpins the program arrays of entry programs other than `prog_id`
     /// (those of a filter this one replaced on every interface).
     pub fn remove_other_stages(&self, prog_id: u32) -> Result<(), PinError> {
         let keep = self.stages(prog_id);
-        let prefix = format!("{}.", names::STAGES);
+        let prefix = format!("{}-", names::STAGES);
         let dir = self.root.join("maps");
         let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
         for e in rd.flatten() {
