@@ -36,11 +36,6 @@ macro_rules! vocabulary {
                     _ => None,
                 }
             }
-
-            /// The value with this name.
-            pub fn from_name(name: &str) -> Option<$name> {
-                Self::ALL.into_iter().find(|v| v.name() == name)
-            }
         }
 
         impl TryFrom<u8> for $name {
@@ -122,7 +117,6 @@ mod tests {
     fn codes_and_names_round_trip() {
         for a in Action::ALL {
             assert_eq!(Action::try_from(a as u8), Ok(a));
-            assert_eq!(Action::from_name(a.name()), Some(a));
         }
         for p in Protocol::ALL {
             assert_eq!(Protocol::from_code(p as u8), Some(p));

@@ -45,8 +45,9 @@ pub fn judge(ctx: &XdpContext) -> Done {
         ech,
         complete: h.hello & handoff::HELLO_COMPLETE != 0,
     });
-    // A block by policy (ECH, no server name) names no rule.
-    verdict::name_event(scratch, None, Protocol::Tls, 0);
+    // The event names the server name; a block by policy (ECH, no server
+    // name) names no rule, a block by rule sets it (`judge_sni`).
+    verdict::name_event(scratch, None, Protocol::Tls, sni.map_or(0, |n| n.len));
     let decision = match sni {
         Some(name) => judge_sni(&l, &seg, name, settings, scratch),
         None => no_sni(seg.key, ech, settings, scratch),
@@ -100,7 +101,6 @@ fn judge_sni(l: &Layers, seg: &Segment, sni: Name, settings: &Settings, scratch:
         }
         Err(c) => return Decision::Done(pass(c)),
     };
-    scratch.event.name_len = sni.len as u16;
     let allowed = match found.map(|m| (m.verdict, m)) {
         Some((Verdict::Block(action), m)) => {
             verdict::name_event(scratch, Some(&m), Protocol::Tls, sni.len);

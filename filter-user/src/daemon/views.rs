@@ -25,11 +25,7 @@ pub(super) fn views_of_list_rule(r: &CompiledRule, hits: u64) -> Vec<RuleView> {
     let sub = format!("*.{name}");
     let mut out = Vec::new();
     let mut view = |pattern: &str, rule: &str, action: u8| {
-        let action = Action::ALL
-            .get(usize::from(action))
-            .copied()
-            .filter(|a| *a != Action::Default)
-            .map(|a| a.name().to_owned());
+        let action = Action::from_code(action).filter(|a| *a != Action::Default).map(|a| a.name().to_owned());
         out.push(RuleView {
             pattern: pattern.to_owned(),
             rule: rule.to_owned(),

@@ -128,15 +128,16 @@ fn load_object(sizes: &Sizes, trace: bool, debug: bool, pin: Option<&PinDir>) ->
             loader.map_pin_path(name, pin.map(name));
         }
     }
-    let level = kernel_log::kernel_level();
+    let level;
     if debug {
+        level = kernel_log::kernel_level();
         loader.override_global(KERNEL_LOG_LEVEL, &level, true);
     }
     let mut ebpf = loader.load(if debug { NAMEWALL_DEBUG_OBJECT } else { NAMEWALL_OBJECT })?;
     xdp_mut(&mut ebpf, names::PROGRAM)?.load().map_err(program_err("loading (verifier)"))?;
     let mut fds = Vec::new();
     for stage in Stage::ALL {
-        let name = stage.program();
+        let name = stage.name();
         let prog = xdp_mut(&mut ebpf, name)?;
         prog.load().map_err(program_err(format!("loading {name} (verifier)")))?;
         let fd = prog.fd().map_err(program_err(format!("{name} fd")))?;
@@ -237,7 +238,7 @@ impl Filter {
     /// then each stage; the headroom left for new parsing paths.
     pub fn verified_instructions(&self) -> Result<Vec<(&'static str, Option<u32>)>, FilterError> {
         std::iter::once(names::PROGRAM)
-            .chain(Stage::ALL.into_iter().map(Stage::program))
+            .chain(Stage::ALL.into_iter().map(Stage::name))
             .map(|name| {
                 let info = xdp(&self.ebpf, name)?.info().map_err(program_err("program info"))?;
                 Ok((name, info.verified_instruction_count()))
@@ -409,8 +410,14 @@ impl Filter {
     /// program would find no stage.
     pub fn unpin_replaced_stages(&self) -> Result<(), FilterError> {
         let Some(pin) = self.links.pin_dir() else { return Ok(()) };
+        let replaced = pin.other_stages(entry_id(&self.ebpf)?);
+        if replaced.is_empty() {
+            return Ok(());
+        }
         sys::wait_for_packets_in_flight().map_err(FilterError::Sync)?;
-        pin.remove_other_stages(entry_id(&self.ebpf)?)?;
+        for path in replaced {
+            pins::unpin(&path)?;
+        }
         Ok(())
     }
 

@@ -178,19 +178,17 @@ impl PinDir {
         self.map(&format!("{}-{prog_id}", names::STAGES))
     }
 
-    /// Unpins the program arrays of entry programs other than `prog_id`
-    /// (those of a filter this one replaced on every interface).
-    pub fn remove_other_stages(&self, prog_id: u32) -> Result<(), PinError> {
+    /// The pinned program arrays of entry programs other than `prog_id`
+    /// (those of a filter this one replaced).
+    pub fn other_stages(&self, prog_id: u32) -> Vec<PathBuf> {
         let keep = self.stages(prog_id);
         let prefix = format!("{}-", names::STAGES);
-        let dir = self.root.join("maps");
-        let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) && e.path() != keep {
-                unpin(&e.path())?;
-            }
-        }
-        Ok(())
+        let Ok(rd) = std::fs::read_dir(self.root.join("maps")) else { return Vec::new() };
+        rd.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .filter(|p| *p != keep)
+            .collect()
     }
 
     /// Interfaces with a pinned link.

@@ -14,7 +14,7 @@
 //! back to the caller, which passes the packet and counts `internal`.
 //!
 //! This table is the one place that names the stages: the kernel tail-calls
-//! by [`Stage`] index, user space loads each [`Stage::program`] and puts it
+//! by [`Stage`] index, user space loads each by its name ([`Stage::name`], the XDP function's) and puts it
 //! in slot [`Stage::index`].
 
 crate::vocab::vocabulary! {
@@ -42,11 +42,6 @@ impl Stage {
     #[inline(always)]
     pub const fn index(self) -> u32 {
         self as u32
-    }
-
-    /// The stage's XDP function name in the object file.
-    pub const fn program(self) -> &'static str {
-        self.name()
     }
 }
 
