@@ -79,7 +79,7 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         Ok(r) => r,
         Err(c) => return Err(pass(c)),
     };
-    verdict::trace_keys(name_key, found.as_ref());
+    verdict::trace(|t| t.name_key = name_key);
     // More messages after the first in a TCP segment: only the first was
     // judged, so an allowed verdict says nothing about the rest.
     let tcp = l.proto == IPPROTO_TCP;
@@ -87,6 +87,10 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     let Some(m) = found else {
         return Err(if pipelined { not_judged(settings, Counter::TcpPipelined) } else { pass(Counter::PassNoMatch) });
     };
+    // The rule's key recorded here, past the no-match return, though it
+    // writes the name's key again: one record of both before that return
+    // cost the stage 16k more verified instructions (113,675 against 97,624).
+    verdict::trace_keys(name_key, Some(&m));
     let Verdict::Block(rule_action) = m.verdict else {
         return Err(if pipelined { not_judged(settings, Counter::TcpPipelined) } else { pass(Counter::PassAllowed) });
     };
