@@ -7,7 +7,8 @@ use aya_ebpf::programs::XdpContext;
 use maps::{Counter, Stage};
 
 use crate::{
-    packet::{self, DNS_PORT, Layers, Packet, headers::IPPROTO_UDP},
+    fragments,
+    packet::{self, DNS_PORT, Fragment, Layers, Packet, headers::IPPROTO_UDP},
     quic,
     tables::{SETTINGS, STAGES, scratch},
     tls,
@@ -23,47 +24,94 @@ pub fn enter(ctx: &XdpContext) -> Done {
     let pkt = Packet::new(ctx);
     let layers = match packet::parse(ctx, &pkt) {
         Ok(l) => l,
-        // A datagram or segment that may go on in fragments not reassembled
-        // here: a query or ClientHello that cannot be judged.
-        Err(Counter::FirstFragment) => {
+        // Headers past the bounds the parser walks: what they hide may be
+        // a name.
+        Err(c @ (Counter::VlanTooDeep | Counter::Ipv6ExtTooDeep)) => {
             return match SETTINGS.get(0) {
-                Some(s) => not_judged(s, Counter::FirstFragment),
+                Some(s) => not_judged(s, c),
                 None => pass(Counter::Internal),
             };
         }
         Err(c) => return pass(c),
     };
+    if layers.fragment != Fragment::Whole {
+        let Some(settings) = SETTINGS.get(0) else {
+            return pass(Counter::Internal);
+        };
+        match layers.fragment {
+            Fragment::Later => return fragments::later(&pkt, &layers, settings),
+            Fragment::Tiny => return fragments::unjudged_first(&pkt, &layers, settings, Counter::TinyFragment),
+            _ => {}
+        }
+        if layers.proto != IPPROTO_UDP {
+            return tcp_first_fragment(&pkt, &layers, settings);
+        }
+        if layers.dport == DNS_PORT {
+            // The DNS stage judges the question if the fragment holds it
+            // whole, and `fragments::settle` records a drop.
+            let Some(key) = fragments::key(&pkt, &layers, settings.seed) else {
+                return pass(Counter::TruncatedHeader);
+            };
+            return hand_on(ctx, &layers, None, Some(key), Stage::Dns);
+        }
+        return pass(Counter::NotDnsPort);
+    }
     // Each stage is called from a call site of its own, with its index a
     // constant there: the verifier then makes the tail call a direct jump
     // (`tests/tests/tail_calls.rs`).
     if layers.dport == DNS_PORT {
-        return hand_on(ctx, &layers, None, Stage::Dns);
+        return hand_on(ctx, &layers, None, None, Stage::Dns);
     }
     if layers.proto == IPPROTO_UDP {
         if !quic::is_initial(&pkt, &layers) {
             return pass(Counter::NotDnsPort);
         }
-        return hand_on(ctx, &layers, None, Stage::Quic);
+        return hand_on(ctx, &layers, None, None, Stage::Quic);
     }
     let Some(settings) = SETTINGS.get(0) else {
         return pass(Counter::Internal);
     };
     match tls::triage(&pkt, &layers, settings) {
-        Ok(segment) => hand_on(ctx, &layers, Some(segment), Stage::Tls),
+        Ok(segment) => hand_on(ctx, &layers, Some(segment), None, Stage::Tls),
         Err(done) => done,
     }
 }
 
-/// Leaves the layers (and a TCP segment's facts) in `scratch.handoff` and
-/// tail-calls `stage`; returns only if that failed.
+/// The first fragment of a TCP segment. Linux sends TCP with DF set, and
+/// so does every other stack in use: a fragmented segment is a client
+/// trying to slip past, or a broken tunnel. It is not judged when it may
+/// carry DNS or part of a ClientHello: to port 53, of a flow that may be
+/// tracked (a SYN, a flow in the table), or with a payload that starts
+/// like a ClientHello or is too short to tell. Other segments (established
+/// traffic) pass.
 #[inline(always)]
-fn hand_on(ctx: &XdpContext, layers: &Layers, segment: Option<tls::Segment>, stage: Stage) -> Done {
+fn tcp_first_fragment(pkt: &Packet, l: &Layers, settings: &maps::Settings) -> Done {
+    let judged = l.dport == DNS_PORT || l.payload_len() < 6 || tls::triage(pkt, l, settings).is_ok();
+    if judged {
+        return fragments::unjudged_first(pkt, l, settings, Counter::TcpFragment);
+    }
+    pass(Counter::TcpOther)
+}
+
+/// Leaves the layers (a TCP segment's facts, a first fragment's key) in
+/// `scratch.handoff` and tail-calls `stage`; returns only if that failed.
+#[inline(always)]
+fn hand_on(
+    ctx: &XdpContext,
+    layers: &Layers,
+    segment: Option<tls::Segment>,
+    frag_key: Option<u64>,
+    stage: Stage,
+) -> Done {
     let Some(scratch) = scratch() else {
         return pass(Counter::Internal);
     };
     layers.hand_off(&mut scratch.handoff);
     if let Some(s) = segment {
         s.hand_off(&mut scratch.handoff);
+    }
+    if let Some(k) = frag_key {
+        scratch.handoff.frag_key = k;
     }
     tail_call(ctx, stage)
 }

@@ -14,7 +14,7 @@ use crate::{
     names,
     packet::{
         Layers, Packet,
-        headers::{DNS_HLEN, DnsHdr, IPPROTO_TCP},
+        headers::{DNS_HLEN, DnsHdr, IPPROTO_TCP, TcpFlagsHead},
     },
     reply,
     tables::{SETTINGS, scratch},
@@ -112,10 +112,8 @@ fn block(
     verdict::name_event(scratch, Some(m), Protocol::Dns, query.name.len);
     verdict::capture(ctx, l, scratch);
     let action = rule::dns_action(rule_action, settings.dns_action);
-    // Answering over TCP would need the stream's state; the client's retry
-    // will be dropped too.
     if l.proto == IPPROTO_TCP {
-        return Err(drop(Counter::DropTcp));
+        return block_tcp(ctx, l, action, scratch);
     }
     let (rcode, sinkhole) = match action {
         a if a == Action::Nxdomain as u8 => (reply::RCODE_NXDOMAIN, false),
@@ -136,6 +134,27 @@ fn block(
     Ok(Stage::Answer)
 }
 
+/// A blocked query over TCP: dropped, and unless the rule says drop, the
+/// client reset at once by the answer stage. An answer in the stream would
+/// leave the client and server a query apart (the server never got it) and
+/// stall the connection's next query; a reset fails the lookup now instead
+/// of at the client's timeout, and the client's next connection is judged
+/// afresh.
+#[inline(always)]
+fn block_tcp(ctx: &XdpContext, l: &Layers, action: u8, scratch: &mut Scratch) -> Result<Stage, Done> {
+    if action == Action::Drop as u8 {
+        return Err(drop(Counter::DropTcp));
+    }
+    let pkt = Packet::new(ctx);
+    let Some(t) = pkt.header::<TcpFlagsHead>(l.l4_off) else {
+        return Err(drop(Counter::DropTcp));
+    };
+    let h = &mut scratch.handoff;
+    (h.seq, h.ack, h.tcp_flags) = (t.seq(), t.ack(), t.flags());
+    h.answer = Answer { rcode: reply::RESET, ..Answer::default() };
+    Ok(Stage::Answer)
+}
+
 /// The answer stage: writes the answer the DNS stage chose in place of the
 /// query. Its own program: the writer walks every header layout and kind
 /// of answer, and verified inside the DNS stage it would be checked once
@@ -147,6 +166,15 @@ pub fn answer(ctx: &XdpContext) -> Done {
     };
     let l = Layers::taken_over(&scratch.handoff);
     let a = scratch.handoff.answer;
+    if a.rcode == reply::RESET {
+        let h = &scratch.handoff;
+        let (seq, ack, flags) = (h.seq, h.ack, h.tcp_flags);
+        if reply::reset_client(ctx, &l, seq, ack, flags, scratch).is_err() {
+            count(Counter::RewriteFailed);
+            return drop(Counter::ResetTcp);
+        }
+        return (xdp_action::XDP_TX, Counter::ResetTcp);
+    }
     let counter = match a.rcode {
         reply::RCODE_NXDOMAIN => Counter::Nxdomain,
         reply::RCODE_REFUSED => Counter::Refused,

@@ -4,7 +4,8 @@
 //! This file holds only the entry points. The rest, from the bottom up:
 //! [`verifier`] (workarounds, one place each), [`tables`] (every map),
 //! [`packet`] (the one cursor, header views, the layer parser),
-//! [`verdict`] (outcome counters, trace, block events), [`names`] (label
+//! [`verdict`] (outcome counters, trace, block events), [`fragments`]
+//! (first fragments judged, later ones of dropped datagrams), [`names`] (label
 //! walk and rule lookup), [`reply`] (answers and resets written in place),
 //! then the protocols: [`dns`], [`tls`], [`quic`]; and [`dispatch`], the
 //! entry stage's choice of stage. The pure parsers and decisions (name
@@ -24,6 +25,8 @@
 mod dispatch;
 #[cfg(target_arch = "bpf")]
 mod dns;
+#[cfg(target_arch = "bpf")]
+mod fragments;
 #[cfg(target_arch = "bpf")]
 mod names;
 #[cfg(target_arch = "bpf")]
@@ -47,7 +50,7 @@ mod verifier;
 mod entry {
     use aya_ebpf::{macros::xdp, programs::XdpContext};
 
-    use crate::{dispatch, dns, quic, tls, verdict};
+    use crate::{dispatch, dns, fragments, quic, tables, tls, verdict};
 
     /// The entry stage, attached to interfaces. `frags`: the programs accept
     /// multi-buffer frames (jumbo MTUs, and test runs of packets larger than
@@ -65,7 +68,12 @@ mod entry {
     #[xdp(frags)]
     #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
     pub fn namewall_dns(ctx: XdpContext) -> u32 {
-        dispatch::proceed(&ctx, dns::judge(&ctx))
+        let next = dns::judge(&ctx);
+        let next = match tables::scratch() {
+            Some(s) => fragments::settle(&s.handoff, next),
+            None => next,
+        };
+        dispatch::proceed(&ctx, next)
     }
 
     /// The answer stage.

@@ -3,7 +3,7 @@
 //! into a TCP reset toward the client.
 //!
 //! The answer is the query's own Ethernet header (addresses swapped, VLAN
-//! tags kept), a fresh IPv4 header without options or an IPv6 header without
+//! tags and PPPoE session header kept, the PPPoE length set), a fresh IPv4 header without options or an IPv6 header without
 //! extension headers (addresses swapped), UDP with ports swapped, the DNS
 //! header with QR/RA and the RCODE set, the question as asked, and for
 //! sinkhole answers one A or AAAA record. Whatever followed the question
@@ -22,7 +22,7 @@ use maps::{Answer, REPLY_BUF, Scratch, parse::checksum, parse::name::QUESTION_BU
 
 use crate::{
     packet::{
-        Layers, Packet,
+        Layers, MAX_L2_LEN, Packet,
         headers::{DNS_HLEN, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_RST},
     },
     verifier,
@@ -32,6 +32,8 @@ use crate::{
 pub const RCODE_NOERROR: u8 = 0;
 pub const RCODE_NXDOMAIN: u8 = 3;
 pub const RCODE_REFUSED: u8 = 5;
+/// `Answer::rcode` of a blocked query over TCP: no answer, a reset.
+pub const RESET: u8 = 0xff;
 
 const QTYPE_A: u16 = 1;
 const QTYPE_AAAA: u16 = 28;
@@ -41,17 +43,19 @@ const QCLASS_IN: u16 = 1;
 const ANSWER_HOP_LIMIT: u8 = 64;
 
 /// Layout of `Scratch::reply`: what is read from the query, then the
-/// answer's headers (at most 22 + 40 + 8 + 12 = 82 bytes), then its record.
-const IN_L2: usize = 0; // 22 bytes: Ethernet header and VLAN tags
-const IN_IP_FIRST: usize = 24; // 4 bytes: version, traffic class / TOS, flow label
-const IN_SRC: usize = 32; // 16 bytes (4 for IPv4)
-const IN_DST: usize = 48; // 16 bytes
-const IN_PORTS: usize = 64; // 4 bytes
-const IN_ID: usize = 68; // 2 bytes
+/// answer's headers (at most 38 + 40 + 8 + 12 = 98 bytes), then its record.
+const IN_L2: usize = 0; // MAX_L2_LEN (38) bytes: Ethernet header, VLAN tags, PPPoE
+const IN_IP_FIRST: usize = 40; // 4 bytes: version, traffic class / TOS, flow label
+const IN_SRC: usize = 44; // 16 bytes (4 for IPv4)
+const IN_DST: usize = 60; // 16 bytes
+const IN_PORTS: usize = 76; // 4 bytes
+const IN_ID: usize = 80; // 2 bytes
 const OUT: usize = 96; // the answer's headers
-const OUT_RR: usize = 192; // 28 bytes: the sinkhole record
+const OUT_RR: usize = 200; // 28 bytes: the sinkhole record
 
-const _: () = assert!(OUT + 82 <= OUT_RR && OUT_RR + 28 <= REPLY_BUF);
+const _: () = assert!(
+    IN_L2 + MAX_L2_LEN <= IN_IP_FIRST && OUT + MAX_L2_LEN + 60 <= OUT_RR && OUT_RR + 28 <= REPLY_BUF
+);
 
 /// Why no answer could be written; the caller drops the query instead.
 pub struct RewriteFailed;
@@ -107,8 +111,8 @@ impl Buf<'_> {
 
 #[inline(always)]
 fn load(ctx: &XdpContext, off: usize, to: *mut u8, len: usize) -> Result<(), RewriteFailed> {
-    // Tells the verifier 1 <= len <= 32; callers never ask for more.
-    if len == 0 || len > 32 {
+    // Tells the verifier 1 <= len <= 40; callers never ask for more.
+    if len == 0 || len > 40 {
         return Err(RewriteFailed);
     }
     // `to` points into the scratch map with room for `len` bytes (constant-bounded by callers).
@@ -131,7 +135,7 @@ fn read_headers(ctx: &XdpContext, l: &Layers, r: *mut u8) -> Result<(), RewriteF
     let (addrs, addr_len) = l.addrs();
     // SAFETY: constant offsets into the 256-byte reply buffer.
     unsafe {
-        load(ctx, 0, r.add(IN_L2), l.l2_len & 0x1f)?;
+        load(ctx, 0, r.add(IN_L2), l.l2_len & 0x3f)?;
         load(ctx, l.l2_len, r.add(IN_IP_FIRST), 4)?;
         load(ctx, addrs, r.add(IN_SRC), addr_len & 0x1f)?;
         load(ctx, addrs + addr_len, r.add(IN_DST), addr_len & 0x1f)?;
@@ -164,16 +168,22 @@ fn resize(ctx: &XdpContext, l: &Layers, new_end: usize) -> Result<(), RewriteFai
 /// (RFC 768, RFC 793, RFC 8200 §8.1) for a transport length of `l4_len`.
 #[inline(always)]
 fn write_l2_l3(b: &mut Buf<'_>, l: &Layers, proto: u8, l4_len: usize) -> (usize, u64) {
-    // Ethernet: swap addresses; the EtherType and VLAN tags stay as they were.
+    // Ethernet: swap addresses; the EtherType, VLAN tags and PPPoE header
+    // stay as they were.
     b.copy(OUT, IN_L2 + 6, 6);
     b.copy(OUT + 6, IN_L2, 6);
-    // EtherType, or VLAN tags and the inner EtherType.
-    match l.vlan_tags {
-        0 => b.copy(OUT + 12, IN_L2 + 12, 2),
-        1 => b.copy(OUT + 12, IN_L2 + 12, 6),
-        _ => b.copy(OUT + 12, IN_L2 + 12, 10),
-    }
+    // All of the longest layer 2 header, whatever this one's length: the
+    // bytes past it are overwritten by the IP and transport headers below
+    // (at least 28 bytes, more than MAX_L2_LEN - 14), and a copy without a
+    // branch per byte is checked by the verifier once.
+    b.copy(OUT + 12, IN_L2 + 12, MAX_L2_LEN - 12);
     let ip = OUT + l.l2_len;
+    if l.pppoe {
+        // The PPPoE payload length (RFC 2516 §4): the PPP protocol number
+        // and the IP packet.
+        let len = (2 + l.ip_fixed_len() + l4_len) as u16;
+        b.put(ip - 4, &len.to_be_bytes());
+    }
     let sum_addrs = if l.ipv6 {
         b.copy(ip, IN_IP_FIRST, 4);
         b.put(ip + 4, &(l4_len as u16).to_be_bytes());
@@ -294,6 +304,24 @@ pub fn write_rst(ctx: &XdpContext, l: &Layers, seq: u32, ack: u32, scratch: &mut
     let hdr_len = (l.l2_len + l.ip_fixed_len() + 20) & 0x7f;
     // SAFETY: a constant offset into the reply buffer; the length bounded by it.
     unsafe { store(ctx, 0, r.add(OUT), hdr_len) }
+}
+
+/// Turns a client's blocked TCP segment (sequence number `seq`,
+/// acknowledgment `ack`, flags `flags`) into a reset toward the client, at
+/// the numbers its stack accepts.
+#[inline(always)]
+pub fn reset_client(
+    ctx: &XdpContext,
+    l: &Layers,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    scratch: &mut Scratch,
+) -> Result<(), RewriteFailed> {
+    let next = seq.wrapping_add(l.payload_len() as u32);
+    // The client's acknowledgment number is the server's next sequence number.
+    let server_seq = if flags & TCP_ACK != 0 { ack } else { 0 };
+    write_rst(ctx, l, server_seq, next, scratch)
 }
 
 /// One's-complement sum of the question's `qlen` bytes as big-endian words,

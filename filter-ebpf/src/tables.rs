@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
-    btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray, ProgramArray, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
 use maps::{
     Rule, RuleKey, Scratch, Settings, Trace, counters::SLOTS, layout::event::Event, layout::flow::FlowState,
-    layout::stage,
+    layout::fragment, layout::stage,
 };
 
 /// Template of a rule set: user space creates the real inner maps with
@@ -36,7 +36,12 @@ pub static FLOWS: HashMap<u64, FlowState, 1024> = HashMap::new();
 #[btf_map]
 pub static FLOW_HINT: Array<u64, 1024, { BPF_F_MMAPABLE as usize }> = Array::new();
 
-/// Seed, default actions, policies, fail mode.
+/// Datagrams whose first fragment was dropped, by key, with the time of
+/// the drop (see `maps::layout::fragment`).
+#[btf_map]
+pub static FRAGMENTS: LruHashMap<u64, u64, { fragment::ENTRIES as usize }> = LruHashMap::new();
+
+/// Seed, default actions, policies, the "cannot judge" policy.
 #[btf_map]
 pub static SETTINGS: Array<Settings, 1> = Array::new();
 

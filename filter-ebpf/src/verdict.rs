@@ -42,12 +42,12 @@ pub const fn drop(counter: Counter) -> Done {
     (xdp_action::XDP_DROP, counter)
 }
 
-/// A packet the program should have judged but could not: passed
-/// (fail-open, the default) or dropped (fail-closed), with its reason.
+/// A packet that may carry a name but cannot be judged (`counter` says
+/// why): the "cannot judge" policy (`Settings::unjudged`) passes or drops it.
 #[inline(always)]
 pub fn not_judged(settings: &Settings, counter: Counter) -> Done {
-    if settings.fail_closed != 0 {
-        count(Counter::FailClosedDrop);
+    if settings.unjudged == maps::layout::settings::UNJUDGED_DROP {
+        count(Counter::UnjudgedDrop);
         return drop(counter);
     }
     pass(counter)
@@ -133,7 +133,9 @@ fn is_block(c: Counter) -> bool {
             | Counter::Refused
             | Counter::Sinkhole
             | Counter::Drop
+            | Counter::DropFragmented
             | Counter::DropTcp
+            | Counter::ResetTcp
             | Counter::TlsReset
             | Counter::TlsDrop
     )

@@ -822,7 +822,7 @@ fn library_replay_streams_and_stops_on_break() {
             ..PolicySource::default()
         },
         dns_action: maps::Action::Nxdomain,
-        fail_closed: false,
+        unjudged_drop: false,
         answer_ttl: 60,
         tls: filter_user::dataplane::TlsPolicy::default(),
         max_flows: 0,

@@ -3,8 +3,9 @@
 //! Every packet the program sees increments exactly one *outcome* counter:
 //! the reason it returned early or the verdict it got. The sum of the outcome
 //! counters is therefore the number of packets seen, which tests check. The
-//! *extra* counters record events on top of an outcome (a fail-closed drop of
-//! a packet whose outcome is "compressed name", a rewrite that failed, ...).
+//! *extra* counters record events on top of an outcome (a drop by the
+//! "cannot judge" policy of a packet whose outcome is "compressed name", a
+//! rewrite that failed, ...).
 //!
 //! The table below is the one place each counter is declared: its index,
 //! its name in output, JSON and metrics, its kind, the protocol it belongs
@@ -51,9 +52,9 @@ macro_rules! counters {
                 match self { $(Counter::$variant => Protocol::$proto,)+ }
             }
 
-            /// What happened to a packet with this outcome when the program
-            /// fails open; `None` for extra counters.
-            const fn fail_open_fate(self) -> Option<Fate> {
+            /// What happened to a packet with this outcome when the "cannot
+            /// judge" policy passes; `None` for extra counters.
+            const fn pass_unjudged_fate(self) -> Option<Fate> {
                 match self { $(Counter::$variant => fate!($fate),)+ }
             }
 
@@ -66,12 +67,13 @@ macro_rules! counters {
 }
 
 impl Counter {
-    /// What happened to a packet with this outcome: a malformed packet is
-    /// dropped when the program runs fail-closed. `None` for extra counters.
-    pub const fn fate(self, fail_closed: bool) -> Option<Fate> {
+    /// What happened to a packet with this outcome: one that could not be
+    /// judged is dropped when the "cannot judge" policy drops
+    /// (`unjudged_drop`, `--unjudged drop`). `None` for extra counters.
+    pub const fn fate(self, unjudged_drop: bool) -> Option<Fate> {
         match self.kind() {
-            CounterKind::Malformed if fail_closed => Some(Fate::Drop),
-            _ => self.fail_open_fate(),
+            CounterKind::Unjudged if unjudged_drop => Some(Fate::Drop),
+            _ => self.pass_unjudged_fate(),
         }
     }
 }
@@ -81,8 +83,10 @@ impl Counter {
 pub enum CounterKind {
     /// The packet was not judged: not DNS, or not a query; it passed.
     Skipped,
-    /// The packet should have been judged but could not be parsed (fail-open passes it).
-    Malformed,
+    /// The packet may carry a name but could not be parsed to a verdict
+    /// (malformed, split, fragmented, too deep, untrackable): the "cannot
+    /// judge" policy (`Settings::unjudged`) passes or drops it.
+    Unjudged,
     /// A judged packet's verdict.
     Verdict,
     /// An event on top of a packet's outcome.
@@ -90,10 +94,12 @@ pub enum CounterKind {
 }
 
 counters! {
-    /// `EtherType` is neither IPv4 nor IPv6 (after at most two VLAN tags).
+    /// `EtherType` is neither IPv4 nor IPv6 (after VLAN tags), or a PPPoE
+    /// session frame carries neither (LCP, IPCP, ...), or a PPPoE discovery frame.
     NotIp => "not_ip", Skipped, Other, Pass;
-    /// More than two VLAN tags.
-    VlanTooDeep => "vlan_too_deep", Skipped, Other, Pass;
+    /// More VLAN tags than the parser follows (`MAX_VLAN_TAGS`), or a PPPoE
+    /// header inside PPPoE: what is inside is not seen.
+    VlanTooDeep => "vlan_too_deep", Unjudged, Other, Pass;
     /// The frame ends inside an Ethernet, VLAN, IP, UDP or TCP header.
     TruncatedHeader => "truncated_header", Skipped, Other, Pass;
     /// Inconsistent header: IP version, IPv4 header length or a total length
@@ -101,16 +107,26 @@ counters! {
     /// packet (a frame cut short: never judged, whatever the cut spared), a
     /// TCP data offset below 20 bytes or past the packet's end.
     BadHeader => "bad_header", Skipped, Other, Pass;
-    /// A non-first fragment (IPv4 offset, IPv6 fragment header with an
-    /// offset): no transport header, not reassembled.
+    /// A later fragment (IPv4 offset, IPv6 Fragment header with an offset)
+    /// of a datagram whose first fragment was not dropped: passed.
     IpFragment => "ip_fragment", Skipped, Other, Pass;
-    /// The first fragment of a datagram to port 53 or of a TCP segment: a
-    /// question or a ClientHello may go on in fragments that are not
-    /// reassembled here, so it is not judged (fail-closed drops it, and the
-    /// datagram with it).
-    FirstFragment => "first_fragment", Malformed, Dns, Pass;
-    /// More IPv6 extension headers than the parser follows.
-    Ipv6ExtTooDeep => "ipv6_ext_too_deep", Skipped, Other, Pass;
+    /// A later fragment of a datagram whose first fragment was dropped
+    /// (blocked, or not judged under `--unjudged drop`; see
+    /// `maps::layout::fragment`): dropped.
+    FragmentDropped => "fragment_dropped", Verdict, Other, Drop;
+    /// The first fragment of a DNS query that does not hold its question
+    /// whole: the question goes on in fragments not reassembled here.
+    DnsFragment => "dns_fragment", Unjudged, Dns, Pass;
+    /// The first fragment of a TCP segment to port 53, or of a flow that is
+    /// tracked or may start a ClientHello: not reassembled here. Linux sends
+    /// TCP with DF set, so only a client trying to slip past sends these.
+    TcpFragment => "tcp_fragment", Unjudged, Tls, Pass;
+    /// A first fragment too short to hold its UDP or TCP header (RFC 1858's
+    /// tiny fragment): what it carries is not known.
+    TinyFragment => "tiny_fragment", Unjudged, Other, Pass;
+    /// More IPv6 extension headers than the parser follows, or extension
+    /// headers reaching past 2 KiB: what follows them is not seen.
+    Ipv6ExtTooDeep => "ipv6_ext_too_deep", Unjudged, Other, Pass;
     /// Neither UDP nor TCP.
     NotUdpTcp => "not_udp_tcp", Skipped, Other, Pass;
     /// UDP, not to port 53 and not a QUIC Initial.
@@ -129,12 +145,12 @@ counters! {
     TcpNoPayload => "tcp_no_payload", Skipped, Tls, Pass;
     /// TCP payload to port 53 that does not start with a judgeable query:
     /// a continuation segment (or a length prefix sent alone), a response, a
-    /// NOTIFY. Fail-open passes it; fail-closed drops it, so a client cannot
+    /// NOTIFY. Not judged: `--unjudged drop` drops it, so a client cannot
     /// slip a query past the filter by splitting it across segments.
-    TcpNotMessageStart => "tcp_not_message_start", Malformed, Dns, Pass;
+    TcpNotMessageStart => "tcp_not_message_start", Unjudged, Dns, Pass;
     /// A TCP segment holding more than one DNS message: the first was judged
-    /// and allowed, the rest cannot be (fail-closed drops the segment).
-    TcpPipelined => "tcp_pipelined", Malformed, Dns, Pass;
+    /// and allowed, the rest cannot be (`--unjudged drop` drops the segment).
+    TcpPipelined => "tcp_pipelined", Unjudged, Dns, Pass;
     /// DNS message with QR=1 (a response).
     DnsResponse => "dns_response", Skipped, Dns, Pass;
     /// DNS message with an opcode other than QUERY (NOTIFY, UPDATE, ...).
@@ -142,20 +158,21 @@ counters! {
     /// DNS query without a question (QDCOUNT=0, e.g. a cookie-only query).
     DnsNoQuestion => "dns_no_question", Skipped, Dns, Pass;
     /// UDP payload shorter than a DNS header.
-    DnsShortHeader => "dns_short_header", Malformed, Dns, Pass;
-    /// QDCOUNT above 1: no server answers it; fail-open passes it.
-    DnsMultiQuestion => "dns_multi_question", Malformed, Dns, Pass;
+    DnsShortHeader => "dns_short_header", Unjudged, Dns, Pass;
+    /// QDCOUNT above 1: only the first question would be judged. Servers
+    /// answer FORMERR or the first question; not judged.
+    DnsMultiQuestion => "dns_multi_question", Unjudged, Dns, Pass;
     /// The question runs past the end of the message.
-    DnsTruncated => "dns_truncated", Malformed, Dns, Pass;
+    DnsTruncated => "dns_truncated", Unjudged, Dns, Pass;
     /// A compression pointer in the question's QNAME.
-    DnsCompressed => "dns_compressed", Malformed, Dns, Pass;
+    DnsCompressed => "dns_compressed", Unjudged, Dns, Pass;
     /// A label type other than a plain length (0b01/0b10 prefixes, RFC 6891 §5).
-    DnsBadLabel => "dns_bad_label", Malformed, Dns, Pass;
+    DnsBadLabel => "dns_bad_label", Unjudged, Dns, Pass;
     /// QNAME longer than 255 bytes (RFC 1035 §2.3.4), hence also more than 127 labels.
-    DnsNameTooLong => "dns_name_too_long", Malformed, Dns, Pass;
+    DnsNameTooLong => "dns_name_too_long", Unjudged, Dns, Pass;
     /// A TLS ClientHello that does not parse, or whose server name is not a
-    /// host name we can judge: passed (fail-open) or dropped (fail-closed).
-    TlsMalformed => "tls_malformed", Malformed, Tls, Pass;
+    /// host name we can judge, or one longer than the parser walks: not judged.
+    TlsMalformed => "tls_malformed", Unjudged, Tls, Pass;
     /// No rule set installed yet: everything passes.
     NoRuleset => "no_ruleset", Skipped, Other, Pass;
     /// Judged; no rule matched.
@@ -170,8 +187,17 @@ counters! {
     Sinkhole => "sinkhole", Verdict, Dns, Answer;
     /// Blocked: dropped.
     Drop => "drop", Verdict, Dns, Drop;
-    /// Blocked DNS over TCP: dropped (an answer would need the TCP stream).
+    /// A blocked DNS query in fragments: its first fragment dropped (an
+    /// answer would need the whole datagram), and its later fragments.
+    DropFragmented => "drop_fragmented", Verdict, Dns, Drop;
+    /// Blocked DNS over TCP by a drop rule: dropped.
     DropTcp => "drop_tcp", Verdict, Dns, Drop;
+    /// Blocked DNS over TCP: the query dropped and the client sent a TCP
+    /// reset, so its lookup fails at once rather than at its timeout.
+    ResetTcp => "reset_tcp", Verdict, Dns, Reset;
+    /// A new flow or an unfinished ClientHello the full flow table cannot
+    /// hold: not judged.
+    TlsFlowTableFull => "tls_flow_table_full", Unjudged, Tls, Pass;
     /// A segment of an unfinished ClientHello: passed, the parser's state kept.
     TlsPending => "tls_pending", Verdict, Tls, Pass;
     /// A ClientHello whose server name no rule matched: passed.
@@ -203,8 +229,8 @@ counters! {
     QuicInitial => "quic_initial", Verdict, Quic, Pass;
     /// A QUIC Initial packet: dropped, so the client falls back to TCP.
     QuicInitialDrop => "quic_initial_drop", Verdict, Quic, Drop;
-    /// Extra: a malformed DNS query dropped because the program runs fail-closed.
-    FailClosedDrop => "fail_closed_drop", Extra, Other, -;
+    /// Extra: a packet that could not be judged, dropped by `--unjudged drop`.
+    UnjudgedDrop => "unjudged_drop", Extra, Other, -;
     /// Extra: writing an answer failed (no headroom/tailroom); the query was dropped instead.
     RewriteFailed => "rewrite_failed", Extra, Other, -;
     /// Extra: a ClientHello carrying encrypted_client_hello (its outer name is judged).
@@ -213,7 +239,10 @@ counters! {
     TlsNoSni => "tls_no_sni", Extra, Tls, -;
     /// Extra: a SYN carrying data (TCP Fast Open): parsed as the stream's first bytes.
     TcpFastOpen => "tcp_fast_open", Extra, Tls, -;
-    /// Extra: the flow table was full: a new flow was not tracked (fail-open) or dropped (fail-closed).
+    /// Extra: the flow table was full: a new flow or a ClientHello in
+    /// progress could not be kept (its outcome `tls_flow_table_full`), or a
+    /// blocked flow could not be remembered (its later segments reach the
+    /// server, which never got the ClientHello).
     FlowTableFull => "flow_table_full", Extra, Tls, -;
     /// Extra: a block event over this CPU's per-second budget: not sent.
     EventOverBudget => "event_over_budget", Extra, Other, -;

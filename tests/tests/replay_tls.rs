@@ -103,7 +103,7 @@ fn replay_names_the_deciding_segment() {
     let opts = ReplayOptions {
         lists: lists(dir.path()),
         dns_action: maps::Action::Nxdomain,
-        fail_closed: false,
+        unjudged_drop: false,
         answer_ttl: 60,
         tls: TlsPolicy::default(),
         max_flows: 0,

@@ -16,6 +16,12 @@ pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
+/// PPPoE session stage (RFC 2516 §4).
+pub const ETH_P_PPPOE_SES: u16 = 0x8864;
+
+/// PPP protocol numbers of IPv4 and IPv6 (RFC 1332, RFC 5072).
+pub const PPP_IPV4: u16 = 0x0021;
+pub const PPP_IPV6: u16 = 0x0057;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -35,6 +41,7 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
 
 /// Ethernet II header.
 #[repr(C)]
@@ -69,6 +76,34 @@ impl VlanHdr {
     #[inline(always)]
     pub fn inner(&self) -> u16 {
         u16::from_be_bytes(self.inner)
+    }
+}
+
+/// A PPPoE session header (RFC 2516 §4) and the PPP protocol number after
+/// it (RFC 1661 §2): how broadband access routers see every subscriber.
+#[repr(C)]
+pub struct PppoeHdr {
+    ver_type: u8,
+    code: u8,
+    session: [u8; 2],
+    len: [u8; 2],
+    protocol: [u8; 2],
+}
+
+// SAFETY: bytes and byte arrays only.
+unsafe impl Header for PppoeHdr {}
+
+impl PppoeHdr {
+    /// Version 1, type 1, code 0 (session data): what the Linux PPPoE
+    /// driver accepts (`pppoe_rcv`); anything else is not a session frame.
+    #[inline(always)]
+    pub fn is_session_data(&self) -> bool {
+        self.ver_type == 0x11 && self.code == 0
+    }
+
+    #[inline(always)]
+    pub fn protocol(&self) -> u16 {
+        u16::from_be_bytes(self.protocol)
     }
 }
 
@@ -114,6 +149,12 @@ impl Ipv4Hdr {
     #[inline(always)]
     pub fn total_len(&self) -> usize {
         u16::from_be_bytes(self.total_len) as usize
+    }
+
+    /// Identification: with the addresses and protocol, names a datagram's fragments.
+    #[inline(always)]
+    pub fn id(&self) -> u16 {
+        u16::from_be_bytes(self.id)
     }
 
     /// Fragment offset, in 8-byte units.
@@ -207,27 +248,35 @@ impl ExtHdr {
     }
 }
 
-/// The first four bytes of an IPv6 Fragment header (RFC 8200 §4.5): next
-/// header and the offset. The parser reads no more (the identification
-/// follows): a frame cut inside it is judged by its offset.
+/// An IPv6 Fragment header (RFC 8200 §4.5).
 #[repr(C)]
-pub struct FragHead {
+pub struct FragHdr {
     pub next_header: u8,
     reserved: u8,
     offset_flags: [u8; 2],
+    id: [u8; 4],
 }
 
 // SAFETY: bytes and byte arrays only.
-unsafe impl Header for FragHead {}
+unsafe impl Header for FragHdr {}
 
-impl FragHead {
-    /// The whole Fragment header's length.
-    pub const HEADER_LEN: usize = 8;
-
+impl FragHdr {
     /// Fragment offset, in 8-byte units.
     #[inline(always)]
     pub fn offset(&self) -> u16 {
         u16::from_be_bytes(self.offset_flags) >> 3
+    }
+
+    /// More fragments follow. Offset 0 without it is an atomic fragment
+    /// (RFC 6946): a whole datagram, processed as one.
+    #[inline(always)]
+    pub fn more_fragments(&self) -> bool {
+        self.offset_flags[1] & 1 != 0
+    }
+
+    #[inline(always)]
+    pub fn id(&self) -> u32 {
+        u32::from_be_bytes(self.id)
     }
 }
 
@@ -353,7 +402,8 @@ const _: () = assert!(
         && core::mem::size_of::<Ipv4Hdr>() == 20
         && core::mem::size_of::<Ipv6Hdr>() == 40
         && core::mem::size_of::<Ipv6Head>() == 8
-        && core::mem::size_of::<FragHead>() == 4
+        && core::mem::size_of::<FragHdr>() == 8
+        && core::mem::size_of::<PppoeHdr>() == 8
         && core::mem::size_of::<UdpHdr>() == 8
         && core::mem::size_of::<TcpHead>() == 13
         && core::mem::size_of::<TcpFlagsHead>() == 14

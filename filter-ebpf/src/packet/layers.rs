@@ -1,5 +1,6 @@
-//! Ethernet, VLAN, IPv4/IPv6 and UDP/TCP, parsed once by the entry stage
-//! down to the transport payload, and handed to the next stage.
+//! Ethernet, VLAN tags, PPPoE, IPv4/IPv6 (options, extension headers,
+//! fragments) and UDP/TCP, parsed once by the entry stage down to the
+//! transport payload, and handed to the next stage.
 
 use aya_ebpf::programs::XdpContext;
 use maps::{Counter, Handoff, handoff};
@@ -7,18 +8,26 @@ use maps::{Counter, Handoff, handoff};
 use super::{
     Packet,
     headers::{
-        ETH_P_IPV4, ETH_P_IPV6, EthHdr, ExtHdr, FragHead, Header as _, IPPROTO_TCP, IPPROTO_UDP, IPV6_AH,
-        IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, Ipv4Hdr, Ipv6Hdr, Ipv6Head, TcpHead, UdpHdr,
-        VlanHdr, is_vlan,
+        ETH_P_IPV4, ETH_P_IPV6, ETH_P_PPPOE_SES, EthHdr, ExtHdr, FragHdr, Header as _, IPPROTO_TCP, IPPROTO_UDP,
+        IPV6_AH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, Ipv4Hdr, Ipv6Hdr, Ipv6Head, PPP_IPV4,
+        PPP_IPV6, PppoeHdr, TcpHead, UdpHdr, VlanHdr, is_vlan,
     },
 };
+use crate::{tables::scratch, verifier};
 
-/// Most VLAN tags followed (802.1Q inside 802.1ad).
-pub const MAX_VLAN_TAGS: usize = 2;
-// `parse` follows exactly this many tags, written out.
-const _: () = assert!(MAX_VLAN_TAGS == 2);
-/// Most IPv6 extension headers followed before giving up.
-pub const MAX_IPV6_EXT: usize = 6;
+/// Most VLAN tags followed (802.1Q, 802.1ad, and stacks of them as some
+/// access networks use). A frame with more is not judged (`vlan_too_deep`,
+/// under the "cannot judge" policy): a client must not hide a query behind
+/// one more tag than the filter reads.
+pub const MAX_VLAN_TAGS: usize = 4;
+/// Longest layer-2 header: Ethernet, [`MAX_VLAN_TAGS`] tags and a PPPoE
+/// session header with its PPP protocol number.
+pub const MAX_L2_LEN: usize = ETH_HLEN + 4 * MAX_VLAN_TAGS + PppoeHdr::LEN;
+const _: () = assert!(MAX_L2_LEN <= 0x3f);
+/// Most IPv6 extension headers followed; more are not judged
+/// (`ipv6_ext_too_deep`, under the "cannot judge" policy). Real traffic
+/// carries one or two (hop-by-hop, a fragment header, a routing header).
+pub const MAX_IPV6_EXT: usize = 8;
 /// Furthest the transport header may start; deeper means extension headers
 /// longer than any real traffic carries (counted as `ipv6_ext_too_deep`).
 /// Keeping offsets small lets the verifier bound every packet access.
@@ -37,14 +46,32 @@ pub const DNS_PORT: u16 = 53;
 
 const ETH_HLEN: usize = 14;
 
+/// Whether a packet is a fragment of a larger datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// A whole datagram (an atomic IPv6 fragment included).
+    Whole,
+    /// The first fragment: it holds the transport header and the start of
+    /// the payload; the datagram goes on in fragments not reassembled here.
+    First,
+    /// A later fragment: no transport header. Only its layer-2 and IP
+    /// fields in [`Layers`] mean anything.
+    Later,
+    /// A first fragment too short for its transport header (RFC 1858
+    /// §3.1): as for [`Fragment::Later`], only layer 2 and IP are known.
+    Tiny,
+}
+
 /// Where the layers of a packet sit. All offsets are from the start of the
 /// frame.
 #[derive(Clone, Copy)]
 pub struct Layers {
-    /// Ethernet header plus VLAN tags.
+    /// Ethernet header plus VLAN tags and PPPoE header.
     pub l2_len: usize,
-    /// Number of VLAN tags (0..=2).
+    /// Number of VLAN tags (0..=[`MAX_VLAN_TAGS`]).
     pub vlan_tags: usize,
+    /// The IP packet is inside a PPPoE session header.
+    pub pppoe: bool,
     pub ipv6: bool,
     /// Start of the UDP/TCP header; `l4_off - l2_len - fixed IP header` is
     /// the length of IPv4 options or IPv6 extension headers.
@@ -55,13 +82,16 @@ pub struct Layers {
     /// Start of the transport payload.
     pub payload_off: usize,
     /// End of the transport payload as the IP/UDP lengths say (never past
-    /// the frame; Ethernet padding lies beyond it), at most
-    /// [`MAX_PAYLOAD_SEEN`] bytes after its start. In a multi-buffer frame
-    /// it may lie past the first buffer: read beyond the headers with
-    /// `bpf_xdp_load_bytes`.
+    /// the frame; Ethernet padding lies beyond it; for a first fragment,
+    /// the fragment's end), at most [`MAX_PAYLOAD_SEEN`] bytes after its
+    /// start. In a multi-buffer frame it may lie past the first buffer:
+    /// read beyond the headers with `bpf_xdp_load_bytes`.
     pub payload_end: usize,
     /// End of the IP packet (not clamped): TCP sequence numbers count to here.
     pub ip_end: usize,
+    pub fragment: Fragment,
+    /// For fragments: the datagram's identification.
+    pub frag_id: u32,
 }
 
 impl Layers {
@@ -84,7 +114,8 @@ impl Layers {
         self.ip_end - self.payload_off
     }
 
-    /// Leaves the layers in `h` for the next stage.
+    /// Leaves the layers in `h` for the next stage. A later fragment is
+    /// never handed on; a first fragment's key is left by the caller.
     #[inline(always)]
     pub fn hand_off(&self, h: &mut Handoff) {
         h.l2_len = self.l2_len as u16;
@@ -95,20 +126,23 @@ impl Layers {
         h.ip_end = self.ip_end as u32;
         h.dport = self.dport;
         h.proto = self.proto;
-        h.flags = if self.ipv6 { handoff::IPV6 } else { 0 };
+        h.flags = if self.ipv6 { handoff::IPV6 } else { 0 }
+            | if self.pppoe { handoff::PPPOE } else { 0 }
+            | if self.fragment == Fragment::First { handoff::FIRST_FRAGMENT } else { 0 };
     }
 
     /// The layers the entry stage left, with the bounds [`parse`]
     /// guarantees restored as masks: read from map memory they are unknown
     /// to the verifier, which needs them to bound packet accesses (offset
     /// plus access size at most 0xffff). The masks never change a value:
-    /// `l4_off <= 2048`, `payload_off <= 2048 + 60`, `payload_end <=
-    /// payload_off + 4096` and `ip_end <= MAX_IP_END`.
+    /// `l2_len <= MAX_L2_LEN`, `l4_off <= 2048`, `payload_off <= 2048 +
+    /// 60`, `payload_end <= payload_off + 4096` and `ip_end <= MAX_IP_END`.
     #[inline(always)]
     pub fn taken_over(h: &Handoff) -> Self {
         Self {
-            l2_len: (h.l2_len & 0x1f) as usize,
-            vlan_tags: (h.vlan_tags & 0x3) as usize,
+            l2_len: (h.l2_len & 0x3f) as usize,
+            vlan_tags: (h.vlan_tags & 0x7) as usize,
+            pppoe: h.flags & handoff::PPPOE != 0,
             ipv6: h.flags & handoff::IPV6 != 0,
             l4_off: (h.l4_off & 0xfff) as usize,
             proto: h.proto,
@@ -116,6 +150,8 @@ impl Layers {
             payload_off: (h.payload_off & 0xfff) as usize,
             payload_end: (h.payload_end & 0x1fff) as usize,
             ip_end: h.ip_end as usize & MAX_IP_END,
+            fragment: if h.flags & handoff::FIRST_FRAGMENT != 0 { Fragment::First } else { Fragment::Whole },
+            frag_id: 0,
         }
     }
 }
@@ -127,31 +163,16 @@ fn min(a: usize, b: usize) -> usize {
 
 /// Parses down to the transport payload of what the program judges: UDP and
 /// TCP to port 53 (DNS), TCP to any other port (TLS flow tracking), UDP
-/// long-header packets (QUIC Initial candidates); or says why not. `pkt`
-/// covers only the first buffer of a multi-buffer frame; `ctx` answers for
-/// the whole frame when needed.
+/// long-header packets (QUIC Initial candidates), and fragments; or says
+/// why not. `pkt` covers only the first buffer of a multi-buffer frame;
+/// `ctx` answers for the whole frame when needed.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     // Untagged IPv4 and IPv6 first, in straight-line code: this runs for
-    // every packet and the verifier-friendly loop cost more than the rest of
-    // the header parsing.
+    // every packet.
     let outer = pkt.header::<EthHdr>(0).ok_or(Counter::TruncatedHeader)?.ethertype();
-    let (ethertype, l2_len, vlan_tags) = if outer == ETH_P_IPV4 || outer == ETH_P_IPV6 {
-        (outer, ETH_HLEN, 0)
-    } else if is_vlan(outer) {
-        let inner = pkt.header::<VlanHdr>(ETH_HLEN).ok_or(Counter::TruncatedHeader)?.inner();
-        if is_vlan(inner) {
-            let third = pkt.header::<VlanHdr>(ETH_HLEN + VlanHdr::LEN).ok_or(Counter::TruncatedHeader)?.inner();
-            if is_vlan(third) {
-                return Err(Counter::VlanTooDeep);
-            }
-            (third, ETH_HLEN + 2 * VlanHdr::LEN, 2)
-        } else {
-            (inner, ETH_HLEN + VlanHdr::LEN, 1)
-        }
-    } else {
-        return Err(Counter::NotIp);
-    };
+    let (ethertype, l2_len, vlan_tags, pppoe) =
+        if outer == ETH_P_IPV4 || outer == ETH_P_IPV6 { (outer, ETH_HLEN, 0, false) } else { parse_l2(pkt, outer)? };
     let l3 = l2_len;
     let (ipv6, ip) = if ethertype == ETH_P_IPV4 {
         (false, parse_ipv4(pkt, l3)?)
@@ -160,13 +181,11 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     } else {
         return Err(Counter::NotIp);
     };
-    let Ip { proto, l4_off, end: ip_end, first_fragment } = ip;
-    if l4_off > MAX_L4_OFF {
-        return Err(Counter::Ipv6ExtTooDeep);
-    }
-    let layers = |dport, payload_off, payload_end| Layers {
+    let Ip { proto, l4_off, end: ip_end, fragment, frag_id } = ip;
+    let layers = |dport, payload_off, payload_end, fragment| Layers {
         l2_len,
         vlan_tags,
+        pppoe,
         ipv6,
         l4_off,
         proto,
@@ -174,7 +193,25 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
         payload_off,
         payload_end: min(payload_end, payload_off + MAX_PAYLOAD_SEEN),
         ip_end,
+        fragment,
+        frag_id,
     };
+    if fragment == Fragment::Later {
+        return Ok(layers(0, l4_off, l4_off, fragment));
+    }
+    if l4_off > MAX_L4_OFF {
+        return Err(Counter::Ipv6ExtTooDeep);
+    }
+    let first = fragment == Fragment::First;
+    if first {
+        // A fragment cut short is dropped by the receiver; one too short for
+        // its transport header hides what it carries (RFC 1858 §3.1).
+        check_ip_end(ctx, pkt, ip_end)?;
+        let need = if proto == IPPROTO_TCP { TcpHead::LEN } else { UdpHdr::LEN };
+        if l4_off + need > ip_end {
+            return Ok(layers(0, l4_off, l4_off, Fragment::Tiny));
+        }
+    }
     match proto {
         IPPROTO_UDP => {
             let udp = pkt.header::<UdpHdr>(l4_off).ok_or(Counter::TruncatedHeader)?;
@@ -184,42 +221,90 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
                 // Only a long-header packet can be a QUIC Initial; anything
                 // else is done with here, cheaply.
                 return match pkt.u8(payload_off) {
-                    Some(b) if b & 0xc0 == 0xc0 && !first_fragment => Ok(layers(dport, payload_off, ip_end)),
+                    Some(b) if b & 0xc0 == 0xc0 && !first => Ok(layers(dport, payload_off, ip_end, fragment)),
                     _ => Err(Counter::NotDnsPort),
                 };
             }
-            if first_fragment {
-                return Err(Counter::FirstFragment);
-            }
             check_ip_end(ctx, pkt, ip_end)?;
             // A UDP length beyond the IP payload: Linux drops the datagram
-            // (udp_rcv's "short packet"); shorter is legal, the rest is padding.
-            if udp_len < UdpHdr::LEN || l4_off + udp_len > ip_end {
+            // (udp_rcv's "short packet"); shorter is legal, the rest is
+            // padding. A first fragment's UDP length covers the datagram.
+            if udp_len < UdpHdr::LEN || (!first && l4_off + udp_len > ip_end) {
                 return Err(Counter::BadHeader);
             }
-            Ok(layers(dport, payload_off, l4_off + udp_len))
+            Ok(layers(dport, payload_off, min(l4_off + udp_len, ip_end), fragment))
         }
         IPPROTO_TCP => {
             let tcp = pkt.header::<TcpHead>(l4_off).ok_or(Counter::TruncatedHeader)?;
             let (dport, doff) = (tcp.dport(), tcp.header_len());
-            if first_fragment {
-                return Err(Counter::FirstFragment);
-            }
             check_ip_end(ctx, pkt, ip_end)?;
             let payload_off = l4_off + doff;
-            // Data offset shorter than the fixed header or past the packet's end.
+            // Data offset shorter than the fixed header or past the packet's
+            // end; for a first fragment, options going on in the next one.
+            if first && payload_off > ip_end {
+                return Ok(layers(0, l4_off, l4_off, Fragment::Tiny));
+            }
             if doff < 20 || payload_off > ip_end {
                 return Err(Counter::BadHeader);
             }
             // Segments without payload matter to TLS flow tracking (SYN,
             // later packets of blocked flows), not to DNS.
-            if payload_off == ip_end && dport == DNS_PORT {
+            if payload_off == ip_end && dport == DNS_PORT && !first {
                 return Err(Counter::TcpNoPayload);
             }
-            Ok(layers(dport, payload_off, ip_end))
+            Ok(layers(dport, payload_off, ip_end, fragment))
         }
         _ => Err(Counter::NotUdpTcp),
     }
+}
+
+/// Follows VLAN tags and a PPPoE session header after the outer
+/// `EtherType` (which is neither IPv4 nor IPv6): the IP `EtherType`, the
+/// layer-2 length, the tags and whether PPPoE carries the packet.
+#[inline(always)]
+fn parse_l2(pkt: &Packet, outer: u16) -> Result<(u16, usize, usize, bool), Counter> {
+    let mut ethertype = outer;
+    let mut off = ETH_HLEN;
+    let mut tags = 0;
+    for _ in 0..MAX_VLAN_TAGS {
+        if !is_vlan(ethertype) {
+            break;
+        }
+        ethertype = pkt.header::<VlanHdr>(off).ok_or(Counter::TruncatedHeader)?.inner();
+        off += VlanHdr::LEN;
+        tags += 1;
+    }
+    if is_vlan(ethertype) {
+        return Err(Counter::VlanTooDeep);
+    }
+    let (ethertype, off, pppoe) = if ethertype == ETH_P_PPPOE_SES {
+        let p = pkt.header::<PppoeHdr>(off).ok_or(Counter::TruncatedHeader)?;
+        // Not session data: the PPPoE driver drops it; LCP, IPCP and other
+        // PPP control protocols carry no name.
+        if !p.is_session_data() {
+            return Err(Counter::NotIp);
+        }
+        let inner = match p.protocol() {
+            PPP_IPV4 => ETH_P_IPV4,
+            PPP_IPV6 => ETH_P_IPV6,
+            _ => return Err(Counter::NotIp),
+        };
+        (inner, off + PppoeHdr::LEN, true)
+    } else {
+        (ethertype, off, false)
+    };
+    if ethertype != ETH_P_IPV4 && ethertype != ETH_P_IPV6 {
+        return Err(Counter::NotIp);
+    }
+    // A dozen layouts leave here as a dozen constant offsets, and the
+    // verifier would check the IP and transport parsers once for each:
+    // forgotten, they are one (untagged frames keep their constant path).
+    let Some(scratch) = scratch() else {
+        return Err(Counter::Internal);
+    };
+    let v = [u64::from(ethertype), off as u64, tags as u64, u64::from(pppoe)];
+    let [ethertype, off, tags, pppoe] = verifier::forget(&raw mut scratch.spill, v);
+    Ok((ethertype as u16, off as usize & 0x3f, tags as usize & 0x7, pppoe & 1 != 0))
 }
 
 /// A frame shorter than the IP packet it carries was cut short; Linux drops
@@ -236,12 +321,13 @@ fn check_ip_end(ctx: &XdpContext, pkt: &Packet, ip_end: usize) -> Result<(), Cou
 /// What the IP layer says.
 struct Ip {
     proto: u8,
-    /// Start of the transport header.
+    /// Start of the transport header (of a later fragment: of its data).
     l4_off: usize,
     /// End of the IP packet.
     end: usize,
-    /// The first fragment of a fragmented datagram.
-    first_fragment: bool,
+    fragment: Fragment,
+    /// For fragments: the datagram's identification.
+    frag_id: u32,
 }
 
 /// Parses an IPv4 header.
@@ -255,12 +341,15 @@ fn parse_ipv4(pkt: &Packet, l3: usize) -> Result<Ip, Counter> {
     if ihl < 20 || total < ihl {
         return Err(Counter::BadHeader);
     }
-    // Only the first fragment (offset 0) carries the transport header; a
-    // datagram in fragments is not reassembled here.
-    if h.frag_offset() != 0 {
-        return Err(Counter::IpFragment);
-    }
-    Ok(Ip { proto: h.proto(), l4_off: l3 + ihl, end: l3 + total, first_fragment: h.more_fragments() })
+    // Only the first fragment (offset 0) carries the transport header.
+    let fragment = if h.frag_offset() != 0 {
+        Fragment::Later
+    } else if h.more_fragments() {
+        Fragment::First
+    } else {
+        Fragment::Whole
+    };
+    Ok(Ip { proto: h.proto(), l4_off: l3 + ihl, end: l3 + total, fragment, frag_id: u32::from(h.id()) })
 }
 
 /// Parses an IPv6 header, following up to [`MAX_IPV6_EXT`] extension headers.
@@ -285,7 +374,8 @@ fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<Ip, Counter> 
         return Err(Counter::BadHeader);
     }
     let mut off = l3 + Ipv6Hdr::LEN;
-    let mut first_fragment = false;
+    let mut fragment = Fragment::Whole;
+    let mut frag_id = 0;
     for _ in 0..MAX_IPV6_EXT {
         match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH => {
@@ -294,19 +384,25 @@ fn parse_ipv6(ctx: &XdpContext, pkt: &Packet, l3: usize) -> Result<Ip, Counter> 
                 next = e.next_header;
             }
             IPV6_FRAGMENT => {
-                let f = pkt.header::<FragHead>(off).ok_or(Counter::TruncatedHeader)?;
-                if f.offset() != 0 {
-                    return Err(Counter::IpFragment);
-                }
-                first_fragment = true;
+                let f = pkt.header::<FragHdr>(off).ok_or(Counter::TruncatedHeader)?;
                 next = f.next_header;
-                off += FragHead::HEADER_LEN;
+                off += FragHdr::LEN;
+                frag_id = f.id();
+                if f.offset() != 0 {
+                    fragment = Fragment::Later;
+                    break;
+                }
+                // An atomic fragment (offset 0, no more): the whole datagram.
+                if f.more_fragments() {
+                    fragment = Fragment::First;
+                }
             }
             _ => break,
         }
     }
     match next {
+        _ if fragment == Fragment::Later => Ok(Ip { proto: next, l4_off: off, end, fragment, frag_id }),
         IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH | IPV6_FRAGMENT => Err(Counter::Ipv6ExtTooDeep),
-        _ => Ok(Ip { proto: next, l4_off: off, end, first_fragment }),
+        _ => Ok(Ip { proto: next, l4_off: off, end, fragment, frag_id }),
     }
 }

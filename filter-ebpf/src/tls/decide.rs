@@ -16,7 +16,7 @@ use maps::{
 use super::{Name, Segment, flow, hello};
 use crate::{
     names,
-    packet::{Layers, headers::TCP_ACK},
+    packet::Layers,
     reply,
     tables::{SETTINGS, scratch},
     verdict::{self, Done, count, drop, not_judged, pass},
@@ -188,10 +188,7 @@ fn block(
     if action == Action::Drop as u8 {
         return drop(Counter::TlsDrop);
     }
-    let ack = seg.seq.wrapping_add(l.payload_len() as u32);
-    // The client's acknowledgment number is the server's next sequence number.
-    let seq = if seg.flags & TCP_ACK != 0 { seg.ack } else { 0 };
-    if reply::write_rst(ctx, l, seq, ack, scratch).is_err() {
+    if reply::reset_client(ctx, l, seg.seq, seg.ack, seg.flags, scratch).is_err() {
         count(Counter::RewriteFailed);
         return drop(Counter::TlsReset);
     }

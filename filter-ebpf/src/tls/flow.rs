@@ -95,7 +95,7 @@ pub fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings, scratch: &mu
     restart(&mut f.tls);
     if !remember(key, settings, &scratch.flow) {
         count(Counter::FlowTableFull);
-        return not_judged(settings, Counter::TcpSyn);
+        return not_judged(settings, Counter::TlsFlowTableFull);
     }
     pass(Counter::TcpSyn)
 }
@@ -130,5 +130,5 @@ pub fn keep(key: u64, next_seq: u32, settings: &Settings, scratch: &mut Scratch)
     }
     // Full: the rest of this ClientHello cannot be followed.
     count(Counter::FlowTableFull);
-    not_judged(settings, Counter::TlsPending)
+    not_judged(settings, Counter::TlsFlowTableFull)
 }

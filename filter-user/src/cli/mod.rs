@@ -139,12 +139,22 @@ pub struct JudgingArgs {
     /// What blocked DNS queries get unless their rule says otherwise: nxdomain, refused, sinkhole, drop.
     #[arg(long, default_value = "nxdomain", value_parser = parse_dns_action)]
     pub dns_action: Action,
-    /// Drop what cannot be judged instead of passing it: DNS queries that
-    /// cannot be parsed, malformed ClientHellos, first fragments of TCP
-    /// segments and DNS queries (never reassembled), and new
-    /// TLS flows while the flow table is full.
-    #[arg(long)]
-    pub fail_closed: bool,
+    /// What happens to packets that may carry a name but cannot be judged
+    /// (malformed or split queries, fragments that hide the name, too many
+    /// VLAN tags or IPv6 extension headers, ClientHellos longer than the
+    /// parser walks, flows the full table cannot follow): drop (a client
+    /// that cannot be judged is one trying to slip past) or pass.
+    #[arg(long, value_enum, default_value_t = Unjudged::Drop)]
+    pub unjudged: Unjudged,
+}
+
+/// The "cannot judge" policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Unjudged {
+    /// Pass what cannot be judged (fail open).
+    Pass,
+    /// Drop what cannot be judged (the default).
+    Drop,
 }
 
 /// The TLS flags `run` and `replay` share.

@@ -67,7 +67,7 @@ pub fn execute(args: ReplayArgs) -> anyhow::Result<()> {
             urls: Vec::new(),
         },
         dns_action: args.judging.dns_action,
-        fail_closed: args.judging.fail_closed,
+        unjudged_drop: args.judging.unjudged == super::Unjudged::Drop,
         answer_ttl: args.answer_ttl,
         tls: args.tls.policy(),
         max_flows: usize::try_from(args.tls.max_flows).unwrap_or(usize::MAX),

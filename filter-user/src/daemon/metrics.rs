@@ -26,8 +26,8 @@ pub struct Snapshot {
     pub rows: Vec<u64>,
     /// The interfaces attached to, with their index.
     pub interfaces: Vec<(String, u32)>,
-    /// Whether malformed packets are dropped (their verdict).
-    pub fail_closed: bool,
+    /// Whether the "cannot judge" policy drops (the verdict of unjudged outcomes).
+    pub unjudged_drop: bool,
     /// Rules in the kernel's active set.
     pub rules_active: u64,
     /// (list path, block|allow, rules, malformed lines).
@@ -88,9 +88,9 @@ pub fn protocol(c: Counter) -> &'static str {
 }
 
 /// What happened to a packet with this outcome (`maps::counters`' table):
-/// a malformed packet is dropped when running fail-closed.
-pub fn verdict(c: Counter, fail_closed: bool) -> &'static str {
-    c.fate(fail_closed).unwrap_or(maps::Fate::Pass).name()
+/// a packet that could not be judged is dropped under `--unjudged drop`.
+pub fn verdict(c: Counter, unjudged_drop: bool) -> &'static str {
+    c.fate(unjudged_drop).unwrap_or(maps::Fate::Pass).name()
 }
 
 /// Names each interface bucket: the attached interfaces in it, or
@@ -133,13 +133,13 @@ pub fn render(s: &Snapshot) -> String {
                 interface: names[b].clone(),
                 protocol: protocol(*c),
                 outcome: c.name(),
-                verdict: verdict(*c, s.fail_closed),
+                verdict: verdict(*c, s.unjudged_drop),
             };
             packets.get_or_create(&labels).inc_by(v);
         }
     }
     reg.register("packets", "Packets seen, by interface, protocol, outcome and verdict", packets);
-    reg.register("parser_events", "Events on top of a packet's outcome (fail-closed drops, ECH, ...)", events);
+    reg.register("parser_events", "Events on top of a packet's outcome (drops of what cannot be judged, ECH, ...)", events);
 
     let rules = Family::<SourceLabels, Gauge>::default();
     rules.get_or_create(&SourceLabels { source: "kernel" }).set(gauge(s.rules_active));
@@ -203,7 +203,7 @@ mod tests {
             }
             let v = verdict(*c, false);
             assert!(["pass", "drop", "answer", "reset"].contains(&v), "{c:?}");
-            if c.kind() == CounterKind::Malformed {
+            if c.kind() == CounterKind::Unjudged {
                 assert_eq!(verdict(*c, true), "drop", "{c:?}");
             }
         }

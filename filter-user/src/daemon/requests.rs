@@ -215,7 +215,7 @@ impl Daemon {
         let top_rules = self.top_rules(top).map_err(|e| ErrorBody::new(format!("reading rule hits: {e}")))?;
         let rows = self.filter.counter_rows().map_err(|e| ErrorBody::new(format!("reading counters: {e}")))?;
         let counters = counters::totals(&rows);
-        let fail_closed = self.filter.settings().fail_closed != 0;
+        let unjudged_drop = self.filter.settings().unjudged == maps::layout::settings::UNJUDGED_DROP;
         let mut interfaces = std::collections::BTreeMap::new();
         for name in &self.info.interfaces {
             let Some(ifindex) = sys::if_index(name) else { continue };
@@ -224,7 +224,7 @@ impl Daemon {
             let mut by_verdict = std::collections::BTreeMap::new();
             for c in maps::Counter::ALL {
                 if c.kind() != maps::counters::CounterKind::Extra && row[*c as usize] != 0 {
-                    *by_verdict.entry(metrics::verdict(*c, fail_closed).to_owned()).or_insert(0) += row[*c as usize];
+                    *by_verdict.entry(metrics::verdict(*c, unjudged_drop).to_owned()).or_insert(0) += row[*c as usize];
                 }
             }
             interfaces.insert(name.clone(), by_verdict);
@@ -286,7 +286,7 @@ impl Daemon {
         Ok(metrics::Snapshot {
             rows,
             interfaces: self.info.interfaces.iter().filter_map(|i| Some((i.clone(), sys::if_index(i)?))).collect(),
-            fail_closed: self.filter.settings().fail_closed != 0,
+            unjudged_drop: self.filter.settings().unjudged == maps::layout::settings::UNJUDGED_DROP,
             rules_active: self.filter.active_len() as u64,
             lists: self
                 .lists

@@ -59,7 +59,7 @@ pub fn table(c: &Counters) -> String {
     for (kind, title) in [
         (CounterKind::Verdict, "verdicts"),
         (CounterKind::Skipped, "not judged"),
-        (CounterKind::Malformed, "malformed queries"),
+        (CounterKind::Unjudged, "not judgeable (--unjudged)"),
         (CounterKind::Extra, "events"),
     ] {
         let rows: Vec<_> = Counter::ALL.iter().filter(|k| k.kind() == kind && c[**k as usize] != 0).collect();

@@ -251,16 +251,19 @@ impl Filter {
         self.kernel_log.is_some()
     }
 
-    /// Changes settings other than the seed and depth mask, which follow the rule set.
+    /// Changes settings other than the seed and depth mask, which follow the
+    /// rule set. `unjudged_drop`: the "cannot judge" policy drops (see
+    /// `maps::layout::settings::UNJUDGED_DROP`).
     pub fn configure(
         &mut self,
         dns_action: maps::Action,
-        fail_closed: bool,
+        unjudged_drop: bool,
         answer_ttl: u32,
     ) -> Result<(), FilterError> {
+        use maps::layout::settings::{UNJUDGED_DROP, UNJUDGED_PASS};
         let settings = Settings {
             dns_action: dns_action as u8,
-            fail_closed: u8::from(fail_closed),
+            unjudged: if unjudged_drop { UNJUDGED_DROP } else { UNJUDGED_PASS },
             answer_ttl,
             ..self.maps.settings()
         };

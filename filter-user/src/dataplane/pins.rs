@@ -44,6 +44,7 @@ pub fn map_type(kind: MapKind) -> MapType {
         MapKind::Array => MapType::Array,
         MapKind::PerCpuArray => MapType::PerCpuArray,
         MapKind::Hash => MapType::Hash,
+        MapKind::LruHash => MapType::LruHash,
         MapKind::ArrayOfMaps => MapType::ArrayOfMaps,
         MapKind::RingBuf => MapType::RingBuf,
         MapKind::ProgramArray => MapType::ProgramArray,

@@ -197,7 +197,8 @@ pub struct ReplayOptions {
     pub lists: PolicySource,
     /// Default action for blocked DNS queries.
     pub dns_action: Action,
-    pub fail_closed: bool,
+    /// The "cannot judge" policy drops.
+    pub unjudged_drop: bool,
     pub answer_ttl: u32,
     /// What blocked TLS flows get, and the ECH, no-SNI and QUIC policies.
     pub tls: TlsPolicy,
@@ -219,7 +220,7 @@ pub fn prepare(opts: &ReplayOptions) -> Result<(Filter, Policy), ReplayError> {
     };
     let mut filter = Filter::load(load).map_err(filter_err("loading the XDP program"))?;
     filter
-        .configure(opts.dns_action, opts.fail_closed, opts.answer_ttl)
+        .configure(opts.dns_action, opts.unjudged_drop, opts.answer_ttl)
         .and_then(|()| filter.configure_tls(opts.tls))
         .map_err(filter_err("configuring the program"))?;
     filter.install(&policy.rules).map_err(filter_err("installing the rule set"))?;

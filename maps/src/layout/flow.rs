@@ -18,8 +18,8 @@
 //! it meets, and the daemon sweeps the rest. The map is a plain hash map on
 //! purpose, not an LRU: an LRU would silently forget a half-parsed
 //! ClientHello when flooded, letting its rest through; a full plain map is
-//! visible, and the operator's policy (fail-open: do not track the new flow;
-//! fail-closed: drop it) applies and is counted.
+//! visible, and the "cannot judge" policy (`--unjudged pass`: do not track
+//! the new flow; `drop`: drop it) applies and is counted.
 //!
 //! `FLOW_HINT` spares established flows the hash-map lookup: an array of
 //! counters, one per hint slot, incremented before a key is inserted and

@@ -11,7 +11,7 @@
 //!   decision over a rule found at a depth;
 //! - [`settings`]: the one `SETTINGS` value; [`filter`]: the
 //!   negative-lookup bit filter; [`flow`]: TLS flow state and the flow
-//!   hint; [`event`]: block events; [`trace`]: the decision record of
+//!   hint; [`fragment`]: dropped datagrams' later fragments; [`event`]: block events; [`trace`]: the decision record of
 //!   replay and tests;
 //! - [`scratch`]: per-CPU working memory, and what one stage hands the
 //!   next; [`stage`]: the stages' program-array slots.
@@ -19,6 +19,7 @@
 pub mod event;
 pub mod filter;
 pub mod flow;
+pub mod fragment;
 pub mod rule;
 pub mod scratch;
 pub mod settings;
@@ -33,12 +34,14 @@ pub mod names {
     /// inner map and swaps it in with one update, so a packet is judged by
     /// either the old or the new set, never a mix.
     pub const RULESETS: &str = "RULESETS";
-    /// `Array<Settings>` with one element: seed, default actions, fail mode.
+    /// `Array<Settings>` with one element: seed, default actions, the "cannot judge" policy.
     pub const SETTINGS: &str = "SETTINGS";
     /// `Array<u64>`: the negative-lookup bit filter, see [`filter`].
     pub const FILTER: &str = "FILTER";
     /// `HashMap<u64, FlowState>`: TLS flows in progress and blocked flows, see [`flow`].
     pub const FLOWS: &str = "FLOWS";
+    /// `LruHashMap<u64, u64>`: datagrams whose first fragment was dropped, see [`fragment`].
+    pub const FRAGMENTS: &str = "FRAGMENTS";
     /// `Array<u64>` (mmapable): counters sparing untracked flows a lookup, see [`flow`].
     pub const FLOW_HINT: &str = "FLOW_HINT";
     /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
@@ -67,7 +70,7 @@ pub mod names {
 /// configuration, and their meaning (settings fields, counter indices, flow
 /// state). Bump it with any such change: a daemon refuses pinned state of
 /// another version instead of misreading it.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Slot of the active rule set in `RULESETS`.
 pub const ACTIVE_RULESET: u32 = 0;

@@ -48,7 +48,7 @@ pub struct Scratch {
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct Handoff {
-    /// Ethernet header plus VLAN tags.
+    /// Ethernet header plus VLAN tags and PPPoE header.
     pub l2_len: u16,
     /// Start of the UDP/TCP header.
     pub l4_off: u16,
@@ -73,7 +73,7 @@ pub struct Handoff {
     pub ack: u32,
     /// TCP: the header's flags byte.
     pub tcp_flags: u8,
-    /// Number of VLAN tags (0..=2).
+    /// Number of VLAN tags (0..=4).
     pub vlan_tags: u8,
     /// TLS stage to ClientHello verdict stage: what the ClientHello showed
     /// ([`handoff`] `HELLO_*` bits).
@@ -87,9 +87,12 @@ pub struct Handoff {
     pub pad2: [u8; 2],
     /// DNS stage to answer stage: the answer to write.
     pub answer: Answer,
+    /// With [`handoff::FIRST_FRAGMENT`]: the datagram's key in `FRAGMENTS`
+    /// (see [`crate::layout::fragment`]), recorded if the stage drops it.
+    pub frag_key: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Handoff>() == 56);
+const _: () = assert!(core::mem::size_of::<Handoff>() == 64);
 
 /// The answer to a blocked DNS query over UDP, as the DNS stage chose it,
 /// for the answer stage to write in place of the query.
@@ -123,6 +126,10 @@ pub mod handoff {
     pub const IPV6: u8 = 1 << 0;
     /// TCP: the flow hint says the flow may be in `FLOWS`.
     pub const HINTED: u8 = 1 << 1;
+    /// The first fragment of a fragmented datagram.
+    pub const FIRST_FRAGMENT: u8 = 1 << 2;
+    /// The IP packet is inside a PPPoE session header (ending `l2_len`).
+    pub const PPPOE: u8 = 1 << 3;
 
     /// [`super::Handoff::hello`]: a complete server name.
     pub const HELLO_SNI: u8 = 1 << 0;

@@ -3,7 +3,8 @@
 /// The single element of the `SETTINGS` array.
 ///
 /// All-zero settings (before user space writes them) mean: seed 0, no rule
-/// depths, so every query passes; the program fails open until configured.
+/// depths and the "cannot judge" policy pass: every packet passes until
+/// user space configures the program.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -22,9 +23,13 @@ pub struct Settings {
     pub answer_ttl: u32,
     /// Default [`crate::Action`] code for blocked DNS queries.
     pub dns_action: u8,
-    /// 1: drop DNS queries and TLS ClientHellos that cannot be parsed, and
-    /// new TLS flows when the flow table is full (fail-closed); 0: pass them.
-    pub fail_closed: u8,
+    /// The "cannot judge" policy, [`UNJUDGED_DROP`] or [`UNJUDGED_PASS`]:
+    /// what happens to a packet that may carry a name but cannot be parsed
+    /// to a verdict (a malformed or split query, a fragmented query or
+    /// ClientHello segment, too many tags or extension headers, a flow the
+    /// full table cannot follow, a ClientHello longer than the parser walks).
+    /// Packets that cannot carry a name always pass.
+    pub unjudged: u8,
     /// Default [`crate::Action`] code for blocked TLS flows: reset or drop.
     pub tls_action: u8,
     /// [`policy`] bits: what ECH, missing SNI and QUIC get.
@@ -44,6 +49,12 @@ pub struct Settings {
 }
 
 const _: () = assert!(core::mem::size_of::<Settings>() == 56);
+
+/// [`Settings::unjudged`]: pass what cannot be judged (fail open).
+pub const UNJUDGED_PASS: u8 = 0;
+/// [`Settings::unjudged`]: drop what cannot be judged (the default: a
+/// client that cannot be judged is a client trying to slip past).
+pub const UNJUDGED_DROP: u8 = 1;
 
 /// Bits of [`Settings::policy`].
 pub mod policy {

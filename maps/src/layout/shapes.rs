@@ -8,7 +8,7 @@
 
 use core::mem::size_of;
 
-use crate::{Scratch, Settings, Trace, counters, layout::flow::FlowState, layout::names, layout::stage};
+use crate::{Scratch, Settings, Trace, counters, layout::flow::FlowState, layout::fragment, layout::names, layout::stage};
 
 /// The kinds of BPF map the program declares. A plain enum: user space maps
 /// it to its loader's own map types.
@@ -17,6 +17,8 @@ pub enum MapKind {
     Array,
     PerCpuArray,
     Hash,
+    /// A hash map that evicts its least recently used entry when full.
+    LruHash,
     /// An array whose values are other maps (held by their file descriptor).
     ArrayOfMaps,
     RingBuf,
@@ -74,7 +76,7 @@ const NOT_PINNED: bool = false;
 #[rustfmt::skip]
 pub const MAPS: &[MapShape] = {
     use Entries::{Configured, Fixed};
-    use MapKind::{Array, ArrayOfMaps, Hash, PerCpuArray, ProgramArray, RingBuf};
+    use MapKind::{Array, ArrayOfMaps, Hash, LruHash, PerCpuArray, ProgramArray, RingBuf};
     &[
         //  name                 kind         key  value                 entries                          pinned
         // RULESETS holds the file descriptors of rule sets, which user
@@ -90,6 +92,8 @@ pub const MAPS: &[MapShape] = {
         row(names::SCRATCH,      PerCpuArray, 4,   size::<Scratch>(),    Fixed(1),                        NOT_PINNED),
         row(names::TRACE,        Array,       4,   size::<Trace>(),      Fixed(1),                        NOT_PINNED),
         // The start of the current second and the events sent in it.
+        // Later fragments of dropped datagrams: short-lived, bounded by eviction.
+        row(names::FRAGMENTS,    LruHash,     8,   8,                    Fixed(fragment::ENTRIES),        NOT_PINNED),
         row(names::EVENT_BUDGET, PerCpuArray, 4,   16,                   Fixed(1),                        NOT_PINNED),
         // The stages of this object's entry program: never adopted (a new
         // program tail-calls its own build's stages), pinned apart, per
