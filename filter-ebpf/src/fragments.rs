@@ -83,6 +83,8 @@ pub fn settle(h: &Handoff, next: Result<Stage, Done>) -> Result<Stage, Done> {
     }
     let next = match next {
         Ok(Stage::Answer) => Err(drop(Counter::DropFragmented)),
+        // The question runs past the fragment: it goes on in the next one.
+        Err((action, Counter::DnsTruncated | Counter::DnsShortHeader)) => Err((action, Counter::DnsFragment)),
         other => other,
     };
     if let Err((xdp_action::XDP_DROP, _)) = next {

@@ -53,9 +53,7 @@ const IN_ID: usize = 80; // 2 bytes
 const OUT: usize = 96; // the answer's headers
 const OUT_RR: usize = 200; // 28 bytes: the sinkhole record
 
-const _: () = assert!(
-    IN_L2 + MAX_L2_LEN <= IN_IP_FIRST && OUT + MAX_L2_LEN + 60 <= OUT_RR && OUT_RR + 28 <= REPLY_BUF
-);
+const _: () = assert!(IN_L2 + MAX_L2_LEN <= IN_IP_FIRST && OUT + MAX_L2_LEN + 60 <= OUT_RR && OUT_RR + 28 <= REPLY_BUF);
 
 /// Why no answer could be written; the caller drops the query instead.
 pub struct RewriteFailed;

@@ -307,3 +307,75 @@ pub fn set_ipv4_frag(frame: &mut [u8], l3: usize, word: u16) {
 pub fn set_be16(frame: &mut [u8], at: usize, value: u16) {
     frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
+
+/// The IPv4 datagram of `frame` (header at `l3`, no padding after it) cut
+/// into fragments of identification `id` at the IP payload offsets in
+/// `cuts` (multiples of 8, increasing), as a router or a sender's stack
+/// would: each fragment has the header (options copied), its offset and
+/// MF, and the header checksum recomputed.
+pub fn fragments_v4(frame: &[u8], l3: usize, id: u16, cuts: &[usize]) -> Vec<Vec<u8>> {
+    let ihl = usize::from(frame[l3] & 0x0f) * 4;
+    let payload = &frame[l3 + ihl..];
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(payload.len());
+    bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            assert!(w[0] % 8 == 0 && w[0] < w[1], "fragment offsets are multiples of 8, increasing");
+            let mut f = frame[..l3 + ihl].to_vec();
+            f.extend_from_slice(&payload[w[0]..w[1]]);
+            set_be16(&mut f, l3 + 2, (ihl + w[1] - w[0]) as u16);
+            set_be16(&mut f, l3 + 4, id);
+            let more = if i + 2 < bounds.len() { 0x2000 } else { 0 };
+            set_ipv4_frag(&mut f, l3, more | (w[0] / 8) as u16);
+            f
+        })
+        .collect()
+}
+
+/// The IPv6 packet of `frame` (fixed header at `l3`, no extension headers)
+/// cut into fragments of identification `id` at the payload offsets in
+/// `cuts` (multiples of 8), each with a Fragment header (RFC 8200 §4.5).
+/// No cuts gives one atomic fragment (offset 0, M = 0; RFC 6946).
+pub fn fragments_v6(frame: &[u8], l3: usize, id: u32, cuts: &[usize]) -> Vec<Vec<u8>> {
+    let next = frame[l3 + 6];
+    let payload = &frame[l3 + 40..];
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(payload.len());
+    bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            assert!(w[0] % 8 == 0 && w[0] < w[1], "fragment offsets are multiples of 8, increasing");
+            let mut f = frame[..l3 + 40].to_vec();
+            f[l3 + 6] = 44;
+            let more = u16::from(i + 2 < bounds.len());
+            let word = ((w[0] / 8) as u16) << 3 | more;
+            f.extend_from_slice(&[next, 0]);
+            f.extend_from_slice(&word.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(&payload[w[0]..w[1]]);
+            set_be16(&mut f, l3 + 4, (8 + w[1] - w[0]) as u16);
+            f
+        })
+        .collect()
+}
+
+/// `frame` (IPv4 or IPv6 right after its Ethernet header) inside a PPPoE
+/// session header (RFC 2516 §4) of session `session`.
+pub fn pppoe(frame: &[u8], session: u16) -> Vec<u8> {
+    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    let ppp: u16 = if ethertype == 0x86dd { 0x0057 } else { 0x0021 };
+    let ip = &frame[14..];
+    let mut f = frame[..12].to_vec();
+    f.extend_from_slice(&0x8864u16.to_be_bytes());
+    f.extend_from_slice(&[0x11, 0]);
+    f.extend_from_slice(&session.to_be_bytes());
+    f.extend_from_slice(&((ip.len() + 2) as u16).to_be_bytes());
+    f.extend_from_slice(&ppp.to_be_bytes());
+    f.extend_from_slice(ip);
+    f
+}

@@ -31,6 +31,7 @@ use namewall_tests::{
     packet::{
         self, CLIENT_MAC, CLIENT_V4, CLIENT_V6, Ip, SERVER_MAC, SERVER_V4, SERVER_V6, Spec, Transport, V6Ext, Vlan,
     },
+    tls,
 };
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 
@@ -92,6 +93,8 @@ struct Row {
     answer: Option<Answer>,
     /// The key the program must compute for the whole QNAME, when the row says.
     name_key: Option<u64>,
+    /// For a blocked query over TCP: the reset's sequence and acknowledgment numbers.
+    reset: Option<(u32, u32)>,
 }
 
 impl Row {
@@ -106,6 +109,7 @@ impl Row {
             extras: Vec::new(),
             answer: None,
             name_key: None,
+            reset: None,
         }
     }
 
@@ -138,13 +142,26 @@ impl Row {
         }
     }
 
-    /// Blocked by `rule` under the NXDOMAIN default: answered over UDP, dropped over TCP.
+    /// Blocked by `rule` under the NXDOMAIN default: answered over UDP, reset over TCP.
     fn blocked(desc: impl Into<String>, spec: &Spec, msg: &[u8], rule: &str) -> Self {
         match spec.transport {
             Transport::Udp => {
                 Self::answered(desc, spec, msg, Counter::Nxdomain, rule, ResponseCode::NXDomain, Rr::None)
             }
-            Transport::Tcp => Self::dropped(desc, frame(spec, msg), Counter::DropTcp, Some(rule)),
+            Transport::Tcp => Self::reset(desc, frame(spec, msg), Some(rule)),
+        }
+    }
+
+    /// A blocked query over TCP (`segment` as `Spec` builds it: sequence
+    /// number 1000, acknowledgment 2000): the client reset at the server's
+    /// next sequence number, acknowledging the query.
+    fn reset(desc: impl Into<String>, segment: Vec<u8>, rule: Option<&str>) -> Self {
+        let payload = tls::parse_tcp(&segment).expect("a TCP segment").payload_len as u32;
+        Self {
+            action: XDP_TX,
+            rule: rule.map(str::to_owned),
+            reset: Some((2000, 1000 + payload)),
+            ..Self::pass(desc, segment, Counter::ResetTcp)
         }
     }
 
@@ -230,20 +247,27 @@ fn check(h: &Harness, row: &Row, o: &Observed) -> Result<(), String> {
     {
         errs.push(format!("kernel's name key {:#018x}, user space's {k:#018x}", o.trace.name_key));
     }
+    // A later fragment of a dropped datagram is a verdict without a name.
     if o.outcome.kind() == CounterKind::Verdict
+        && o.outcome != Counter::FragmentDropped
         && let Err(e) = traced_name(row, o)
     {
         errs.push(e);
     }
     match row.action {
         XDP_PASS if o.output != row.packet => errs.push("passed, but the frame was changed".to_owned()),
-        XDP_TX => match &row.answer {
-            Some(a) => {
+        XDP_TX => match (&row.answer, row.reset) {
+            (Some(a), _) => {
                 if let Err(e) = check_answer(a, &o.output) {
                     errs.push(format!("bad answer: {e}"));
                 }
             }
-            None => errs.push("row wants XDP_TX but says nothing about the answer".to_owned()),
+            (None, Some((seq, ack))) => {
+                if let Err(e) = check_reset(&row.packet, &o.output, seq, ack) {
+                    errs.push(format!("bad reset: {e}"));
+                }
+            }
+            (None, None) => errs.push("row wants XDP_TX but says nothing about the answer".to_owned()),
         },
         _ => {}
     }
@@ -271,6 +295,28 @@ fn traced_name(row: &Row, o: &Observed) -> Result<(), String> {
 /// answer must satisfy (RFC 1035 §4.1.1 header, the question echoed byte for
 /// byte, addresses/ports/MACs swapped, VLAN tags kept, no IP options or
 /// extension headers, no OPT record) and the row's RCODE and record.
+/// A reset toward the client of TCP segment `query`, as a receiving stack
+/// checks it (checksums, lengths): addresses, ports and VLAN tags swapped
+/// back, RST|ACK with the numbers given, no payload or IP extras.
+fn check_reset(query: &[u8], frame: &[u8], seq: u32, ack: u32) -> Result<(), String> {
+    let q = tls::parse_tcp(query)?;
+    let r = tls::parse_rst(frame)?;
+    let mut errs = Vec::new();
+    if (r.src, r.dst, r.sport, r.dport) != (q.dst, q.src, q.dport, q.sport) {
+        errs.push(format!("{r} does not go back to {q}"));
+    }
+    if (r.src_mac, r.dst_mac, &r.vlan_ids) != (q.dst_mac, q.src_mac, &q.vlan_ids) {
+        errs.push("MACs or VLAN tags not sent back".to_owned());
+    }
+    if r.flags != tls::flags::RST | tls::flags::ACK || (r.seq, r.ack) != (seq, ack) {
+        errs.push(format!("{r}: want RST|ACK seq {seq} ack {ack}"));
+    }
+    if (r.payload_len, r.ip_ext_len, r.trailing) != (0, 0, 0) {
+        errs.push(format!("{r}: payload, IP extras or trailing bytes"));
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
+}
+
 fn check_answer(want: &Answer, frame: &[u8]) -> Result<(), String> {
     let ans = dnswire::parse_answer(frame)?;
     let client = &want.client;
@@ -550,15 +596,16 @@ fn actions() {
         let mut rows = Vec::new();
         action_rows(&mut rows, "www.Blocked.example", "blocked.example", action);
         action_rows(&mut rows, "blocked.example", "blocked.example", action);
-        // TCP is dropped whatever the action: an answer needs the stream.
+        // TCP is reset whatever the answer (an answer in the stream would
+        // desynchronise it), unless the action is a drop.
         let tcp = Spec::udp4().tcp();
         let msg = dnswire::query("blocked.example", RecordType::A);
-        rows.push(Row::dropped(
-            format!("{action:?}: over TCP"),
-            frame(&tcp, &msg),
-            Counter::DropTcp,
-            Some("blocked.example"),
-        ));
+        let desc = format!("{action:?}: over TCP");
+        rows.push(if action == Action::Drop {
+            Row::dropped(desc, frame(&tcp, &msg), Counter::DropTcp, Some("blocked.example"))
+        } else {
+            Row::reset(desc, frame(&tcp, &msg), Some("blocked.example"))
+        });
         rows.push(Row::unmatched(
             format!("{action:?}: unblocked"),
             &Spec::udp4(),
@@ -595,7 +642,7 @@ plain.example
     action_rows(&mut rows, "plain.example", "plain.example", Action::Nxdomain);
     let tcp = Spec::udp6().tcp();
     let msg = dnswire::query("sink.example", RecordType::A);
-    rows.push(Row::dropped("sinkhole rule over TCP", frame(&tcp, &msg), Counter::DropTcp, Some("sink.example")));
+    rows.push(Row::reset("sinkhole rule over TCP", frame(&tcp, &msg), Some("sink.example")));
     run_table(&h, "per-rule actions, NXDOMAIN default", &rows);
 
     // A rule's own action beats the default.
@@ -764,7 +811,7 @@ fn names_and_malformed() {
     run_table(&h, "names and malformed", &rows);
 
     let h = Harness::with("example.com\n", "", Action::Nxdomain, true);
-    run_table(&h, "fail-closed", &fail_closed_rows());
+    run_table(&h, "--unjudged drop", &unjudged_rows());
 }
 
 /// Frames the header parser skips or refuses before any DNS is read.
@@ -778,7 +825,7 @@ fn header_rows() -> Vec<Row> {
     };
     let from53 = Spec { sport: 53, dport: 40000, ..s.clone() };
     let double = s.clone().vlan(Vlan::Double(1, 2));
-    let six = Row::blocked("6 IPv6 dest-opts headers (the most followed)", &Spec::udp6(), &blocked, "example.com");
+    let eight = Row::blocked("8 IPv6 dest-opts headers (the most followed)", &Spec::udp6(), &blocked, "example.com");
     let mut rows = vec![
         Row::pass("UDP to port 5353", s.clone().dport(5353).build(&blocked), Counter::NotDnsPort),
         // DNS over TCP to another port is only a TCP stream that does not start like TLS.
@@ -787,20 +834,38 @@ fn header_rows() -> Vec<Row> {
         Row::pass("ARP", packet::arp_request(), Counter::NotIp),
         Row::pass("ARP in 802.1Q", packet::push_vlan(&packet::arp_request(), 0x8100, 5), Counter::NotIp),
         Row::pass("ICMP echo", packet::icmp4_echo(), Counter::NotUdpTcp),
-        Row::pass("three VLAN tags", packet::push_vlan(&double.build(&blocked), 0x88a8, 3), Counter::VlanTooDeep),
-        Row::pass("IPv4 first fragment (MF)", ipv4_frag(0x2000), Counter::FirstFragment),
-        Row::pass("IPv4 middle fragment (MF, offset 32)", ipv4_frag(0x2004), Counter::IpFragment),
-        Row::pass("IPv4 last fragment (offset 32, no MF)", ipv4_frag(0x0004), Counter::IpFragment),
-        Row { packet: ipv4_frag(0x4000), ..Row::blocked("IPv4 with DF (not a fragment)", &s, &blocked, "example.com") },
-        Row::pass("IPv6 first fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&blocked), Counter::FirstFragment),
         Row::pass(
+            "five VLAN tags",
+            packet::push_vlan(
+                &packet::push_vlan(&packet::push_vlan(&double.build(&blocked), 0x88a8, 3), 0x88a8, 4),
+                0x88a8,
+                5,
+            ),
+            Counter::VlanTooDeep,
+        ),
+        Row::pass("IPv4 later fragment of a datagram not seen", ipv4_frag(0x2004), Counter::IpFragment),
+        // The first fragment holds the whole question: judged, and blocked
+        // it is dropped (an answer would need the whole datagram)...
+        Row::dropped("IPv4 first fragment (MF)", ipv4_frag(0x2000), Counter::DropFragmented, Some("example.com")),
+        // ...and so are its datagram's later fragments (same identification).
+        Row::dropped("IPv4 middle fragment (MF, offset 32)", ipv4_frag(0x2005), Counter::FragmentDropped, None),
+        Row::dropped("IPv4 last fragment (offset 32, no MF)", ipv4_frag(0x0004), Counter::FragmentDropped, None),
+        Row { packet: ipv4_frag(0x4000), ..Row::blocked("IPv4 with DF (not a fragment)", &s, &blocked, "example.com") },
+        Row::dropped(
+            "IPv6 first fragment",
+            Spec::udp6().v6_ext(V6Ext::Fragment).build(&blocked),
+            Counter::DropFragmented,
+            Some("example.com"),
+        ),
+        Row::dropped(
             "IPv6 fragment, offset 8",
             {
                 let mut f = Spec::udp6().v6_ext(V6Ext::Fragment).build(&blocked);
                 f[14 + 40 + 3] = 8 << 3;
                 f
             },
-            Counter::IpFragment,
+            Counter::FragmentDropped,
+            None,
         ),
         Row::pass(
             "IPv6 payload length 0 without a jumbo option",
@@ -828,8 +893,8 @@ fn header_rows() -> Vec<Row> {
             ),
             Counter::TcpPipelined,
         ),
-        Row::pass("7 IPv6 dest-opts headers", packet::udp6_with_dest_opts(7, &blocked), Counter::Ipv6ExtTooDeep),
-        Row { packet: packet::udp6_with_dest_opts(6, &blocked), ..six },
+        Row::pass("9 IPv6 dest-opts headers", packet::udp6_with_dest_opts(9, &blocked), Counter::Ipv6ExtTooDeep),
+        Row { packet: packet::udp6_with_dest_opts(8, &blocked), ..eight },
         Row::pass("TCP pure ACK to 53", s.clone().tcp().build_ack(), Counter::TcpNoPayload),
         Row::pass(
             "TCP segment in the middle of a message",
@@ -938,7 +1003,7 @@ fn length_rows() -> Vec<Row> {
     rows
 }
 
-fn fail_closed_rows() -> Vec<Row> {
+fn unjudged_rows() -> Vec<Row> {
     let s = Spec::udp4();
     let raw = |flags: u16, qd: u16, q: &[u8]| s.build(&dnswire::raw_message(flags, qd, q));
     let question = {
@@ -946,8 +1011,11 @@ fn fail_closed_rows() -> Vec<Row> {
         v.extend_from_slice(&[0, 1, 0, 1]);
         v
     };
-    let fc =
-        |desc: &str, packet: Vec<u8>, c: Counter| Row::dropped(desc, packet, c, None).extra(Counter::FailClosedDrop);
+    let fc = |desc: &str, packet: Vec<u8>, c: Counter| Row::dropped(desc, packet, c, None).extra(Counter::UnjudgedDrop);
+    // A query for an unknown name, its question cut by the first fragment's end.
+    let unknown = dnswire::query("www.example.org", RecordType::A);
+    let v4 = packet::fragments_v4(&s.build(&unknown), 14, 0x4321, &[24]);
+    let v6 = packet::fragments_v6(&Spec::udp6().build(&unknown), 14, 0x8765_4321, &[24]);
     vec![
         fc("compressed name", raw(0x0100, 1, &[3, b'w', b'w', b'w', 0xc0, 12, 0, 1, 0, 1]), Counter::DnsCompressed),
         fc("truncated question", raw(0x0100, 1, &question[..5]), Counter::DnsTruncated),
@@ -963,16 +1031,10 @@ fn fail_closed_rows() -> Vec<Row> {
         Row::pass("a response", raw(0x8180, 1, &question), Counter::DnsResponse),
         Row::pass("no question", raw(0x0100, 0, &[]), Counter::DnsNoQuestion),
         Row::pass("ARP", packet::arp_request(), Counter::NotIp),
-        fc("IPv6 first fragment", Spec::udp6().v6_ext(V6Ext::Fragment).build(&question), Counter::FirstFragment),
-        fc(
-            "IPv4 first fragment",
-            {
-                let mut f = s.build(&question);
-                packet::set_ipv4_frag(&mut f, 14, 0x2000);
-                f
-            },
-            Counter::FirstFragment,
-        ),
+        fc("IPv6 first fragment, question cut", v6[0].clone(), Counter::DnsFragment),
+        Row::dropped("IPv6 its later fragment", v6[1].clone(), Counter::FragmentDropped, None),
+        fc("IPv4 first fragment, question cut", v4[0].clone(), Counter::DnsFragment),
+        Row::dropped("IPv4 its later fragment", v4[1].clone(), Counter::FragmentDropped, None),
         fc("TCP length prefix alone", s.clone().tcp().build(&[0, 40]), Counter::TcpNotMessageStart),
         fc(
             "TCP query without its length prefix",
@@ -1093,7 +1155,7 @@ fn payload_cut_rows(rows: &mut Vec<Row>, desc: &str, s: &Spec, msg: &[u8], rule:
                     (0, _) => Row::pass(d, segment, Counter::TcpNoPayload),
                     (k, _) if k < 14 => Row::pass(d, segment, Counter::TcpNotMessageStart),
                     (k, _) if k < 14 + qlen => Row::pass(d, segment, Counter::DnsTruncated),
-                    (_, Some(r)) => Row::dropped(d, segment, Counter::DropTcp, Some(r)),
+                    (_, Some(r)) => Row::reset(d, segment, Some(r)),
                     (_, None) => Row::pass(d, segment, Counter::PassNoMatch),
                 });
             }
@@ -1101,11 +1163,11 @@ fn payload_cut_rows(rows: &mut Vec<Row>, desc: &str, s: &Spec, msg: &[u8], rule:
     }
 }
 
-/// The same row when the program runs fail-closed: a malformed query is
-/// dropped (its outcome unchanged, `fail_closed_drop` counted on top).
-fn fail_closed(row: Row) -> Row {
-    if row.outcome.kind() == CounterKind::Malformed {
-        Row { action: XDP_DROP, ..row }.extra(Counter::FailClosedDrop)
+/// The same row under `--unjudged drop`: a query that cannot be judged is
+/// dropped (its outcome unchanged, `unjudged_drop` counted on top).
+fn unjudged_drop(row: Row) -> Row {
+    if row.outcome.kind() == CounterKind::Unjudged {
+        Row { action: XDP_DROP, ..row }.extra(Counter::UnjudgedDrop)
     } else {
         row
     }
@@ -1129,15 +1191,15 @@ fn truncation() {
     // ends inside a question is dropped too: judging only whole questions is
     // what keeps a client from splitting a blocked name across segments.
     let h = Harness::with("example.com\n", "", Action::Nxdomain, true);
-    let rebuilt: Vec<Row> = rebuilt.into_iter().map(fail_closed).collect();
+    let rebuilt: Vec<Row> = rebuilt.into_iter().map(unjudged_drop).collect();
     for proto in ["UDP", "TCP"] {
         assert!(
             rebuilt.iter().any(|r| r.desc.starts_with(proto) && r.action == XDP_DROP),
-            "no fail-closed {proto} drops in the sweep"
+            "no --unjudged drop {proto} drops in the sweep"
         );
     }
-    run_table(&h, "frames cut short, fail-closed", &raw);
-    run_table(&h, "DNS payloads cut short, lengths consistent, fail-closed", &rebuilt);
+    run_table(&h, "frames cut short, --unjudged drop", &raw);
+    run_table(&h, "DNS payloads cut short, lengths consistent, --unjudged drop", &rebuilt);
 }
 
 /// What the program must decide for the DNS message `dns`, carried whole
@@ -1216,9 +1278,8 @@ fn modelled_row(h: &Harness, desc: String, s: &Spec, dns: &[u8]) -> Row {
             Counter::DnsShortHeader | Counter::DnsResponse | Counter::DnsNotQuery | Counter::DnsNoQuestion => {
                 Row::pass(desc, segment, Counter::TcpNotMessageStart)
             }
-            Counter::Nxdomain | Counter::Refused | Counter::Sinkhole | Counter::Drop => {
-                Row::dropped(desc, segment, Counter::DropTcp, Some(rule))
-            }
+            Counter::Drop => Row::dropped(desc, segment, Counter::DropTcp, Some(rule)),
+            Counter::Nxdomain | Counter::Refused | Counter::Sinkhole => Row::reset(desc, segment, Some(rule)),
             Counter::PassAllowed => Row::allowed(desc, segment, rule),
             other => Row::pass(desc, segment, other),
         };
@@ -1634,14 +1695,15 @@ fn ipv6_headers_cut_short() {
         ));
     }
     // A later fragment (offset 1, in 8-byte units) whose header is cut
-    // after its offset field.
+    // after its offset field: its identification, which names the datagram,
+    // is missing, and the receiver drops the frame as cut short.
     let mut frag = fixed(6, 16, 44);
     frag.extend_from_slice(&[17, 0, 0, 8, 0, 0, 0, 7]);
     for cut in 44..48 {
         rows.push(Row::pass(
             format!("IPv6 later fragment, cut {} bytes into its Fragment header", cut - 40),
             ipv6_frame(&frag[..cut]),
-            Counter::IpFragment,
+            Counter::TruncatedHeader,
         ));
     }
     let h = Harness::new("example.com\n", "");

@@ -360,7 +360,9 @@ fn start(args: &RunArgs, pin: Option<PinDir>, state_path: &Path) -> anyhow::Resu
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
     let per_cpu = if args.events_budget == 0 { 0 } else { args.events_budget.div_ceil(cpus as u32).max(1) };
     let mut filter = Filter::load(load).context("loading the XDP program")?;
-    filter.configure(args.judging.dns_action, args.judging.unjudged == super::Unjudged::Drop, args.answer_ttl).context("configuring")?;
+    filter
+        .configure(args.judging.dns_action, args.judging.unjudged == super::Unjudged::Drop, args.answer_ttl)
+        .context("configuring")?;
     filter.configure_tls(args.tls.policy()).context("configuring TLS")?;
     filter.configure_events(per_cpu).context("configuring events")?;
     let info = RunInfo { interfaces: args.ifaces.clone(), xdp_mode: format!("{:?}", args.xdp_mode).to_lowercase() };

@@ -139,7 +139,11 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
     reg.register("packets", "Packets seen, by interface, protocol, outcome and verdict", packets);
-    reg.register("parser_events", "Events on top of a packet's outcome (drops of what cannot be judged, ECH, ...)", events);
+    reg.register(
+        "parser_events",
+        "Events on top of a packet's outcome (drops of what cannot be judged, ECH, ...)",
+        events,
+    );
 
     let rules = Family::<SourceLabels, Gauge>::default();
     rules.get_or_create(&SourceLabels { source: "kernel" }).set(gauge(s.rules_active));

@@ -48,13 +48,23 @@ mod tests {
     #[test]
     fn keys_differ_by_every_part() {
         let base = key_v4(1, 10, 20, 7, 17);
-        for other in [key_v4(2, 10, 20, 7, 17), key_v4(1, 11, 20, 7, 17), key_v4(1, 10, 21, 7, 17), key_v4(1, 10, 20, 8, 17), key_v4(1, 10, 20, 7, 6)] {
+        for other in [
+            key_v4(2, 10, 20, 7, 17),
+            key_v4(1, 11, 20, 7, 17),
+            key_v4(1, 10, 21, 7, 17),
+            key_v4(1, 10, 20, 8, 17),
+            key_v4(1, 10, 20, 7, 6),
+        ] {
             assert_ne!(base, other);
         }
         // Not a flow's key: the same numbers as a 4-tuple hash elsewhere.
         assert_ne!(base, super::super::flow::flow_key_v4(1, 10, 20, 7, 17));
         let v6 = key_v6(1, [1, 2], [3, 4], 0x0001_0002);
-        for other in [key_v6(1, [1, 2], [3, 4], 0x0001_0003), key_v6(1, [1, 2], [3, 5], 0x0001_0002), key_v6(1, [2, 1], [3, 4], 0x0001_0002)] {
+        for other in [
+            key_v6(1, [1, 2], [3, 4], 0x0001_0003),
+            key_v6(1, [1, 2], [3, 5], 0x0001_0002),
+            key_v6(1, [2, 1], [3, 4], 0x0001_0002),
+        ] {
             assert_ne!(v6, other);
         }
     }

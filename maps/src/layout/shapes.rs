@@ -8,7 +8,9 @@
 
 use core::mem::size_of;
 
-use crate::{Scratch, Settings, Trace, counters, layout::flow::FlowState, layout::fragment, layout::names, layout::stage};
+use crate::{
+    Scratch, Settings, Trace, counters, layout::flow::FlowState, layout::fragment, layout::names, layout::stage,
+};
 
 /// The kinds of BPF map the program declares. A plain enum: user space maps
 /// it to its loader's own map types.
