@@ -1,0 +1,328 @@
+//! Evasions tried as an attacker would (issue "hold against clients that
+//! try to slip past"), through BPF_PROG_TEST_RUN on the loaded program:
+//! IP fragments, encapsulations (PPPoE, stacked VLAN tags, IPv6 extension
+//! headers), and the "cannot judge" policy. Every construction is tried
+//! both ways: with a blocked name it is refused, and with an allowed name
+//! the same construction passes (no collateral blocking).
+
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+use maps::{Action, Counter, counters::CounterKind};
+use namewall_tests::{
+    dnswire,
+    harness::Harness,
+    packet::{self, Spec, Vlan},
+    tls::{self, HelloKind},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+/// One packet and what the program must do with it.
+struct Row {
+    desc: String,
+    packet: Vec<u8>,
+    action: u32,
+    outcome: Counter,
+    extras: Vec<Counter>,
+}
+
+fn row(desc: impl Into<String>, packet: Vec<u8>, action: u32, outcome: Counter) -> Row {
+    Row { desc: desc.into(), packet, action, outcome, extras: Vec::new() }
+}
+
+impl Row {
+    /// With the extra counters a drop by the "cannot judge" policy adds.
+    #[must_use]
+    fn unjudged(mut self, drop: bool) -> Self {
+        if drop {
+            self.action = XDP_DROP;
+            self.extras.push(Counter::UnjudgedDrop);
+        } else {
+            self.action = XDP_PASS;
+        }
+        self
+    }
+}
+
+/// Runs the rows in order (fragment rows depend on the ones before them)
+/// and fails once, listing every failing row.
+fn run(h: &Harness, table: &str, rows: &[Row]) {
+    let mut failures = Vec::new();
+    for r in rows {
+        let o = h.run(&r.packet);
+        let mut errs = Vec::new();
+        if let Err(e) = o.one_outcome() {
+            errs.push(e);
+        }
+        if (o.action, o.outcome) != (r.action, r.outcome) {
+            errs.push(format!("{} {}, want {} {}", o.action_name(), o.outcome.name(), r.action, r.outcome.name()));
+        }
+        for &c in Counter::ALL.iter().filter(|c| c.kind() == CounterKind::Extra) {
+            let want = u64::from(r.extras.contains(&c));
+            if o.delta[c as usize] != want {
+                errs.push(format!("extra {} moved by {}, want {want}", c.name(), o.delta[c as usize]));
+            }
+        }
+        if r.action == XDP_PASS && o.output != r.packet {
+            errs.push("passed, but changed".into());
+        }
+        if !errs.is_empty() {
+            failures.push(format!("{}: {}", r.desc, errs.join("; ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{table}: {} of {} rows failed:\n  {}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n  ")
+    );
+}
+
+const BLOCKED: &str = "www.blocked.example";
+const ALLOWED: &str = "www.allowed.example";
+
+fn harness(unjudged_drop: bool) -> Harness {
+    Harness::with("blocked.example\n", "", Action::Nxdomain, unjudged_drop)
+}
+
+/// A query padded (EDNS padding) to about 600 bytes, so its datagram can be
+/// cut into fragments after the question.
+fn padded(name: &str) -> Vec<u8> {
+    dnswire::with_padding(&dnswire::query(name, RecordType::A), 560)
+}
+
+/// DNS queries in IP fragments, IPv4 and IPv6, under both policies.
+#[test]
+fn fragmented_dns_queries() {
+    for drop in [true, false] {
+        let h = harness(drop);
+        let mut rows = Vec::new();
+        for (fam, spec) in [("IPv4", Spec::udp4()), ("IPv6", Spec::udp6())] {
+            let mut id = if drop { 100 } else { 200 };
+            let mut frags = |name: &str, cuts: &[usize]| {
+                id += 1;
+                let frame = spec.build(&padded(name));
+                if fam == "IPv4" {
+                    packet::fragments_v4(&frame, 14, id as u16, cuts)
+                } else {
+                    packet::fragments_v6(&frame, 14, id, cuts)
+                }
+            };
+            // The question whole in the first fragment: judged there.
+            let f = frags(BLOCKED, &[256]);
+            rows.push(row(
+                format!("{fam}: blocked, question in the first fragment"),
+                f[0].clone(),
+                XDP_DROP,
+                Counter::DropFragmented,
+            ));
+            rows.push(row(format!("{fam}: ... its later fragment"), f[1].clone(), XDP_DROP, Counter::FragmentDropped));
+            let f = frags(ALLOWED, &[256]);
+            rows.push(row(
+                format!("{fam}: allowed, question in the first fragment"),
+                f[0].clone(),
+                XDP_PASS,
+                Counter::PassNoMatch,
+            ));
+            rows.push(row(format!("{fam}: ... its later fragment"), f[1].clone(), XDP_PASS, Counter::IpFragment));
+            // The name cut by the first fragment's end (8 bytes of UDP, 12 of
+            // DNS header, 4 of the name): cannot be judged, for any name.
+            for (what, name) in [("blocked", BLOCKED), ("allowed", ALLOWED)] {
+                let f = frags(name, &[24, 256]);
+                rows.push(
+                    row(
+                        format!("{fam}: {what}, name cut by the first fragment"),
+                        f[0].clone(),
+                        XDP_PASS,
+                        Counter::DnsFragment,
+                    )
+                    .unjudged(drop),
+                );
+                let (action, later) =
+                    if drop { (XDP_DROP, Counter::FragmentDropped) } else { (XDP_PASS, Counter::IpFragment) };
+                rows.push(row(format!("{fam}: {what}, ... second fragment"), f[1].clone(), action, later));
+                rows.push(row(format!("{fam}: {what}, ... third fragment"), f[2].clone(), action, later));
+            }
+            // Later fragments sent first (the receiver reassembles in any
+            // order): they pass, and the datagram stays incomplete without
+            // its dropped first fragment.
+            let f = frags(BLOCKED, &[24]);
+            rows.push(row(
+                format!("{fam}: blocked, later fragment sent first"),
+                f[1].clone(),
+                XDP_PASS,
+                Counter::IpFragment,
+            ));
+            rows.push(
+                row(format!("{fam}: blocked, ... then its first"), f[0].clone(), XDP_PASS, Counter::DnsFragment)
+                    .unjudged(drop),
+            );
+        }
+        // An atomic fragment (offset 0, no more) is a whole datagram: judged
+        // and answered as one.
+        let atomic = packet::fragments_v6(&Spec::udp6().build(&dnswire::query(BLOCKED, RecordType::A)), 14, 7, &[]);
+        rows.push(row("IPv6 atomic fragment, blocked", atomic[0].clone(), XDP_TX, Counter::Nxdomain));
+        let atomic = packet::fragments_v6(&Spec::udp6().build(&dnswire::query(ALLOWED, RecordType::A)), 14, 8, &[]);
+        rows.push(row("IPv6 atomic fragment, allowed", atomic[0].clone(), XDP_PASS, Counter::PassNoMatch));
+        // Fragments of other UDP traffic are none of the filter's business.
+        let other = packet::fragments_v4(&Spec::udp4().dport(4000).build(&[7; 600]), 14, 300, &[256]);
+        rows.push(row("UDP to port 4000, first fragment", other[0].clone(), XDP_PASS, Counter::NotDnsPort));
+        rows.push(row("UDP to port 4000, later fragment", other[1].clone(), XDP_PASS, Counter::IpFragment));
+        run(&h, if drop { "fragmented DNS, --unjudged drop" } else { "fragmented DNS, --unjudged pass" }, &rows);
+    }
+}
+
+/// TCP segments in IP fragments: a ClientHello or a DNS query split by
+/// fragmentation is not judged; established traffic passes.
+#[test]
+fn fragmented_tcp_segments() {
+    for drop in [true, false] {
+        let h = harness(drop);
+        let hello = tls::client_hello(Some(BLOCKED), HelloKind::Small);
+        let tls_spec = Spec::udp4().tcp().dport(443);
+        let mut rows = Vec::new();
+        let mut later = |desc: &str, f: &[u8]| {
+            let (action, c) = if drop { (XDP_DROP, Counter::FragmentDropped) } else { (XDP_PASS, Counter::IpFragment) };
+            row(desc, f.to_vec(), action, c)
+        };
+        let f = packet::fragments_v4(&tls_spec.build(&hello), 14, 400, &[64]);
+        rows.push(row("ClientHello, first fragment", f[0].clone(), XDP_PASS, Counter::TcpFragment).unjudged(drop));
+        rows.push(later("ClientHello, later fragment", &f[1]));
+        // A first fragment holding the TCP header and one byte: too short
+        // to tell what the segment starts.
+        let f = packet::fragments_v4(&tls_spec.build(&hello), 14, 401, &[24]);
+        rows.push(
+            row("ClientHello, 4 payload bytes in the first fragment", f[0].clone(), XDP_PASS, Counter::TcpFragment)
+                .unjudged(drop),
+        );
+        rows.push(later("... its later fragment", &f[1]));
+        // Too short for the TCP header itself (RFC 1858).
+        let f = packet::fragments_v4(&tls_spec.build(&hello), 14, 402, &[8]);
+        rows.push(
+            row("tiny first fragment (8 bytes of TCP header)", f[0].clone(), XDP_PASS, Counter::TinyFragment)
+                .unjudged(drop),
+        );
+        rows.push(later("... its later fragment", &f[1]));
+        let f = packet::fragments_v6(&Spec::udp6().tcp().dport(443).build(&hello), 14, 403, &[64]);
+        rows.push(row("IPv6 ClientHello, first fragment", f[0].clone(), XDP_PASS, Counter::TcpFragment).unjudged(drop));
+        let dns = packet::tcp_dns(&dnswire::query(ALLOWED, RecordType::A));
+        let f = packet::fragments_v4(&Spec::udp4().tcp().build(&dns), 14, 404, &[48]);
+        rows.push(row("DNS over TCP, first fragment", f[0].clone(), XDP_PASS, Counter::TcpFragment).unjudged(drop));
+        // Established traffic of a flow not tracked: passes, fragments and all.
+        let data = [b"HTTP/1.1 200 OK\r\n".as_slice(), &[b'x'; 400]].concat();
+        let f = packet::fragments_v4(&Spec::udp4().tcp().dport(8080).build(&data), 14, 405, &[64]);
+        rows.push(row("HTTP data, first fragment", f[0].clone(), XDP_PASS, Counter::TcpOther));
+        rows.push(row("HTTP data, later fragment", f[1].clone(), XDP_PASS, Counter::IpFragment));
+        run(&h, if drop { "fragmented TCP, --unjudged drop" } else { "fragmented TCP, --unjudged pass" }, &rows);
+    }
+}
+
+/// PPPoE session frames, stacked VLAN tags and IPv6 extension headers.
+#[test]
+fn encapsulations() {
+    let h = harness(true);
+    let q = |name: &str| dnswire::query(name, RecordType::A);
+    let mut rows = Vec::new();
+    for (fam, spec) in [("IPv4", Spec::udp4()), ("IPv6", Spec::udp6())] {
+        rows.push(row(
+            format!("PPPoE {fam}: blocked"),
+            packet::pppoe(&spec.build(&q(BLOCKED)), 0x1234),
+            XDP_TX,
+            Counter::Nxdomain,
+        ));
+        rows.push(row(
+            format!("PPPoE {fam}: allowed"),
+            packet::pppoe(&spec.build(&q(ALLOWED)), 0x1234),
+            XDP_PASS,
+            Counter::PassNoMatch,
+        ));
+        let tcp = spec.clone().tcp();
+        rows.push(row(
+            format!("PPPoE {fam} TCP: blocked, reset"),
+            packet::pppoe(&tcp.build(&packet::tcp_dns(&q(BLOCKED))), 7),
+            XDP_TX,
+            Counter::ResetTcp,
+        ));
+    }
+    let tagged = packet::pppoe(&Spec::udp4().build(&q(BLOCKED)), 9);
+    rows.push(row(
+        "PPPoE in two VLAN tags: blocked",
+        packet::push_vlan(&packet::push_vlan(&tagged, 0x8100, 10), 0x88a8, 20),
+        XDP_TX,
+        Counter::Nxdomain,
+    ));
+    let mut lcp = packet::pppoe(&Spec::udp4().build(&q(BLOCKED)), 9);
+    lcp[20..22].copy_from_slice(&0xc021u16.to_be_bytes());
+    rows.push(row("PPPoE LCP", lcp, XDP_PASS, Counter::NotIp));
+    let mut discovery = packet::pppoe(&Spec::udp4().build(&q(BLOCKED)), 9);
+    discovery[12..14].copy_from_slice(&0x8863u16.to_be_bytes());
+    rows.push(row("PPPoE discovery", discovery, XDP_PASS, Counter::NotIp));
+    let double = Spec::udp4().vlan(Vlan::Double(1, 2));
+    for (tags, name) in [(3, BLOCKED), (4, BLOCKED), (4, ALLOWED)] {
+        let mut f = double.build(&q(name));
+        for t in 2..tags {
+            f = packet::push_vlan(&f, 0x88a8, 100 + t);
+        }
+        let (action, c) = if name == BLOCKED { (XDP_TX, Counter::Nxdomain) } else { (XDP_PASS, Counter::PassNoMatch) };
+        rows.push(row(format!("{tags} VLAN tags: {name}"), f, action, c));
+    }
+    let mut five = double.build(&q(ALLOWED));
+    for t in 0..3 {
+        five = packet::push_vlan(&five, 0x88a8, 200 + t);
+    }
+    rows.push(row("5 VLAN tags (an allowed name, unseen)", five, XDP_PASS, Counter::VlanTooDeep).unjudged(true));
+    rows.push(
+        row("9 IPv6 extension headers", packet::udp6_with_dest_opts(9, &q(ALLOWED)), XDP_PASS, Counter::Ipv6ExtTooDeep)
+            .unjudged(true),
+    );
+    rows.push(row(
+        "8 IPv6 extension headers: blocked",
+        packet::udp6_with_dest_opts(8, &q(BLOCKED)),
+        XDP_TX,
+        Counter::Nxdomain,
+    ));
+    run(&h, "encapsulations", &rows);
+}
+
+/// A blocked query inside PPPoE is answered inside PPPoE: the session
+/// header kept, its length set to the answer's, and the answer a resolver's
+/// client accepts.
+#[test]
+fn pppoe_answers() {
+    let h = harness(true);
+    for spec in [Spec::udp4(), Spec::udp6()] {
+        let frame = packet::pppoe(&spec.build(&dnswire::query(BLOCKED, RecordType::A)), 0x2a2a);
+        let o = h.run(&frame);
+        assert_eq!((o.action, o.outcome), (XDP_TX, Counter::Nxdomain));
+        let out = &o.output;
+        assert_eq!(&out[12..18], &[0x88, 0x64, 0x11, 0, 0x2a, 0x2a], "PPPoE session header kept");
+        let len = usize::from(u16::from_be_bytes([out[18], out[19]]));
+        assert_eq!(len, out.len() - 20, "PPPoE length covers the PPP protocol and the IP packet");
+        // The same frame without PPPoE: plain Ethernet, checked as an answer.
+        let ethertype: [u8; 2] = if out[20..22] == [0, 0x57] { [0x86, 0xdd] } else { [0x08, 0x00] };
+        let plain = [&out[..12], &ethertype, &out[22..]].concat();
+        let ans = dnswire::parse_answer(&plain).expect("an answer inside PPPoE");
+        assert_eq!(ans.message.response_code(), ResponseCode::NXDomain);
+    }
+}
+
+/// The daemon's default policy is to drop what cannot be judged; the
+/// "pass" policy keeps the old fail-open behaviour. A two-question query
+/// cannot be judged whole.
+#[test]
+fn multi_question_queries() {
+    let q = dnswire::query(ALLOWED, RecordType::A);
+    let mut two = q.clone();
+    two[5] = 2;
+    two.extend_from_slice(&q[12..]);
+    for drop in [true, false] {
+        let h = harness(drop);
+        run(
+            &h,
+            "two questions",
+            &[row("two questions", Spec::udp4().build(&two), XDP_PASS, Counter::DnsMultiQuestion).unjudged(drop)],
+        );
+    }
+}
