@@ -34,6 +34,7 @@ pub fn enter(ctx: &XdpContext) -> Done {
         }
         Err(c) => return pass(c),
     };
+    let mut frag_key = None;
     if layers.fragment != Fragment::Whole {
         let Some(settings) = SETTINGS.get(0) else {
             return pass(Counter::Internal);
@@ -46,21 +47,21 @@ pub fn enter(ctx: &XdpContext) -> Done {
         if layers.proto != IPPROTO_UDP {
             return tcp_first_fragment(&pkt, &layers, settings);
         }
-        if layers.dport == DNS_PORT {
-            // The DNS stage judges the question if the fragment holds it
-            // whole, and `fragments::settle` records a drop.
-            let Some(key) = fragments::key(&pkt, &layers, settings.seed) else {
-                return pass(Counter::TruncatedHeader);
-            };
-            return hand_on(ctx, &layers, None, Some(key), Stage::Dns);
+        if layers.dport != DNS_PORT {
+            return pass(Counter::NotDnsPort);
         }
-        return pass(Counter::NotDnsPort);
+        // The DNS stage judges the question if the fragment holds it
+        // whole, and `fragments::settle` records a drop.
+        frag_key = fragments::key(&pkt, &layers, settings.seed);
+        if frag_key.is_none() {
+            return pass(Counter::TruncatedHeader);
+        }
     }
     // Each stage is called from a call site of its own, with its index a
     // constant there: the verifier then makes the tail call a direct jump
     // (`tests/tests/tail_calls.rs`).
     if layers.dport == DNS_PORT {
-        return hand_on(ctx, &layers, None, None, Stage::Dns);
+        return hand_on(ctx, &layers, None, frag_key, Stage::Dns);
     }
     if layers.proto == IPPROTO_UDP {
         if !quic::is_initial(&pkt, &layers) {
@@ -121,6 +122,19 @@ fn hand_on(
 pub fn proceed(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
     let done = match next {
         Ok(stage) => tail_call(ctx, stage),
+        Err(done) => done,
+    };
+    verdict::finish(ctx, done)
+}
+
+/// [`proceed`] for a stage that goes on to one stage only, `next_stage`:
+/// the index stays a constant at the tail call even when the decision
+/// passed through code that hid which stage it named (the DNS stage's
+/// fragment settlement did).
+#[inline(always)]
+pub fn proceed_to(ctx: &XdpContext, next: Result<Stage, Done>, next_stage: Stage) -> u32 {
+    let done = match next {
+        Ok(_) => tail_call(ctx, next_stage),
         Err(done) => done,
     };
     verdict::finish(ctx, done)

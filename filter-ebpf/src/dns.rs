@@ -38,7 +38,7 @@ struct Query {
 }
 
 /// Why a payload was not judged: the counter to increment, and whether the
-/// fail-closed policy applies (a query we should have judged but could not).
+/// "cannot judge" policy applies (a query we should have judged but could not).
 #[derive(Clone, Copy)]
 struct NotJudged {
     counter: Counter,
@@ -220,7 +220,7 @@ fn parse_query(ctx: &XdpContext, l: &Layers, seed: u64, scratch: &mut Scratch) -
     };
     if let Some(c) = not_query {
         // Over TCP such bytes are as likely the middle of a stream, which a
-        // client controls: fail-closed must not let them through.
+        // client controls: `--unjudged drop` must not let them through.
         return Err(if tcp { malformed(Counter::TcpNotMessageStart) } else { skip(c) });
     }
     if qdcount > 1 {

@@ -56,7 +56,7 @@ pub fn record(key: u64) {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Full means an entry was evicted: that datagram's later fragments pass,
     // and it stays incomplete all the same.
-    let _ = FRAGMENTS.insert(key, &now, 0);
+    let _ = FRAGMENTS.insert(key, now, 0);
 }
 
 /// A first fragment the entry stage cannot judge (`counter` says why):

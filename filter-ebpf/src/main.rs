@@ -73,7 +73,8 @@ mod entry {
             Some(s) => fragments::settle(&s.handoff, next),
             None => next,
         };
-        dispatch::proceed(&ctx, next)
+        // The DNS stage only ever goes on to the answer stage.
+        dispatch::proceed_to(&ctx, next, maps::Stage::Answer)
     }
 
     /// The answer stage.

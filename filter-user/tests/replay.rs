@@ -360,7 +360,7 @@ fn ethernet_capture(fx: &Fixture) -> (PathBuf, Vec<Want>) {
         (
             ethernet(Net::Tcp4, 53, &query("ads.example", a)),
             0,
-            want("drop", Some("drop_tcp"), Some("ads.example"), Some("ads.example"), Some("tcp")),
+            want("tx", Some("reset_tcp"), Some("ads.example"), Some("ads.example"), Some("tcp")),
         ),
         (
             ethernet(Net::Udp4, 53, &query("dropme.example", a)),
@@ -426,11 +426,11 @@ fn pcap_ethernet_verdicts_names_rules_and_summary() {
     assert_eq!(summary["packets"], json!(14));
     assert_eq!(summary["run"], json!(12));
     assert_eq!(summary["truncated"], json!(2));
-    assert_eq!(summary["verdicts"], json!({"drop": 2, "error": 2, "pass": 7, "tx": 3}));
+    assert_eq!(summary["verdicts"], json!({"drop": 1, "error": 2, "pass": 7, "tx": 4}));
     assert_counters(
         &summary,
         &json!({
-            "bad_header": 1, "dns_response": 1, "drop": 1, "drop_tcp": 1, "not_dns_port": 1, "not_ip": 1,
+            "bad_header": 1, "dns_response": 1, "drop": 1, "reset_tcp": 1, "not_dns_port": 1, "not_ip": 1,
             "nxdomain": 2, "pass_allowed": 1, "pass_no_match": 2, "refused": 1,
         }),
     );
@@ -464,7 +464,7 @@ fn human_output_lines_and_summary() {
     assert_eq!(words(1), ["#1", "tx", "nxdomain", "www.ads.example", "rule=ads.example", "(udp)"]);
     assert_eq!(words(3), ["#3", "pass", "pass_no_match", "www.example.org", "(udp)"]);
     assert_eq!(words(4), ["#4", "pass", "not_dns_port"], "non-DNS packets are compact");
-    assert_eq!(words(7), ["#7", "drop", "drop_tcp", "ads.example", "rule=ads.example", "(tcp)"]);
+    assert_eq!(words(7), ["#7", "tx", "reset_tcp", "ads.example", "rule=ads.example", "(tcp)"]);
     assert!(line(10).contains("[truncated: 59 of"), "{}", line(10));
     assert!(
         line(11).starts_with("#11") && line(11).contains(" error ") && line(11).contains("kernel refused"),
@@ -481,10 +481,10 @@ fn human_output_lines_and_summary() {
 
     let summary = run.stdout.split("\n\n").nth(1).expect("a summary after a blank line");
     assert!(summary.starts_with("14 packets: 12 run, 2 not run, 2 truncated\n"), "{summary}");
-    assert!(summary.contains("actions: drop 2, error 2, pass 7, tx 3\n"), "{summary}");
+    assert!(summary.contains("actions: drop 1, error 2, pass 7, tx 4\n"), "{summary}");
     // The counter table, by kind.
     let row = |name: &str, n: &str| summary.lines().any(|l| l.split_whitespace().eq([name, n]));
-    assert!(summary.contains("verdicts\n") && row("nxdomain", "2") && row("drop_tcp", "1"), "{summary}");
+    assert!(summary.contains("verdicts\n") && row("nxdomain", "2") && row("reset_tcp", "1"), "{summary}");
     assert!(summary.contains("not judged\n") && row("not_dns_port", "1"), "{summary}");
     let hits = summary.split("rule hits\n").nth(1).expect("rule hits");
     let first: Vec<_> = hits.lines().next().expect("a rule").split_whitespace().collect();
@@ -771,7 +771,7 @@ fn malformed_list_lines_are_named_and_skipped_or_refused() {
     assert!(run.stderr.contains(&fx.allow.display().to_string()), "{}", run.stderr);
 }
 
-/// `--dns-action` and `--fail-closed` reach the program.
+/// `--dns-action` and `--unjudged` reach the program.
 #[test]
 fn options_reach_the_program() {
     let fx = Fixture::new();
@@ -785,21 +785,21 @@ fn options_reach_the_program() {
     ];
     write_pcap(&path, pcap_header(DataLink::ETHERNET, TsResolution::MicroSecond, Endianness::Little), &frames);
 
-    let run = fx.replay(&path, &["--json", "--dns-action", "refused", "--fail-closed"]);
+    let run = fx.replay(&path, &["--json", "--dns-action", "refused", "--unjudged", "pass"]);
     assert!(run.success, "{}", run.stderr);
     let (packets, summary) = run.json();
     check_packets(
         &packets,
         &[
             want("tx", Some("refused"), Some("www.ads.example"), Some("ads.example"), UDP),
-            want("drop", Some("dns_compressed"), None, None, None),
+            want("pass", Some("dns_compressed"), None, None, None),
         ],
     );
-    assert_eq!(summary["counters"]["fail_closed_drop"], json!(1));
+    assert_eq!(summary["counters"].get("unjudged_drop"), None, "{summary}");
 
     let (packets, _) = fx.replay_json(&path);
     assert_eq!(packets[0]["outcome"], json!("nxdomain"), "the default action");
-    assert_eq!(packets[1]["verdict"], json!("pass"), "fail-open by default");
+    assert_eq!(packets[1]["verdict"], json!("drop"), "what cannot be judged is dropped by default");
 }
 
 /// The library API: the callback sees each report as it is made and can

@@ -195,6 +195,10 @@ counters! {
     /// Blocked DNS over TCP: the query dropped and the client sent a TCP
     /// reset, so its lookup fails at once rather than at its timeout.
     ResetTcp => "reset_tcp", Verdict, Dns, Reset;
+    /// A segment with urgent data (URG) that would start or go on with a
+    /// ClientHello: the receiver removes the urgent byte from the stream,
+    /// which can hide the name from the parser; not judged.
+    TcpUrgent => "tcp_urgent", Unjudged, Tls, Pass;
     /// A new flow or an unfinished ClientHello the full flow table cannot
     /// hold: not judged.
     TlsFlowTableFull => "tls_flow_table_full", Unjudged, Tls, Pass;

@@ -53,12 +53,12 @@ impl Harness {
         Self::with(block, allow, Action::Nxdomain, false)
     }
 
-    pub fn with(block: &str, allow: &str, dns_action: Action, fail_closed: bool) -> Self {
-        Self::with_options(block, allow, LoadOptions::default(), dns_action, fail_closed, TlsPolicy::default())
+    pub fn with(block: &str, allow: &str, dns_action: Action, unjudged_drop: bool) -> Self {
+        Self::with_options(block, allow, LoadOptions::default(), dns_action, unjudged_drop, TlsPolicy::default())
     }
 
     /// Loads with `block` and `allow` list texts and the TLS policy `tls`
-    /// (NXDOMAIN for DNS, fail-open, the default flow table).
+    /// (NXDOMAIN for DNS, `--unjudged pass`, the default flow table).
     pub fn with_tls(block: &str, allow: &str, tls: TlsPolicy) -> Self {
         Self::with_options(block, allow, LoadOptions::default(), Action::Nxdomain, false, tls)
     }
@@ -70,11 +70,11 @@ impl Harness {
         allow: &str,
         opts: LoadOptions,
         dns_action: Action,
-        fail_closed: bool,
+        unjudged_drop: bool,
         tls: TlsPolicy,
     ) -> Self {
         let mut filter = Filter::load(LoadOptions { trace: true, ..opts }).expect("load the XDP program");
-        filter.configure(dns_action, fail_closed, 60).expect("configure");
+        filter.configure(dns_action, unjudged_drop, 60).expect("configure");
         filter.configure_tls(tls).expect("configure TLS");
         let seed = rand::random();
         let mut rules = RuleSet::new(seed);

@@ -356,7 +356,7 @@ fn config_file_says_what_flags_say_and_flags_win() {
     for (text, want) in [
         ("dns_action = \"refused\"\n", "unknown key \"dns_action\""),
         ("dns-action = \"explode\"\n", "\"explode\" is not a DNS action"),
-        ("fail-closed = 1\n", "key \"fail-closed\": expected true or false"),
+        ("unjudged = \"maybe\"\n", "invalid value 'maybe' for '--unjudged"),
         ("blocklist = [\n", "TOML parse error"),
     ] {
         fs::write(&conf, text).unwrap();

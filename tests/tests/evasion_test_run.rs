@@ -1,5 +1,5 @@
 //! Evasions tried as an attacker would (issue "hold against clients that
-//! try to slip past"), through BPF_PROG_TEST_RUN on the loaded program:
+//! try to slip past"), through `BPF_PROG_TEST_RUN` on the loaded program:
 //! IP fragments, encapsulations (PPPoE, stacked VLAN tags, IPv6 extension
 //! headers), and the "cannot judge" policy. Every construction is tried
 //! both ways: with a blocked name it is refused, and with an allowed name
@@ -183,7 +183,7 @@ fn fragmented_tcp_segments() {
         let hello = tls::client_hello(Some(BLOCKED), HelloKind::Small);
         let tls_spec = Spec::udp4().tcp().dport(443);
         let mut rows = Vec::new();
-        let mut later = |desc: &str, f: &[u8]| {
+        let later = |desc: &str, f: &[u8]| {
             let (action, c) = if drop { (XDP_DROP, Counter::FragmentDropped) } else { (XDP_PASS, Counter::IpFragment) };
             row(desc, f.to_vec(), action, c)
         };
@@ -305,6 +305,42 @@ fn pppoe_answers() {
         let plain = [&out[..12], &ethertype, &out[22..]].concat();
         let ans = dnswire::parse_answer(&plain).expect("an answer inside PPPoE");
         assert_eq!(ans.message.response_code(), ResponseCode::NXDomain);
+    }
+}
+
+/// Urgent data in a ClientHello: the receiver removes the urgent byte, so
+/// a byte inserted into the name hides it from a parser that reads the
+/// segment as sent. Not judged; the same segment without URG is.
+#[test]
+fn urgent_data_in_a_client_hello() {
+    let urgent = |name: &str, urg: bool, sport: u16| {
+        // A flow of its own per row: a blocked one stays blocked.
+        let spec = Spec { sport, ..Spec::udp4().tcp().dport(443) };
+        let hello = tls::client_hello(Some(name), HelloKind::Small);
+        let at = tls::find(&hello, name.as_bytes()).expect("the name in the ClientHello");
+        // The urgent byte inserted in the middle of the name.
+        let mut stream = hello.clone();
+        if urg {
+            stream.insert(at + 3, b'!');
+        }
+        let mut f = spec.build(&stream);
+        if urg {
+            f[14 + 20 + 13] |= 0x20;
+            f[14 + 20 + 18..14 + 20 + 20].copy_from_slice(&((at + 3) as u16).to_be_bytes());
+        }
+        f
+    };
+    for drop in [true, false] {
+        let h = harness(drop);
+        let rows = [
+            row("URG, a byte inside a blocked name", urgent(BLOCKED, true, 41001), XDP_PASS, Counter::TcpUrgent)
+                .unjudged(drop),
+            row("URG, a byte inside an allowed name", urgent(ALLOWED, true, 41002), XDP_PASS, Counter::TcpUrgent)
+                .unjudged(drop),
+            row("no URG, a blocked name", urgent(BLOCKED, false, 41003), XDP_TX, Counter::TlsReset),
+            row("no URG, an allowed name", urgent(ALLOWED, false, 41004), XDP_PASS, Counter::TlsPassNoMatch),
+        ];
+        run(&h, if drop { "urgent data, --unjudged drop" } else { "urgent data, --unjudged pass" }, &rows);
     }
 }
 

@@ -13,6 +13,7 @@ fn data<'a>(name: &str, map: &'a Map) -> &'a MapData {
         Map::Array(d)
         | Map::PerCpuArray(d)
         | Map::HashMap(d)
+        | Map::LruHashMap(d)
         | Map::ArrayOfMaps(d)
         | Map::RingBuf(d)
         | Map::ProgramArray(d) => d,

@@ -139,7 +139,7 @@ fn dig_over_udp_ipv4_and_ipv6_generic() {
 }
 
 #[test]
-fn kdig_over_tcp_blocked_dropped_allowed_answered() {
+fn kdig_over_tcp_blocked_reset_allowed_answered() {
     let dir = tempfile::tempdir().unwrap();
     let (block, allow) = write_lists(dir.path());
     let t = Topology::new("tcp");
@@ -155,12 +155,15 @@ fn kdig_over_tcp_blocked_dropped_allowed_answered() {
             "allowed over TCP via {server}:\n{text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = t.client.output(&["kdig", "+tcp", "+timeout=1", "+retry=0", &at, "ads.lab", "A"]);
-        let text = String::from_utf8_lossy(&out.stdout);
+        // Reset at once: kdig fails without waiting for its timeout (10 s
+        // here, so a drop would show as a timeout in its message).
+        let out = t.client.output(&["kdig", "+tcp", "+timeout=10", "+retry=0", &at, "ads.lab", "A"]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!text.contains("status:"), "a blocked query over TCP gets no answer:\n{text}");
+        assert!(text.contains("reset") && !text.contains("timed out"), "a blocked query over TCP is reset:\n{text}");
     }
     let counters = daemon.stop();
-    assert!(get(&counters, "drop_tcp") >= 2, "{counters:?}");
+    assert!(get(&counters, "reset_tcp") >= 2, "{counters:?}");
     assert!(get(&counters, "pass_no_match") >= 2, "{counters:?}");
     assert!(get(&counters, "tcp_no_payload") > 0, "handshakes and ACKs pass: {counters:?}");
     let seen = dnsmasq_queries(&dns.log());

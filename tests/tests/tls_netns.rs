@@ -293,7 +293,7 @@ fn allowed_clients_load(lab: &Lab, what: &str) {
 /// `--ech block --no-sni block` leaves ordinary clients alone (curl and
 /// OpenSSL send no `encrypted_client_hello`; each sends its `ClientHello` in
 /// one segment, so nothing is left pending) and resets a `ClientHello`
-/// without server name; so does `--ech block --fail-closed`. The default
+/// without server name; so does `--ech block --unjudged drop`. The default
 /// `--no-sni allow` lets an SNI-less `ClientHello` through.
 #[test]
 fn ech_block_spares_ordinary_clients_and_no_sni_policy() {
@@ -330,15 +330,15 @@ fn ech_block_spares_ordinary_clients_and_no_sni_policy() {
     expect(what, &counters, "tls_pending", 0);
     expect(what, &counters, "tls_malformed", 0);
 
-    let what = "--ech block --fail-closed";
-    let daemon = lab.daemon("fail-closed", &["--ech", "block", "--fail-closed"]);
+    let what = "--ech block --unjudged drop";
+    let daemon = lab.daemon("unjudged-drop", &["--ech", "block", "--unjudged", "drop"]);
     allowed_clients_load(&lab, what);
     let counters = daemon.stop();
     eprintln!("{what}: {counters:?}");
     expect(what, &counters, "tls_pass_no_match", 2 * n);
     expect(what, &counters, "tls_pass_allowed", 2 * n);
     expect(what, &counters, "tls_malformed", 0);
-    expect(what, &counters, "fail_closed_drop", 0);
+    expect(what, &counters, "unjudged_drop", 0);
 
     let what = "defaults";
     let daemon = lab.daemon("default", &[]);

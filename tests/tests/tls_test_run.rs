@@ -1746,8 +1746,7 @@ fn flow_table_pressure() {
         let (len, cut) = (hello.len(), hello.sni_first().expect("named"));
         let s = &hello.stream;
         let reset = |f: &Flow, end| Want::reset(f, end).rule(Some("blocked.example")).sni(Some(&sni));
-        let full =
-            |w: Want| if fail_closed { Want { action: XDP_DROP, ..w }.extra(Counter::FailClosedDrop) } else { w };
+        let full = |w: Want| if fail_closed { Want { action: XDP_DROP, ..w }.extra(Counter::UnjudgedDrop) } else { w };
         let tracked: Vec<Flow> = (0..16).map(|_| rig.v4()).collect();
         let mut filling = Script::new("16 SYNs fill the table").leaves_open(16);
         for f in &tracked {
@@ -1761,7 +1760,7 @@ fn flow_table_pressure() {
         full_rows.push(
             "SYN of a 17th flow",
             late.syn(),
-            full(Want::pass(Counter::TcpSyn)).extra(Counter::FlowTableFull),
+            full(Want::pass(Counter::TlsFlowTableFull)).extra(Counter::FlowTableFull),
         );
         // Untracked, it is judged like any flow whose SYN was not seen: a
         // ClientHello whole in one segment is still reset (it needs no state) ...
@@ -1774,7 +1773,7 @@ fn flow_table_pressure() {
         );
         let split = rig.v4();
         // ... but one in two segments cannot be followed.
-        full_rows.send(&split, s, 0, cut, full(Want::pass(Counter::TlsPending)).extra(Counter::FlowTableFull));
+        full_rows.send(&split, s, 0, cut, full(Want::pass(Counter::TlsFlowTableFull)).extra(Counter::FlowTableFull));
         full_rows.send(&split, s, cut, len, Want::pass(Counter::TcpOther));
         let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
         let ok_flow = rig.v6();
@@ -1974,7 +1973,7 @@ fn untracked_rows(rig: &mut Rig) -> Vec<Script> {
     let mut frag = f.segment(0, s);
     packet::set_ipv4_frag(&mut frag, 14, 0x2000);
     let mut sc = Script::new("an IPv4 first fragment carrying a whole blocked ClientHello");
-    sc.push("first fragment", frag, Want::pass(Counter::FirstFragment));
+    sc.push("first fragment", frag, Want::pass(Counter::TcpFragment));
     scripts.push(sc);
     scripts
 }
@@ -1993,8 +1992,8 @@ fn not_tls_malformed_and_untracked() {
 /// judged and could not is dropped (the outcome unchanged,
 /// `fail_closed_drop` counted on top); everything else is unchanged.
 fn fail_closed(w: Want) -> Want {
-    if w.outcome.kind() == CounterKind::Malformed {
-        Want { action: XDP_DROP, ..w }.extra(Counter::FailClosedDrop)
+    if w.outcome.kind() == CounterKind::Unjudged {
+        Want { action: XDP_DROP, ..w }.extra(Counter::UnjudgedDrop)
     } else {
         w
     }

@@ -265,7 +265,7 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
 fn parse_l2(pkt: &Packet, outer: u16) -> Result<(u16, usize, usize, bool), Counter> {
     let mut ethertype = outer;
     let mut off = ETH_HLEN;
-    let mut tags = 0;
+    let mut tags: usize = 0;
     for _ in 0..MAX_VLAN_TAGS {
         if !is_vlan(ethertype) {
             break;

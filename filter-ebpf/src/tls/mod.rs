@@ -46,7 +46,7 @@ use self::hello::Quick;
 use crate::{
     packet::{
         Layers, Packet,
-        headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpFlagsHead},
+        headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, TcpFlagsHead},
     },
     tables::{FLOWS, SETTINGS, scratch},
     verdict::{self, Done, count, drop, not_judged, pass},
@@ -151,6 +151,13 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         None => untracked(ctx, &l, &seg),
     };
     match how {
+        // Urgent data: the receiver takes the byte the urgent pointer names
+        // out of the stream (SO_OOBINLINE is off by default), so a byte
+        // inserted into the name and marked urgent would hide the name from
+        // a parser that reads the segment as sent. No client sends urgent
+        // data in a ClientHello: such a segment is not judged, and the
+        // flow's state does not move.
+        Ok(_) if seg.flags & TCP_URG != 0 => Err(not_judged(settings, Counter::TcpUrgent)),
         // One call site: the parser and everything after it is inlined,
         // and verified, once.
         Ok(p) => {
