@@ -1692,7 +1692,10 @@ mod tests {
             (&[(1, b"no host name")], end.clone()),
             (&[(1, b"a"), (0, b"")], failed(&[Step::Malformed(TlsError::SniEmpty)])),
             (&[(1, b"a"), (0, &[b'n'; 256])], failed(&[Step::Malformed(TlsError::SniTooLong)])),
-            (&[(0, b"one.example"), (1, b"a"), (0, b"two.example")], failed(&[Step::Malformed(TlsError::SniTwoHostNames)])),
+            (
+                &[(0, b"one.example"), (1, b"a"), (0, b"two.example")],
+                failed(&[Step::Malformed(TlsError::SniTwoHostNames)]),
+            ),
         ] {
             let data = hello(name_list(entries));
             check(&data, &want);
