@@ -517,7 +517,7 @@ fn fate(hello: &Hello, judgement: &Judgement, policy: TlsPolicy) -> Fate {
     let name = |at: usize, rule: Option<&String>| {
         hello.name().map(|sni| Judged { at, rule: rule.cloned(), sni }).expect("a named ClientHello")
     };
-    let fate = match (hello.sni_last(), judgement) {
+    match (hello.sni_last(), judgement) {
         (None, _) => Fate {
             at: hello.last(),
             verdict: if policy.no_sni_block { policy_block } else { Verdict::Pass(Counter::TlsPassNoSni) },
@@ -549,8 +549,7 @@ fn fate(hello: &Hello, judgement: &Judgement, policy: TlsPolicy) -> Fate {
                 Fate { at: hello.last(), verdict, extras: ech, name }
             }
         }
-    };
-    fate
+    }
 }
 
 /// `fate` for `hello` sent in segments cut at `cuts`: the program parses
@@ -1932,8 +1931,8 @@ fn edited(stream: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     s
 }
 
-/// `stream` (one `ClientHello`) with a server_name_list of these
-/// (name_type, data) entries.
+/// `stream` (one `ClientHello`) with a `server_name_list` of these
+/// (`name_type`, data) entries.
 fn with_name_list(stream: &[u8], entries: &[(u8, &[u8])]) -> Vec<u8> {
     let mut list = Vec::new();
     for (t, data) in entries {
@@ -1949,53 +1948,10 @@ fn with_name_list(stream: &[u8], entries: &[(u8, &[u8])]) -> Vec<u8> {
     })
 }
 
-/// Rows whose first data is one segment of `payload` on a tracked flow (SYN,
-/// data, FIN), for streams that are not TLS, that the parser refuses, or
-/// that only a lenient parser reads.
-fn first_data_rows(rig: &mut Rig) -> Vec<Script> {
-    let hello = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
-    let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
-    let s = &hello.stream;
-    let not_ch = Want::pass(Counter::TlsNotClientHello);
-    let malformed = Want::pass(Counter::TlsMalformed);
-    let padded_first = tls::with_extensions(s, |e| e.insert(0, (21, vec![0; 4200])));
-    let padded_last = tls::with_extensions(s, |e| e.push((21, vec![0; 4200])));
-    let two_names = tls::with_extensions(&ok.stream, |e| {
-        let blocked = tls::hello_layout(s);
-        let (_, data) = blocked.extensions.iter().find(|(t, _)| *t == tls::EXT_SERVER_NAME).expect("named");
-        e.push((tls::EXT_SERVER_NAME, tls::handshake_bytes(s)[data.clone()].to_vec()));
-    });
-    let ccs_inside = edited(&tls::refragment(s, &[100]), |b| b[105] = 0x14);
-    let mut app = Hello::rustls(Some("pq.blocked.example"), HelloKind::PostQuantum).stream;
-    for _ in 0..6 {
-        app.extend_from_slice(&[0x17, 3, 3, 0x03, 0xe8]);
-        app.extend_from_slice(&[0xa5; 1000]);
-    }
-    let rows: Vec<(&str, Vec<u8>, Want)> = vec![
-        ("an HTTP request", b"GET / HTTP/1.1\r\nHost: www.blocked.example\r\n\r\n".to_vec(), not_ch.clone()),
-        ("an SSH banner", b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(), not_ch.clone()),
-        ("a TLS alert record", vec![0x15, 3, 3, 0, 2, 2, 40], not_ch.clone()),
-        ("a handshake record holding a ServerHello", edited(s, |b| b[5] = 2), not_ch.clone()),
-        ("an SSLv2-compatible ClientHello", vec![0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15], not_ch.clone()),
-        ("a change_cipher_spec record inside the ClientHello", ccs_inside, malformed.clone()),
-        ("a handshake length one too long", edited(s, |b| b[8] = b[8].wrapping_add(1)), malformed.clone()),
-        (
-            "two host_names in the server_name list",
-            with_name_list(s, &[(0, b"www.blocked.example"), (0, b"ok.blocked.example")]),
-            malformed.clone(),
-        ),
-        (
-            "two host_names apart in the server_name list",
-            with_name_list(s, &[(0, b"ok.blocked.example"), (1, b"x"), (0, b"www.blocked.example")]),
-            malformed.clone(),
-        ),
-        ("the name past the segment's first 4096 bytes", padded_first.clone(), malformed.clone()),
-        (
-            "two server_name extensions: the first, allowed, decides",
-            two_names,
-            Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(ok.name().as_deref()),
-        ),
-    ];
+/// Rows of one-segment `ClientHello`s (from `s`, naming
+/// www.blocked.example) that servers accept and a strict parser would
+/// refuse; see `maps::parse::tls` for which server accepts what.
+fn accepted_rows(rig: &mut Rig, s: &[u8]) -> Vec<Script> {
     let mut scripts = Vec::new();
     // What servers accept and the program must judge: the blocked name is
     // reset (see `maps::parse::tls` for which server accepts what).
@@ -2045,6 +2001,57 @@ fn first_data_rows(rig: &mut Rig) -> Vec<Script> {
     let want = Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(Some(b"ok.blocked.example"));
     sc.push("data", f.segment(0, &allowed_second), want);
     scripts.push(sc);
+    scripts
+}
+
+/// Rows whose first data is one segment of `payload` on a tracked flow (SYN,
+/// data, FIN), for streams that are not TLS, that the parser refuses, or
+/// that only a lenient parser reads.
+fn first_data_rows(rig: &mut Rig) -> Vec<Script> {
+    let hello = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
+    let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
+    let s = &hello.stream;
+    let not_ch = Want::pass(Counter::TlsNotClientHello);
+    let malformed = Want::pass(Counter::TlsMalformed);
+    let padded_first = tls::with_extensions(s, |e| e.insert(0, (21, vec![0; 4200])));
+    let padded_last = tls::with_extensions(s, |e| e.push((21, vec![0; 4200])));
+    let two_names = tls::with_extensions(&ok.stream, |e| {
+        let blocked = tls::hello_layout(s);
+        let (_, data) = blocked.extensions.iter().find(|(t, _)| *t == tls::EXT_SERVER_NAME).expect("named");
+        e.push((tls::EXT_SERVER_NAME, tls::handshake_bytes(s)[data.clone()].to_vec()));
+    });
+    let ccs_inside = edited(&tls::refragment(s, &[100]), |b| b[105] = 0x14);
+    let mut app = Hello::rustls(Some("pq.blocked.example"), HelloKind::PostQuantum).stream;
+    for _ in 0..6 {
+        app.extend_from_slice(&[0x17, 3, 3, 0x03, 0xe8]);
+        app.extend_from_slice(&[0xa5; 1000]);
+    }
+    let rows: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("an HTTP request", b"GET / HTTP/1.1\r\nHost: www.blocked.example\r\n\r\n".to_vec(), not_ch.clone()),
+        ("an SSH banner", b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(), not_ch.clone()),
+        ("a TLS alert record", vec![0x15, 3, 3, 0, 2, 2, 40], not_ch.clone()),
+        ("a handshake record holding a ServerHello", edited(s, |b| b[5] = 2), not_ch.clone()),
+        ("an SSLv2-compatible ClientHello", vec![0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15], not_ch.clone()),
+        ("a change_cipher_spec record inside the ClientHello", ccs_inside, malformed.clone()),
+        ("a handshake length one too long", edited(s, |b| b[8] = b[8].wrapping_add(1)), malformed.clone()),
+        (
+            "two host_names in the server_name list",
+            with_name_list(s, &[(0, b"www.blocked.example"), (0, b"ok.blocked.example")]),
+            malformed.clone(),
+        ),
+        (
+            "two host_names apart in the server_name list",
+            with_name_list(s, &[(0, b"ok.blocked.example"), (1, b"x"), (0, b"www.blocked.example")]),
+            malformed.clone(),
+        ),
+        ("the name past the segment's first 4096 bytes", padded_first.clone(), malformed.clone()),
+        (
+            "two server_name extensions: the first, allowed, decides",
+            two_names,
+            Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(ok.name().as_deref()),
+        ),
+    ];
+    let mut scripts = accepted_rows(rig, s);
     for (desc, payload, want) in rows {
         let f = rig.v4();
         let mut sc = Script::new(desc);
