@@ -49,7 +49,7 @@ use maps::{
     counters::CounterKind,
     layout::rule::{self, Verdict as RuleVerdict},
     parse::name::{self, LABEL_SLOTS},
-    parse::tls::{self as parser, MAX_RECORDS, MAX_SNI, Step as Parsed, TLS_BUF, TlsState},
+    parse::tls::{self as parser, MAX_SNI, Step as Parsed, TLS_BUF, TlsError, TlsState, step_budget},
 };
 use namewall_tests::{
     harness::{Harness, Observed},
@@ -426,12 +426,6 @@ impl Hello {
             (e, _) => e.is_some(),
         }
     }
-
-    /// Stream offset of the first record header past [`MAX_RECORDS`], which
-    /// the parser refuses.
-    fn refused_record(&self) -> Option<usize> {
-        self.records.get(usize::from(MAX_RECORDS)).copied()
-    }
 }
 
 /// `hello` with its `encrypted_client_hello` extension moved first.
@@ -516,15 +510,14 @@ impl Fate {
 /// - `tls_ech` counts a passed or ECH-blocked `ClientHello` whose ECH
 ///   extension the parser read before it decided (a name block is decided
 ///   by the name alone);
-/// - a record past [`MAX_RECORDS`] before the deciding byte is refused
-///   (`tls_malformed`, passed: fail-open).
+/// - any number of records, of any version, is read (servers read them).
 fn fate(hello: &Hello, judgement: &Judgement, policy: TlsPolicy) -> Fate {
     let policy_block = if policy.action == Action::Drop { Verdict::Drop } else { Verdict::Reset };
     let ech: Vec<Counter> = if hello.ech() { vec![Counter::TlsEch] } else { Vec::new() };
     let name = |at: usize, rule: Option<&String>| {
         hello.name().map(|sni| Judged { at, rule: rule.cloned(), sni }).expect("a named ClientHello")
     };
-    let fate = match (hello.sni_last(), judgement) {
+    match (hello.sni_last(), judgement) {
         (None, _) => Fate {
             at: hello.last(),
             verdict: if policy.no_sni_block { policy_block } else { Verdict::Pass(Counter::TlsPassNoSni) },
@@ -556,16 +549,29 @@ fn fate(hello: &Hello, judgement: &Judgement, policy: TlsPolicy) -> Fate {
                 Fate { at: hello.last(), verdict, extras: ech, name }
             }
         }
-    };
-    match hello.refused_record() {
-        Some(r) if r <= fate.at => Fate {
-            at: r,
-            verdict: Verdict::Pass(Counter::TlsMalformed),
-            extras: Vec::new(),
-            name: fate.name.filter(|n| n.at < r),
-        },
-        _ => fate,
     }
+}
+
+/// `fate` for `hello` sent in segments cut at `cuts`: the program parses
+/// the first [`TLS_BUF`] bytes of a segment, so a `ClientHello` not decided
+/// by them is refused there (`tls_malformed`, passed: fail-open). Only a
+/// bound of the program's can cut the walk short, and it never passes a
+/// flow it did not judge.
+fn within_buffer(len: usize, cuts: &[usize], fate: &Fate) -> Fate {
+    for (a, b) in bounds(len, cuts) {
+        if a > fate.at {
+            break;
+        }
+        if b - a > TLS_BUF && fate.at >= a + TLS_BUF {
+            return Fate {
+                at: a,
+                verdict: Verdict::Pass(Counter::TlsMalformed),
+                extras: Vec::new(),
+                name: fate.name.clone().filter(|n| n.at < a),
+            };
+        }
+    }
+    fate.clone()
 }
 
 /// Segment bounds of a `len`-byte stream cut at `cuts`.
@@ -646,6 +652,7 @@ impl Rig {
     /// it gets `fate`'s verdict, later ones the blocked flow's drop or,
     /// when the flow passed, what untracked traffic gets ([`Reference`]).
     fn delivery(&self, desc: impl Into<String>, flow: &Flow, hello: &Hello, cuts: &[usize], fate: &Fate) -> Script {
+        let fate = &within_buffer(hello.len(), cuts, fate);
         let mut s = Script::new(desc);
         s.syn(flow);
         let mut after: Option<Reference<'_>> = None;
@@ -730,11 +737,11 @@ fn layout(name: &str) -> Spec {
 
 /// Whether the program parses an untracked segment starting with
 /// `payload`: it starts like a TLS handshake record carrying a
-/// `ClientHello` (16 03 xx xx xx 01), or is shorter than that and starts
-/// with 0x16.
+/// `ClientHello` (16 vv vv xx xx 01, any record version), or is shorter
+/// than that and starts with 0x16.
 fn starts_like_hello(payload: &[u8]) -> bool {
     match payload {
-        [0x16, 0x03, _, _, _, 0x01, ..] => true,
+        [0x16, _, _, _, _, 0x01, ..] => true,
         [0x16, rest @ ..] => rest.len() < 5,
         _ => false,
     }
@@ -878,18 +885,23 @@ impl<'a> Reference<'a> {
     }
 }
 
-/// The parser's steps over one segment's bytes until one says more than "continue".
+/// The parser's steps over one segment's bytes until one says more than
+/// "continue", as the program runs them: over the segment's first
+/// [`TLS_BUF`] bytes (a `ClientHello` going on past them is `TooLong`), at
+/// most [`step_budget`] of them (a budget used up leaves `Continue`).
 fn run_parser(st: &mut TlsState, bytes: &[u8]) -> Parsed {
-    assert!(bytes.len() <= TLS_BUF, "segments of the tables fit the kernel's buffer");
+    let copy = bytes.len().min(TLS_BUF);
     let mut buf = Box::new([0u8; TLS_BUF]);
-    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[..copy].copy_from_slice(&bytes[..copy]);
     let mut pos = 0;
-    loop {
-        match parser::step(st, &buf, bytes.len(), &mut pos) {
+    for _ in 0..step_budget(copy) {
+        match parser::step(st, &buf, copy, &mut pos) {
             Parsed::Continue => {}
+            Parsed::NeedMore if copy < bytes.len() => return Parsed::Malformed(TlsError::TooLong),
             done => return done,
         }
     }
+    Parsed::Continue
 }
 
 /// The rules' judgement of a server name, from the shared name parser and
@@ -1086,8 +1098,9 @@ fn record_sizes(hello: &Hello, rng: &mut StdRng) -> Vec<(String, Vec<usize>)> {
 /// records of 1, 7, 100 and random sizes, with record boundaries inside
 /// and beside the name, sent in one segment, at every two-segment cut (so
 /// record headers are split across segments too), in 5-byte segments and
-/// at random cuts. A name in a record past the 64th is refused
-/// (`tls_malformed`, passed: fail-open), in its 64th judged.
+/// at random cuts. Any number of records is read, as servers read them; a
+/// segment longer than the program's buffer whose first 4096 bytes do not
+/// decide is refused (`tls_malformed`, passed: fail-open).
 #[test]
 fn record_fragmentation() {
     let mut rig = Rig::new(TlsPolicy::default());
@@ -1130,6 +1143,48 @@ fn record_fragmentation() {
         }
     }
     rig.run("record fragmentation", &scripts);
+}
+
+/// Hundreds of one-byte records, which servers reassemble (OpenSSL, Go and
+/// rustls bound the records of a `ClientHello` by none): in one segment and
+/// across full-sized and small segments, blocked names are reset and
+/// allowed ones pass, judged. The program's bound is its buffer: a segment
+/// longer than 4096 bytes whose first 4096 do not decide is refused
+/// (`tls_malformed`), never passed as if judged.
+#[test]
+fn hundreds_of_one_byte_records() {
+    let mut rig = Rig::new(TlsPolicy::default());
+    let small = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
+    let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
+    let pq = Hello::rustls(Some("pq.blocked.example"), HelloKind::PostQuantum);
+    let padded = Hello::new(tls::with_extensions(&small.stream, |e| e.insert(0, (21, vec![0; 800]))));
+    let bases = [
+        ("small blocked", &small, blocked("blocked.example")),
+        ("small allowed", &ok, allowed("ok.blocked.example")),
+        ("post-quantum blocked", &pq, blocked("blocked.example")),
+        ("800 bytes of padding first, blocked", &padded, blocked("blocked.example")),
+    ];
+    let mut scripts = Vec::new();
+    let mut refused = 0;
+    for (desc, base, judgement) in bases {
+        let hello = base.refragment(&vec![1; base.layout.end]);
+        assert!(hello.records.len() > 200, "{desc}: {}", hello.records.len());
+        let fate = rig.fate(&hello, &judgement);
+        for (how, seg) in
+            [("one segment", hello.len()), ("1448-byte segments", 1448), ("1460-byte", 1460), ("536-byte", 536)]
+        {
+            let cuts: Vec<usize> = (seg..hello.len()).step_by(seg).collect();
+            let f = rig.flow(&tcp4());
+            let desc = format!("{desc}, {} 1-byte records, {how}", hello.records.len());
+            let sc = rig.delivery(desc, &f, &hello, &cuts, &fate);
+            refused += sc.frames.iter().filter(|f| f.want.outcome == Counter::TlsMalformed).count();
+            scripts.push(sc);
+        }
+    }
+    // The padded one in one segment (its name past 4800 bytes), and the
+    // post-quantum one in one segment when rustls put its name late.
+    assert!((1..=2).contains(&refused), "{refused}");
+    rig.run("hundreds of one-byte records", &scripts);
 }
 
 /// A client segment of `flow` at stream offset `off` with exactly `set` of
@@ -1463,8 +1518,11 @@ fn names() {
 }
 
 /// Names the parser refuses at the entry that announces them, before any
-/// name byte: over 255 bytes (`SniTooLong`), empty (`SniEmpty`), or not
-/// a host name (name type 1). Decided by the entry's last byte.
+/// name byte: over 255 bytes (`SniTooLong`) or empty (`SniEmpty`).
+/// Decided by the entry's last byte. A list whose only entry is not a
+/// host name (name type 1) holds no name for any server (Go skips the
+/// entry, rustls stops at it): no server name, decided by the
+/// `ClientHello`'s last byte.
 fn refused_names(rig: &mut Rig, template: &Hello) -> Vec<Script> {
     let too_long = long_name(256, "blocked.example");
     let bad_type = tls::with_extensions(&template.stream, |exts| {
@@ -1472,11 +1530,9 @@ fn refused_names(rig: &mut Rig, template: &Hello) -> Vec<Script> {
         sni.1[2] = 1;
     });
     let mut scripts = Vec::new();
-    for (desc, hello) in [
-        ("a 256-byte name", template.renamed(too_long.as_bytes())),
-        ("an empty name", template.renamed(b"")),
-        ("name type 1", Hello::new(bad_type)),
-    ] {
+    for (desc, hello) in
+        [("a 256-byte name", template.renamed(too_long.as_bytes())), ("an empty name", template.renamed(b""))]
+    {
         let entry_end = hello.offsets[hello.layout.server_name().expect("a server_name").start - 1];
         let fate =
             Fate { at: entry_end, verdict: Verdict::Pass(Counter::TlsMalformed), extras: Vec::new(), name: None };
@@ -1484,6 +1540,18 @@ fn refused_names(rig: &mut Rig, template: &Hello) -> Vec<Script> {
             let flow = rig.flow(&tcp4());
             scripts.push(rig.delivery(format!("refused: {desc}, cuts {cuts:?}"), &flow, &hello, &cuts, &fate));
         }
+    }
+    let hello = Hello::new(bad_type);
+    let entry_end = hello.offsets[hello.layout.server_name().expect("a server_name").start - 1];
+    let no_name = Fate {
+        at: hello.last(),
+        verdict: Verdict::Pass(Counter::TlsPassNoSni),
+        extras: vec![Counter::TlsNoSni],
+        name: None,
+    };
+    for cuts in [vec![], vec![entry_end], vec![entry_end + 1]] {
+        let flow = rig.flow(&tcp4());
+        scripts.push(rig.delivery(format!("only name type 1, cuts {cuts:?}"), &flow, &hello, &cuts, &no_name));
     }
     scripts
 }
@@ -1862,8 +1930,82 @@ fn edited(stream: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     s
 }
 
+/// `stream` (one `ClientHello`) with a `server_name_list` of these
+/// (`name_type`, data) entries.
+fn with_name_list(stream: &[u8], entries: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for (t, data) in entries {
+        list.push(*t);
+        list.extend_from_slice(&u16::try_from(data.len()).expect("a short entry").to_be_bytes());
+        list.extend_from_slice(data);
+    }
+    let mut ext = u16::try_from(list.len()).expect("a short list").to_be_bytes().to_vec();
+    ext.extend_from_slice(&list);
+    tls::with_extensions(stream, |exts| {
+        let sni = exts.iter_mut().find(|(t, _)| *t == tls::EXT_SERVER_NAME).expect("a server_name extension");
+        sni.1 = ext;
+    })
+}
+
+/// Rows of one-segment `ClientHello`s (from `s`, naming
+/// www.blocked.example) that servers accept and a strict parser would
+/// refuse; see `maps::parse::tls` for which server accepts what.
+fn accepted_rows(rig: &mut Rig, s: &[u8]) -> Vec<Script> {
+    let mut scripts = Vec::new();
+    // What servers accept and the program must judge: the blocked name is
+    // reset (see `maps::parse::tls` for which server accepts what).
+    let versions = |v: [u8; 2]| edited(s, |b| b[1..3].copy_from_slice(&v));
+    let accepted: Vec<(String, Vec<u8>)> = [[3, 5], [3, 0xff], [0, 0], [0, 1], [0x0a, 0x0a], [0xff, 0xff]]
+        .into_iter()
+        .map(|v| (format!("record version {v:02x?}"), versions(v)))
+        .chain([
+            ("record version 0a0a in three records".to_owned(), tls::refragment(&versions([0x0a, 0x0a]), &[40, 40])),
+            ("an empty first record".to_owned(), [&[0x16, 3, 1, 0, 0][..], s].concat()),
+            ("an empty record inside the ClientHello".to_owned(), tls::refragment(s, &[50, 0])),
+            (
+                "32 empty records inside the ClientHello".to_owned(),
+                tls::refragment(s, &[[50].as_slice(), &[0; 32]].concat()),
+            ),
+            ("a record of 16641 bytes".to_owned(), edited(s, |b| b[3..5].copy_from_slice(&16641u16.to_be_bytes()))),
+            ("a record of 65535 bytes".to_owned(), edited(s, |b| b[3..5].copy_from_slice(&[0xff, 0xff]))),
+            (
+                "another name_type before the host_name".to_owned(),
+                with_name_list(s, &[(1, b"opaque"), (0, b"www.blocked.example")]),
+            ),
+            (
+                "other name_types around the host_name".to_owned(),
+                with_name_list(s, &[(7, b"a"), (0, b"www.blocked.example"), (9, b"zz")]),
+            ),
+            ("another name_type first, in 1-byte records".to_owned(), {
+                let named = with_name_list(s, &[(1, b"opaque"), (0, b"www.blocked.example")]);
+                let n = tls::handshake_bytes(&named).len();
+                tls::refragment(&named, &vec![1; n])
+            }),
+        ])
+        .collect();
+    for (desc, payload) in accepted {
+        let f = rig.v4();
+        let mut sc = Script::new(desc);
+        sc.syn(&f);
+        let want = Want::reset(&f, payload.len()).rule(Some("blocked.example")).sni(Some(b"www.blocked.example"));
+        sc.push("data", f.segment(0, &payload), want);
+        sc.push("FIN", f.fin_at(payload.len()), Want::blocked_flow());
+        scripts.push(sc);
+    }
+    // The same with an allowed name: it passes, judged.
+    let allowed_second = with_name_list(s, &[(1, b"opaque"), (0, b"ok.blocked.example")]);
+    let f = rig.v6();
+    let mut sc = Script::new("another name_type before an allowed host_name");
+    sc.syn(&f);
+    let want = Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(Some(b"ok.blocked.example"));
+    sc.push("data", f.segment(0, &allowed_second), want);
+    scripts.push(sc);
+    scripts
+}
+
 /// Rows whose first data is one segment of `payload` on a tracked flow (SYN,
-/// data, FIN), for streams that are not TLS or that the parser refuses.
+/// data, FIN), for streams that are not TLS, that the parser refuses, or
+/// that only a lenient parser reads.
 fn first_data_rows(rig: &mut Rig) -> Vec<Script> {
     let hello = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
     let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
@@ -1889,12 +2031,18 @@ fn first_data_rows(rig: &mut Rig) -> Vec<Script> {
         ("a TLS alert record", vec![0x15, 3, 3, 0, 2, 2, 40], not_ch.clone()),
         ("a handshake record holding a ServerHello", edited(s, |b| b[5] = 2), not_ch.clone()),
         ("an SSLv2-compatible ClientHello", vec![0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15], not_ch.clone()),
-        ("record version 3.5", edited(s, |b| b[2] = 5), malformed.clone()),
-        ("an empty first record", [&[0x16, 3, 1, 0, 0][..], s].concat(), malformed.clone()),
-        ("a record of 16641 bytes", edited(s, |b| b[3..5].copy_from_slice(&16641u16.to_be_bytes())), malformed.clone()),
         ("a change_cipher_spec record inside the ClientHello", ccs_inside, malformed.clone()),
-        ("an empty record inside the ClientHello", tls::refragment(s, &[50, 0]), malformed.clone()),
         ("a handshake length one too long", edited(s, |b| b[8] = b[8].wrapping_add(1)), malformed.clone()),
+        (
+            "two host_names in the server_name list",
+            with_name_list(s, &[(0, b"www.blocked.example"), (0, b"ok.blocked.example")]),
+            malformed.clone(),
+        ),
+        (
+            "two host_names apart in the server_name list",
+            with_name_list(s, &[(0, b"ok.blocked.example"), (1, b"x"), (0, b"www.blocked.example")]),
+            malformed.clone(),
+        ),
         ("the name past the segment's first 4096 bytes", padded_first.clone(), malformed.clone()),
         (
             "two server_name extensions: the first, allowed, decides",
@@ -1902,7 +2050,7 @@ fn first_data_rows(rig: &mut Rig) -> Vec<Script> {
             Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(ok.name().as_deref()),
         ),
     ];
-    let mut scripts = Vec::new();
+    let mut scripts = accepted_rows(rig, s);
     for (desc, payload, want) in rows {
         let f = rig.v4();
         let mut sc = Script::new(desc);
@@ -1952,6 +2100,15 @@ fn untracked_rows(rig: &mut Rig) -> Vec<Script> {
             sc.send(&f, s, first, len, reset(&f, len));
         }
         sc.push("FIN", f.fin_at(len), Want::blocked_flow());
+        scripts.push(sc);
+    }
+    // Any record version starts a ClientHello, as it does at a Go server.
+    for v in [[0u8, 1], [0x0a, 0x0a]] {
+        let f = rig.v6();
+        let stream = edited(s, |b| b[1..3].copy_from_slice(&v));
+        let mut sc = Script::new(format!("no SYN: record version {v:02x?}"));
+        sc.send(&f, &stream, 0, cut, pending.clone());
+        sc.send(&f, &stream, cut, len, reset(&f, len));
         scripts.push(sc);
     }
     // The limit of flows whose SYN was not seen: a later segment sent first

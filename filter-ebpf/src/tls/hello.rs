@@ -18,22 +18,17 @@ use crate::{
     verifier,
 };
 
-/// Parser steps per segment, one per `bpf_loop` iteration. A ClientHello
-/// takes one step per extension and a dozen more; records cut into many
-/// small fragments take a few more per record (`maps::parse::tls::MAX_RECORDS`
-/// bounds those). A 1448-byte segment needs at most 440 (`maps::parse::tls`).
-const SLOW_STEPS: u32 = 512;
-
 /// Whether the payload starts like a TLS handshake record carrying a
-/// ClientHello: `16 03 xx  xx xx  01`, or as much of it as the segment
-/// holds (a client may send the record header alone). Bytes past the IP
-/// packet's end (Ethernet padding) are not the segment's. A payload outside
-/// the first buffer of a multi-buffer frame is left to the parser.
+/// ClientHello: `16 vv vv  xx xx  01`, any record version (servers take
+/// any, see `maps::parse::tls`), or as much of it as the segment holds (a
+/// client may send the record header alone). Bytes past the IP packet's
+/// end (Ethernet padding) are not the segment's. A payload outside the
+/// first buffer of a multi-buffer frame is left to the parser.
 #[inline(always)]
 pub fn starts_like_hello(pkt: &Packet, l: &Layers) -> bool {
     if l.payload_len() >= 6 {
         return match pkt.bytes::<6>(l.payload_off) {
-            Some(b) => b[0] == 0x16 && b[1] == 0x03 && b[5] == 0x01,
+            Some(b) => b[0] == 0x16 && b[5] == 0x01,
             None => true,
         };
     }
@@ -105,14 +100,17 @@ pub fn run_parser(scratch: &mut Scratch, len: usize) -> Step {
     run_parser_from(scratch, len)
 }
 
-/// Continues the parser where it stopped in `tls_buf`.
+/// Continues the parser where it stopped in `tls_buf`, for at most
+/// `maps::parse::tls::step_budget(len)` steps: more than any `len` bytes
+/// take, however the ClientHello is cut into records, and bounded by them.
+/// A budget used up leaves `Continue`, which the caller counts as malformed.
 #[inline(always)]
 pub fn run_parser_from(scratch: &mut Scratch, len: usize) -> Step {
     scratch.tls_step = tls::STEP_CONTINUE;
     let mut args = StepArgs { len: len as u64 };
     // SAFETY: a static callback and a pointer to our own stack.
     unsafe {
-        bpf_loop(SLOW_STEPS, step_callback as *mut c_void, (&raw mut args).cast(), 0);
+        bpf_loop(tls::step_budget(len), step_callback as *mut c_void, (&raw mut args).cast(), 0);
     }
     // SAFETY: the callbacks wrote through their own lookup of the scratch map.
     let code = unsafe { (&raw const scratch.tls_step).read_volatile() };

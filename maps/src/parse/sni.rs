@@ -128,21 +128,21 @@ macro_rules! be16 {
 pub fn locate<B: Bytes + ?Sized>(buf: &B, len: usize, whole_list: bool) -> Located {
     let len = if len < TLS_BUF { len } else { TLS_BUF };
     // Record header and handshake header: a handshake record carrying a
-    // ClientHello, the whole message in this record.
-    // Record version 0x0300..=0x0304, as the state machine insists.
+    // ClientHello, the whole message in this record. The record version is
+    // ignored, as the state machine and servers ignore it.
     if len < 9 {
         return Located::Slow;
     }
-    // 16 03 0v LL | LL 01 BB BB | BB: type, version, record length;
+    // 16 VV VV LL | LL 01 BB BB | BB: type, version, record length;
     // handshake type and body length.
     let (w0, w1, b8) = (be32!(buf, 0), be32!(buf, 4), byte!(buf, 8));
-    if w0 >> 24 != 0x16 || (w0 >> 16) & 0xff != 0x03 || (w0 >> 8) & 0xff > 0x04 || (w1 >> 16) & 0xff != 0x01 {
+    if w0 >> 24 != 0x16 || (w1 >> 16) & 0xff != 0x01 {
         return Located::Slow;
     }
     let record_end = 5 + ((w0 & 0xff) << 8 | w1 >> 24);
     let body_len = (w1 & 0xffff) << 8 | b8;
     let end = 9 + body_len;
-    if end > record_end || record_end > 5 + crate::parse::tls::MAX_RECORD_LEN as usize {
+    if end > record_end {
         return Located::Slow;
     }
     // What of the message this segment holds.
@@ -214,7 +214,9 @@ pub fn locate<B: Bytes + ?Sized>(buf: &B, len: usize, whole_list: bool) -> Locat
             ech = true;
         } else if kind == 0 {
             // server_name_list (2), then exactly one entry: host_name (0),
-            // its length (2) and the name, filling the list.
+            // its length (2) and the name, filling the list. Lists of other
+            // shapes (other name types, more entries) are the state
+            // machine's.
             if name.is_some() || ext_len < 2 + 3 + 1 || data + 5 > avail {
                 return Located::Slow;
             }
