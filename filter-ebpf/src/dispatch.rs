@@ -45,7 +45,9 @@ pub fn enter(ctx: &XdpContext) -> Done {
             _ => {}
         }
         if layers.proto != IPPROTO_UDP {
-            return tcp_first_fragment(&pkt, &layers, settings);
+            // SAFETY: as below.
+            let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+            return tcp_first_fragment(&pkt, &layers, settings, ifindex);
         }
         if layers.dport != DNS_PORT {
             return pass(Counter::NotDnsPort);
@@ -72,7 +74,9 @@ pub fn enter(ctx: &XdpContext) -> Done {
     let Some(settings) = SETTINGS.get(0) else {
         return pass(Counter::Internal);
     };
-    match tls::triage(&pkt, &layers, settings) {
+    // SAFETY: the context the kernel passed; ingress_ifindex is always readable.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    match tls::triage(&pkt, &layers, settings, ifindex) {
         Ok(segment) => hand_on(ctx, &layers, Some(segment), None, Stage::Tls),
         Err(done) => done,
     }
@@ -86,8 +90,8 @@ pub fn enter(ctx: &XdpContext) -> Done {
 /// like a ClientHello or is too short to tell. Other segments (established
 /// traffic) pass.
 #[inline(always)]
-fn tcp_first_fragment(pkt: &Packet, l: &Layers, settings: &maps::Settings) -> Done {
-    let judged = l.dport == DNS_PORT || l.payload_len() < 6 || tls::triage(pkt, l, settings).is_ok();
+fn tcp_first_fragment(pkt: &Packet, l: &Layers, settings: &maps::Settings, ifindex: u32) -> Done {
+    let judged = l.dport == DNS_PORT || l.payload_len() < 6 || tls::triage(pkt, l, settings, ifindex).is_ok();
     if judged {
         return fragments::unjudged_first(pkt, l, settings, Counter::TcpFragment);
     }

@@ -8,8 +8,12 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use maps::{
-    Rule, RuleKey, Scratch, Settings, Trace, counters::SLOTS, layout::event::Event, layout::flow::FlowState,
-    layout::fragment, layout::stage,
+    Rule, RuleKey, Scratch, Settings, Trace,
+    counters::SLOTS,
+    layout::event::Event,
+    layout::flow::{FlowState, NewFlow},
+    layout::fragment,
+    layout::stage,
 };
 
 /// Template of a rule set: user space creates the real inner maps with
@@ -30,6 +34,11 @@ pub static FILTER: Array<u64, 1024> = Array::new();
 /// set at load. A plain hash map: a full table is visible.
 #[btf_map]
 pub static FLOWS: HashMap<u64, FlowState, 1024> = HashMap::new();
+
+/// TCP flows between SYN and first data (see `maps::layout::flow`); its
+/// size is set at load. An LRU map: a SYN flood evicts its own entries.
+#[btf_map]
+pub static NEW_FLOWS: LruHashMap<u64, NewFlow, 1024> = LruHashMap::new();
 
 /// Counters sparing untracked flows the `FLOWS` lookup (see `maps::layout::flow`).
 /// Mappable, so the daemon's sweep can decrement them atomically.

@@ -225,10 +225,20 @@ counters! {
     /// ports, or forged): dropped; the server would not take it as this
     /// connection's data either.
     TlsOutOfWindow => "tls_out_of_window", Verdict, Tls, Drop;
-    /// A segment past a gap in the ClientHello of a flow whose SYN was not
-    /// seen (see `flow::FLAG_SYN_SEEN`): the flow is forgotten, the segment
-    /// passes.
-    TlsGapUnsynced => "tls_gap_unsynced", Verdict, Tls, Pass;
+    /// A segment of a flow in the middle of a ClientHello, past a gap and
+    /// beyond where the ClientHello can end: the connection's later data
+    /// (its ClientHello's start was a retransmission taken for a new one);
+    /// passed, its start noted (`tls_rest_passed`).
+    TlsBeyondHello => "tls_beyond_hello", Skipped, Tls, Pass;
+    /// A segment of a ClientHello that reaches bytes passed earlier as
+    /// `tls_beyond_hello`: the server holds those, not what the filter
+    /// would read; not judged.
+    TlsRestPassed => "tls_rest_passed", Unjudged, Tls, Pass;
+    /// A segment that starts like a ClientHello on a flow whose table entry
+    /// belongs to another stream (its sequence numbers far from it, see
+    /// `maps::layout::flow::WINDOW`): the entry cannot follow both, and is
+    /// not replaced; not judged.
+    TlsNotInWindow => "tls_not_in_window", Unjudged, Tls, Pass;
     /// A QUIC Initial packet: passed (the default policy).
     QuicInitial => "quic_initial", Verdict, Quic, Pass;
     /// A QUIC Initial packet: dropped, so the client falls back to TCP.

@@ -39,4 +39,5 @@ mod pod {
     unsafe impl aya::Pod for crate::Trace {}
     unsafe impl aya::Pod for crate::Scratch {}
     unsafe impl aya::Pod for crate::layout::flow::FlowState {}
+    unsafe impl aya::Pod for crate::layout::flow::NewFlow {}
 }

@@ -15,12 +15,13 @@
 //!   every segment before it is `tls_pending` and passes;
 //! - a blocked flow's later packets are dropped (`tls_blocked_flow`); a
 //!   passed flow is forgotten, so its later segments are untracked traffic;
-//! - a segment past the next expected byte of a flow tracked from its SYN
-//!   is dropped (`tls_out_of_order`); of a flow first seen at a
-//!   `ClientHello`, it ends tracking and passes (`tls_gap_unsynced`); one
-//!   wholly seen before passes (`tls_retransmission`); one partly seen has
-//!   only its new bytes parsed; a RST or FIN ends tracking only at the
-//!   next expected byte.
+//! - a segment past the next expected byte of a tracked flow is dropped
+//!   (`tls_out_of_order`) when it may hold `ClientHello` bytes, and passes
+//!   (`tls_beyond_hello`, its start noted) when it starts beyond where the
+//!   `ClientHello` can end; a segment that then reaches the bytes passed is
+//!   not judged (`tls_rest_passed`); one wholly seen before passes
+//!   (`tls_retransmission`); one partly seen has only its new bytes
+//!   parsed; a RST or FIN ends tracking only at the next expected byte.
 //!
 //! What the tables cannot state in advance (what a passed flow's later
 //! segments get, every frame of the fuzz loop) comes from [`Reference`]:
@@ -152,16 +153,25 @@ struct Script {
     frames: Vec<Frame>,
     /// Flows the row leaves tracked on purpose (a SYN without data, say).
     open: usize,
+    /// Flows left tracked by earlier rows that this row finishes (their SYN
+    /// entry goes when their first data comes).
+    closes: usize,
 }
 
 impl Script {
     fn new(desc: impl Into<String>) -> Self {
-        Self { desc: desc.into(), frames: Vec::new(), open: 0 }
+        Self { desc: desc.into(), frames: Vec::new(), open: 0, closes: 0 }
     }
 
     #[must_use]
     fn leaves_open(mut self, flows: usize) -> Self {
         self.open = flows;
+        self
+    }
+
+    #[must_use]
+    fn closes(mut self, flows: usize) -> Self {
+        self.closes = flows;
         self
     }
 
@@ -183,6 +193,12 @@ fn port_tag(flow: &Flow) -> String {
     format!("{}:{} ", flow.client_ip(), flow.client_port())
 }
 
+/// Flows in either table: between SYN and first data (`NEW_FLOWS`), and in
+/// the middle of a ClientHello or blocked (`FLOWS`).
+fn tracked(h: &Harness) -> usize {
+    h.filter.flow_count().expect("flow count") + h.filter.new_flow_count().expect("new flow count")
+}
+
 /// Runs every script, frame by frame, and fails once, listing each failing
 /// frame by its row. Then checks the flow table: when no row filled it,
 /// it must hold one more flow per block, and per flow a row leaves open on
@@ -192,11 +208,11 @@ fn run_table(h: &Harness, table: &str, scripts: &[Script]) {
     for s in scripts {
         assert!(seen.insert(s.desc.as_str()), "{table}: two rows are described {:?}", s.desc);
     }
-    let before = h.filter.flow_count().expect("flow count");
+    let before = tracked(h);
     let mut failures = Vec::new();
     let mut frames = 0;
     for s in scripts {
-        let debug_before = h.filter.flow_count().expect("flow count");
+        let debug_before = tracked(h);
         for (i, f) in s.frames.iter().enumerate() {
             frames += 1;
             let o = h.run(&f.bytes);
@@ -212,7 +228,7 @@ fn run_table(h: &Harness, table: &str, scripts: &[Script]) {
         if std::env::var_os("NW_DEBUG").is_some() {
             let b = s.frames.iter().filter(|f| matches!(f.want.outcome, Counter::TlsReset | Counter::TlsDrop)).count()
                 + s.open;
-            let after = h.filter.flow_count().expect("flow count");
+            let after = tracked(h);
             if after != debug_before + b {
                 eprintln!("DEBUG LEAK {}: {} -> {after}, want +{b}", s.desc, debug_before);
                 for (j, g) in s.frames.iter().enumerate() {
@@ -223,9 +239,10 @@ fn run_table(h: &Harness, table: &str, scripts: &[Script]) {
     }
     let wants = || scripts.iter().flat_map(|s| &s.frames).map(|f| &f.want);
     let blocks = wants().filter(|w| matches!(w.outcome, Counter::TlsReset | Counter::TlsDrop)).count()
-        + scripts.iter().map(|s| s.open).sum::<usize>();
+        + scripts.iter().map(|s| s.open).sum::<usize>()
+        - scripts.iter().map(|s| s.closes).sum::<usize>();
     if !wants().any(|w| w.extras.contains(&Counter::FlowTableFull)) {
-        let after = h.filter.flow_count().expect("flow count");
+        let after = tracked(h);
         if after != before + blocks {
             failures.push(format!(
                 "the flow table went from {before} to {after} flows over the table, want {blocks} more (blocks and open flows)"
@@ -772,6 +789,9 @@ enum Tracking {
         st: Box<TlsState>,
         next: usize,
         from_syn: bool,
+        /// The lowest stream offset passed past a gap beyond where the
+        /// `ClientHello` can end (`tls_beyond_hello`).
+        passed_at: Option<usize>,
     },
     Blocked,
 }
@@ -802,7 +822,7 @@ impl<'a> Reference<'a> {
                 self.state = Tracking::Untracked;
                 Want::pass(Counter::TcpNoPayload)
             }
-            Tracking::Pending { next, .. } if ends && at == next => {
+            Tracking::Pending { next, passed_at, .. } if ends && at == next && passed_at.is_none_or(|p| at < p) => {
                 self.state = Tracking::Untracked;
                 Want::pass(Counter::TcpNoPayload)
             }
@@ -820,21 +840,32 @@ impl<'a> Reference<'a> {
             }
             Tracking::Untracked if !starts_like_hello(payload) => Want::pass(Counter::TcpOther),
             Tracking::Untracked => self.parse(flow, Box::new(TlsState::new()), end, payload, false, false),
+            Tracking::New if off > 0 => {
+                self.state = Tracking::New;
+                Want::drop(Counter::TlsOutOfOrder)
+            }
             tracked => {
-                let (st, next, from_syn) = match tracked {
-                    Tracking::Pending { st, next, from_syn } => (st, next, from_syn),
-                    _ => (Box::new(TlsState::new()), 0, true),
+                let (st, next, from_syn, passed_at) = match tracked {
+                    Tracking::Pending { st, next, from_syn, passed_at } => (st, next, from_syn, passed_at),
+                    _ => (Box::new(TlsState::new()), 0, true, None),
                 };
-                if off > next && !from_syn {
-                    // Forgotten: the flow was never seen to begin.
-                    return Want::pass(Counter::TlsGapUnsynced);
+                if off > next && off - next >= st.min_left() as usize {
+                    // Past a gap, beyond where the ClientHello can end:
+                    // passed, its start noted.
+                    let passed_at = Some(passed_at.map_or(off, |p| p.min(off)));
+                    self.state = Tracking::Pending { st, next, from_syn, passed_at };
+                    return Want::pass(Counter::TlsBeyondHello);
+                }
+                if passed_at.is_some_and(|p| end > p) {
+                    self.state = Tracking::Pending { st, next, from_syn, passed_at };
+                    return Want::pass(Counter::TlsRestPassed);
                 }
                 if off > next {
-                    self.state = Tracking::Pending { st, next, from_syn };
+                    self.state = Tracking::Pending { st, next, from_syn, passed_at };
                     return Want::drop(Counter::TlsOutOfOrder);
                 }
                 if end <= next {
-                    self.state = Tracking::Pending { st, next, from_syn };
+                    self.state = Tracking::Pending { st, next, from_syn, passed_at };
                     return Want::pass(Counter::TlsRetransmission);
                 }
                 self.parse(flow, st, end, &payload[next - off..], true, from_syn)
@@ -855,7 +886,7 @@ impl<'a> Reference<'a> {
     ) -> Want {
         match run_parser(&mut st, bytes) {
             Parsed::NeedMore => {
-                self.state = Tracking::Pending { st, next: end, from_syn };
+                self.state = Tracking::Pending { st, next: end, from_syn, passed_at: None };
                 Want::pass(Counter::TlsPending)
             }
             Parsed::NotClientHello if tracked => Want::pass(Counter::TlsNotClientHello),
@@ -1331,7 +1362,9 @@ fn allowed_flow_forgotten(rig: &mut Rig) -> Script {
     let Cuts { len, before, .. } = Cuts::of(&ok);
     assert!(!starts_like_hello(&o[before..]), "a fixture whose middle looks like a record start");
     let f = rig.v4();
-    let mut sc = Script::new("an allowed flow is forgotten: its retransmissions are untracked traffic");
+    // The retransmitted start is kept, waiting for a rest that never comes
+    // (it went by before), until it expires.
+    let mut sc = Script::new("an allowed flow is forgotten: its retransmissions are untracked traffic").leaves_open(1);
     sc.syn(&f);
     sc.send(&f, o, 0, before, Want::pass(Counter::TlsPending));
     sc.send(&f, o, 0, before, Want::pass(Counter::TlsRetransmission));
@@ -1341,13 +1374,17 @@ fn allowed_flow_forgotten(rig: &mut Rig) -> Script {
     // A spurious retransmission of the first segment looks like a new
     // ClientHello: parsed, and kept as a flow whose SYN was not seen...
     sc.send(&f, o, 0, before, Want::pass(Counter::TlsPending));
-    // ...so the connection's next data, past the gap, forgets it and passes
-    // instead of stalling the connection.
+    // ...so the connection's next data, past the gap and beyond where that
+    // ClientHello can end, passes instead of stalling the connection...
     let mut data = o[..len].to_vec();
     data.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x10]);
     data.extend_from_slice(&[0x5a; 16]);
-    sc.send(&f, &data, len, data.len(), Want::pass(Counter::TlsGapUnsynced));
-    sc.send(&f, &data, len, data.len(), Want::pass(Counter::TcpOther));
+    sc.send(&f, &data, len, data.len(), Want::pass(Counter::TlsBeyondHello));
+    sc.send(&f, &data, len, data.len(), Want::pass(Counter::TlsBeyondHello));
+    // ...and should the ClientHello's rest come after all, reaching bytes
+    // that passed unseen, it is not judged: the server holds those.
+    sc.send(&f, &data, before, data.len(), Want::pass(Counter::TlsRestPassed));
+    // The FIN past the noted start changes nothing either.
     sc.push("FIN", f.fin_at(data.len()), Want::pass(Counter::TcpNoPayload));
     sc
 }
@@ -1797,41 +1834,68 @@ fn quic_initials() {
     }
 }
 
-/// A flow table of 16 flows: when it is full, a new flow is not tracked
-/// (fail-open: `flow_table_full`, the flow passes and only a `ClientHello`
-/// whole in one segment is still judged) or its packet is dropped
-/// (fail-closed: `fail_closed_drop` too). Flows already tracked go on, a
-/// block is still a reset, and freed entries are used again. The daemon's
-/// sweep removes nothing that is not expired.
+/// Tables of 16 flows each. A SYN flood (SYNs that never send data) only
+/// evicts the oldest entries of the `NEW_FLOWS` LRU, its own: it never
+/// fills the table ClientHellos in progress need, and a split ClientHello
+/// whose flow's SYN entry was pushed out is still followed and reset. When
+/// `FLOWS` itself is full of ClientHellos in progress, a new split
+/// ClientHello cannot be followed (`tls_flow_table_full`: passed under
+/// `--unjudged pass`, dropped under `drop`); one whole in one segment is
+/// still judged; flows already tracked go on, and freed entries are used
+/// again. The daemon's sweep removes nothing that is not expired.
 #[test]
 fn flow_table_pressure() {
-    for fail_closed in [false, true] {
+    for unjudged_drop in [false, true] {
         let opts = LoadOptions { max_flows: 16, ..LoadOptions::default() };
-        let mut rig = Rig::with(BLOCK, ALLOW, opts, fail_closed, TlsPolicy::default());
-        let mode = if fail_closed { "fail-closed" } else { "fail-open" };
+        let mut rig = Rig::with(BLOCK, ALLOW, opts, unjudged_drop, TlsPolicy::default());
+        let mode = if unjudged_drop { "--unjudged drop" } else { "--unjudged pass" };
         let hello = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
         let sni = hello.name().expect("named");
         let (len, cut) = (hello.len(), hello.sni_first().expect("named"));
         let s = &hello.stream;
         let reset = |f: &Flow, end| Want::reset(f, end).rule(Some("blocked.example")).sni(Some(&sni));
-        let full = |w: Want| if fail_closed { Want { action: XDP_DROP, ..w }.extra(Counter::UnjudgedDrop) } else { w };
-        let tracked: Vec<Flow> = (0..16).map(|_| rig.v4()).collect();
-        let mut filling = Script::new("16 SYNs fill the table").leaves_open(16);
-        for f in &tracked {
-            filling.syn(f);
+        let full =
+            |w: Want| if unjudged_drop { Want { action: XDP_DROP, ..w }.extra(Counter::UnjudgedDrop) } else { w };
+
+        // A SYN flood: 16 real flows, then 48 SYNs that never send data.
+        let early: Vec<Flow> = (0..16).map(|_| rig.v4()).collect();
+        let flood: Vec<Flow> = (0..48).map(|_| rig.v6()).collect();
+        let mut flooding = Script::new("16 SYNs, then a flood of 48").leaves_open(16);
+        for f in early.iter().chain(&flood) {
+            flooding.syn(f);
+        }
+        rig.run(&format!("{mode}: flooding"), &[flooding]);
+        assert_eq!(rig.h.filter.new_flow_count().expect("new flows"), 16, "{mode}: the LRU holds 16");
+        assert_eq!(rig.h.filter.flow_count().expect("flows"), 0, "{mode}: the flood took nothing from FLOWS");
+        // The early flows' SYN entries were pushed out by the flood: their
+        // split ClientHellos are followed from their first segment all the same.
+        // (Their SYN entries are gone: the flood's newest 16 remain.)
+        let mut after = Script::new("split ClientHellos after the flood");
+        for f in &early[..4] {
+            after.send(f, s, 0, cut, Want::pass(Counter::TlsPending));
+            after.send(f, s, cut, len, reset(f, len));
+        }
+        rig.run(&format!("{mode}: after the flood"), &[after]);
+        // A flow whose SYN is still in the LRU: its data must start at the
+        // first byte (its entry leaves the LRU for FLOWS, and is blocked).
+        let mut newest = Script::new("the newest SYN's flow after the flood").closes(1);
+        newest.send(&flood[47], s, cut, len, Want::drop(Counter::TlsOutOfOrder));
+        newest.send(&flood[47], s, 0, cut, Want::pass(Counter::TlsPending));
+        newest.send(&flood[47], s, cut, len, reset(&flood[47], len));
+        rig.run(&format!("{mode}: the newest flow"), &[newest]);
+
+        // FLOWS full of ClientHellos in progress.
+        let pending: Vec<Flow> = (0..11).map(|_| rig.v4()).collect();
+        let mut filling = Script::new("11 ClientHellos in progress fill FLOWS (5 blocked before)").leaves_open(11);
+        for f in &pending {
+            filling.send(f, s, 0, cut, Want::pass(Counter::TlsPending));
         }
         rig.run(&format!("{mode}: filling"), &[filling]);
         assert_eq!(rig.h.filter.flow_count().expect("flow count"), 16);
 
-        let mut full_rows = Script::new("the table is full");
+        let mut full_rows = Script::new("FLOWS is full");
         let late = rig.v4();
-        full_rows.push(
-            "SYN of a 17th flow",
-            late.syn(),
-            full(Want::pass(Counter::TlsFlowTableFull)).extra(Counter::FlowTableFull),
-        );
-        // Untracked, it is judged like any flow whose SYN was not seen: a
-        // ClientHello whole in one segment is still reset (it needs no state) ...
+        // Whole in one segment, a ClientHello needs no state: still reset...
         full_rows.send(&late, s, 0, len, reset(&late, len).extra(Counter::FlowTableFull));
         // ... though the block cannot be remembered: the flow's later packets pass.
         full_rows.push(
@@ -1848,16 +1912,14 @@ fn flow_table_pressure() {
         let pass = Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(ok.name().as_deref());
         full_rows.send(&ok_flow, &ok.stream, 0, ok.len(), pass);
         // Tracked flows go on: their entries are updated in place.
-        full_rows.send(&tracked[0], s, 0, len, reset(&tracked[0], len));
-        full_rows.send(&tracked[1], s, 0, cut, Want::pass(Counter::TlsPending));
-        full_rows.send(&tracked[1], s, cut, len, reset(&tracked[1], len));
-        for f in &tracked[2..] {
-            full_rows.push(format!("{}FIN", port_tag(f)), f.fin(), Want::pass(Counter::TcpNoPayload));
+        full_rows.send(&pending[0], s, cut, len, reset(&pending[0], len));
+        for f in &pending[1..] {
+            full_rows.push(format!("{}FIN", port_tag(f)), f.fin_at(cut), Want::pass(Counter::TcpNoPayload));
         }
         rig.run(&format!("{mode}: full"), &[full_rows]);
-        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 2, "{mode}: the two blocked flows are left");
+        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 6, "{mode}: the six blocked flows are left");
         assert_eq!(rig.h.filter.sweep_flows().expect("sweep"), 0, "{mode}: nothing expired yet");
-        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 2, "{mode}: the sweep kept live flows");
+        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 6, "{mode}: the sweep kept live flows");
 
         let again = rig.v6();
         let fate = rig.fate(&hello, &blocked("blocked.example"));
@@ -2532,4 +2594,74 @@ fn untracked_start_ignores_ethernet_padding() {
     let reset = Want::reset(&f, len).rule(Some("blocked.example")).sni(hello.name().as_deref());
     sc.send(&f, &hello.stream, 1, len, reset);
     rig.run("regression", &[sc]);
+}
+
+/// Off-path senders, who do not know a connection's sequence numbers,
+/// cannot make the filter freeze or block someone else's connection: a
+/// spoofed ClientHello, SYN or start of a ClientHello on the victim's
+/// addresses and ports (with numbers of the sender's choosing) touches only
+/// a window of the sequence space the victim's segments are not in. A
+/// client that was blocked and connects again from the same port with a new
+/// initial sequence number is tracked afresh and judged again.
+#[test]
+fn off_path_senders_cannot_freeze_a_connection() {
+    let mut rig = Rig::new(TlsPolicy::default());
+    let bad = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
+    let ok = Hello::rustls(Some("www.ok.blocked.example"), HelloKind::Small);
+    let (bad_len, cut) = (bad.len(), bad.sni_first().expect("named"));
+    let bad_sni = bad.name().expect("named");
+    let allowed = Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(ok.name().as_deref());
+    let reset = |f: &Flow, end| Want::reset(f, end).rule(Some("blocked.example")).sni(Some(&bad_sni));
+    // The sender's numbers: half the sequence space away from the victim's.
+    let spoofed =
+        |v: &Flow| v.clone().isns(v.client_isn.wrapping_add(0x8000_0000), v.server_isn.wrapping_add(0x8000_0000));
+    let data = b"\x17\x03\x03\x00\x05hello";
+    let mut scripts = Vec::new();
+
+    let v = rig.v4();
+    let s = spoofed(&v);
+    let mut sc = Script::new("a spoofed blocked ClientHello on an allowed connection");
+    sc.syn(&v);
+    sc.send(&v, &ok.stream, 0, ok.len(), allowed.clone());
+    // Reset toward the victim at the sender's numbers, which its stack refuses.
+    sc.send(&s, &bad.stream, 0, bad_len, reset(&s, bad_len));
+    sc.push("the victim's data", v.segment(ok.len(), data), Want::pass(Counter::TcpOther));
+    sc.push("the victim's next data", v.segment(ok.len() + data.len(), data), Want::pass(Counter::TcpOther));
+    scripts.push(sc);
+
+    let v = rig.v6();
+    let s = spoofed(&v);
+    let mut sc = Script::new("a spoofed SYN on an established connection").leaves_open(1);
+    sc.syn(&v);
+    sc.send(&v, &ok.stream, 0, ok.len(), allowed.clone());
+    sc.syn(&s);
+    sc.push("the victim's data", v.segment(ok.len(), data), Want::pass(Counter::TcpOther));
+    scripts.push(sc);
+
+    let v = rig.v4();
+    let s = spoofed(&v);
+    let mut sc = Script::new("a spoofed start of a ClientHello on an established connection").leaves_open(1);
+    sc.syn(&v);
+    sc.send(&v, &ok.stream, 0, ok.len(), allowed);
+    sc.send(&s, &bad.stream, 0, cut, Want::pass(Counter::TlsPending));
+    sc.push("the victim's data", v.segment(ok.len(), data), Want::pass(Counter::TcpOther));
+    // A ClientHello of the victim's own (in its own numbers) cannot be
+    // followed while the entry is the sender's: not judged, not replaced.
+    sc.send(&v, &bad.stream, 0, bad_len, Want::pass(Counter::TlsNotInWindow));
+    scripts.push(sc);
+
+    let v = rig.v4();
+    let again = v.clone().isns(v.client_isn.wrapping_add(0x4000_0000), v.server_isn.wrapping_add(0x4000_0000));
+    // The second connection's entry takes the blocked one's place.
+    let mut sc = Script::new("a blocked client connects again from the same port").closes(1);
+    sc.syn(&v);
+    sc.send(&v, &bad.stream, 0, bad_len, reset(&v, bad_len));
+    sc.send(&v, &bad.stream, 0, bad_len, Want::blocked_flow());
+    sc.syn(&again);
+    sc.send(&again, &bad.stream, cut, bad_len, Want::drop(Counter::TlsOutOfOrder));
+    sc.send(&again, &bad.stream, 0, cut, Want::pass(Counter::TlsPending));
+    sc.send(&again, &bad.stream, cut, bad_len, reset(&again, bad_len));
+    scripts.push(sc);
+
+    rig.run("off-path senders", &scripts);
 }

@@ -179,6 +179,8 @@ fn block(
     let action = tls_action(rule_action, settings.tls_action);
     scratch.flow.kind = flows::BLOCKED;
     scratch.flow.action = action;
+    // The blocked flow's window is around the byte after its ClientHello.
+    scratch.flow.next_seq = seg.seq.wrapping_add(l.payload_len() as u32);
     // SAFETY: a plain helper call.
     scratch.flow.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
     if !flow::remember(seg.key, settings, &scratch.flow) {

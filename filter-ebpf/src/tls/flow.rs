@@ -1,6 +1,7 @@
-//! The flow table: TLS flows between SYN and first data, in the middle of
-//! a ClientHello, or blocked (see `maps::layout::flow`), and the hint counters that
-//! spare untracked flows a lookup.
+//! The flow tables: TLS flows between SYN and first data (`NEW_FLOWS`), in
+//! the middle of a ClientHello or blocked (`FLOWS`; see
+//! `maps::layout::flow`), and the hint counters that spare untracked flows
+//! a lookup.
 
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
@@ -8,19 +9,21 @@ use aya_ebpf::{
 };
 use maps::{
     Counter, Scratch, Settings,
-    layout::flow::{self, FlowState},
+    layout::flow::{self, FlowState, NewFlow},
     parse::tls::TlsState,
 };
 
 use crate::{
     packet::{Layers, Packet},
-    tables::{self, FLOW_HINT, FLOWS},
+    tables::{self, FLOW_HINT, FLOWS, NEW_FLOWS},
     verdict::{Done, count, not_judged, pass},
 };
 
-/// The flow's key from the packet's addresses and ports.
+/// The flow's key from the packet's addresses and ports and the interface
+/// it came in on.
 #[inline(always)]
-pub fn key(pkt: &Packet, l: &Layers, seed: u64, sport: u16) -> Option<u64> {
+pub fn key(pkt: &Packet, l: &Layers, seed: u64, ifindex: u32, sport: u16) -> Option<u64> {
+    let seed = flow::seed_for(seed, ifindex);
     let (addrs, _) = l.addrs();
     if l.ipv6 {
         let a = pkt.bytes::<32>(addrs)?;
@@ -35,13 +38,14 @@ pub fn key(pkt: &Packet, l: &Layers, seed: u64, sport: u16) -> Option<u64> {
     }
 }
 
-/// Whether the flow hint says the flow with `key` may be in `FLOWS`.
+/// Whether the flow hint says the flow with `key` may be in `FLOWS` or
+/// `NEW_FLOWS`.
 #[inline(always)]
 pub fn hinted(key: u64, settings: &Settings) -> bool {
     FLOW_HINT.get(flow::hint_slot(key, settings.hint_mask)).is_none_or(|n| *n != 0)
 }
 
-/// Counts a key into the flow hint before it is inserted into `FLOWS`.
+/// Counts a key into the flow hint before it is inserted into a table.
 #[inline(always)]
 fn hint_add(key: u64, settings: &Settings, delta: u64) {
     if let Some(p) = FLOW_HINT.get_ptr_mut(flow::hint_slot(key, settings.hint_mask)) {
@@ -49,24 +53,40 @@ fn hint_add(key: u64, settings: &Settings, delta: u64) {
     }
 }
 
-/// Inserts `value` for `key` if the flow is not tracked yet, counting it
-/// into the hint first (a hint that is too high costs a lookup; one that
-/// is too low would lose the flow). False when the table is full.
+/// Inserts `value` for `key` into `FLOWS` if the flow is not there yet,
+/// counting it into the hint first (a hint that is too high costs a lookup;
+/// one that is too low would lose the flow). A flow that leaves `NEW_FLOWS`
+/// for `FLOWS` is deleted there after. False when the table is full.
 #[inline(always)]
 pub fn remember(key: u64, settings: &Settings, value: &FlowState) -> bool {
     hint_add(key, settings, 1);
-    if FLOWS.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
-        return true;
+    let inserted = FLOWS.insert(key, value, u64::from(BPF_NOEXIST)).is_ok()
+        || FLOWS.insert(key, value, u64::from(BPF_EXIST)).is_ok();
+    if !inserted {
+        hint_add(key, settings, u64::MAX);
+        return false;
     }
-    // Already tracked (a race with another CPU: update it), or full.
-    hint_add(key, settings, u64::MAX);
-    FLOWS.insert(key, value, u64::from(BPF_EXIST)).is_ok()
+    // Already there (a race with another CPU, updated), or inserted: in
+    // both cases the count added is the entry's only if it was inserted;
+    // an update leaves one count too many, which costs lookups only.
+    forget_new(key, settings);
+    true
 }
 
-/// Stops tracking a flow; the hint is decremented after the delete.
+/// Stops tracking a flow, in either table; the hint is decremented after
+/// each delete.
 #[inline(always)]
 pub fn forget(key: u64, settings: &Settings) {
     if FLOWS.remove(key).is_ok() {
+        hint_add(key, settings, u64::MAX);
+    }
+    forget_new(key, settings);
+}
+
+/// Deletes the flow's `NEW_FLOWS` entry, if any.
+#[inline(always)]
+fn forget_new(key: u64, settings: &Settings) {
+    if NEW_FLOWS.remove(key).is_ok() {
         hint_add(key, settings, u64::MAX);
     }
 }
@@ -79,23 +99,16 @@ pub fn forget_if_tracked(key: u64, settings: &Settings) {
     }
 }
 
-/// A SYN: track the flow until its first data, so that data must start at
-/// the first byte of the stream.
+/// A SYN of a flow in neither table: tracked in `NEW_FLOWS` until its first
+/// data, so that data must start at the first byte of the stream. The LRU
+/// makes room by evicting its oldest entry: a flood only pushes out flood.
 #[inline(always)]
-pub fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings, scratch: &mut Scratch) -> Done {
-    let f = &mut scratch.flow;
-    f.kind = flow::NEW;
-    f.action = 0;
-    f.flags = flow::FLAG_SYN_SEEN;
-    f.pad = 0;
-    f.next_seq = seq.wrapping_add(1);
-    f.isn = seq;
-    f.pad2 = 0;
-    f.last_seen_ns = now;
-    restart(&mut f.tls);
-    if !remember(key, settings, &scratch.flow) {
-        count(Counter::FlowTableFull);
-        return not_judged(settings, Counter::TlsFlowTableFull);
+pub fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings) -> Done {
+    let v = NewFlow { isn: seq, pad: 0, seen_ns: now };
+    hint_add(key, settings, 1);
+    // There already (a repeated SYN): left as it is, its count taken back.
+    if NEW_FLOWS.insert(key, v, u64::from(BPF_NOEXIST)).is_err() {
+        hint_add(key, settings, u64::MAX);
     }
     pass(Counter::TcpSyn)
 }

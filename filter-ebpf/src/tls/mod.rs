@@ -48,7 +48,7 @@ use crate::{
         Layers, Packet,
         headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, TcpFlagsHead},
     },
-    tables::{FLOWS, SETTINGS, scratch},
+    tables::{FLOWS, NEW_FLOWS, SETTINGS, scratch},
     verdict::{self, Done, count, drop, not_judged, pass},
     verifier,
 };
@@ -95,11 +95,11 @@ impl Segment {
 /// it does not. Short enough to be verified once per header layout, and
 /// most segments end here.
 #[inline(always)]
-pub fn triage(pkt: &Packet, l: &Layers, settings: &Settings) -> Result<Segment, Done> {
+pub fn triage(pkt: &Packet, l: &Layers, settings: &Settings, ifindex: u32) -> Result<Segment, Done> {
     let Some(h) = pkt.header::<TcpFlagsHead>(l.l4_off) else {
         return Err(pass(Counter::TruncatedHeader));
     };
-    let Some(key) = flow::key(pkt, l, settings.seed, h.sport()) else {
+    let Some(key) = flow::key(pkt, l, settings.seed, ifindex, h.sport()) else {
         return Err(pass(Counter::TruncatedHeader));
     };
     verdict::trace(|t| t.flow_key = key);
@@ -127,15 +127,14 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     let l = Layers::taken_over(&scratch.handoff);
     let seg = Segment::taken_over(&scratch.handoff);
     let (key, syn) = (seg.key, seg.syn());
-    let state = if seg.hinted { FLOWS.get_ptr_mut(key) } else { None };
-    // The clock only for tracked flows and SYNs: an untracked ClientHello
-    // (and the flow entries it may create, which read it themselves) does
-    // without.
+    // The clock only for flows that may be tracked and SYNs: an untracked
+    // ClientHello (and the flow entries it may create, which read it
+    // themselves) does without.
     // SAFETY: a plain helper call.
-    let now = if syn || state.is_some() { unsafe { bpf_ktime_get_coarse_ns() } } else { 0 };
+    let now = if syn || seg.hinted { unsafe { bpf_ktime_get_coarse_ns() } } else { 0 };
     // SAFETY: a value pointer from this run's lookup; the entry stays
     // allocated for the whole run.
-    let state = state.map(|s| unsafe { &mut *s });
+    let state = if seg.hinted { FLOWS.get_ptr_mut(key).map(|s| unsafe { &mut *s }) } else { None };
     let state = match state {
         Some(s) if s.expired(now) => {
             // Forgotten, and judged as if never tracked.
@@ -144,11 +143,28 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         }
         other => other,
     };
-    let how = match state {
-        Some(s) if syn => judge_syn_tracked(&l, &seg, s, now),
-        None if syn => judge_syn(&l, &seg, now, settings, scratch),
-        Some(s) => judge_tracked(&l, &seg, s, now, settings, scratch),
-        None => untracked(ctx, &l, &seg),
+    // A segment outside the tracked stream's sequence space is not its
+    // (see `maps::layout::flow::WINDOW`): it changes nothing there, and is
+    // judged on its own below.
+    let (state, occupied) = match state {
+        Some(s) if !s.in_window(seg.seq) => (None, true),
+        other => (other, false),
+    };
+    // SAFETY: a value pointer from this run's lookup, copied at once (16 bytes).
+    let new = if state.is_none() && seg.hinted { NEW_FLOWS.get_ptr(key).map(|p| unsafe { *p }) } else { None };
+    let new = match new {
+        Some(v) if v.expired(now) => {
+            flow::forget(key, settings);
+            None
+        }
+        other => other,
+    };
+    let how = match (state, new) {
+        (Some(s), _) if syn => judge_syn_tracked(&l, s, now),
+        (Some(s), _) => judge_tracked(&l, &seg, s, now, settings, scratch),
+        (None, Some(v)) => judge_new(&l, &seg, &v, settings),
+        (None, None) if syn => judge_syn(&l, &seg, now, settings),
+        (None, None) => untracked(ctx, &l, &seg, occupied, settings),
     };
     match how {
         // Urgent data: the receiver takes the byte the urgent pointer names
@@ -167,7 +183,7 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
                 scratch.flow.flags = if p.tracked { flows::FLAG_SYN_SEEN } else { 0 };
                 // The stream's first byte is the one this segment starts with.
                 scratch.flow.isn = p.seq.wrapping_sub(1);
-                scratch.flow.pad2 = 0;
+                scratch.flow.passed_at = 0;
             }
             let seg = Segment { seq: p.seq, ..seg };
             parse(ctx, &l, &seg, &p, settings, scratch)
@@ -200,29 +216,73 @@ impl ParseFrom {
 }
 
 /// A segment of an untracked flow: parsed from its first byte if it starts
-/// like a handshake record carrying a ClientHello.
+/// like a handshake record carrying a ClientHello. `occupied`: the flow's
+/// key holds another stream's entry, which this segment must not replace
+/// (a sender could otherwise move a ClientHello in progress out of the
+/// filter's sight); a ClientHello starting here cannot be followed.
 #[inline(always)]
-fn untracked(ctx: &XdpContext, l: &Layers, seg: &Segment) -> Result<ParseFrom, Done> {
+fn untracked(
+    ctx: &XdpContext,
+    l: &Layers,
+    seg: &Segment,
+    occupied: bool,
+    settings: &Settings,
+) -> Result<ParseFrom, Done> {
     if l.payload_off == l.ip_end {
         return Err(pass(Counter::TcpNoPayload));
     }
     if !hello::starts_like_hello(&Packet::new(ctx), l) {
         return Err(pass(Counter::TcpOther));
     }
+    if occupied {
+        return Err(not_judged(settings, Counter::TlsNotInWindow));
+    }
     Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: false, fresh: true })
+}
+
+/// A segment of a flow in `NEW_FLOWS` (SYN seen, no data yet): its first
+/// data must start at the stream's first byte.
+#[inline(always)]
+fn judge_new(
+    l: &Layers,
+    seg: &Segment,
+    v: &maps::layout::flow::NewFlow,
+    settings: &Settings,
+) -> Result<ParseFrom, Done> {
+    let first = v.isn.wrapping_add(1);
+    if seg.syn() {
+        // Repeated, or another attempt with another number: the entry
+        // stays as it is (state changes only in sequence), and data a
+        // repeated Fast Open SYN carries was taken the first time.
+        return Err(pass(if l.payload_off == l.ip_end { Counter::TcpSyn } else { Counter::TlsRetransmission }));
+    }
+    let delta = seg.seq.wrapping_sub(first).cast_signed();
+    if delta.unsigned_abs() > flows::WINDOW {
+        // Not this stream's: judged on its own, the entry untouched.
+        return Err(pass(Counter::TcpOther));
+    }
+    if l.payload_len() == 0 {
+        // A reset or FIN ends the flow only at the next expected byte, where
+        // the server takes it too (RFC 5961 §3.2 for resets).
+        if seg.flags & (TCP_RST | TCP_FIN) != 0 && delta == 0 {
+            flow::forget(seg.key, settings);
+        }
+        return Err(pass(Counter::TcpNoPayload));
+    }
+    if delta > 0 {
+        return Err(drop(Counter::TlsOutOfOrder));
+    }
+    if delta < 0 {
+        return Err(drop(Counter::TlsOutOfWindow));
+    }
+    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: true, fresh: true })
 }
 
 /// A SYN of an untracked flow: start tracking it; with data (TCP Fast
 /// Open), parse it.
 #[inline(always)]
-fn judge_syn(
-    l: &Layers,
-    seg: &Segment,
-    now: u64,
-    settings: &Settings,
-    scratch: &mut Scratch,
-) -> Result<ParseFrom, Done> {
-    let tracked = flow::track_syn(seg.key, seg.seq, now, settings, scratch);
+fn judge_syn(l: &Layers, seg: &Segment, now: u64, settings: &Settings) -> Result<ParseFrom, Done> {
+    let tracked = flow::track_syn(seg.key, seg.seq, now, settings);
     if l.payload_off == l.ip_end || tracked.0 != xdp_action::XDP_PASS {
         return Err(tracked);
     }
@@ -233,22 +293,19 @@ fn judge_syn(
     Ok(ParseFrom { seq: seg.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true })
 }
 
-/// A SYN of a tracked flow. A blocked flow stays blocked: a SYN on its
-/// addresses and ports must not wipe the verdict (the old connection may
-/// live on at the server). A flow waiting for its first data takes the new
-/// SYN's sequence number (a new attempt). A flow in the middle of a
+/// A SYN in the window of a flow in `FLOWS`. A blocked flow stays blocked:
+/// a SYN on its addresses and ports must not wipe the verdict (the old
+/// connection may live on at the server). A flow in the middle of a
 /// ClientHello keeps its state: a repeated SYN changes nothing, and one
 /// with another sequence number is ignored, or a client could restart the
 /// parser in the middle of the name and send the rest as "retransmitted".
+/// (A SYN outside the window is another connection's: tracked afresh in
+/// `NEW_FLOWS`.)
 #[inline(always)]
-fn judge_syn_tracked(l: &Layers, seg: &Segment, s: &mut FlowState, now: u64) -> Result<ParseFrom, Done> {
+fn judge_syn_tracked(l: &Layers, s: &mut FlowState, now: u64) -> Result<ParseFrom, Done> {
     s.last_seen_ns = now;
     if s.kind == flows::BLOCKED {
         return Err(drop(Counter::TlsBlockedFlow));
-    }
-    if s.kind == flows::NEW && s.isn != seg.seq {
-        s.isn = seg.seq;
-        s.next_seq = seg.seq.wrapping_add(1);
     }
     if l.payload_off != l.ip_end {
         // A Fast Open SYN repeated, or one for a flow already under way:
@@ -258,8 +315,8 @@ fn judge_syn_tracked(l: &Layers, seg: &Segment, s: &mut FlowState, now: u64) -> 
     Err(pass(Counter::TcpSyn))
 }
 
-/// A segment of a flow in `FLOWS`: blocked, waiting for its first data, or
-/// in the middle of a ClientHello (copied into `scratch.flow`).
+/// A segment in the window of a flow in `FLOWS`: blocked, or in the middle
+/// of a ClientHello (copied into `scratch.flow`).
 #[inline(always)]
 fn judge_tracked(
     l: &Layers,
@@ -269,11 +326,35 @@ fn judge_tracked(
     settings: &Settings,
     scratch: &mut Scratch,
 ) -> Result<ParseFrom, Done> {
-    s.last_seen_ns = now;
     if s.kind == flows::BLOCKED {
+        s.last_seen_ns = now;
         return Err(drop(Counter::TlsBlockedFlow));
     }
     let payload_len = l.payload_len();
+    // Where this segment starts relative to the next byte expected.
+    let delta = seg.seq.wrapping_sub(s.next_seq).cast_signed();
+    if delta > 0 && payload_len != 0 && delta.unsigned_abs() >= s.tls.min_left() {
+        // Past a gap, and beyond where the ClientHello can end: the
+        // connection's later data (the ClientHello's start was a
+        // retransmission taken for a new one, and its rest reached the
+        // server before). Passed, so such a connection does not stall; its
+        // start is noted, so that if the ClientHello's own bytes come after
+        // all and reach it, the ClientHello is not judged (the server holds
+        // what passed, not what the filter would read).
+        if s.flags & flows::FLAG_PASSED_AHEAD == 0 || seg.seq.wrapping_sub(s.passed_at).cast_signed() < 0 {
+            s.passed_at = seg.seq;
+            s.flags |= flows::FLAG_PASSED_AHEAD;
+        }
+        return Err(pass(Counter::TlsBeyondHello));
+    }
+    s.last_seen_ns = now;
+    if payload_len != 0
+        && s.flags & flows::FLAG_PASSED_AHEAD != 0
+        && seg.seq.wrapping_add(payload_len as u32).wrapping_sub(s.passed_at).cast_signed() > 0
+    {
+        // This segment reaches bytes that were passed unseen.
+        return Err(not_judged(settings, Counter::TlsRestPassed));
+    }
     if payload_len == 0 {
         // A reset or FIN ends the flow only at the next expected byte,
         // where the server takes it too (RFC 5961 §3.2 for resets): one
@@ -284,13 +365,12 @@ fn judge_tracked(
         }
         return Err(pass(Counter::TcpNoPayload));
     }
-    // Where this segment starts relative to the next byte expected.
-    let delta = seg.seq.wrapping_sub(s.next_seq).cast_signed();
+    // Past a gap, inside the ClientHello, a segment is dropped, whether the
+    // flow's SYN was seen or not: the client sends the missing bytes again
+    // (the server lacks them too), then the rest in order. Passing it
+    // would let a client send the rest of a ClientHello first and its
+    // start last.
     if delta > 0 {
-        if s.flags & flows::FLAG_SYN_SEEN == 0 {
-            flow::forget(seg.key, settings);
-            return Err(pass(Counter::TlsGapUnsynced));
-        }
         return Err(drop(Counter::TlsOutOfOrder));
     }
     let seen = delta.unsigned_abs() as usize;

@@ -11,7 +11,14 @@ use aya::{
     Ebpf,
     maps::{Array, ArrayOfMaps, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, RingBuf},
 };
-use maps::{Rule, Settings, Trace, counters::COUNT, layout::flow::FlowState, layout::names};
+use std::collections::HashMap as StdHashMap;
+
+use maps::{
+    Rule, Settings, Trace,
+    counters::COUNT,
+    layout::flow::{FlowState, NewFlow, hint_slot},
+    layout::names,
+};
 
 use super::{
     counters::{self, Counters},
@@ -30,9 +37,13 @@ pub struct Maps {
     settings: Settings,
     filter: Array<MapData, u64>,
     flows: HashMap<MapData, u64, FlowState>,
+    new_flows: HashMap<MapData, u64, NewFlow>,
     flow_hint: Array<MapData, u64>,
     /// `FLOW_HINT` mapped into this process, for the flow sweep.
     hint: Option<sys::SharedCounters>,
+    /// Hint slots whose count exceeded their flows at the last sweep: the
+    /// count and the flows then (see [`Maps::sweep_flows`]).
+    hint_excess: StdHashMap<u32, (u64, u64)>,
     counters: PerCpuArray<MapData, u64>,
     trace: Array<MapData, Trace>,
     /// Until the daemon takes it.
@@ -45,7 +56,8 @@ fn open<T: TryFrom<Map, Error = MapError>>(ebpf: &Ebpf, name: &'static str) -> R
     let (data, kind): (&MapData, fn(MapData) -> Map) = match map {
         Map::Array(d) => (d, Map::Array),
         Map::ArrayOfMaps(d) => (d, Map::ArrayOfMaps),
-        Map::HashMap(d) => (d, Map::HashMap),
+        // An LRU map's handle is a hash map's: the same calls.
+        Map::HashMap(d) | Map::LruHashMap(d) => (d, Map::HashMap),
         Map::PerCpuArray(d) => (d, Map::PerCpuArray),
         Map::RingBuf(d) => (d, Map::RingBuf),
         _ => return Err(FilterError::MapKind(name)),
@@ -64,8 +76,10 @@ impl Maps {
             settings: Settings::default(),
             filter: open(ebpf, names::FILTER)?,
             flows: open(ebpf, names::FLOWS)?,
+            new_flows: open(ebpf, names::NEW_FLOWS)?,
             flow_hint: open(ebpf, names::FLOW_HINT)?,
             hint: None,
+            hint_excess: StdHashMap::new(),
             counters: open(ebpf, names::COUNTERS)?,
             trace: open(ebpf, names::TRACE)?,
             events: Some(open(ebpf, names::EVENTS)?),
@@ -151,11 +165,14 @@ impl Maps {
 
     /// Forgets flows idle past their time to live (`maps::layout::flow`): the kernel
     /// forgets an expired flow it meets, this sweeps the ones it never meets
-    /// again. Returns how many were removed.
+    /// again. Then takes back hint counts left by entries the `NEW_FLOWS`
+    /// LRU evicted. Returns how many flows were removed.
     pub fn sweep_flows(&mut self) -> Result<usize, FilterError> {
         let now = sys::monotonic_ns(libc::CLOCK_MONOTONIC_COARSE);
         let expired: Vec<u64> =
             self.flows.iter().filter_map(Result::ok).filter(|(_, v)| v.expired(now)).map(|(k, _)| k).collect();
+        let expired_new: Vec<u64> =
+            self.new_flows.iter().filter_map(Result::ok).filter(|(_, v)| v.expired(now)).map(|(k, _)| k).collect();
         let mut removed = 0;
         let mask = self.settings.hint_mask;
         self.map_hint()?;
@@ -167,16 +184,63 @@ impl Maps {
             // already by the kernel (which then decremented the hint itself).
             let now = sys::monotonic_ns(libc::CLOCK_MONOTONIC_COARSE);
             if self.flows.get(&key, 0).is_ok_and(|v| v.expired(now)) && self.flows.remove(&key).is_ok() {
-                hint.decrement(maps::layout::flow::hint_slot(key, mask));
+                hint.decrement(hint_slot(key, mask));
                 removed += 1;
             }
         }
+        for key in expired_new {
+            // A NEW entry changes only by being deleted (its first data, or
+            // the LRU): one still there and expired is still expired.
+            if self.new_flows.remove(&key).is_ok() {
+                hint.decrement(hint_slot(key, mask));
+                removed += 1;
+            }
+        }
+        self.heal_hint(mask);
         Ok(removed)
     }
 
-    /// Flows tracked now.
+    /// Takes back hint counts no entry accounts for: an entry the
+    /// `NEW_FLOWS` LRU evicts leaves its count behind (the kernel is not
+    /// told), and the slot would cost every packet of its flows a lookup
+    /// from then on. A slot's excess is taken back only when the count and
+    /// the entries were the same at two sweeps in a row: an insert or
+    /// delete in flight (the kernel counts before inserting, and after
+    /// deleting) lasts microseconds, never from one sweep to the next, so
+    /// only counts no entry will ever take back are taken. Subtracted
+    /// atomically, so the kernel's own counting at the same time adds up.
+    fn heal_hint(&mut self, mask: u64) {
+        let Some(hint) = self.hint.as_ref() else { return };
+        let mut entries: StdHashMap<u32, u64> = StdHashMap::new();
+        for key in self.flows.keys().flatten().chain(self.new_flows.keys().flatten()) {
+            *entries.entry(hint_slot(key, mask)).or_insert(0) += 1;
+        }
+        let mut excess = StdHashMap::new();
+        for slot in 0..=(mask as u32) {
+            let count = hint.get(slot);
+            let have = entries.get(&slot).copied().unwrap_or(0);
+            // A count below its entries is one being inserted right now
+            // (or wrapped below zero by a delete in flight): not excess.
+            if count <= have || count > 1 << 48 {
+                continue;
+            }
+            if self.hint_excess.get(&slot) == Some(&(count, have)) {
+                hint.subtract(slot, count - have);
+            } else {
+                excess.insert(slot, (count, have));
+            }
+        }
+        self.hint_excess = excess;
+    }
+
+    /// Flows tracked now in the middle of a ClientHello or blocked (`FLOWS`).
     pub fn flow_count(&self) -> usize {
         self.flows.keys().flatten().count()
+    }
+
+    /// Flows between SYN and first data now (`NEW_FLOWS`).
+    pub fn new_flow_count(&self) -> usize {
+        self.new_flows.keys().flatten().count()
     }
 
     /// Maps `FLOW_HINT` into this process, once.

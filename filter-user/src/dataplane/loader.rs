@@ -119,6 +119,7 @@ fn load_object(sizes: &Sizes, trace: bool, debug: bool, pin: Option<&PinDir>) ->
         .override_global(names::TRACE_ENABLED, &trace, true)
         .map_max_entries(names::FILTER, sizes.filter_words as u32)
         .map_max_entries(names::FLOWS, sizes.flows)
+        .map_max_entries(names::NEW_FLOWS, sizes.flows)
         .map_max_entries(names::FLOW_HINT, sizes.hint_words as u32)
         .map_max_entries(names::EVENTS, sizes.events);
     // Pinned maps are opened when they exist (a running filter's, with
@@ -305,6 +306,11 @@ impl Filter {
     /// Flows tracked now.
     pub fn flow_count(&self) -> Result<usize, FilterError> {
         Ok(self.maps.flow_count())
+    }
+
+    /// See [`Maps::new_flow_count`].
+    pub fn new_flow_count(&self) -> Result<usize, FilterError> {
+        Ok(self.maps.new_flow_count())
     }
 
     /// Builds `set` in a fresh map and makes it the active rule set (see

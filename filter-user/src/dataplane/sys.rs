@@ -328,12 +328,25 @@ impl SharedCounters {
 
     /// Atomically subtracts one from counter `i`.
     pub fn decrement(&self, i: u32) {
-        let i = i as usize;
-        if i < self.words {
-            // SAFETY: in bounds of the mapping; u64 array elements are 8-byte aligned.
-            let a = unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i)) };
-            a.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.subtract(i, 1);
+    }
+
+    /// Atomically subtracts `n` from counter `i`.
+    pub fn subtract(&self, i: u32, n: u64) {
+        if let Some(a) = self.word(i) {
+            a.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Counter `i` now.
+    pub fn get(&self, i: u32) -> u64 {
+        self.word(i).map_or(0, |a| a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn word(&self, i: u32) -> Option<&std::sync::atomic::AtomicU64> {
+        let i = i as usize;
+        // SAFETY: in bounds of the mapping; u64 array elements are 8-byte aligned.
+        (i < self.words).then(|| unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i)) })
     }
 }
 

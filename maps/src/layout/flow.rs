@@ -1,35 +1,47 @@
 //! Per-flow state for TLS ClientHellos that span several TCP segments, and
-//! the verdict of blocked flows.
+//! the verdict of blocked flows. Flows are keyed by a seeded 64-bit hash of
+//! the 4-tuple (client to server direction; [`flow_key_v4`],
+//! [`flow_key_v6`]) and the interface they came in on.
 //!
-//! `FLOWS` is a hash map from a seeded 64-bit hash of the flow's 4-tuple
-//! (client to server direction; [`flow_key_v4`], [`flow_key_v6`]) to a
-//! [`FlowState`]. It holds:
-//! - flows whose SYN was seen and whose first data byte was not yet
-//!   (`NEW`): the first data segment must start at the next sequence number,
-//!   so a client cannot slip the rest of a ClientHello past the filter by
-//!   sending its later segments first;
-//! - flows in the middle of a ClientHello (`PENDING`), with the parser's
-//!   state and the next sequence number expected;
-//! - blocked flows (`BLOCKED`), whose every later packet from the client is
-//!   dropped.
+//! Two maps, each with its own budget:
+//! - `NEW_FLOWS`, an LRU map: flows whose SYN was seen and whose first data
+//!   byte was not yet ([`NewFlow`]). Their first data segment must start at
+//!   the next sequence number, so a client cannot slip the rest of a
+//!   ClientHello past the filter by sending its later segments first. A
+//!   SYN flood (spoofed, so it never sends data) only evicts the oldest
+//!   entries, its own: it cannot fill the table that ClientHellos in
+//!   progress need.
+//! - `FLOWS`, a plain hash map ([`FlowState`]): flows in the middle of a
+//!   ClientHello (`PENDING`), with the parser's state and the next
+//!   sequence number expected, and blocked flows (`BLOCKED`), whose later
+//!   packets from the client are dropped. Plain on purpose: an LRU would
+//!   silently forget a half-parsed ClientHello when flooded, letting its
+//!   rest through; a full plain map is visible, and the "cannot judge"
+//!   policy applies and is counted (`tls_flow_table_full`).
+//!
+//! Only packets in a flow's sequence space change its state or are dropped
+//! for it: a segment more than [`WINDOW`] bytes from where the flow's
+//! stream stands is not this stream's (an off-path sender does not know
+//! the numbers) and is judged as if the flow were not tracked, without
+//! touching its entry. A SYN with another sequence number does not restart
+//! a tracked flow.
 //!
 //! Entries expire after [`TTL_NEW_NS`], [`TTL_PENDING_NS`] or
-//! [`TTL_BLOCKED_NS`] without a packet: the kernel deletes an expired entry
-//! it meets, and the daemon sweeps the rest. The map is a plain hash map on
-//! purpose, not an LRU: an LRU would silently forget a half-parsed
-//! ClientHello when flooded, letting its rest through; a full plain map is
-//! visible, and the "cannot judge" policy (`--unjudged pass`: do not track
-//! the new flow; `drop`: drop it) applies and is counted.
+//! [`TTL_BLOCKED_NS`] without a packet in their window: the kernel deletes
+//! an expired entry it meets, and the daemon sweeps the rest.
 //!
-//! `FLOW_HINT` spares established flows the hash-map lookup: an array of
-//! counters, one per hint slot, incremented before a key is inserted and
-//! decremented after it is deleted (by the kernel, or the daemon's sweep
-//! through a shared mapping). A zero counter proves no flow of that slot is
-//! tracked, so the packet needs no lookup.
+//! `FLOW_HINT` spares established flows the lookups: an array of counters,
+//! one per hint slot, incremented before a key is inserted into either map
+//! and decremented after it is deleted (by the kernel, or the daemon's
+//! sweep through a shared mapping). A zero counter proves no flow of that
+//! slot is tracked, so the packet needs no lookup. An entry the LRU evicts
+//! leaves its count behind (a lookup too many, never one too few); the
+//! daemon's sweep takes back counts it finds in excess twice in a row.
 
 use crate::parse::tls::TlsState;
 
-/// SYN seen, no data yet.
+/// SYN seen, no data yet (`NEW_FLOWS`; the kernel also works on a copy
+/// as a [`FlowState`] of this kind).
 pub const NEW: u8 = 1;
 /// In the middle of a ClientHello.
 pub const PENDING: u8 = 2;
@@ -50,14 +62,51 @@ pub const FLAG_SNI_ALLOWED: u8 = 2;
 /// a gap instead: dropping would stall a connection the filter never saw
 /// begin.
 pub const FLAG_SYN_SEEN: u8 = 4;
+/// [`FlowState::flags`]: a segment past a gap, beyond where the
+/// ClientHello can end, was passed (the connection's later data, after a
+/// retransmitted start of a ClientHello was taken for a new one); it
+/// starts at [`FlowState::passed_at`]. Should the ClientHello reach there,
+/// its rest went past unseen, and it is not judged.
+pub const FLAG_PASSED_AHEAD: u8 = 8;
 
-/// Idle time after which a `NEW` entry is forgotten (a client sends its
-/// first data one round trip after the handshake).
-pub const TTL_NEW_NS: u64 = 10_000_000_000;
-/// Idle time after which a half-parsed ClientHello is forgotten.
-pub const TTL_PENDING_NS: u64 = 10_000_000_000;
+/// Idle time after which a `NEW` entry is forgotten. A client sends its
+/// first data one round trip after the handshake; a client that waits for
+/// the entry to go before sending its ClientHello out of order is what the
+/// entry is there for, so it lives long (the LRU bounds the memory).
+pub const TTL_NEW_NS: u64 = 600_000_000_000;
+/// Idle time after which a half-parsed ClientHello is forgotten: longer
+/// than servers wait for the rest of one (nginx's `ssl_handshake_timeout`
+/// and Apache's are 60 s), so that waiting does not slip its rest past.
+pub const TTL_PENDING_NS: u64 = 600_000_000_000;
 /// Idle time after which a blocked flow is forgotten.
 pub const TTL_BLOCKED_NS: u64 = 60_000_000_000;
+
+/// How far from where a flow's stream stands a segment may start and still
+/// be this stream's: more than a receiver accepts at the start of a
+/// connection (its window is at most 64 KiB before scaling), so that an
+/// off-path sender, who does not know the numbers, hits a flow's window
+/// with a chance of 2^-11 per attempt.
+pub const WINDOW: u32 = 1 << 20;
+
+/// Value of `NEW_FLOWS`: a flow between its SYN and its first data.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewFlow {
+    /// The SYN's sequence number: the first data starts at `isn + 1`.
+    pub isn: u32,
+    /// Explicit padding; always 0.
+    pub pad: u32,
+    /// `bpf_ktime_get_coarse_ns` of the SYN.
+    pub seen_ns: u64,
+}
+
+impl NewFlow {
+    /// Whether the entry is past its time to live at `now_ns`.
+    #[inline(always)]
+    pub const fn expired(&self, now_ns: u64) -> bool {
+        now_ns.wrapping_sub(self.seen_ns) > TTL_NEW_NS
+    }
+}
 
 /// Value of `FLOWS`.
 #[repr(C)]
@@ -77,8 +126,8 @@ pub struct FlowState {
     /// seen at its ClientHello, the number before it): a segment starting
     /// before `isn + 1` is not this stream's data, however old it looks.
     pub isn: u32,
-    /// Explicit padding; always 0.
-    pub pad2: u32,
+    /// With [`FLAG_PASSED_AHEAD`]: the lowest sequence number passed past a gap.
+    pub passed_at: u32,
     /// `bpf_ktime_get_coarse_ns` of the last packet that touched the entry.
     pub last_seen_ns: u64,
     /// The ClientHello parser's state (for `PENDING`).
@@ -96,6 +145,22 @@ impl FlowState {
         };
         now_ns.wrapping_sub(self.last_seen_ns) > ttl
     }
+
+    /// Whether a segment starting at `seq` is in this flow's sequence
+    /// space: within [`WINDOW`] bytes of the next byte expected (a blocked
+    /// flow's: the byte after its ClientHello).
+    #[inline(always)]
+    pub const fn in_window(&self, seq: u32) -> bool {
+        seq.wrapping_sub(self.next_seq).wrapping_add(WINDOW) <= 2 * WINDOW
+    }
+}
+
+/// The flow key's seed for packets of interface `ifindex`: the same
+/// addresses and ports on two interfaces are two flows, so a packet on one
+/// never changes or blocks the other's.
+#[inline(always)]
+pub const fn seed_for(seed: u64, ifindex: u32) -> u64 {
+    seed ^ (ifindex as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Key of an IPv4 flow, client to server: a seeded hash of the 4-tuple.
@@ -160,6 +225,29 @@ mod tests {
         ] {
             assert_ne!(v6, other);
         }
+    }
+
+    #[test]
+    fn windows() {
+        let s = FlowState {
+            kind: PENDING,
+            action: 0,
+            flags: 0,
+            pad: 0,
+            next_seq: 10,
+            isn: 0,
+            passed_at: 0,
+            last_seen_ns: 0,
+            tls: TlsState::new(),
+        };
+        for seq in [10, 11, 0, u32::MAX, 10 + WINDOW, 10u32.wrapping_sub(WINDOW)] {
+            assert!(s.in_window(seq), "{seq}");
+        }
+        for seq in [11 + WINDOW, 9u32.wrapping_sub(WINDOW), 1 << 31] {
+            assert!(!s.in_window(seq), "{seq}");
+        }
+        assert_ne!(seed_for(1, 2), seed_for(1, 3));
+        assert_eq!(seed_for(1, 0), 1);
     }
 
     #[test]

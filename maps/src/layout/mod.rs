@@ -40,6 +40,8 @@ pub mod names {
     pub const FILTER: &str = "FILTER";
     /// `HashMap<u64, FlowState>`: TLS flows in progress and blocked flows, see [`flow`].
     pub const FLOWS: &str = "FLOWS";
+    /// `LruHashMap<u64, NewFlow>`: TCP flows between SYN and first data, see [`flow`].
+    pub const NEW_FLOWS: &str = "NEW_FLOWS";
     /// `LruHashMap<u64, u64>`: datagrams whose first fragment was dropped, see [`fragment`].
     pub const FRAGMENTS: &str = "FRAGMENTS";
     /// `Array<u64>` (mmapable): counters sparing untracked flows a lookup, see [`flow`].

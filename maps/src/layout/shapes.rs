@@ -9,7 +9,11 @@
 use core::mem::size_of;
 
 use crate::{
-    Scratch, Settings, Trace, counters, layout::flow::FlowState, layout::fragment, layout::names, layout::stage,
+    Scratch, Settings, Trace, counters,
+    layout::flow::{FlowState, NewFlow},
+    layout::fragment,
+    layout::names,
+    layout::stage,
 };
 
 /// The kinds of BPF map the program declares. A plain enum: user space maps
@@ -87,6 +91,7 @@ pub const MAPS: &[MapShape] = {
         row(names::SETTINGS,     Array,       4,   size::<Settings>(),   Fixed(1),                        PINNED),
         row(names::FILTER,       Array,       4,   8,                    Configured,                      PINNED),
         row(names::FLOWS,        Hash,        8,   size::<FlowState>(),  Configured,                      PINNED),
+        row(names::NEW_FLOWS,    LruHash,     8,   size::<NewFlow>(),    Configured,                      PINNED),
         row(names::FLOW_HINT,    Array,       4,   8,                    Configured,                      PINNED),
         // A ring buffer has neither keys nor values, only bytes.
         row(names::EVENTS,       RingBuf,     0,   0,                    Configured,                      PINNED),

@@ -309,6 +309,17 @@ impl TlsState {
         self.fields.flags & F_SNI_DONE != 0
     }
 
+    /// Bytes of the ClientHello still to come at the least, from where the
+    /// parser stands (record headers that may come between them not
+    /// counted): a segment starting closer than this past the bytes parsed
+    /// carries ClientHello bytes. 0 before the handshake length is read.
+    pub const fn min_left(&self) -> u32 {
+        match self.fields.phase {
+            P_HS | P_END | P_NOT_CH | P_FAILED => 0,
+            _ => self.fields.hs_left.saturating_add(self.fields.field_left as u32),
+        }
+    }
+
     /// Bytes of `name` that hold the host_name.
     pub fn sni_len(&self) -> usize {
         (self.fields.sni_len as usize) & (MAX_SNI - 1)
