@@ -195,6 +195,10 @@ counters! {
     /// Blocked DNS over TCP: the query dropped and the client sent a TCP
     /// reset, so its lookup fails at once rather than at its timeout.
     ResetTcp => "reset_tcp", Verdict, Dns, Reset;
+    /// A segment a flow's state would follow, with an IP TTL (hop limit) of
+    /// 1 or 0: a router drops it after the filter, so it may be a decoy
+    /// the server never sees. It changes no flow state and is not judged.
+    TcpTtlExpiring => "tcp_ttl_expiring", Unjudged, Tls, Pass;
     /// A segment with urgent data (URG) that would start or go on with a
     /// ClientHello: the receiver removes the urgent byte from the stream,
     /// which can hide the name from the parser; not judged.

@@ -362,3 +362,35 @@ fn multi_question_queries() {
         );
     }
 }
+
+/// Decoys a router drops after the filter (TTL 1): a ClientHello for an
+/// allowed name the server never sees, then the real one for a blocked
+/// name. The decoy decides nothing and changes no flow; the real one is
+/// judged.
+#[test]
+fn ttl_decoys_decide_nothing() {
+    let frame = |name: &str, ttl: u8, sport: u16| {
+        let spec = Spec { sport, ..Spec::udp4().tcp().dport(443) };
+        let mut f = spec.build(&tls::client_hello(Some(name), HelloKind::Small));
+        f[14 + 8] = ttl;
+        // The IPv4 header checksum, as a router would check it.
+        f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+        let sum = maps::parse::checksum::finish(maps::parse::checksum::add_bytes(0, &f[14..34]));
+        f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    for drop in [true, false] {
+        let h = harness(drop);
+        let mut v6 = Spec::udp6().tcp().dport(443).build(&tls::client_hello(Some(ALLOWED), HelloKind::Small));
+        v6[14 + 7] = 1;
+        let rows = [
+            row("TTL 1 decoy, allowed name", frame(ALLOWED, 1, 42001), XDP_PASS, Counter::TcpTtlExpiring)
+                .unjudged(drop),
+            row("... then the real one, blocked", frame(BLOCKED, 64, 42001), XDP_TX, Counter::TlsReset),
+            row("TTL 0, blocked name", frame(BLOCKED, 0, 42002), XDP_PASS, Counter::TcpTtlExpiring).unjudged(drop),
+            row("hop limit 1, IPv6", v6, XDP_PASS, Counter::TcpTtlExpiring).unjudged(drop),
+            row("TTL 2, allowed name", frame(ALLOWED, 2, 42003), XDP_PASS, Counter::TlsPassNoMatch),
+        ];
+        run(&h, if drop { "TTL decoys, --unjudged drop" } else { "TTL decoys, --unjudged pass" }, &rows);
+    }
+}

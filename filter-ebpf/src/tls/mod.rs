@@ -126,6 +126,15 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     };
     let l = Layers::taken_over(&scratch.handoff);
     let seg = Segment::taken_over(&scratch.handoff);
+    // A segment whose TTL (hop limit) runs out at this router never
+    // reaches the server: a client can send one as a decoy, a ClientHello
+    // the filter would read and the server never gets. It changes no flow
+    // and decides nothing; with the "cannot judge" policy it is dropped
+    // (as the router would, after the filter).
+    let ttl_at = l.l2_len + if l.ipv6 { 7 } else { 8 };
+    if Packet::new(ctx).u8(ttl_at).is_some_and(|ttl| ttl <= 1) {
+        return Err(not_judged(settings, Counter::TcpTtlExpiring));
+    }
     let (key, syn) = (seg.key, seg.syn());
     // The clock only for flows that may be tracked and SYNs: an untracked
     // ClientHello (and the flow entries it may create, which read it

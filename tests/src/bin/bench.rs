@@ -23,7 +23,7 @@ use hickory_proto::rr::RecordType;
 use maps::{Action, Counter};
 use namewall_tests::{
     dnswire,
-    packet::Spec,
+    packet::{self, Spec},
     tls::{self, Flow, HelloKind},
 };
 
@@ -214,6 +214,7 @@ fn packet_rows(baseline: &Baseline, dir: &Path, repeat: u32) -> (Vec<Row>, Vec<L
             ));
             if n == 1_000_000 {
                 rows.extend(tls_rows(f, baseline, repeat));
+                rows.extend(evasion_rows(f, baseline, repeat));
             }
             loads.push(l);
         }
@@ -347,7 +348,7 @@ fn tls_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
         let ip = std::net::Ipv4Addr::new(10, 65, (i >> 8) as u8, i as u8);
         f.run(&Flow::v4().sport(2000).with_client_ip(ip.into()).syn()).expect("SYN");
     }
-    assert!(f.flow_count().expect("flow count") >= tracked);
+    assert!(f.new_flow_count().expect("flow count") >= tracked);
     // 64 established flows of other clients, averaged: the few whose hint
     // counter is shared pay for a lookup.
     let others: Vec<Vec<u8>> = (0..64u8)
@@ -421,6 +422,93 @@ fn tls_state_rows(f: &Filter, baseline: &Baseline, repeat: u32, pq: &[u8], data:
         || base(&later),
     ));
     rows
+}
+
+/// What judging costs for what a client trying to slip past sends: a DNS
+/// query in IP fragments (its first fragment judged), a query inside PPPoE,
+/// the most parse work one segment can cause (a ClientHello cut into
+/// records of a byte or two, behind four VLAN tags and eight IPv6
+/// extension headers), and a SYN of a flood (each one a new `NEW_FLOWS`
+/// entry, the LRU evicting the oldest).
+fn evasion_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let base = |pkt: &[u8]| ns(baseline.bench(pkt, repeat).expect("baseline run").1);
+    let timed = |pkt: &[u8]| ns(f.bench(pkt, repeat).expect("run").1);
+    let allowed = "www.shop.example.org";
+
+    let padded = dnswire::with_padding(&dnswire::query(allowed, RecordType::A), 1400);
+    let first = packet::fragments_v4(&Spec::udp4().build(&padded), 14, 7, &[1000])[0].clone();
+    expect(f, &first, Counter::PassNoMatch, "first fragment of a DNS query");
+    rows.push(Row::measure(
+        "DNS query in IPv4 fragments: the first, question whole, no match",
+        "≤ 8x",
+        || timed(&first),
+        || base(&first),
+    ));
+    let pppoe = packet::pppoe(&Spec::udp4().build(&dnswire::query(allowed, RecordType::A)), 0x0101);
+    expect(f, &pppoe, Counter::PassNoMatch, "DNS query in PPPoE");
+    rows.push(Row::measure("DNS query in PPPoE, no match", "≤ 6x", || timed(&pppoe), || base(&pppoe)));
+
+    // The worst segment: the smallest records that let a whole ClientHello
+    // fit one segment (a ClientHello that went on would leave state, and
+    // the next run would be a retransmission), behind the deepest headers.
+    let hello = tls::client_hello(Some(allowed), HelloKind::Small);
+    let body = tls::handshake_bytes(&hello).len();
+    let k = (1..).find(|k| body + 5 * body.div_ceil(*k) <= 1400).expect("a record size");
+    let tiny = tls::refragment(&hello, &vec![k; body.div_ceil(k)]);
+    let mut deep = packet::udp6_with_dest_opts(8, &[0; 8]);
+    for t in 0..4 {
+        deep = packet::push_vlan(&deep, 0x88a8, 100 + t);
+    }
+    let worst = tcp_behind(&deep, &tiny);
+    expect(f, &worst, Counter::TlsPassNoMatch, "worst-case segment");
+    rows.push(Row::measure(
+        format!("worst segment: ClientHello in {}-byte records ({} B), 4 VLAN tags, 8 IPv6 ext headers", k, tiny.len()),
+        "≤ 30x",
+        || timed(&worst),
+        || base(&worst),
+    ));
+
+    // A SYN flood: a new flow per SYN (one run each).
+    let syn = |i: usize| {
+        let ip = std::net::Ipv4Addr::new(10, 80, (i >> 8) as u8, i as u8);
+        Flow::v4().sport(3000 + (i % 50_000) as u16).with_client_ip(ip.into()).syn()
+    };
+    expect(f, &syn(0), Counter::TcpSyn, "SYN");
+    let mut next = 1;
+    rows.push(Row::measure(
+        "SYN flood: a SYN of a new flow, LRU full (1 run per call)",
+        "≤ 10x",
+        || singles_after(f, &mut next, |_| Vec::new(), syn),
+        || singles(TLS_SINGLE_RUNS, || ns(baseline.bench(&syn(0), 1).expect("baseline run").1)),
+    ));
+    rows
+}
+
+/// A TCP segment to port 443 carrying `payload`, with the layer-2 and IP
+/// headers of `frame` (an IPv6 packet with destination-options headers
+/// ending in UDP, as `packet::udp6_with_dest_opts` builds it, behind any
+/// VLAN tags): the last extension header's next header and the payload
+/// length rewritten.
+fn tcp_behind(frame: &[u8], payload: &[u8]) -> Vec<u8> {
+    let l3 = frame.len() - 8 - 8 * 8 - 40;
+    let mut f = frame[..frame.len() - 8].to_vec();
+    // The last destination-options header names TCP next.
+    let last_ext = f.len() - 8;
+    f[last_ext] = 6;
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&443u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&0x1000_0001u32.to_be_bytes());
+    tcp[8..12].copy_from_slice(&0x2000_0001u32.to_be_bytes());
+    tcp[12] = 0x50;
+    tcp[13] = 0x18;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    f.extend_from_slice(&tcp);
+    f.extend_from_slice(payload);
+    let payload_len = (f.len() - l3 - 40) as u16;
+    f[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+    f
 }
 
 /// Client-side latency of DNS over UDP through the namespace lab: a blocked
