@@ -174,6 +174,30 @@ impl Maps {
         Ok(removed)
     }
 
+    /// Forgets every tracked flow, as if each had expired: the fuzz run
+    /// judges each packet against an empty flow table, so that one packet's
+    /// verdict does not depend on the packets before it. Returns how many
+    /// were removed.
+    pub fn forget_flows(&mut self) -> Result<usize, FilterError> {
+        let keys: Vec<u64> = self.flows.keys().filter_map(Result::ok).collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mask = self.settings.hint_mask;
+        self.map_hint()?;
+        let Some(hint) = self.hint.as_ref() else { return Ok(0) };
+        let mut removed = 0;
+        for key in keys {
+            // Deleted here, or already by the kernel (which then decremented
+            // the hint itself).
+            if self.flows.remove(&key).is_ok() {
+                hint.decrement(maps::layout::flow::hint_slot(key, mask));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Flows tracked now.
     pub fn flow_count(&self) -> usize {
         self.flows.keys().flatten().count()
