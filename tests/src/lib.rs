@@ -8,5 +8,6 @@ pub mod fuzz;
 pub mod harness;
 pub mod netns;
 pub mod packet;
+pub mod report;
 pub mod tls;
 pub mod tlslab;

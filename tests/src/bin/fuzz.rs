@@ -10,8 +10,9 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use maps::Counter;
 use namewall_tests::{
-    fuzz::{Fuzzer, Problem, Tally, corpus, mutate::Mutator, reference},
+    fuzz::{Fuzzer, KNOWN_BYPASSES, Problem, Tally, corpus, mutate::Mutator, reference},
     harness::Harness,
+    report,
 };
 
 /// Mutated packets through `BPF_PROG_TEST_RUN`, checked against the
@@ -34,6 +35,9 @@ struct Args {
     /// Build the seed corpus afresh, write it to this file and exit.
     #[arg(long, conflicts_with = "replay")]
     write_corpus: Option<PathBuf>,
+    /// Record the run's result in this file's "Fuzzing" section (BENCHMARKS.md).
+    #[arg(long, conflicts_with = "replay")]
+    record: Option<PathBuf>,
     /// Run the frames of these pcap files (or of every pcap file in these
     /// directories) unmutated, and report.
     #[arg(long, num_args = 1..)]
@@ -83,10 +87,10 @@ fn main() -> anyhow::Result<()> {
     if args.out.exists() {
         std::fs::remove_dir_all(&args.out).with_context(|| format!("removing {}", args.out.display()))?;
     }
-    let mut report = Report { out: args.out.clone(), found: 0, known: 0 };
+    let mut saved = Report { out: args.out.clone(), found: 0, known: 0 };
     for (i, frame) in seeds.iter().enumerate() {
         let problems = fuzzer.check(frame)?;
-        report.record(&format!("seed {i}"), frame, &problems)?;
+        saved.record(&format!("seed {i}"), frame, &problems)?;
     }
     let seeds_tally = fuzzer.tally.clone();
     if seeds_tally.problems > 0 {
@@ -99,7 +103,7 @@ fn main() -> anyhow::Result<()> {
         let (from, frame) = mutator.next_frame();
         let problems = fuzzer.check(&frame)?;
         if !problems.is_empty() {
-            report.record(&format!("packet {n} (seed frame {from})"), &frame, &problems)?;
+            saved.record(&format!("packet {n} (seed frame {from})"), &frame, &problems)?;
         }
         if last.elapsed().as_secs() >= 30 {
             last = Instant::now();
@@ -112,7 +116,14 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    finish(&fuzzer.tally, Some((seed, args.packets, secs)), report.found)
+    if let Some(path) = &args.record {
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let run = Run { seed, seeds: seeds.len(), packets: args.packets, secs, found: saved.found };
+        std::fs::write(path, report::with_section(&old, &record(&fuzzer.tally, &run)))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("fuzz: recorded the run in {}", path.display());
+    }
+    finish(&fuzzer.tally, Some((seed, args.packets, secs)), saved.found)
 }
 
 /// The outcome the program traced last.
@@ -204,6 +215,14 @@ fn display(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The `n` largest counts of `m`.
+fn top<'a>(m: &'a std::collections::BTreeMap<&'static str, u64>, n: usize) -> Vec<(&'static str, &'a u64)> {
+    let mut v: Vec<(&'static str, &u64)> = m.iter().map(|(k, v)| (*k, v)).collect();
+    v.sort_by(|a, b| b.1.cmp(a.1));
+    v.truncate(n);
+    v
+}
+
 /// Packets per second.
 #[expect(clippy::cast_precision_loss, reason = "packet counts far below 2^52")]
 fn rate(packets: u64, secs: f64) -> f64 {
@@ -219,11 +238,13 @@ fn finish(t: &Tally, run: Option<(u64, u64, f64)>, found: u64) -> anyhow::Result
             eprintln!("fuzz:   {:<24} {n}", c.name());
         }
     }
-    eprintln!("fuzz: reference could not judge (most frequent reasons):");
-    let mut reasons: Vec<(&&str, &u64)> = t.cannot.iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(a.1));
-    for (why, n) in reasons.iter().take(8) {
-        eprintln!("fuzz:   {why:<48} {n}");
+    for (what, reasons) in
+        [("reference could not judge", &t.cannot), ("of those, the kernel gave a name verdict", &t.kernel_only_why)]
+    {
+        eprintln!("fuzz: {what} (most frequent reasons):");
+        for (why, n) in top(reasons, 8) {
+            eprintln!("fuzz:   {why:<48} {n}");
+        }
     }
     eprintln!(
         "fuzz: {} packets in all; compared with the reference: {}; judged by the reference only: {} ({} blocked by \
@@ -244,11 +265,72 @@ fn finish(t: &Tally, run: Option<(u64, u64, f64)>, found: u64) -> anyhow::Result
     for (class, n) in &t.by_class {
         eprintln!("fuzz:   {class:<48} {n}");
     }
-    for (c, doc) in namewall_tests::fuzz::KNOWN_BYPASSES {
+    for (c, doc) in KNOWN_BYPASSES {
         eprintln!("fuzz: known bypass {}: see {doc}", c.name());
     }
     if found > 0 || t.aborts > 0 {
         bail!("{found} packets with problems, {} aborts", t.aborts);
     }
     Ok(())
+}
+
+/// A finished mutation run, for the record.
+struct Run {
+    seed: u64,
+    seeds: usize,
+    packets: u64,
+    secs: f64,
+    /// Packets with problems that fail the run.
+    found: u64,
+}
+
+/// The "Fuzzing" section of BENCHMARKS.md for a run.
+fn record(t: &Tally, run: &Run) -> String {
+    use std::fmt::Write as _;
+    let class = |name: &str| t.by_class.iter().filter(|(c, _)| c.starts_with(name)).map(|(_, n)| n).sum::<u64>();
+    let mut w = String::new();
+    let _ = writeln!(w, "{}\n", report::FUZZ_HEADING);
+    let _ = writeln!(
+        w,
+        "`cargo xtask fuzz --record --seed {}` on {}: {} mutated packets (after the {} seed frames of \
+         `tests/fuzz-corpus/seeds.pcap`) through `BPF_PROG_TEST_RUN` on the release object, each judged \
+         by the host reference too (`tests/src/fuzz`), in {:.0} s ({:.0} packets/s, one thread: a test run, \
+         a counter and a trace read per packet). The run fails on any aborted, invariant, disagreement \
+         or new bypass; known bypasses are counted.\n",
+        run.seed,
+        report::machine(),
+        run.packets,
+        run.seeds,
+        run.secs,
+        rate(run.packets, run.secs),
+    );
+    let _ = writeln!(w, "| check | packets |\n|---|---:|");
+    let rows = [
+        ("`XDP_ABORTED` returned", t.aborts),
+        ("invariants broken (action, trace, exactly one outcome counter)", class("invariant")),
+        ("disagreements with the reference (name or decision)", class("disagreement")),
+        ("new bypasses (reference blocks, Linux would accept, kernel skipped)", class("bypass")),
+        ("packets failing the run", run.found),
+        ("known bypasses (`ipv6_ext_too_deep`, see `tests/fuzz-findings/README.md`)", class("known bypass")),
+        ("compared: both sides judged a name", t.compared),
+        ("judged by the reference only (kernel: skipped, malformed, no name verdict)", t.reference_only),
+        ("of those, blocked by the reference and passed as malformed (fail-open)", t.blocked_but_malformed),
+        ("judged by the kernel only (the reference could not)", t.kernel_only),
+    ];
+    for (what, n) in rows {
+        let _ = writeln!(w, "| {what} | {n} |");
+    }
+    let mut outcomes: Vec<(u64, &str)> =
+        Counter::ALL.iter().map(|c| (t.outcomes[*c as usize], c.name())).filter(|(n, _)| *n > 0).collect();
+    outcomes.sort_by(|a, b| b.cmp(a));
+    let shown: Vec<String> = outcomes.iter().map(|(n, name)| format!("{name} {n}")).collect();
+    let _ = writeln!(w, "\nOutcomes (seed frames included): {}.", shown.join(", "));
+    let why: Vec<String> = top(&t.kernel_only_why, 5).iter().map(|(why, n)| format!("{why} {n}")).collect();
+    let _ = writeln!(
+        w,
+        "\nPackets judged by the kernel only, by why the reference could not (it is stricter than Linux where \
+         in doubt; the five largest): {}.",
+        why.join(", ")
+    );
+    w
 }

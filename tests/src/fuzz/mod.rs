@@ -123,8 +123,10 @@ pub struct Tally {
     pub blocked_but_malformed: u64,
     /// Judged by the kernel (a DNS or TLS verdict), not by the reference.
     pub kernel_only: u64,
-    /// Why the reference could not judge, most frequent reasons.
+    /// Why the reference could not judge.
     pub cannot: std::collections::BTreeMap<&'static str, u64>,
+    /// Why the reference could not judge what the kernel judged.
+    pub kernel_only_why: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Default for Tally {
@@ -141,6 +143,7 @@ impl Default for Tally {
             blocked_but_malformed: 0,
             kernel_only: 0,
             cannot: std::collections::BTreeMap::new(),
+            kernel_only_why: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -233,6 +236,7 @@ pub fn compare(frame: &[u8], k: &Kernel, reference: &Judgement, tally: &mut Tall
             *tally.cannot.entry(why).or_default() += 1;
             if kernel.is_some() {
                 tally.kernel_only += 1;
+                *tally.kernel_only_why.entry(why).or_default() += 1;
             }
             return Vec::new();
         }
