@@ -69,12 +69,15 @@ enum Cmd {
         /// Where packets with a problem are saved as pcap files.
         #[arg(long, default_value = "target/fuzz-failures")]
         out: PathBuf,
+        /// Record the result in BENCHMARKS.md's "Fuzzing" section.
+        #[arg(long)]
+        record: bool,
     },
 }
 
 /// The short fuzz run `cargo xtask test` makes: packets per seed, and the
 /// fixed seed (a random one follows it).
-const TEST_FUZZ_PACKETS: u64 = 100_000;
+const TEST_FUZZ_PACKETS: u64 = 200_000;
 const TEST_FUZZ_SEED: u64 = 1;
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +124,7 @@ fn main() -> anyhow::Result<()> {
                         TEST_FUZZ_PACKETS,
                         seed,
                         Path::new("target/fuzz-failures"),
+                        None,
                     )
                 })
             } else {
@@ -142,20 +146,25 @@ fn main() -> anyhow::Result<()> {
                 .arg("--out")
                 .arg(&out))
         }
-        Cmd::Fuzz { packets, seed, out } => {
+        Cmd::Fuzz { packets, seed, out, record } => {
             need_root("the fuzz run loads XDP programs")?;
             setup::run()?;
             build(true)?;
-            fuzz(&root.join("target/release/namewall-fuzz"), packets, seed, &out)
+            let record = record.then(|| Path::new("BENCHMARKS.md"));
+            fuzz(&root.join("target/release/namewall-fuzz"), packets, seed, &out, record)
         }
     }
 }
 
-fn fuzz(bin: &Path, packets: u64, seed: Option<u64>, out: &Path) -> anyhow::Result<()> {
+/// Runs the fuzz binary `bin`; with `record`, its result goes into that file.
+fn fuzz(bin: &Path, packets: u64, seed: Option<u64>, out: &Path, record: Option<&Path>) -> anyhow::Result<()> {
     let mut cmd = Command::new(bin);
     cmd.arg("--packets").arg(packets.to_string()).arg("--out").arg(out);
     if let Some(s) = seed {
         cmd.arg("--seed").arg(s.to_string());
+    }
+    if let Some(file) = record {
+        cmd.arg("--record").arg(file);
     }
     run(&mut cmd)
 }
