@@ -4,8 +4,10 @@
 
 pub mod dnswire;
 pub mod edits;
+pub mod fuzz;
 pub mod harness;
 pub mod netns;
 pub mod packet;
+pub mod report;
 pub mod tls;
 pub mod tlslab;

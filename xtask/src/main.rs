@@ -57,7 +57,28 @@ enum Cmd {
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
     },
+    /// Differential fuzz run: mutated packets through `BPF_PROG_TEST_RUN`, the kernel's verdicts
+    /// checked against a host reference judge (see `tests/src/fuzz`).
+    Fuzz {
+        /// Mutated packets to run.
+        #[arg(long, default_value_t = 10_000_000)]
+        packets: u64,
+        /// Seed of the mutator (default: a random one, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where packets with a problem are saved as pcap files.
+        #[arg(long, default_value = "target/fuzz-failures")]
+        out: PathBuf,
+        /// Record the result in BENCHMARKS.md's "Fuzzing" section.
+        #[arg(long)]
+        record: bool,
+    },
 }
+
+/// The short fuzz run `cargo xtask test` makes: packets per seed, and the
+/// fixed seed (a random one follows it).
+const TEST_FUZZ_PACKETS: u64 = 200_000;
+const TEST_FUZZ_SEED: u64 = 1;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -90,10 +111,26 @@ fn main() -> anyhow::Result<()> {
                 lint()?;
             }
             let mut cmd = cargo(&["test", "--no-fail-fast"]);
-            if let Some(f) = filter {
+            if let Some(f) = &filter {
                 cmd.arg(f);
             }
-            run(&mut cmd)
+            let tests = run(&mut cmd);
+            // The short fuzz run, with the debug build made above: a fixed
+            // seed, then a random one (printed, to repeat a failure).
+            let fuzz = if filter.is_none() {
+                [Some(TEST_FUZZ_SEED), None].into_iter().try_for_each(|seed| {
+                    fuzz(
+                        &root.join("target/debug/namewall-fuzz"),
+                        TEST_FUZZ_PACKETS,
+                        seed,
+                        Path::new("target/fuzz-failures"),
+                        None,
+                    )
+                })
+            } else {
+                Ok(())
+            };
+            tests.and(fuzz)
         }
         Cmd::Lint => {
             setup::run()?;
@@ -109,7 +146,27 @@ fn main() -> anyhow::Result<()> {
                 .arg("--out")
                 .arg(&out))
         }
+        Cmd::Fuzz { packets, seed, out, record } => {
+            need_root("the fuzz run loads XDP programs")?;
+            setup::run()?;
+            build(true)?;
+            let record = record.then(|| Path::new("BENCHMARKS.md"));
+            fuzz(&root.join("target/release/namewall-fuzz"), packets, seed, &out, record)
+        }
     }
+}
+
+/// Runs the fuzz binary `bin`; with `record`, its result goes into that file.
+fn fuzz(bin: &Path, packets: u64, seed: Option<u64>, out: &Path, record: Option<&Path>) -> anyhow::Result<()> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--packets").arg(packets.to_string()).arg("--out").arg(out);
+    if let Some(s) = seed {
+        cmd.arg("--seed").arg(s.to_string());
+    }
+    if let Some(file) = record {
+        cmd.arg("--record").arg(file);
+    }
+    run(&mut cmd)
 }
 
 fn workspace_root() -> PathBuf {

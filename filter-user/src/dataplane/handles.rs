@@ -233,6 +233,37 @@ impl Maps {
         self.hint_excess = excess;
     }
 
+    /// Forgets every tracked flow, as if each had expired: the fuzz run
+    /// judges each packet against an empty flow table, so that one packet's
+    /// verdict does not depend on the packets before it. Returns how many
+    /// were removed.
+    pub fn forget_flows(&mut self) -> Result<usize, FilterError> {
+        let keys: Vec<u64> = self.flows.keys().filter_map(Result::ok).collect();
+        let new_keys: Vec<u64> = self.new_flows.keys().filter_map(Result::ok).collect();
+        if keys.is_empty() && new_keys.is_empty() {
+            return Ok(0);
+        }
+        let mask = self.settings.hint_mask;
+        self.map_hint()?;
+        let Some(hint) = self.hint.as_ref() else { return Ok(0) };
+        let mut removed = 0;
+        for key in keys {
+            // Deleted here, or already by the kernel (which then decremented
+            // the hint itself).
+            if self.flows.remove(&key).is_ok() {
+                hint.decrement(hint_slot(key, mask));
+                removed += 1;
+            }
+        }
+        for key in new_keys {
+            if self.new_flows.remove(&key).is_ok() {
+                hint.decrement(hint_slot(key, mask));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Flows tracked now in the middle of a ClientHello or blocked (`FLOWS`).
     pub fn flow_count(&self) -> usize {
         self.flows.keys().flatten().count()

@@ -303,6 +303,11 @@ impl Filter {
         self.maps.sweep_flows()
     }
 
+    /// See [`Maps::forget_flows`].
+    pub fn forget_flows(&mut self) -> Result<usize, FilterError> {
+        self.maps.forget_flows()
+    }
+
     /// Flows tracked now.
     pub fn flow_count(&self) -> Result<usize, FilterError> {
         Ok(self.maps.flow_count())

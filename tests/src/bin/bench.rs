@@ -24,6 +24,7 @@ use maps::{Action, Counter};
 use namewall_tests::{
     dnswire,
     packet::{self, Spec},
+    report::{self, machine},
     tls::{self, Flow, HelloKind},
 };
 
@@ -563,24 +564,6 @@ fn percentile(v: &[Duration], p: f64) -> f64 {
     v[i]
 }
 
-fn machine() -> String {
-    let uname = std::process::Command::new("uname")
-        .arg("-srm")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or_default().trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    format!("{uname}, {cpu}, {cpus} CPUs")
-}
-
 /// Loads and reloads at scale: a 10M-rule list, reloads of a 1M-rule list
 /// with 1% of its lines changed, and the daemon's memory across 100 reloads.
 struct Scale {
@@ -843,6 +826,12 @@ fn main() {
     let lat = latency(dir.path());
     let text = report(&rows, &loads, &scale, &verified, &lat, args.repeat);
     print!("{text}");
+    // The fuzz run's record (`cargo xtask fuzz --record`) stays.
+    let old = std::fs::read_to_string(&args.out).unwrap_or_default();
+    let text = match report::section(&old, report::FUZZ_HEADING) {
+        Some(fuzzing) => report::with_section(&text, fuzzing),
+        None => text,
+    };
     std::fs::write(&args.out, text).expect("write the report");
     eprintln!("bench: wrote {}", args.out.display());
 }
