@@ -1,0 +1,201 @@
+//! Evasions end to end: packets a client crafts to slip a blocked name past
+//! the filter, sent from the client namespace through the router running
+//! namewall to real servers (dnsmasq, nginx). Each construction is first
+//! shown to work on the server without namewall (the server answers the
+//! blocked name, or the handshake completes), then shown refused with it:
+//! the name never reaches the server and the counter for the reason moves.
+//!
+//! The packets are built with scapy by `tests/evasion.py` (see its docs),
+//! run in the client namespace and bounded in count and time.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use namewall_tests::{
+    netns::{self, Daemon, NetNs, Proc, Topology, addr, dnsmasq_queries, start_dnsmasq},
+    tlslab::{self, TlsServer},
+};
+use serde_json::Value;
+
+const BLOCKLIST: &str = "\
+ads.lab
+blocked.lab
+";
+
+/// Names dnsmasq answers (every name under each).
+const RECORDS: &[(&str, &str, &str)] = &[("ads.lab", "10.12.0.66", "fd12::66"), ("www.lab", "10.12.0.80", "fd12::80")];
+
+const FAMILIES: [(&str, &str); 2] = [(addr::CLIENT_V4, addr::SERVER_V4), (addr::CLIENT_V6, addr::SERVER_V6)];
+
+fn get(c: &BTreeMap<String, u64>, k: &str) -> u64 {
+    c.get(k).copied().unwrap_or(0)
+}
+
+/// Runs `tests/evasion.py ARGS` in `ns` (at most 60 s) and returns the JSON
+/// object it printed.
+fn evasion(ns: &NetNs, args: &[&str]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/evasion.py");
+    // Debian's python, where python3-scapy is installed, whatever PATH says.
+    let argv: Vec<&str> = ["/usr/bin/python3", script].iter().chain(args).copied().collect();
+    let r = tlslab::run_bounded(ns, &argv, &[], Duration::from_secs(60));
+    assert_eq!(r.code(), Some(0), "evasion.py {args:?}: {r:?}");
+    let line = r.stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("evasion.py {args:?} printed {line:?}: {e}\n{}", r.stderr))
+}
+
+/// The MAC address of the router's client-facing interface, the next hop
+/// of the frames the helper writes itself.
+fn gw_mac(t: &Topology) -> String {
+    t.router.run(&["cat", &format!("/sys/class/net/{}/address", netns::ROUTER_CLIENT_IF)]).trim().to_owned()
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    t: Topology,
+    block: String,
+    mac: String,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let block = dir.path().join("block.txt");
+        fs::write(&block, BLOCKLIST).unwrap();
+        let t = Topology::new(tag);
+        let mac = gw_mac(&t);
+        Self { t, block: block.display().to_string(), dir, mac }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn subdir(&self, name: &str) -> PathBuf {
+        let d = self.path().join(name);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// `namewall run` on the router with the blocklist and `extra` flags.
+    fn daemon(&self, name: &str, extra: &[&str]) -> Daemon {
+        let mut args = vec!["--blocklist", &self.block];
+        args.extend_from_slice(extra);
+        Daemon::start(&self.t.router, &self.subdir(name), netns::ROUTER_CLIENT_IF, &args)
+    }
+
+    fn dnsmasq(&self) -> Proc {
+        start_dnsmasq(&self.t.server, self.path(), RECORDS)
+    }
+
+    /// A fragmented query from `src` to `dst` (see `evasion.py udpfrag`);
+    /// returns the answer, `Value::Null` when none came.
+    fn udpfrag(&self, (src, dst): (&str, &str), name: &str, split: usize, pad: usize, order: &str) -> Value {
+        let (split, pad) = (split.to_string(), pad.to_string());
+        let v = evasion(
+            &self.t.client,
+            &[
+                "udpfrag", "--src", src, "--dst", dst, "--gw-mac", &self.mac, "--name", name, "--split", &split, "--pad",
+                &pad, "--order", order,
+            ],
+        );
+        v["answer"].clone()
+    }
+}
+
+/// Panics unless `answer` is dnsmasq's (authoritative) answer with `addr`.
+fn assert_dnsmasq_answered(what: &str, answer: &Value, addr: &str) {
+    assert_eq!(answer["rcode"], 0, "{what}: {answer}");
+    assert_eq!(answer["aa"], true, "{what}: answered by dnsmasq: {answer}");
+    assert!(answer["answers"].as_array().is_some_and(|a| a.iter().any(|x| x == addr)), "{what}: {answer}");
+}
+
+/// Polls dnsmasq's log until it logged `query[A] NAME` (it logs after
+/// answering, so the client can be first); panics after 5 s.
+fn wait_logged(dns: &Proc, name: &str) {
+    let want = format!("query[A] {name}");
+    let start = Instant::now();
+    while !dnsmasq_queries(&dns.log()).contains(&want) {
+        assert!(start.elapsed() < Duration::from_secs(5), "dnsmasq never logged {want}:\n{}", dns.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_never_logged(dns: &Proc, names: &[String]) {
+    let seen = dnsmasq_queries(&dns.log());
+    for name in names {
+        assert!(seen.iter().all(|q| !q.contains(name.as_str())), "dnsmasq saw {name}: {seen:#?}");
+    }
+}
+
+/// UDP datagram bytes in the first fragment when the name is to be cut:
+/// UDP header (8), DNS header (12) and 12 bytes of the question, which for
+/// `xxN.ads.lab` ends inside `lab`.
+const SPLIT_IN_NAME: usize = 32;
+/// With 600 bytes of EDNS padding, a first fragment of 512 bytes holds the
+/// whole question; the padding goes on in the later fragments.
+const SPLIT_AFTER_QUESTION: usize = 512;
+const PAD: usize = 600;
+
+fn fragmented_dns(tag: &str, family: (&str, &str)) {
+    let lab = Lab::new(tag);
+    let dns = lab.dnsmasq();
+    // The helper asks for A records, over either family.
+    let (ads, www) = ("10.12.0.66", "10.12.0.80");
+
+    // Without namewall dnsmasq reassembles both constructions and answers
+    // the blocked name, fragments in order or not.
+    for (name, order) in [("fa1.ads.lab", "first"), ("fa2.ads.lab", "reversed")] {
+        let a = lab.udpfrag(family, name, SPLIT_IN_NAME, 0, order);
+        assert_dnsmasq_answered(&format!("{name} cut in the name, {order}, no namewall"), &a, ads);
+        wait_logged(&dns, name);
+    }
+    let a = lab.udpfrag(family, "fa3.ads.lab", SPLIT_AFTER_QUESTION, PAD, "first");
+    assert_dnsmasq_answered("fa3.ads.lab padded, no namewall", &a, ads);
+
+    let daemon = lab.daemon("run", &[]);
+    let mut refused = Vec::new();
+    // The name cut by the first fragment's end: not judged, dropped with
+    // every later fragment that follows it; later fragments sent first
+    // pass, but the server never gets the first.
+    for (name, order) in [("fb1.ads.lab", "first"), ("fb2.ads.lab", "reversed")] {
+        let a = lab.udpfrag(family, name, SPLIT_IN_NAME, 0, order);
+        assert!(a.is_null(), "{name} cut in the name, {order}: no answer: {a}");
+        refused.push(name.to_owned());
+    }
+    // The question whole in the first fragment: judged. Blocked: dropped
+    // with its later fragments; allowed: answered by dnsmasq, later
+    // fragments first or last.
+    let a = lab.udpfrag(family, "fb3.ads.lab", SPLIT_AFTER_QUESTION, PAD, "first");
+    assert!(a.is_null(), "fb3.ads.lab padded: no answer: {a}");
+    refused.push("fb3.ads.lab".to_owned());
+    for (name, order) in [("fb4.www.lab", "first"), ("fb5.www.lab", "reversed")] {
+        let a = lab.udpfrag(family, name, SPLIT_AFTER_QUESTION, PAD, order);
+        assert_dnsmasq_answered(&format!("{name} padded, {order}"), &a, www);
+        wait_logged(&dns, name);
+    }
+    let counters = daemon.stop();
+    assert_never_logged(&dns, &refused);
+    // Each query has one later fragment (the padded ones 652 bytes in all).
+    // Those after a dropped first fragment are dropped; those sent first,
+    // and the allowed queries', pass.
+    assert_eq!(get(&counters, "dns_fragment"), 2, "{counters:?}");
+    assert_eq!(get(&counters, "drop_fragmented"), 1, "{counters:?}");
+    assert_eq!(get(&counters, "fragment_dropped"), 2, "{counters:?}");
+    assert_eq!(get(&counters, "ip_fragment"), 3, "{counters:?}");
+    assert_eq!(get(&counters, "unjudged_drop"), 2, "{counters:?}");
+    assert_eq!(get(&counters, "pass_no_match"), 2, "{counters:?}");
+}
+
+#[test]
+fn dns_over_udp_in_fragments_ipv4() {
+    fragmented_dns("frag4", FAMILIES[0]);
+}
+
+#[test]
+fn dns_over_udp_in_fragments_ipv6() {
+    fragmented_dns("frag6", FAMILIES[1]);
+}
