@@ -199,3 +199,55 @@ fn dns_over_udp_in_fragments_ipv4() {
 fn dns_over_udp_in_fragments_ipv6() {
     fragmented_dns("frag6", FAMILIES[1]);
 }
+
+/// `evasion.py tls`: a handshake with nginx for `name`, and a GET.
+fn tls(lab: &Lab, name: &str, urgent: bool) -> Value {
+    let mut args = vec!["tls", "--dst", addr::SERVER_V4, "--port", "443", "--name", name];
+    if urgent {
+        args.push("--urgent");
+    }
+    evasion(&lab.t.client, &args)
+}
+
+fn assert_served(what: &str, r: &Value, name: &str) {
+    let body = r["response"].as_str().unwrap_or_default();
+    assert!(
+        r["handshake"] == true && body.contains(tlslab::PAGE_MARKER) && body.contains(&format!("served {name}")),
+        "{what}: the handshake completes and nginx serves {name}: {r}"
+    );
+}
+
+/// A byte sent with `MSG_OOB` in the middle of the server name: nginx's
+/// socket (no `SO_OOBINLINE`) leaves it out of the stream and reads the
+/// real name, while the segments carry the name with one byte more. The
+/// segment with urgent data is not judged, so the handshake never
+/// completes under the default policy.
+#[test]
+fn urgent_byte_inside_the_server_name() {
+    let lab = Lab::new("urg");
+    let server: TlsServer = tlslab::start_tls_server(&lab.t.server, lab.path(), 443, &["www.lab", "blocked.lab"]);
+
+    // Without namewall nginx takes the ClientHello the urgent byte is taken out of.
+    for name in ["www.lab", "blocked.lab"] {
+        let r = tls(&lab, name, true);
+        assert_served(&format!("{name} with an urgent byte, no namewall"), &r, name);
+    }
+    server.wait_served("blocked.lab", 1, Duration::from_secs(5));
+    let served_before = server.served_names().len();
+
+    let daemon = lab.daemon("run", &[]);
+    // The helper's own handshake crosses namewall when nothing is urgent.
+    let r = tls(&lab, "www.lab", false);
+    assert_served("www.lab, nothing urgent", &r, "www.lab");
+    let r = tls(&lab, "blocked.lab", true);
+    assert!(r["handshake"] == false, "blocked.lab with an urgent byte must not complete: {r}");
+    let counters = daemon.stop();
+    let served = server.served_names();
+    assert!(
+        served[served_before..].iter().all(|n| n != "blocked.lab"),
+        "nginx served blocked.lab through namewall: {served:?}"
+    );
+    assert!(get(&counters, "tcp_urgent") >= 1, "{counters:?}");
+    assert!(get(&counters, "unjudged_drop") >= 1, "{counters:?}");
+    assert_eq!(get(&counters, "tls_pass_no_match"), 1, "{counters:?}");
+}
