@@ -98,8 +98,8 @@ impl Lab {
         let v = evasion(
             &self.t.client,
             &[
-                "udpfrag", "--src", src, "--dst", dst, "--gw-mac", &self.mac, "--name", name, "--split", &split, "--pad",
-                &pad, "--order", order,
+                "udpfrag", "--src", src, "--dst", dst, "--gw-mac", &self.mac, "--name", name, "--split", &split,
+                "--pad", &pad, "--order", order,
             ],
         );
         v["answer"].clone()
@@ -250,4 +250,54 @@ fn urgent_byte_inside_the_server_name() {
     assert!(get(&counters, "tcp_urgent") >= 1, "{counters:?}");
     assert!(get(&counters, "unjudged_drop") >= 1, "{counters:?}");
     assert_eq!(get(&counters, "tls_pass_no_match"), 1, "{counters:?}");
+}
+
+/// `evasion.py dnstcp`: a query over TCP written in two sends.
+fn dnstcp(lab: &Lab, dst: &str, name: &str, cut: &str) -> Value {
+    evasion(&lab.t.client, &["dnstcp", "--dst", dst, "--name", name, "--cut", cut])
+}
+
+/// DNS over TCP in two segments: the length prefix alone, or the name cut
+/// between them. dnsmasq reads the stream whole and answers; through
+/// namewall the blocked name never reaches it (a segment that does not
+/// start with a whole query is not judged and dropped by default).
+#[test]
+fn dns_over_tcp_split_into_segments() {
+    let lab = Lab::new("tcpsplit");
+    let dns = lab.dnsmasq();
+    for (_, dst) in FAMILIES {
+        for (name, cut) in [("ta1.ads.lab", "prefix"), ("ta2.ads.lab", "name")] {
+            let r = dnstcp(&lab, dst, name, cut);
+            assert_dnsmasq_answered(
+                &format!("{name} cut at the {cut} via {dst}, no namewall"),
+                &r["answer"],
+                "10.12.0.66",
+            );
+            wait_logged(&dns, name);
+        }
+    }
+    let daemon = lab.daemon("run", &[]);
+    let mut refused = Vec::new();
+    let mut allowed = Vec::new();
+    for (_, dst) in FAMILIES {
+        for (name, cut) in [("tb1.ads.lab", "prefix"), ("tb2.ads.lab", "name")] {
+            let r = dnstcp(&lab, dst, name, cut);
+            assert!(r["answer"].is_null(), "{name} cut at the {cut} via {dst}: no answer: {r}");
+            refused.push(name.to_owned());
+        }
+        // Not asserted: dropped today like the blocked ones (not judged);
+        // a stream reassembly for DNS over TCP is planned.
+        for (name, cut) in [("tb3.www.lab", "prefix"), ("tb4.www.lab", "name")] {
+            let answered = !dnstcp(&lab, dst, name, cut)["answer"].is_null();
+            allowed.push(format!("{name} cut at the {cut} via {dst}: answered {answered}"));
+        }
+    }
+    let counters = daemon.stop();
+    eprintln!("allowed names split over TCP through namewall: {allowed:#?}");
+    assert_never_logged(&dns, &refused);
+    // The prefix alone and the continuations: not a message start; a
+    // message start whose question the segment's end cuts: truncated.
+    assert!(get(&counters, "tcp_not_message_start") >= 2, "{counters:?}");
+    assert!(get(&counters, "dns_truncated") >= 2, "{counters:?}");
+    assert!(get(&counters, "unjudged_drop") >= 2, "{counters:?}");
 }
