@@ -301,3 +301,115 @@ fn dns_over_tcp_split_into_segments() {
     assert!(get(&counters, "dns_truncated") >= 2, "{counters:?}");
     assert!(get(&counters, "unjudged_drop") >= 2, "{counters:?}");
 }
+
+/// The running daemon's counters (`namewall stats --json` on the control
+/// socket of the daemon started in `dir`).
+fn live_counters(dir: &Path) -> BTreeMap<String, u64> {
+    let socket = dir.join("namewall.sock");
+    let out = std::process::Command::new(netns::namewall_bin())
+        .args(["stats", "--json", "--socket", socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "namewall stats: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["reply"]["counters"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{v:#}"))
+        .iter()
+        .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
+        .collect()
+}
+
+/// The flood: 20 000 SYNs to nginx from random addresses of the client's
+/// /24 and random ports, spread over at most 40 s; a flow table of 1024
+/// (`--max-flows`) holds SYNs for 10 s, so it stays full throughout.
+const FLOOD_SYNS: &str = "20000";
+const FLOOD_SECONDS: &str = "40";
+const FETCHES: usize = 5;
+
+/// A lab with nginx, namewall with a small flow table, and a SYN flood
+/// under way that has filled the table; `fetch` runs while it goes on.
+/// Before the flood, a blocked fetch is reset and an allowed one loads.
+fn during_syn_flood(tag: &str, fetch: impl FnOnce(&Lab, &TlsServer)) -> BTreeMap<String, u64> {
+    let lab = Lab::new(tag);
+    let server = tlslab::start_tls_server(&lab.t.server, lab.path(), 443, &["www.lab", "blocked.lab"]);
+    let daemon = lab.daemon("run", &["--max-flows", "1024"]);
+    let url = |name: &str| format!("https://{name}/");
+    assert!(tlslab::curl(&lab.t.client, &url("www.lab"), addr::SERVER_V4).loaded(), "www.lab before the flood");
+    let r = tlslab::curl(&lab.t.client, &url("blocked.lab"), addr::SERVER_V4);
+    assert!(r.reset() && !r.loaded(), "blocked.lab before the flood: {r:?}");
+
+    let mut flood = lab.t.client.spawn(
+        &[
+            "/usr/bin/python3",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/evasion.py"),
+            "synflood",
+            "--dst",
+            addr::SERVER_V4,
+            "--port",
+            "443",
+            "--gw-mac",
+            &lab.mac,
+            "--subnet",
+            "10.11.0.0",
+            "--count",
+            FLOOD_SYNS,
+            "--seconds",
+            FLOOD_SECONDS,
+        ],
+        &lab.path().join("flood.log"),
+    );
+    let start = Instant::now();
+    while get(&live_counters(&lab.subdir("run")), "flow_table_full") == 0 {
+        assert!(flood.wait(Duration::ZERO).is_err(), "the flood ended before the table filled:\n{}", flood.log());
+        assert!(start.elapsed() < Duration::from_secs(20), "the flow table never filled:\n{}", flood.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fetch(&lab, &server);
+    assert!(flood.wait(Duration::ZERO).is_err(), "the flood ended before the fetches did:\n{}", flood.log());
+    drop(flood);
+    let counters = daemon.stop();
+    assert!(get(&counters, "tcp_syn") + get(&counters, "tls_flow_table_full") >= 1024, "{counters:?}");
+    assert!(get(&counters, "flow_table_full") >= 1, "{counters:?}");
+    counters
+}
+
+/// Blocked fetches during a SYN flood that fills the flow table: never a
+/// page, and nginx never serves the name. (Today most of them time out
+/// rather than being reset: the SYN of a new flow the full table cannot
+/// hold is not judged and dropped; see the ignored test below.)
+#[test]
+fn syn_flood_blocked_fetches_never_load() {
+    let mut results = Vec::new();
+    let counters = during_syn_flood("flood", |lab, server| {
+        for _ in 0..FETCHES {
+            results.push(tlslab::curl(&lab.t.client, "https://blocked.lab/", addr::SERVER_V4));
+        }
+        let served = server.served_names();
+        assert!(served.iter().all(|n| n != "blocked.lab"), "nginx served blocked.lab: {served:?}");
+    });
+    for r in &results {
+        assert!(!r.loaded() && r.http_status == 0, "blocked.lab during the flood: {r:?}\n{counters:?}");
+    }
+}
+
+/// During a SYN flood that fills the flow table, new flows are still
+/// judged: blocked fetches are reset at once and allowed ones load.
+#[test]
+#[ignore = "fails today: with the flow table full (a plain hash map) a new flow's SYN is not judged and dropped, so \
+            fetches time out; new flows in an LRU table will make this pass"]
+fn syn_flood_new_flows_still_judged() {
+    let (mut blocked, mut allowed) = (Vec::new(), Vec::new());
+    let counters = during_syn_flood("floodok", |lab, _| {
+        for _ in 0..FETCHES {
+            blocked.push(tlslab::curl(&lab.t.client, "https://blocked.lab/", addr::SERVER_V4));
+            allowed.push(tlslab::curl(&lab.t.client, "https://www.lab/", addr::SERVER_V4));
+        }
+    });
+    for r in &blocked {
+        assert!(r.reset() && !r.loaded(), "blocked.lab during the flood is reset: {r:?}\n{counters:?}");
+    }
+    for r in &allowed {
+        assert!(r.loaded(), "www.lab during the flood loads: {r:?}\n{counters:?}");
+    }
+}
