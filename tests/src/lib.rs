@@ -4,6 +4,7 @@
 
 pub mod dnswire;
 pub mod edits;
+pub mod evasion;
 pub mod harness;
 pub mod netns;
 pub mod packet;

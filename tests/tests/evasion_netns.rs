@@ -16,6 +16,7 @@ use std::{
 };
 
 use namewall_tests::{
+    evasion,
     netns::{self, Daemon, NetNs, Proc, Topology, addr, dnsmasq_queries, start_dnsmasq},
     tlslab::{self, TlsServer},
 };
@@ -35,22 +36,8 @@ fn get(c: &BTreeMap<String, u64>, k: &str) -> u64 {
     c.get(k).copied().unwrap_or(0)
 }
 
-/// Runs `tests/evasion.py ARGS` in `ns` (at most 60 s) and returns the JSON
-/// object it printed.
 fn evasion(ns: &NetNs, args: &[&str]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/evasion.py");
-    // Debian's python, where python3-scapy is installed, whatever PATH says.
-    let argv: Vec<&str> = ["/usr/bin/python3", script].iter().chain(args).copied().collect();
-    let r = tlslab::run_bounded(ns, &argv, &[], Duration::from_secs(60));
-    assert_eq!(r.code(), Some(0), "evasion.py {args:?}: {r:?}");
-    let line = r.stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("evasion.py {args:?} printed {line:?}: {e}\n{}", r.stderr))
-}
-
-/// The MAC address of the router's client-facing interface, the next hop
-/// of the frames the helper writes itself.
-fn gw_mac(t: &Topology) -> String {
-    t.router.run(&["cat", &format!("/sys/class/net/{}/address", netns::ROUTER_CLIENT_IF)]).trim().to_owned()
+    evasion::run(ns, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Lab {
@@ -66,7 +53,7 @@ impl Lab {
         let block = dir.path().join("block.txt");
         fs::write(&block, BLOCKLIST).unwrap();
         let t = Topology::new(tag);
-        let mac = gw_mac(&t);
+        let mac = evasion::gw_mac(&t);
         Self { t, block: block.display().to_string(), dir, mac }
     }
 
@@ -302,24 +289,6 @@ fn dns_over_tcp_split_into_segments() {
     assert!(get(&counters, "unjudged_drop") >= 2, "{counters:?}");
 }
 
-/// The running daemon's counters (`namewall stats --json` on the control
-/// socket of the daemon started in `dir`).
-fn live_counters(dir: &Path) -> BTreeMap<String, u64> {
-    let socket = dir.join("namewall.sock");
-    let out = std::process::Command::new(netns::namewall_bin())
-        .args(["stats", "--json", "--socket", socket.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "namewall stats: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["reply"]["counters"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{v:#}"))
-        .iter()
-        .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
-        .collect()
-}
-
 /// The flood: 20 000 SYNs to nginx from random addresses of the client's
 /// /24 and random ports, spread over at most 40 s; a flow table of 1024
 /// (`--max-flows`) holds SYNs for 10 s, so it stays full throughout.
@@ -341,8 +310,8 @@ fn during_syn_flood(tag: &str, fetch: impl FnOnce(&Lab, &TlsServer)) -> BTreeMap
 
     let mut flood = lab.t.client.spawn(
         &[
-            "/usr/bin/python3",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/evasion.py"),
+            evasion::PYTHON,
+            evasion::SCRIPT,
             "synflood",
             "--dst",
             addr::SERVER_V4,
@@ -360,7 +329,7 @@ fn during_syn_flood(tag: &str, fetch: impl FnOnce(&Lab, &TlsServer)) -> BTreeMap
         &lab.path().join("flood.log"),
     );
     let start = Instant::now();
-    while get(&live_counters(&lab.subdir("run")), "flow_table_full") == 0 {
+    while get(&evasion::live_counters(&lab.subdir("run").join("namewall.sock")).unwrap(), "flow_table_full") == 0 {
         assert!(flood.wait(Duration::ZERO).is_err(), "the flood ended before the table filled:\n{}", flood.log());
         assert!(start.elapsed() < Duration::from_secs(20), "the flow table never filled:\n{}", flood.log());
         std::thread::sleep(Duration::from_millis(100));
