@@ -18,11 +18,11 @@ pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/evasion.py");
 /// says (a pyenv shim may come first).
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// Runs `evasion.py ARGS` in `ns`, killed after 60 s; the JSON object it
+/// Runs `evasion.py ARGS` in `ns`, killed after a minute; the JSON object it
 /// printed, or what went wrong.
 pub fn run(ns: &NetNs, args: &[&str]) -> Result<Value, String> {
-    let argv: Vec<&str> = [PYTHON, SCRIPT].iter().chain(args).copied().collect();
-    let r = tlslab::run_bounded(ns, &argv, &[], Duration::from_secs(60));
+    let command: Vec<&str> = [PYTHON, SCRIPT].iter().chain(args).copied().collect();
+    let r = tlslab::run_bounded(ns, &command, &[], Duration::from_mins(1));
     if r.code() != Some(0) {
         return Err(format!("evasion.py {args:?}: {:?}: {}", r.status, r.stderr.trim()));
     }

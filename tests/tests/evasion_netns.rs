@@ -229,10 +229,10 @@ fn urgent_byte_inside_the_server_name() {
     let r = tls(&lab, "blocked.lab", true);
     assert!(r["handshake"] == false, "blocked.lab with an urgent byte must not complete: {r}");
     let counters = daemon.stop();
-    let served = server.served_names();
+    let names = server.served_names();
     assert!(
-        served[served_before..].iter().all(|n| n != "blocked.lab"),
-        "nginx served blocked.lab through namewall: {served:?}"
+        names[served_before..].iter().all(|n| n != "blocked.lab"),
+        "nginx served blocked.lab through namewall: {names:?}"
     );
     assert!(get(&counters, "tcp_urgent") >= 1, "{counters:?}");
     assert!(get(&counters, "unjudged_drop") >= 1, "{counters:?}");

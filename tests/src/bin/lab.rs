@@ -469,10 +469,7 @@ fn main() {
         println!("  {line}");
     }
 
-    if !run_queries(&t, &stop) {
-        return;
-    }
-    if !run_dns_evasions(&t, dir.path(), &stop) {
+    if !run_queries(&t, &stop) || !run_dns_evasions(&t, dir.path(), &stop) {
         return;
     }
     if !run_control(&t, dir.path(), &blocklist, &stop) {
