@@ -78,6 +78,16 @@ def answer(sock, qid, timeout):
     return None
 
 
+def stream(dst, timeout):
+    """A TCP socket with Nagle off that resets on close (SO_LINGER 0), so
+    no orphan keeps retransmitting after the helper exits."""
+    sock = socket.socket(family(dst), socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.settimeout(timeout)
+    return sock
+
+
 def l2_send(iface, frames):
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
         s.bind((iface, 0))
@@ -130,9 +140,7 @@ def dnstcp(a):
     msg = query(a.name, qid)
     msg = struct.pack("!H", len(msg)) + msg
     cut = 2 if a.cut == "prefix" else 2 + 12 + 1 + a.name.index(".") + 2
-    sock = socket.socket(family(a.dst), socket.SOCK_STREAM)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(a.timeout)
+    sock = stream(a.dst, a.timeout)
     try:
         sock.connect((a.dst, 53))
         sock.send(msg[:cut])
@@ -140,9 +148,11 @@ def dnstcp(a):
         # drop it), so the second send leaves in a segment of its own.
         wait_acked(sock, min(a.timeout, 1))
         sock.send(msg[cut:])
-        out(cut=cut, answer=answer(sock, qid, a.timeout), error=None)
+        result = {"cut": cut, "answer": answer(sock, qid, a.timeout), "error": None}
     except OSError as e:
-        out(cut=cut, answer=None, error=type(e).__name__)
+        result = {"cut": cut, "answer": None, "error": type(e).__name__}
+    sock.close()
+    out(**result)
 
 
 def unacked(sock):
@@ -171,9 +181,7 @@ def tls(a):
         pass
     hello = outg.read()
     at = hello.find(a.name.encode()) + len(a.name) // 2
-    sock = socket.socket(family(a.dst), socket.SOCK_STREAM)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(a.timeout)
+    sock = stream(a.dst, a.timeout)
     deadline = time.monotonic() + a.timeout
     step = "connect"
     try:
