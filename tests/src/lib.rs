@@ -4,6 +4,7 @@
 
 pub mod dnswire;
 pub mod edits;
+pub mod evasion;
 pub mod fuzz;
 pub mod harness;
 pub mod netns;

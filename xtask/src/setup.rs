@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "curl",
     "chromium",
     "nginx",
+    // Builds the evasion packets of the namespace tests and the lab (tests/evasion.py).
+    "python3-scapy",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13";

@@ -11,6 +11,7 @@ use std::{
 };
 
 use namewall_tests::{
+    evasion,
     netns::{self, Daemon, NetNs, Topology, addr},
     tlslab,
 };
@@ -105,6 +106,10 @@ fn run_https(t: &Topology, dir: &std::path::Path, stop: &dyn Fn() -> bool) -> bo
         let result = verdict(r.loaded, r.reset());
         println!("  {name:<28} {:<5} {server:<16} {result:<20} {:.0} ms", 443, r.elapsed.as_secs_f64() * 1e3);
     }
+    if stop() {
+        return false;
+    }
+    run_tls_evasion(t, dir);
     true
 }
 
@@ -185,6 +190,117 @@ fn run_queries(t: &Topology, stop: &dyn Fn() -> bool) -> bool {
     }
 
     true
+}
+
+/// One evasion tried from the client: what the client saw, and the
+/// counters that moved while it ran (`namewall stats` before and after).
+fn try_evasion(socket: &std::path::Path, what: &str, attempt: &dyn Fn() -> String) {
+    println!("  {what}");
+    let before = evasion::live_counters(socket);
+    let seen = attempt();
+    let after = evasion::live_counters(socket);
+    let moved = match (before, after) {
+        (Ok(before), Ok(after)) => after
+            .iter()
+            .filter(|(k, n)| judged(k) && **n > before.get(*k).copied().unwrap_or(0))
+            .map(|(k, n)| format!("{k} +{}", n - before.get(k).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        (Err(e), _) | (_, Err(e)) => e,
+    };
+    println!("    client: {seen}");
+    println!("    counters: {moved}");
+}
+
+/// Whether counter `name` says something about judging: not the packets
+/// the filter skips (handshakes, ICMP, ...) nor the packet total.
+fn judged(name: &str) -> bool {
+    use maps::counters::{Counter, CounterKind};
+    Counter::ALL.iter().any(|c| c.name() == name && c.kind() != CounterKind::Skipped)
+}
+
+/// What `evasion.py` said about a DNS answer, in a few words.
+fn dns_outcome(r: Result<serde_json::Value, String>) -> String {
+    match r {
+        Ok(v) if v["answer"].is_null() && v["error"].is_null() => "no answer: refused".to_owned(),
+        Ok(v) if v["answer"].is_null() => format!("no answer ({}): refused", v["error"].as_str().unwrap_or("?")),
+        Ok(v) => format!("ANSWERED {}: not refused", v["answer"]),
+        Err(e) => format!("could not try: {e}"),
+    }
+}
+
+/// Evasions a client could try against the DNS filter, each refused:
+/// printed with the counter that moved.
+fn run_dns_evasions(t: &Topology, dir: &std::path::Path, stop: &dyn Fn() -> bool) -> bool {
+    let socket = dir.join("namewall.sock");
+    let mac = evasion::gw_mac(t);
+    println!("\n== evasions a client could try (packets built with scapy: tests/evasion.py)");
+    try_evasion(&socket, "x.ads.example.lab in two IPv4 fragments, the first ending inside the name", &|| {
+        dns_outcome(evasion::run(
+            &t.client,
+            &[
+                "udpfrag",
+                "--src",
+                addr::CLIENT_V4,
+                "--dst",
+                addr::SERVER_V4,
+                "--gw-mac",
+                &mac,
+                "--name",
+                "x.ads.example.lab",
+                "--split",
+                "32",
+            ],
+        ))
+    });
+    if stop() {
+        return false;
+    }
+    try_evasion(&socket, "one query, two questions: www.example.lab, then ads.example.lab", &|| {
+        dns_outcome(evasion::run(
+            &t.client,
+            &["multiq", "--dst", addr::SERVER_V4, "--name", "www.example.lab", "--second", "ads.example.lab"],
+        ))
+    });
+    if stop() {
+        return false;
+    }
+    try_evasion(&socket, "ads.example.lab over TCP (kdig +tcp, 10 s timeout)", &|| {
+        let at = format!("@{}", addr::SERVER_V4);
+        let start = std::time::Instant::now();
+        let out = t.client.output(&["kdig", "+tcp", "+timeout=10", "+retry=0", &at, "ads.example.lab", "A"]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        // kdig says what it saw (a reset reads as "can't receive reply"); the counter says why.
+        let said = text.lines().find(|l| l.contains("status:") || l.contains("WARNING")).unwrap_or("nothing");
+        format!("{}, after {:.0} ms", said.trim_start_matches(";; ").trim(), start.elapsed().as_secs_f64() * 1e3)
+    });
+    if stop() {
+        return false;
+    }
+    try_evasion(&socket, "ads.example.lab over TCP in two segments, the first ending inside the name", &|| {
+        dns_outcome(evasion::run(
+            &t.client,
+            &["dnstcp", "--dst", addr::SERVER_V4, "--name", "ads.example.lab", "--cut", "name"],
+        ))
+    });
+    !stop()
+}
+
+/// An urgent byte (`MSG_OOB`) inside a ClientHello's server name: nginx
+/// drops it from the stream and would read the real name; namewall does
+/// not judge such a segment, and drops it.
+fn run_tls_evasion(t: &Topology, dir: &std::path::Path) {
+    println!("\n  evasion: an urgent byte (MSG_OOB) inside the server name of a ClientHello to nginx");
+    try_evasion(&dir.join("namewall.sock"), "ads.example.lab, one byte sent urgent in the middle of the name", &|| {
+        match evasion::run(
+            &t.client,
+            &["tls", "--dst", addr::SERVER_V4, "--port", "443", "--name", "ads.example.lab", "--urgent"],
+        ) {
+            Ok(v) if v["handshake"] == true => "HANDSHAKE COMPLETED: not refused".to_owned(),
+            Ok(v) => format!("no handshake ({}): refused", v["error"].as_str().unwrap_or("?")),
+            Err(e) => format!("could not try: {e}"),
+        }
+    });
 }
 
 /// The dig status of `name` from the client, and who answered.
@@ -355,7 +471,7 @@ fn main() {
         println!("  {line}");
     }
 
-    if !run_queries(&t, &stop) {
+    if !run_queries(&t, &stop) || !run_dns_evasions(&t, dir.path(), &stop) {
         return;
     }
     if !run_control(&t, dir.path(), &blocklist, &stop) {
