@@ -455,7 +455,7 @@ fn evasion_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
     // the next run would be a retransmission), behind the deepest headers.
     let hello = tls::client_hello(Some(allowed), HelloKind::Small);
     let body = tls::handshake_bytes(&hello).len();
-    let k = (1..).find(|k| body + 5 * body.div_ceil(*k) <= 1400).expect("a record size");
+    let k = (1..=body).find(|k| body + 5 * body.div_ceil(*k) <= 1400).expect("a record size");
     let tiny = tls::refragment(&hello, &vec![k; body.div_ceil(k)]);
     let mut deep = packet::udp6_with_dest_opts(8, &[0; 8]);
     for t in 0..4 {
