@@ -199,6 +199,10 @@ counters! {
     /// 1 or 0: a router drops it after the filter, so it may be a decoy
     /// the server never sees. It changes no flow state and is not judged.
     TcpTtlExpiring => "tcp_ttl_expiring", Unjudged, Tls, Pass;
+    /// A data segment without ACK (and not a SYN) that a flow's state would
+    /// follow: Linux discards it, so it may be a decoy the server never
+    /// reads. It changes no flow state and is not judged.
+    TcpNoAck => "tcp_no_ack", Unjudged, Tls, Pass;
     /// A segment with urgent data (URG) that would start or go on with a
     /// ClientHello: the receiver removes the urgent byte from the stream,
     /// which can hide the name from the parser; not judged.

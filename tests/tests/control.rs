@@ -889,3 +889,41 @@ fn stage_arrays_are_pinned_per_program_and_the_replaced_one_removed() {
     new.proc.wait(Duration::from_secs(10)).expect("the daemon exits");
     assert!(!pins.exists(), "unpinned");
 }
+
+/// An interface whose frames XDP sees without an Ethernet header (tun,
+/// WireGuard, ppp, IP tunnels) is refused with a clear error, rather than
+/// filtered as `not_ip` traffic that all passes; the program never attaches.
+#[test]
+fn non_ethernet_interfaces_are_refused() {
+    let lab = Lab::new("ctltun");
+    lab.t.router.run(&["ip", "tuntap", "add", "dev", "nwtun0", "mode", "tun"]);
+    lab.t.router.run(&["ip", "link", "set", "nwtun0", "up"]);
+    let bin = netns::namewall_bin();
+    let block = lab.block.to_str().unwrap().to_owned();
+    let out =
+        lab.t.router.output(&[bin.to_str().unwrap(), "run", "--iface", "nwtun0", "--blocklist", &block, "--no-pin"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("\"nwtun0\" is not an Ethernet interface") && err.contains("raw IP (tun, WireGuard)"),
+        "{err}"
+    );
+    let links = lab.t.router.output(&["ip", "-d", "link", "show", "nwtun0"]);
+    assert!(!stdout(&links).contains("prog/xdp"), "nothing attached: {}", stdout(&links));
+    // Named beside an Ethernet interface, it is refused before anything is
+    // attached anywhere.
+    let out = lab.t.router.output(&[
+        bin.to_str().unwrap(),
+        "run",
+        "--iface",
+        "r0",
+        "--iface",
+        "nwtun0",
+        "--blocklist",
+        &block,
+        "--no-pin",
+    ]);
+    assert!(stderr(&out).contains("\"nwtun0\" is not an Ethernet interface"), "{}", stderr(&out));
+    let links = lab.t.router.output(&["ip", "-d", "link", "show", "r0"]);
+    assert!(!stdout(&links).contains("prog/xdp"), "nothing attached to r0: {}", stdout(&links));
+}

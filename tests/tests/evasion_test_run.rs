@@ -363,10 +363,10 @@ fn multi_question_queries() {
     }
 }
 
-/// Decoys a router drops after the filter (TTL 1): a ClientHello for an
-/// allowed name the server never sees, then the real one for a blocked
-/// name. The decoy decides nothing and changes no flow; the real one is
-/// judged.
+/// Decoys the server never reads: TTL 1 (a router drops it after the
+/// filter), or no ACK flag (Linux discards it). A ClientHello for an
+/// allowed name sent so, then the real one for a blocked name: the decoy
+/// decides nothing and changes no flow; the real one is judged.
 #[test]
 fn ttl_decoys_decide_nothing() {
     let frame = |name: &str, ttl: u8, sport: u16| {
@@ -377,6 +377,11 @@ fn ttl_decoys_decide_nothing() {
         f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
         let sum = maps::parse::checksum::finish(maps::parse::checksum::add_bytes(0, &f[14..34]));
         f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    // PSH only: a data segment without ACK.
+    let no_ack = |mut f: Vec<u8>| {
+        f[14 + 20 + 13] = 0x08;
         f
     };
     for drop in [true, false] {
@@ -390,6 +395,14 @@ fn ttl_decoys_decide_nothing() {
             row("TTL 0, blocked name", frame(BLOCKED, 0, 42002), XDP_PASS, Counter::TcpTtlExpiring).unjudged(drop),
             row("hop limit 1, IPv6", v6, XDP_PASS, Counter::TcpTtlExpiring).unjudged(drop),
             row("TTL 2, allowed name", frame(ALLOWED, 2, 42003), XDP_PASS, Counter::TlsPassNoMatch),
+            row(
+                "no ACK flag (Linux discards it), allowed name",
+                no_ack(frame(ALLOWED, 64, 42004)),
+                XDP_PASS,
+                Counter::TcpNoAck,
+            )
+            .unjudged(drop),
+            row("... then the real one, blocked", frame(BLOCKED, 64, 42004), XDP_TX, Counter::TlsReset),
         ];
         run(&h, if drop { "TTL decoys, --unjudged drop" } else { "TTL decoys, --unjudged pass" }, &rows);
     }

@@ -238,12 +238,13 @@ fn run_table(h: &Harness, table: &str, scripts: &[Script]) {
         }
     }
     let wants = || scripts.iter().flat_map(|s| &s.frames).map(|f| &f.want);
-    let blocks = wants().filter(|w| matches!(w.outcome, Counter::TlsReset | Counter::TlsDrop)).count()
-        + scripts.iter().map(|s| s.open).sum::<usize>()
-        - scripts.iter().map(|s| s.closes).sum::<usize>();
+    let count = |n: usize| i64::try_from(n).expect("a count");
+    let blocks = count(wants().filter(|w| matches!(w.outcome, Counter::TlsReset | Counter::TlsDrop)).count())
+        + count(scripts.iter().map(|s| s.open).sum::<usize>())
+        - count(scripts.iter().map(|s| s.closes).sum::<usize>());
     if !wants().any(|w| w.extras.contains(&Counter::FlowTableFull)) {
         let after = tracked(h);
-        if after != before + blocks {
+        if count(after) != count(before) + blocks {
             failures.push(format!(
                 "the flow table went from {before} to {after} flows over the table, want {blocks} more (blocks and open flows)"
             ));
@@ -812,20 +813,11 @@ impl<'a> Reference<'a> {
         usize::from(matches!(self.state, Tracking::New | Tracking::Pending { .. }))
     }
 
-    /// A segment without payload at stream offset `at` (an ACK; a FIN or
-    /// RST when `ends`, which ends tracking only at the next byte expected,
-    /// where the server takes it too).
-    fn empty(&mut self, ends: bool, at: usize) -> Want {
+    /// A segment without payload (an ACK, a FIN, a RST): it never ends
+    /// tracking (the server may have discarded it; the entry ages out).
+    fn empty(&mut self, _ends: bool, _at: usize) -> Want {
         match self.state {
             Tracking::Blocked => Want::blocked_flow(),
-            Tracking::New if ends && at == 0 => {
-                self.state = Tracking::Untracked;
-                Want::pass(Counter::TcpNoPayload)
-            }
-            Tracking::Pending { next, passed_at, .. } if ends && at == next && passed_at.is_none_or(|p| at < p) => {
-                self.state = Tracking::Untracked;
-                Want::pass(Counter::TcpNoPayload)
-            }
             _ => Want::pass(Counter::TcpNoPayload),
         }
     }
@@ -891,6 +883,10 @@ impl<'a> Reference<'a> {
             }
             Parsed::NotClientHello if tracked => Want::pass(Counter::TlsNotClientHello),
             Parsed::NotClientHello => Want::pass(Counter::TcpOther),
+            // A flow first seen mid-stream whose "ClientHello" does not
+            // parse passes and is forgotten; past the parser's bounds, or on
+            // a flow tracked from its SYN, it is not judged.
+            Parsed::Malformed(e) if !from_syn && e != TlsError::TooLong => Want::pass(Counter::TcpOther),
             Parsed::Malformed(_) | Parsed::Continue => Want::pass(Counter::TlsMalformed),
             Parsed::End => {
                 let w = Want::pass(Counter::TlsPassNoSni).extra(Counter::TlsNoSni);
@@ -1345,9 +1341,14 @@ fn retransmission_and_reordering() {
         sc.send(f, s, before, inside, pending());
         sc.send(f, s, inside, len, reset(f, len));
     });
-    row(&mut rig, "a FIN while pending forgets the flow", None, &|f, sc| {
+    // A FIN (or RST) the server may have discarded (no ACK flag, a bad
+    // checksum, an old timestamp) must not make the filter forget; the
+    // entry ages out, and the rest of the ClientHello is still judged.
+    row(&mut rig, "a FIN while pending does not end tracking", None, &|f, sc| {
         sc.send(f, s, 0, before, pending());
         sc.push("FIN", f.fin_at(before), Want::pass(Counter::TcpNoPayload));
+        sc.push("RST", tcp_frame(f, f.seq_at(before), flags::RST, &[]), Want::pass(Counter::TcpNoPayload));
+        sc.send(f, s, before, len, reset(f, len));
     });
     scripts.push(allowed_flow_forgotten(&mut rig));
     rig.run("retransmission and reordering", &scripts);
@@ -1884,11 +1885,14 @@ fn flow_table_pressure() {
         newest.send(&flood[47], s, cut, len, reset(&flood[47], len));
         rig.run(&format!("{mode}: the newest flow"), &[newest]);
 
-        // FLOWS full of ClientHellos in progress.
+        // FLOWS full of ClientHellos in progress (for an allowed name).
+        let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
+        let ok_cut = ok.sni_first().expect("named");
+        let pass = Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(ok.name().as_deref());
         let pending: Vec<Flow> = (0..11).map(|_| rig.v4()).collect();
         let mut filling = Script::new("11 ClientHellos in progress fill FLOWS (5 blocked before)").leaves_open(11);
         for f in &pending {
-            filling.send(f, s, 0, cut, Want::pass(Counter::TlsPending));
+            filling.send(f, &ok.stream, 0, ok_cut, Want::pass(Counter::TlsPending));
         }
         rig.run(&format!("{mode}: filling"), &[filling]);
         assert_eq!(rig.h.filter.flow_count().expect("flow count"), 16);
@@ -1907,19 +1911,25 @@ fn flow_table_pressure() {
         // ... but one in two segments cannot be followed.
         full_rows.send(&split, s, 0, cut, full(Want::pass(Counter::TlsFlowTableFull)).extra(Counter::FlowTableFull));
         full_rows.send(&split, s, cut, len, Want::pass(Counter::TcpOther));
-        let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
         let ok_flow = rig.v6();
-        let pass = Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(ok.name().as_deref());
-        full_rows.send(&ok_flow, &ok.stream, 0, ok.len(), pass);
-        // Tracked flows go on: their entries are updated in place.
-        full_rows.send(&pending[0], s, cut, len, reset(&pending[0], len));
-        for f in &pending[1..] {
-            full_rows.push(format!("{}FIN", port_tag(f)), f.fin_at(cut), Want::pass(Counter::TcpNoPayload));
-        }
+        full_rows.send(&ok_flow, &ok.stream, 0, ok.len(), pass.clone());
+        // A FIN does not end tracking (the server may have discarded it).
+        full_rows.push(
+            format!("{}FIN", port_tag(&pending[0])),
+            pending[0].fin_at(ok_cut),
+            Want::pass(Counter::TcpNoPayload),
+        );
         rig.run(&format!("{mode}: full"), &[full_rows]);
-        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 6, "{mode}: the six blocked flows are left");
+        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 16, "{mode}: still full");
+        // Tracked flows go on: judged, the allowed ones forgotten.
+        let mut finishing = Script::new("the ClientHellos in progress finish").closes(11);
+        for f in &pending {
+            finishing.send(f, &ok.stream, ok_cut, ok.len(), pass.clone());
+        }
+        rig.run(&format!("{mode}: finishing"), &[finishing]);
+        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 5, "{mode}: the five blocked flows are left");
         assert_eq!(rig.h.filter.sweep_flows().expect("sweep"), 0, "{mode}: nothing expired yet");
-        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 6, "{mode}: the sweep kept live flows");
+        assert_eq!(rig.h.filter.flow_count().expect("flow count"), 5, "{mode}: the sweep kept live flows");
 
         let again = rig.v6();
         let fate = rig.fate(&hello, &blocked("blocked.example"));
@@ -2602,7 +2612,8 @@ fn untracked_start_ignores_ethernet_padding() {
 /// addresses and ports (with numbers of the sender's choosing) touches only
 /// a window of the sequence space the victim's segments are not in. A
 /// client that was blocked and connects again from the same port with a new
-/// initial sequence number is tracked afresh and judged again.
+/// initial sequence number cannot get its ClientHello followed while the
+/// blocked entry lasts: not judged.
 #[test]
 fn off_path_senders_cannot_freeze_a_connection() {
     let mut rig = Rig::new(TlsPolicy::default());
@@ -2653,14 +2664,16 @@ fn off_path_senders_cannot_freeze_a_connection() {
     let v = rig.v4();
     let again = v.clone().isns(v.client_isn.wrapping_add(0x4000_0000), v.server_isn.wrapping_add(0x4000_0000));
     // The second connection's entry takes the blocked one's place.
-    let mut sc = Script::new("a blocked client connects again from the same port").closes(1);
+    // The blocked flow's entry stays the key's: the new connection's SYN is
+    // noted, but its ClientHello cannot be followed while the entry lasts
+    // (not judged: dropped by default, so the server never gets its start).
+    let mut sc = Script::new("a blocked client connects again from the same port").leaves_open(1);
     sc.syn(&v);
     sc.send(&v, &bad.stream, 0, bad_len, reset(&v, bad_len));
     sc.send(&v, &bad.stream, 0, bad_len, Want::blocked_flow());
     sc.syn(&again);
-    sc.send(&again, &bad.stream, cut, bad_len, Want::drop(Counter::TlsOutOfOrder));
-    sc.send(&again, &bad.stream, 0, cut, Want::pass(Counter::TlsPending));
-    sc.send(&again, &bad.stream, cut, bad_len, reset(&again, bad_len));
+    sc.send(&again, &bad.stream, cut, bad_len, Want::pass(Counter::TcpOther));
+    sc.send(&again, &bad.stream, 0, cut, Want::pass(Counter::TlsNotInWindow));
     scripts.push(sc);
 
     rig.run("off-path senders", &scripts);

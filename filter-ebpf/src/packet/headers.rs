@@ -37,7 +37,6 @@ pub const IPV6_DEST_OPTS: u8 = 60;
 pub const DNS_HLEN: usize = 12;
 
 /// TCP flag bits (RFC 9293 §3.1).
-pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;

@@ -60,15 +60,13 @@ fn hint_add(key: u64, settings: &Settings, delta: u64) {
 #[inline(always)]
 pub fn remember(key: u64, settings: &Settings, value: &FlowState) -> bool {
     hint_add(key, settings, 1);
-    let inserted = FLOWS.insert(key, value, u64::from(BPF_NOEXIST)).is_ok()
-        || FLOWS.insert(key, value, u64::from(BPF_EXIST)).is_ok();
-    if !inserted {
+    if FLOWS.insert(key, value, u64::from(BPF_NOEXIST)).is_err() {
+        // Already there (its count taken back: the entry has one), or full.
         hint_add(key, settings, u64::MAX);
-        return false;
+        if FLOWS.insert(key, value, u64::from(BPF_EXIST)).is_err() {
+            return false;
+        }
     }
-    // Already there (a race with another CPU, updated), or inserted: in
-    // both cases the count added is the entry's only if it was inserted;
-    // an update leaves one count too many, which costs lookups only.
     forget_new(key, settings);
     true
 }
@@ -77,15 +75,21 @@ pub fn remember(key: u64, settings: &Settings, value: &FlowState) -> bool {
 /// each delete.
 #[inline(always)]
 pub fn forget(key: u64, settings: &Settings) {
+    forget_tracked(key, settings);
+    forget_new(key, settings);
+}
+
+/// Deletes the flow's `FLOWS` entry, if any.
+#[inline(always)]
+pub fn forget_tracked(key: u64, settings: &Settings) {
     if FLOWS.remove(key).is_ok() {
         hint_add(key, settings, u64::MAX);
     }
-    forget_new(key, settings);
 }
 
 /// Deletes the flow's `NEW_FLOWS` entry, if any.
 #[inline(always)]
-fn forget_new(key: u64, settings: &Settings) {
+pub fn forget_new(key: u64, settings: &Settings) {
     if NEW_FLOWS.remove(key).is_ok() {
         hint_add(key, settings, u64::MAX);
     }

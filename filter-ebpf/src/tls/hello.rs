@@ -28,7 +28,9 @@ use crate::{
 pub fn starts_like_hello(pkt: &Packet, l: &Layers) -> bool {
     if l.payload_len() >= 6 {
         return match pkt.bytes::<6>(l.payload_off) {
-            Some(b) => b[0] == 0x16 && b[5] == 0x01,
+            // An empty handshake record first (OpenSSL skips up to 32 of
+            // them) also starts one: the parser skips them too.
+            Some(b) => b[0] == 0x16 && (b[5] == 0x01 || (b[3] == 0 && b[4] == 0)),
             None => true,
         };
     }

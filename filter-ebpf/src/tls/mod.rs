@@ -46,7 +46,7 @@ use self::hello::Quick;
 use crate::{
     packet::{
         Layers, Packet,
-        headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG, TcpFlagsHead},
+        headers::{TCP_ACK, TCP_SYN, TCP_URG, TcpFlagsHead},
     },
     tables::{FLOWS, NEW_FLOWS, SETTINGS, scratch},
     verdict::{self, Done, count, drop, not_judged, pass},
@@ -135,6 +135,11 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     if Packet::new(ctx).u8(ttl_at).is_some_and(|ttl| ttl <= 1) {
         return Err(not_judged(settings, Counter::TcpTtlExpiring));
     }
+    // Data without ACK outside a SYN: Linux discards it (tcp_ack), so it may
+    // be a decoy the server never reads; it decides nothing either.
+    if seg.flags & (TCP_SYN | TCP_ACK) == 0 && l.payload_off != l.ip_end {
+        return Err(not_judged(settings, Counter::TcpNoAck));
+    }
     let (key, syn) = (seg.key, seg.syn());
     // The clock only for flows that may be tracked and SYNs: an untracked
     // ClientHello (and the flow entries it may create, which read it
@@ -146,8 +151,8 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     let state = if seg.hinted { FLOWS.get_ptr_mut(key).map(|s| unsafe { &mut *s }) } else { None };
     let state = match state {
         Some(s) if s.expired(now) => {
-            // Forgotten, and judged as if never tracked.
-            flow::forget(key, settings);
+            // Forgotten (this table only), and judged as if never tracked.
+            flow::forget_tracked(key, settings);
             None
         }
         other => other,
@@ -163,17 +168,23 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     let new = if state.is_none() && seg.hinted { NEW_FLOWS.get_ptr(key).map(|p| unsafe { *p }) } else { None };
     let new = match new {
         Some(v) if v.expired(now) => {
-            flow::forget(key, settings);
+            flow::forget_new(key, settings);
             None
         }
         other => other,
     };
+    // A `NEW_FLOWS` entry far from this segment is another stream's too
+    // (a decoy SYN's, say): it must not make the segment pass unjudged.
+    let new_occupied = new.is_some_and(|v| !v.in_window(seg.seq));
     let how = match (state, new) {
         (Some(s), _) if syn => judge_syn_tracked(&l, s, now),
         (Some(s), _) => judge_tracked(&l, &seg, s, now, settings, scratch),
-        (None, Some(v)) => judge_new(&l, &seg, &v, settings),
+        // An entry of either table that this segment is outside of: the
+        // segment changes neither, and what it starts cannot be followed.
+        (None, _) if (occupied || new_occupied) && !syn => untracked(ctx, &l, &seg, true, settings),
+        (None, Some(v)) => judge_new(&l, &seg, &v),
         (None, None) if syn => judge_syn(&l, &seg, now, settings),
-        (None, None) => untracked(ctx, &l, &seg, occupied, settings),
+        (None, None) => untracked(ctx, &l, &seg, false, settings),
     };
     match how {
         // Urgent data: the receiver takes the byte the urgent pointer names
@@ -252,12 +263,7 @@ fn untracked(
 /// A segment of a flow in `NEW_FLOWS` (SYN seen, no data yet): its first
 /// data must start at the stream's first byte.
 #[inline(always)]
-fn judge_new(
-    l: &Layers,
-    seg: &Segment,
-    v: &maps::layout::flow::NewFlow,
-    settings: &Settings,
-) -> Result<ParseFrom, Done> {
+fn judge_new(l: &Layers, seg: &Segment, v: &maps::layout::flow::NewFlow) -> Result<ParseFrom, Done> {
     let first = v.isn.wrapping_add(1);
     if seg.syn() {
         // Repeated, or another attempt with another number: the entry
@@ -266,16 +272,10 @@ fn judge_new(
         return Err(pass(if l.payload_off == l.ip_end { Counter::TcpSyn } else { Counter::TlsRetransmission }));
     }
     let delta = seg.seq.wrapping_sub(first).cast_signed();
-    if delta.unsigned_abs() > flows::WINDOW {
-        // Not this stream's: judged on its own, the entry untouched.
-        return Err(pass(Counter::TcpOther));
-    }
     if l.payload_len() == 0 {
-        // A reset or FIN ends the flow only at the next expected byte, where
-        // the server takes it too (RFC 5961 §3.2 for resets).
-        if seg.flags & (TCP_RST | TCP_FIN) != 0 && delta == 0 {
-            flow::forget(seg.key, settings);
-        }
+        // A reset or FIN does not end tracking: one the server discards (no
+        // ACK flag, a bad checksum, an old timestamp) would make the filter
+        // forget a flow the client goes on with. The entry ages out.
         return Err(pass(Counter::TcpNoPayload));
     }
     if delta > 0 {
@@ -342,7 +342,8 @@ fn judge_tracked(
     let payload_len = l.payload_len();
     // Where this segment starts relative to the next byte expected.
     let delta = seg.seq.wrapping_sub(s.next_seq).cast_signed();
-    if delta > 0 && payload_len != 0 && delta.unsigned_abs() >= s.tls.min_left() {
+    if delta > 0 && payload_len != 0 && s.flags & flows::FLAG_SYN_SEEN == 0 && delta.unsigned_abs() >= s.tls.min_left()
+    {
         // Past a gap, and beyond where the ClientHello can end: the
         // connection's later data (the ClientHello's start was a
         // retransmission taken for a new one, and its rest reached the
@@ -359,19 +360,16 @@ fn judge_tracked(
     s.last_seen_ns = now;
     if payload_len != 0
         && s.flags & flows::FLAG_PASSED_AHEAD != 0
-        && seg.seq.wrapping_add(payload_len as u32).wrapping_sub(s.passed_at).cast_signed() > 0
+        && seg.seq.wrapping_add(payload_len as u32).wrapping_sub(s.passed_at).cast_signed() >= 0
     {
         // This segment reaches bytes that were passed unseen.
         return Err(not_judged(settings, Counter::TlsRestPassed));
     }
     if payload_len == 0 {
-        // A reset or FIN ends the flow only at the next expected byte,
-        // where the server takes it too (RFC 5961 §3.2 for resets): one
-        // anywhere else is ignored by the server, and must not make the
-        // filter forget the ClientHello it is in the middle of.
-        if seg.flags & (TCP_RST | TCP_FIN) != 0 && seg.seq == s.next_seq {
-            flow::forget(seg.key, settings);
-        }
+        // A reset or FIN does not end tracking: one the server discards (no
+        // ACK flag, a bad checksum, an old timestamp, a sequence number
+        // other than the next expected) would make the filter forget the
+        // ClientHello it is in the middle of. The entry ages out.
         return Err(pass(Counter::TcpNoPayload));
     }
     // Past a gap, inside the ClientHello, a segment is dropped, whether the
@@ -465,6 +463,19 @@ fn parse(
                     flow::forget(key, settings);
                 }
                 return Err(pass(if tracked { Counter::TlsNotClientHello } else { Counter::TcpOther }));
+            }
+            // A flow first seen mid-stream whose "ClientHello" does not
+            // parse was most likely never one: encrypted or compressed data
+            // starts like a handshake record once in 65,536 segments, and
+            // dropping it would stall the connection for good. Passed, and
+            // forgotten. Past the bounds the parser walks it is not judged.
+            Step::Malformed(e)
+                if scratch.flow.flags & flows::FLAG_SYN_SEEN == 0 && !matches!(e, tls::TlsError::TooLong) =>
+            {
+                if tracked {
+                    flow::forget(key, settings);
+                }
+                return Err(pass(Counter::TcpOther));
             }
             Step::Malformed(_) | Step::Continue => {
                 if tracked {

@@ -20,7 +20,6 @@ use filter_user::{
     dataplane::{
         Filter, LoadOptions, counters,
         pins::{self, PinDir},
-        sys,
     },
     files,
     policy::{
@@ -215,9 +214,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         bail!("no interface given: pass --iface IF (or `iface = [\"IF\"]` in the config)");
     }
     for iface in &args.ifaces {
-        if sys::if_index(iface).is_none() {
-            bail!("interface {iface:?} does not exist");
-        }
+        filter_user::dataplane::Filter::check_interface(iface)?;
     }
     if args.blocklists.is_empty()
         && args.allowlists.is_empty()

@@ -25,6 +25,12 @@ pub enum FilterError {
     Fill(#[from] SysError),
     #[error("interface {0:?} does not exist")]
     NoSuchInterface(String),
+    #[error(
+        "interface {iface:?} is not an Ethernet interface (link type {link_type}: {kind}): XDP there sees packets \
+         without an Ethernet header, which namewall would pass unjudged; filter on an Ethernet interface the \
+         same traffic crosses instead"
+    )]
+    NotEthernet { iface: String, link_type: u16, kind: &'static str },
     #[error("the rule set was hashed with seed {got:#x} but the program uses {want:#x}")]
     SeedMismatch { got: u64, want: u64 },
     #[error("{0} flows is more than a map can hold")]

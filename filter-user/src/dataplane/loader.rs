@@ -378,6 +378,15 @@ impl Filter {
         self.maps.filter_memory()
     }
 
+    /// Refuses an interface whose frames XDP does not see with an Ethernet
+    /// header (see [`check_ethernet`]).
+    pub fn check_interface(iface: &str) -> Result<(), FilterError> {
+        if sys::if_index(iface).is_none() {
+            return Err(FilterError::NoSuchInterface(iface.to_owned()));
+        }
+        check_ethernet(iface)
+    }
+
     /// Attaches to an interface (see `attach`): with a pin directory, an
     /// interface a running filter is attached to gets this program without
     /// a gap, and the attachment outlives this process.
@@ -385,6 +394,7 @@ impl Filter {
         if sys::if_index(iface).is_none() {
             return Err(FilterError::NoSuchInterface(iface.to_owned()));
         }
+        check_ethernet(iface)?;
         self.pin_stages()?;
         let prog = xdp_mut(&mut self.ebpf, names::PROGRAM)?;
         self.links.attach(prog, iface, mode)
@@ -504,5 +514,17 @@ impl Baseline {
     /// Runs the program `repeat` times on `packet`; returns the mean time per run.
     pub fn bench(&self, packet: &[u8], repeat: u32) -> Result<(RunResult, Duration), FilterError> {
         run_xdp(xdp(&self.ebpf, names::BASELINE_PROGRAM)?, packet, repeat)
+    }
+}
+
+/// The program parses frames from their Ethernet header: on a ppp, tun,
+/// WireGuard or IP tunnel interface XDP sees bare IP packets, which would
+/// all pass as `not_ip`. Refused, rather than attached to filter nothing.
+fn check_ethernet(iface: &str) -> Result<(), FilterError> {
+    match sys::link_type(iface) {
+        Some(t) if !sys::frames_are_ethernet(t) => {
+            Err(FilterError::NotEthernet { iface: iface.to_owned(), link_type: t, kind: sys::link_type_name(t) })
+        }
+        _ => Ok(()),
     }
 }

@@ -255,6 +255,35 @@ pub fn if_index(name: &str) -> Option<u32> {
 }
 
 /// The name of interface `index`, if there is one.
+/// The link type of interface `name` (`ARPHRD_*`, as
+/// `/sys/class/net/NAME/type` says), if it exists.
+pub fn link_type(name: &str) -> Option<u16> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/type")).ok()?.trim().parse().ok()
+}
+
+/// Whether XDP on an interface of link type `t` sees Ethernet frames: an
+/// Ethernet device (`ARPHRD_ETHER`: NICs, veth, bridges, VLAN and bond
+/// devices), or loopback, which frames packets with a zeroed Ethernet header.
+pub const fn frames_are_ethernet(t: u16) -> bool {
+    t == libc::ARPHRD_ETHER || t == libc::ARPHRD_LOOPBACK
+}
+
+/// A name for a link type, for error messages.
+pub fn link_type_name(t: u16) -> &'static str {
+    match t {
+        libc::ARPHRD_PPP => "ppp",
+        libc::ARPHRD_NONE => "raw IP (tun, WireGuard)",
+        libc::ARPHRD_TUNNEL => "IPIP tunnel",
+        libc::ARPHRD_TUNNEL6 => "IPv6 tunnel",
+        libc::ARPHRD_SIT => "SIT tunnel",
+        libc::ARPHRD_IPGRE => "GRE tunnel",
+        // ARPHRD_IP6GRE, which libc does not name.
+        823 => "IPv6 GRE tunnel",
+        libc::ARPHRD_INFINIBAND => "InfiniBand",
+        _ => "not Ethernet",
+    }
+}
+
 pub fn if_name(index: u32) -> Option<String> {
     let mut buf = [0u8; libc::IF_NAMESIZE];
     // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.

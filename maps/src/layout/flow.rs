@@ -155,6 +155,15 @@ impl FlowState {
     }
 }
 
+impl NewFlow {
+    /// Whether a segment starting at `seq` is in this flow's sequence
+    /// space (see [`FlowState::in_window`]).
+    #[inline(always)]
+    pub const fn in_window(&self, seq: u32) -> bool {
+        seq.wrapping_sub(self.isn.wrapping_add(1)).wrapping_add(WINDOW) <= 2 * WINDOW
+    }
+}
+
 /// The flow key's seed for packets of interface `ifindex`: the same
 /// addresses and ports on two interfaces are two flows, so a packet on one
 /// never changes or blocks the other's.

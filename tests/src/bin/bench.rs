@@ -487,13 +487,16 @@ fn evasion_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
 }
 
 /// A TCP segment to port 443 carrying `payload`, with the layer-2 and IP
-/// headers of `frame` (an IPv6 packet with destination-options headers
-/// ending in UDP, as `packet::udp6_with_dest_opts` builds it, behind any
-/// VLAN tags): the last extension header's next header and the payload
-/// length rewritten.
+/// headers of `frame` (an IPv6 packet with eight destination-options
+/// headers ending in UDP with 8 bytes of payload, as
+/// `packet::udp6_with_dest_opts(8, ..)` builds it, behind any VLAN tags):
+/// the last extension header's next header and the payload length
+/// rewritten.
 fn tcp_behind(frame: &[u8], payload: &[u8]) -> Vec<u8> {
-    let l3 = frame.len() - 8 - 8 * 8 - 40;
-    let mut f = frame[..frame.len() - 8].to_vec();
+    // The UDP header and its 8 bytes of payload go; the IPv6 header and its
+    // eight 8-byte extension headers stay.
+    let mut f = frame[..frame.len() - 16].to_vec();
+    let l3 = f.len() - 8 * 8 - 40;
     // The last destination-options header names TCP next.
     let last_ext = f.len() - 8;
     f[last_ext] = 6;
