@@ -9,16 +9,21 @@
 //!    tracked and whose payload does not start like a ClientHello ends
 //!    there: established traffic costs a hash and one array read, and no
 //!    tail call. Everything else goes on to the TLS stage ([`judge`]).
-//! 2. A SYN starts tracking the flow (`NEW`), so its first data must start at
-//!    the first byte of the stream; a SYN carrying data (TCP Fast Open) is
-//!    parsed like a first data segment. A SYN on a blocked flow is dropped; on
-//!    a ClientHello in progress it changes nothing.
-//! 3. A blocked flow's packets are dropped. A tracked flow's segment that
-//!    starts past the next expected byte is dropped (the client sends the
-//!    stream again, in order) or, for a flow whose SYN was not seen, ends
-//!    tracking; one that only repeats bytes already seen passes; one that
-//!    starts before the stream is dropped. A RST or FIN ends tracking only at
-//!    the next expected byte.
+//! 2. A SYN starts tracking the flow in `NEW_FLOWS`, so its first data must
+//!    start at the first byte of the stream; a SYN carrying data (TCP Fast
+//!    Open) is parsed like a first data segment. A SYN in a blocked flow's
+//!    window is dropped; on a ClientHello in progress it changes nothing.
+//! 3. Only segments within `maps::layout::flow::WINDOW` of where a tracked
+//!    stream stands are its: any other changes no entry, and what it starts
+//!    is not judged (`tls_not_in_window`). A blocked flow's packets are
+//!    dropped. A segment past the next expected byte, inside the
+//!    ClientHello, is dropped (the client sends the stream again, in order);
+//!    for a flow whose SYN was not seen, one beyond where the ClientHello can
+//!    end passes and is noted (`tls_beyond_hello`, then `tls_rest_passed`).
+//!    One that only repeats bytes already seen passes; one that starts
+//!    before the stream is dropped. RST and FIN never end tracking (the
+//!    server may have discarded them); data without ACK, with TTL 1 or with
+//!    urgent data decides nothing.
 //! 4. A ClientHello's first segment that holds the name is read in place by
 //!    the one-pass locator (`maps::parse::sni`). Anything else (a name in a later
 //!    segment, record-layer fragmentation, a continuation) is copied into

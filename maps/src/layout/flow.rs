@@ -55,12 +55,14 @@ pub const FLAG_SNI_PASSED: u8 = 1;
 /// the name (rather than no rule), for the outcome counted at the end.
 pub const FLAG_SNI_ALLOWED: u8 = 2;
 /// [`FlowState::flags`]: the flow was tracked from its SYN, so its stream's
-/// first byte is known and a gap in its ClientHello is the client's to fill
-/// (the segment past it is dropped). A flow first seen at a ClientHello
-/// (its SYN came before the daemon, or it was forgotten after a verdict and
-/// a spurious retransmission looked like a new ClientHello) is forgotten at
-/// a gap instead: dropping would stall a connection the filter never saw
-/// begin.
+/// first byte is known. A gap inside its ClientHello is the client's to
+/// fill (the segment past it is dropped), whether or not the flag is set.
+/// A flow first seen at a ClientHello (its SYN came before the daemon, or
+/// it was forgotten after a verdict and a spurious retransmission looked
+/// like a new ClientHello) also lets a segment beyond where the ClientHello
+/// can end pass (see [`FLAG_PASSED_AHEAD`]), and passes a "ClientHello"
+/// that does not parse: dropping either would stall a connection the
+/// filter never saw begin.
 pub const FLAG_SYN_SEEN: u8 = 4;
 /// [`FlowState::flags`]: a segment past a gap, beyond where the
 /// ClientHello can end, was passed (the connection's later data, after a
