@@ -330,9 +330,32 @@ fn urgent_data_in_a_client_hello() {
         }
         f
     };
+    // A segment without payload signalling urgent data ahead: the receiver
+    // takes that byte out of a later segment, URG flag or not.
+    let urgent_ack = |sport: u16| {
+        let mut f = Spec { sport, ..Spec::udp4().tcp().dport(443) }.build_ack();
+        f[14 + 20 + 13] |= 0x20;
+        f[14 + 20 + 18..14 + 20 + 20].copy_from_slice(&40u16.to_be_bytes());
+        f
+    };
     for drop in [true, false] {
         let h = harness(drop);
         let rows = [
+            row("URG without payload, pointer ahead", urgent_ack(41005), XDP_PASS, Counter::TcpNoPayload),
+            row(
+                "... then a ClientHello without URG, blocked name",
+                urgent(BLOCKED, false, 41005),
+                XDP_PASS,
+                Counter::TcpUrgent,
+            )
+            .unjudged(drop),
+            row("URG without payload on another flow", urgent_ack(41006), XDP_PASS, Counter::TcpNoPayload),
+            row(
+                "... then ordinary data passes",
+                Spec { sport: 41006, ..Spec::udp4().tcp().dport(443) }.build(b"GET / HTTP/1.1\r\n\r\n"),
+                XDP_PASS,
+                Counter::TcpOther,
+            ),
             row("URG, a byte inside a blocked name", urgent(BLOCKED, true, 41001), XDP_PASS, Counter::TcpUrgent)
                 .unjudged(drop),
             row("URG, a byte inside an allowed name", urgent(ALLOWED, true, 41002), XDP_PASS, Counter::TcpUrgent)

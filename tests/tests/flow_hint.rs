@@ -33,14 +33,15 @@ fn counts_the_lru_leaves_behind_are_taken_back() {
         let o = h.run(&flow(i).syn());
         assert_eq!(o.outcome, Counter::TcpSyn);
     }
-    let tracked = h.filter.new_flow_count().expect("new flows");
-    assert_eq!(tracked, 16, "the LRU holds its size");
-    assert_eq!(hint_total(&h), 48, "each SYN counted; 32 evicted entries left their counts");
+    // The kernel's LRU frees entries in batches: it holds at most its size.
+    let held = h.filter.new_flow_count().expect("new flows");
+    assert!((8..=16).contains(&held), "the LRU holds {held} of 16");
+    assert_eq!(hint_total(&h), 48, "each SYN counted; the evicted entries left their counts");
     // The first sweep only notes the excess; the second takes it back.
     assert_eq!(h.filter.sweep_flows().expect("sweep"), 0);
     assert_eq!(hint_total(&h), 48, "nothing taken at the first sight of an excess");
     assert_eq!(h.filter.sweep_flows().expect("sweep"), 0);
-    assert_eq!(hint_total(&h), 16, "the excess taken back, the live entries' counts kept");
+    assert_eq!(hint_total(&h) as usize, held, "the excess taken back, the live entries' counts kept");
     // The live entries still work: the newest flow's data must start at
     // its first byte (its entry was found through the hint).
     let newest = flow(47);

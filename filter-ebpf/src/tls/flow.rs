@@ -108,13 +108,41 @@ pub fn forget_if_tracked(key: u64, settings: &Settings) {
 /// makes room by evicting its oldest entry: a flood only pushes out flood.
 #[inline(always)]
 pub fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings) -> Done {
-    let v = NewFlow { isn: seq, pad: 0, seen_ns: now };
+    let v = NewFlow { isn: seq, flags: 0, seen_ns: now };
     hint_add(key, settings, 1);
     // There already (a repeated SYN): left as it is, its count taken back.
     if NEW_FLOWS.insert(key, v, u64::from(BPF_NOEXIST)).is_err() {
         hint_add(key, settings, u64::MAX);
     }
     pass(Counter::TcpSyn)
+}
+
+/// Urgent data was signalled on a flow (see `maps::layout::flow::FLAG_URGENT`):
+/// noted in its `FLOWS` entry (`state`), its `NEW_FLOWS` entry (`new`), or a
+/// `NEW_FLOWS` entry made for it.
+#[inline(always)]
+pub fn mark_urgent(
+    key: u64,
+    state: Option<&mut FlowState>,
+    new: Option<&NewFlow>,
+    seq: u32,
+    now: u64,
+    settings: &Settings,
+) {
+    if let Some(s) = state {
+        s.flags |= flow::FLAG_URGENT;
+        return;
+    }
+    let mut v = new.copied().unwrap_or(NewFlow { isn: seq.wrapping_sub(1), flags: 0, seen_ns: now });
+    v.flags |= flow::NEW_URGENT;
+    if new.is_some() {
+        let _ = NEW_FLOWS.insert(key, v, u64::from(BPF_EXIST));
+        return;
+    }
+    hint_add(key, settings, 1);
+    if NEW_FLOWS.insert(key, v, u64::from(BPF_NOEXIST)).is_err() {
+        hint_add(key, settings, u64::MAX);
+    }
 }
 
 /// Resets the parser to the start of a stream: its integers zeroed (all

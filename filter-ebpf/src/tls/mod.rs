@@ -109,9 +109,10 @@ pub fn triage(pkt: &Packet, l: &Layers, settings: &Settings, ifindex: u32) -> Re
     };
     verdict::trace(|t| t.flow_key = key);
     let seg = Segment { key, seq: h.seq(), ack: h.ack(), flags: h.flags(), hinted: flow::hinted(key, settings) };
-    if !seg.syn() && !seg.hinted {
+    if !seg.syn() && !seg.hinted && seg.flags & TCP_URG == 0 {
         // Untracked, as almost every segment is: only one that starts like
-        // a TLS handshake record carrying a ClientHello needs more.
+        // a TLS handshake record carrying a ClientHello needs more (and a
+        // rare one signalling urgent data, which the flow must remember).
         if l.payload_off == l.ip_end {
             return Err(pass(Counter::TcpNoPayload));
         }
@@ -146,11 +147,11 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         return Err(not_judged(settings, Counter::TcpNoAck));
     }
     let (key, syn) = (seg.key, seg.syn());
-    // The clock only for flows that may be tracked and SYNs: an untracked
-    // ClientHello (and the flow entries it may create, which read it
-    // themselves) does without.
+    // The clock for every segment that reaches this stage (SYNs, flows
+    // that may be tracked, ClientHellos, urgent data): established traffic
+    // ends in the entry stage.
     // SAFETY: a plain helper call.
-    let now = if syn || seg.hinted { unsafe { bpf_ktime_get_coarse_ns() } } else { 0 };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: a value pointer from this run's lookup; the entry stays
     // allocated for the whole run.
     let state = if seg.hinted { FLOWS.get_ptr_mut(key).map(|s| unsafe { &mut *s }) } else { None };
@@ -180,13 +181,24 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     };
     // A `NEW_FLOWS` entry far from this segment is another stream's too
     // (a decoy SYN's, say): it must not make the segment pass unjudged.
-    let new_occupied = new.is_some_and(|v| !v.in_window(seg.seq));
+    let new_occupied = new.is_some_and(|v| !v.in_window(seg.seq) && v.flags & flows::NEW_URGENT == 0);
+    // Urgent data, on this segment or signalled before on the flow.
+    let mut state = state;
+    let urgent = seg.flags & TCP_URG != 0
+        || state.as_ref().is_some_and(|s| s.flags & flows::FLAG_URGENT != 0)
+        || new.is_some_and(|v| v.flags & flows::NEW_URGENT != 0);
+    if seg.flags & TCP_URG != 0 {
+        flow::mark_urgent(key, state.as_deref_mut(), new.as_ref(), seg.seq, now, settings);
+    }
     let how = match (state, new) {
         (Some(s), _) if syn => judge_syn_tracked(&l, s, now),
         (Some(s), _) => judge_tracked(&l, &seg, s, now, settings, scratch),
         // An entry of either table that this segment is outside of: the
         // segment changes neither, and what it starts cannot be followed.
         (None, _) if (occupied || new_occupied) && !syn => untracked(ctx, &l, &seg, true, settings),
+        // An entry made only to remember urgent data holds the flow to
+        // nothing else.
+        (None, Some(v)) if v.flags & flows::NEW_URGENT != 0 && !syn => untracked(ctx, &l, &seg, false, settings),
         (None, Some(v)) => judge_new(&l, &seg, &v),
         (None, None) if syn => judge_syn(&l, &seg, now, settings),
         (None, None) => untracked(ctx, &l, &seg, false, settings),
@@ -198,7 +210,9 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         // a parser that reads the segment as sent. No client sends urgent
         // data in a ClientHello: such a segment is not judged, and the
         // flow's state does not move.
-        Ok(_) if seg.flags & TCP_URG != 0 => Err(not_judged(settings, Counter::TcpUrgent)),
+        // Urgent data signalled earlier (by a segment without payload, its
+        // pointer ahead) is taken out of a later segment too.
+        Ok(_) if urgent => Err(not_judged(settings, Counter::TcpUrgent)),
         // One call site: the parser and everything after it is inlined,
         // and verified, once.
         Ok(p) => {

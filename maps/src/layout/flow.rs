@@ -90,14 +90,26 @@ pub const TTL_BLOCKED_NS: u64 = 60_000_000_000;
 /// with a chance of 2^-11 per attempt.
 pub const WINDOW: u32 = 1 << 20;
 
+/// [`NewFlow::flags`]: urgent data was signalled on the flow (see
+/// [`FLAG_URGENT`]); the entry was made for that, not by a SYN, and holds
+/// the flow to nothing else.
+pub const NEW_URGENT: u32 = 1;
+
+/// [`FlowState::flags`]: urgent data was signalled on the flow. The
+/// receiver takes the byte the urgent pointer names out of the stream, even
+/// when it arrives later in a segment without URG (Linux: `TCP_URG_NOTYET`),
+/// so a ClientHello on such a flow may not be what the server reads: it is
+/// not judged (`tcp_urgent`). No TLS client sends urgent data.
+pub const FLAG_URGENT: u8 = 16;
+
 /// Value of `NEW_FLOWS`: a flow between its SYN and its first data.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NewFlow {
     /// The SYN's sequence number: the first data starts at `isn + 1`.
     pub isn: u32,
-    /// Explicit padding; always 0.
-    pub pad: u32,
+    /// [`NEW_URGENT`].
+    pub flags: u32,
     /// `bpf_ktime_get_coarse_ns` of the SYN.
     pub seen_ns: u64,
 }
@@ -118,7 +130,8 @@ pub struct FlowState {
     pub kind: u8,
     /// For blocked flows: the [`crate::Action`] applied.
     pub action: u8,
-    /// [`FLAG_SNI_PASSED`], [`FLAG_SNI_ALLOWED`], [`FLAG_SYN_SEEN`].
+    /// [`FLAG_SNI_PASSED`], [`FLAG_SNI_ALLOWED`], [`FLAG_SYN_SEEN`],
+    /// [`FLAG_PASSED_AHEAD`], [`FLAG_URGENT`].
     pub flags: u8,
     /// Explicit padding; always 0.
     pub pad: u8,
