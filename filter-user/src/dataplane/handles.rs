@@ -189,9 +189,10 @@ impl Maps {
             }
         }
         for key in expired_new {
-            // A NEW entry changes only by being deleted (its first data, or
-            // the LRU): one still there and expired is still expired.
-            if self.new_flows.remove(&key).is_ok() {
+            // Looked at again before the delete: the LRU may have evicted it
+            // and a new SYN put the key back since the walk.
+            let now = sys::monotonic_ns(libc::CLOCK_MONOTONIC_COARSE);
+            if self.new_flows.get(&key, 0).is_ok_and(|v| v.expired(now)) && self.new_flows.remove(&key).is_ok() {
                 hint.decrement(hint_slot(key, mask));
                 removed += 1;
             }
