@@ -10,8 +10,9 @@ use maps::{Action, Counter, counters::CounterKind};
 use namewall_tests::{
     dnswire,
     harness::Harness,
+    netns::{NetNs, in_namespace},
     packet::{self, Spec, Vlan},
-    tls::{self, HelloKind},
+    tls::{self, Flow, HelloKind},
 };
 
 const XDP_DROP: u32 = 1;
@@ -429,4 +430,37 @@ fn ttl_decoys_decide_nothing() {
         ];
         run(&h, if drop { "TTL decoys, --unjudged drop" } else { "TTL decoys, --unjudged pass" }, &rows);
     }
+}
+
+/// Flows are kept apart by the interface they come in on: a flow blocked on
+/// one interface does not block the same addresses and ports on another
+/// (keyed without the interface, a ClientHello sent on one link could
+/// freeze a connection on another).
+#[test]
+fn flows_are_kept_apart_by_interface() {
+    let h = harness(true);
+    let runner = h.filter.runner().expect("runner");
+    let ns = NetNs::new("ifx");
+    ns.run(&["ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    ns.run(&["ip", "link", "set", "d0", "up"]);
+    let hello = tls::client_hello(Some(BLOCKED), HelloKind::Small);
+    let flow = Flow::v4().sport(43001);
+    let data = b"\x17\x03\x03\x00\x05hello";
+    let actions = in_namespace(&ns, || {
+        // SAFETY: a NUL-terminated name.
+        let d0 = unsafe { libc::if_nametoindex(c"d0".as_ptr()) };
+        assert_ne!(d0, 0, "d0 in the namespace");
+        let run = |p: &[u8], ifindex: u32| runner.run_on(p, ifindex).expect("test run").action;
+        [
+            // Blocked on d0: reset.
+            run(&flow.segment(0, &hello), d0),
+            // That flow's next data on d0: dropped.
+            run(&flow.segment(hello.len(), data), d0),
+            // The same addresses and ports on lo: another flow, passed.
+            run(&flow.segment(hello.len(), data), 1),
+            // And d0's flow is still blocked.
+            run(&flow.segment(hello.len(), data), d0),
+        ]
+    });
+    assert_eq!(actions, [XDP_TX, XDP_DROP, XDP_PASS, XDP_DROP]);
 }

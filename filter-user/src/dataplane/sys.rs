@@ -189,7 +189,33 @@ struct TestRunAttr {
 
 /// Runs program `prog` once on `packet`: (XDP action, the packet as left).
 pub fn test_run(prog: &impl AsRawFd, packet: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    test_run_on(prog, packet, 0)
+}
+
+/// `struct xdp_md` as `BPF_PROG_TEST_RUN` takes it for its context.
+#[repr(C)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// [`test_run`] as if the packet came in on interface `ifindex` of the
+/// calling thread's network namespace (0: the loopback device, the
+/// kernel's default).
+pub fn test_run_on(prog: &impl AsRawFd, packet: &[u8], ifindex: u32) -> io::Result<(u32, Vec<u8>)> {
     let mut out = vec![0u8; packet.len() + 4096];
+    let ctx = XdpMd {
+        data: 0,
+        data_end: packet.len() as u32,
+        data_meta: 0,
+        ingress_ifindex: ifindex,
+        rx_queue_index: 0,
+        egress_ifindex: 0,
+    };
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd().cast_unsigned(),
         data_size_in: packet.len() as u32,
@@ -199,6 +225,10 @@ pub fn test_run(prog: &impl AsRawFd, packet: &[u8]) -> io::Result<(u32, Vec<u8>)
         repeat: 1,
         ..TestRunAttr::default()
     };
+    if ifindex != 0 {
+        attr.ctx_size_in = size_of::<XdpMd>() as u32;
+        attr.ctx_in = (&raw const ctx) as u64;
+    }
     // SAFETY: the buffers outlive the call and their sizes are given.
     let rc = unsafe {
         libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>() as libc::c_uint)

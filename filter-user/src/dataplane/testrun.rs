@@ -58,4 +58,11 @@ impl Runner {
         let (action, output) = sys::test_run(&self.fd.as_fd().as_raw_fd(), packet)?;
         Ok(RunResult { action, output })
     }
+
+    /// Runs the program once on `packet` as if it came in on interface
+    /// `ifindex` of the calling thread's network namespace.
+    pub fn run_on(&self, packet: &[u8], ifindex: u32) -> std::io::Result<RunResult> {
+        let (action, output) = sys::test_run_on(&self.fd.as_fd().as_raw_fd(), packet, ifindex)?;
+        Ok(RunResult { action, output })
+    }
 }
