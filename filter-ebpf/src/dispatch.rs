@@ -131,14 +131,22 @@ pub fn proceed(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
     verdict::finish(ctx, done)
 }
 
-/// [`proceed`] for a stage that goes on to one stage only, `next_stage`:
-/// the index stays a constant at the tail call even when the decision
-/// passed through code that hid which stage it named (the DNS stage's
-/// fragment settlement did).
+/// [`proceed`] for the DNS stage, which goes on to the answer stage, or to
+/// itself for the next message of a TCP segment. Each from a call site of
+/// its own, with a constant index. Past the kernel's limit of tail calls a
+/// segment's remaining messages cannot be judged.
 #[inline(always)]
-pub fn proceed_to(ctx: &XdpContext, next: Result<Stage, Done>, next_stage: Stage) -> u32 {
+pub fn proceed_dns(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
     let done = match next {
-        Ok(_) => tail_call(ctx, next_stage),
+        Ok(Stage::Dns) => {
+            // SAFETY: a tail call with our own context; on success it does not return.
+            unsafe { STAGES.tail_call(ctx, Stage::Dns.index()) };
+            match SETTINGS.get(0) {
+                Some(s) => not_judged(s, Counter::TcpPipelined),
+                None => pass(Counter::Internal),
+            }
+        }
+        Ok(_) => tail_call(ctx, Stage::Answer),
         Err(done) => done,
     };
     verdict::finish(ctx, done)

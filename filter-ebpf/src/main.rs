@@ -73,8 +73,7 @@ mod entry {
             Some(s) => fragments::settle(&s.handoff, next),
             None => next,
         };
-        // The DNS stage only ever goes on to the answer stage.
-        dispatch::proceed_to(&ctx, next, maps::Stage::Answer)
+        dispatch::proceed_dns(&ctx, next)
     }
 
     /// The answer stage.

@@ -148,8 +148,9 @@ counters! {
     /// NOTIFY. Not judged: `--unjudged drop` drops it, so a client cannot
     /// slip a query past the filter by splitting it across segments.
     TcpNotMessageStart => "tcp_not_message_start", Unjudged, Dns, Pass;
-    /// A TCP segment holding more than one DNS message: the first was judged
-    /// and allowed, the rest cannot be (`--unjudged drop` drops the segment).
+    /// A TCP segment holding more DNS messages than the stage judges one
+    /// after another (a tail call each, up to the kernel's limit of 33):
+    /// the rest cannot be (`--unjudged drop` drops the segment).
     TcpPipelined => "tcp_pipelined", Unjudged, Dns, Pass;
     /// DNS message with QR=1 (a response).
     DnsResponse => "dns_response", Skipped, Dns, Pass;

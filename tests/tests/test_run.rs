@@ -882,7 +882,9 @@ fn header_rows() -> Vec<Row> {
             Spec::udp4().tcp().build(&dnswire::query("example.com", RecordType::A)),
             Counter::TcpNotMessageStart,
         ),
-        Row::pass(
+        // Each message of a segment is judged in turn: the blocked second
+        // one resets the connection.
+        Row::reset(
             "TCP: an unknown name, then a blocked one, in one segment",
             Spec::udp4().tcp().build(
                 &[
@@ -891,7 +893,19 @@ fn header_rows() -> Vec<Row> {
                 ]
                 .concat(),
             ),
-            Counter::TcpPipelined,
+            Some("example.com"),
+        ),
+        Row::pass(
+            "TCP: three unknown names in one segment",
+            Spec::udp4().tcp().build(
+                &[
+                    packet::tcp_dns(&dnswire::query("example.org", RecordType::A)),
+                    packet::tcp_dns(&dnswire::query("www.example.org", RecordType::AAAA)),
+                    packet::tcp_dns(&dnswire::query("example.net", RecordType::A)),
+                ]
+                .concat(),
+            ),
+            Counter::PassNoMatch,
         ),
         Row::pass("9 IPv6 dest-opts headers", packet::udp6_with_dest_opts(9, &blocked), Counter::Ipv6ExtTooDeep),
         Row { packet: packet::udp6_with_dest_opts(8, &blocked), ..eight },
@@ -1041,7 +1055,7 @@ fn unjudged_rows() -> Vec<Row> {
             s.clone().tcp().build(&dnswire::query("example.com", RecordType::A)),
             Counter::TcpNotMessageStart,
         ),
-        fc(
+        Row::reset(
             "TCP: an unknown name, then a blocked one, in one segment",
             s.clone().tcp().build(
                 &[
@@ -1050,6 +1064,11 @@ fn unjudged_rows() -> Vec<Row> {
                 ]
                 .concat(),
             ),
+            Some("example.com"),
+        ),
+        fc(
+            "TCP: 40 unknown names in one segment, more than the stage judges in a row",
+            s.clone().tcp().build(&packet::tcp_dns(&dnswire::query("example.org", RecordType::A)).repeat(40)),
             Counter::TcpPipelined,
         ),
         Row::pass("TCP pure ACK", s.clone().tcp().build_ack(), Counter::TcpNoPayload),

@@ -126,6 +126,7 @@ impl Layers {
         h.ip_end = self.ip_end as u32;
         h.dport = self.dport;
         h.proto = self.proto;
+        h.msg_off = 0;
         h.flags = if self.ipv6 { handoff::IPV6 } else { 0 }
             | if self.pppoe { handoff::PPPOE } else { 0 }
             | if self.fragment == Fragment::First { handoff::FIRST_FRAGMENT } else { 0 };

@@ -83,8 +83,11 @@ pub struct Handoff {
     /// With [`handoff::HELLO_SNI`]: bytes of the server name in
     /// `Scratch::flow.tls.name`.
     pub name_len: u16,
-    /// Explicit padding; always 0.
-    pub pad2: [u8; 2],
+    /// DNS over TCP: where the message being judged starts (its length
+    /// prefix), from the payload's start; 0 for a segment's first. The DNS
+    /// stage judges one message and, when another follows in the segment,
+    /// tail-calls itself with this set to it.
+    pub msg_off: u16,
     /// DNS stage to answer stage: the answer to write.
     pub answer: Answer,
     /// With [`handoff::FIRST_FRAGMENT`]: the datagram's key in `FRAGMENTS`
