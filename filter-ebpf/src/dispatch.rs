@@ -138,14 +138,10 @@ pub fn proceed(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
 #[inline(always)]
 pub fn proceed_dns(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
     let done = match next {
-        Ok(Stage::Dns) => {
-            // SAFETY: a tail call with our own context; on success it does not return.
-            unsafe { STAGES.tail_call(ctx, Stage::Dns.index()) };
-            match SETTINGS.get(0) {
-                Some(s) => not_judged(s, Counter::TcpPipelined),
-                None => pass(Counter::Internal),
-            }
-        }
+        Ok(Stage::Dns) => tail_call_or(ctx, Stage::Dns, || match SETTINGS.get(0) {
+            Some(s) => not_judged(s, Counter::TcpPipelined),
+            None => pass(Counter::Internal),
+        }),
         Ok(_) => tail_call(ctx, Stage::Answer),
         Err(done) => done,
     };
@@ -157,9 +153,18 @@ pub fn proceed_dns(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
 /// `internal`.
 #[inline(always)]
 fn tail_call(ctx: &XdpContext, stage: Stage) -> Done {
-    // SAFETY: a tail call with our own context; on success it does not return.
-    unsafe { STAGES.tail_call(ctx, stage.index()) };
+    let done = tail_call_or(ctx, stage, || pass(Counter::Internal));
     #[cfg(feature = "debug")]
     aya_log_ebpf::error!(ctx, "tail call to stage {} failed", stage.index());
-    pass(Counter::Internal)
+    done
+}
+
+/// Tail-calls `stage`; only if that failed (an empty slot, or the
+/// kernel's limit of 33 tail calls reached), ends the packet as `fallback`
+/// says (called then, so what it counts is counted only then).
+#[inline(always)]
+fn tail_call_or(ctx: &XdpContext, stage: Stage, fallback: impl FnOnce() -> Done) -> Done {
+    // SAFETY: a tail call with our own context; on success it does not return.
+    unsafe { STAGES.tail_call(ctx, stage.index()) };
+    fallback()
 }

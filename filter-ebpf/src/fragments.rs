@@ -10,7 +10,7 @@ use maps::{
 };
 
 use crate::{
-    packet::{Layers, Packet},
+    packet::{Addrs, Layers, Packet},
     tables::FRAGMENTS,
     verdict::{Done, drop, not_judged, pass},
 };
@@ -19,16 +19,10 @@ use crate::{
 /// (and, for IPv4, its protocol).
 #[inline(always)]
 pub fn key(pkt: &Packet, l: &Layers, seed: u64) -> Option<u64> {
-    let (addrs, _) = l.addrs();
-    if l.ipv6 {
-        let a = pkt.bytes::<32>(addrs)?;
-        let w =
-            |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
-        Some(fragment::key_v6(seed, [w(0), w(8)], [w(16), w(24)], l.frag_id))
-    } else {
-        let both = u64::from_ne_bytes(pkt.bytes::<8>(addrs)?);
-        Some(fragment::key_v4(seed, (both >> 32) as u32, both as u32, l.frag_id as u16, l.proto))
-    }
+    Some(match l.read_addrs(pkt)? {
+        Addrs::V6(src, dst) => fragment::key_v6(seed, src, dst, l.frag_id),
+        Addrs::V4(src, dst) => fragment::key_v4(seed, src, dst, l.frag_id as u16, l.proto),
+    })
 }
 
 /// A later fragment: dropped if its datagram's first fragment was dropped

@@ -308,6 +308,23 @@ pub fn set_be16(frame: &mut [u8], at: usize, value: u16) {
     frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
 
+/// The pieces `[start, end)` of a payload of `len` bytes cut at `cuts`
+/// (multiples of 8, increasing), and whether more follow each.
+fn fragment_pieces(len: usize, cuts: &[usize]) -> Vec<(usize, usize, bool)> {
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(len);
+    let n = bounds.len() - 1;
+    bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            assert!(w[0] % 8 == 0 && w[0] < w[1], "fragment offsets are multiples of 8, increasing");
+            (w[0], w[1], i + 1 < n)
+        })
+        .collect()
+}
+
 /// The IPv4 datagram of `frame` (header at `l3`, no padding after it) cut
 /// into fragments of identification `id` at the IP payload offsets in
 /// `cuts` (multiples of 8, increasing), as a router or a sender's stack
@@ -316,20 +333,14 @@ pub fn set_be16(frame: &mut [u8], at: usize, value: u16) {
 pub fn fragments_v4(frame: &[u8], l3: usize, id: u16, cuts: &[usize]) -> Vec<Vec<u8>> {
     let ihl = usize::from(frame[l3] & 0x0f) * 4;
     let payload = &frame[l3 + ihl..];
-    let mut bounds = vec![0];
-    bounds.extend_from_slice(cuts);
-    bounds.push(payload.len());
-    bounds
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| {
-            assert!(w[0] % 8 == 0 && w[0] < w[1], "fragment offsets are multiples of 8, increasing");
+    fragment_pieces(payload.len(), cuts)
+        .into_iter()
+        .map(|(start, end, more)| {
             let mut f = frame[..l3 + ihl].to_vec();
-            f.extend_from_slice(&payload[w[0]..w[1]]);
-            set_be16(&mut f, l3 + 2, (ihl + w[1] - w[0]) as u16);
+            f.extend_from_slice(&payload[start..end]);
+            set_be16(&mut f, l3 + 2, (ihl + end - start) as u16);
             set_be16(&mut f, l3 + 4, id);
-            let more = if i + 2 < bounds.len() { 0x2000 } else { 0 };
-            set_ipv4_frag(&mut f, l3, more | (w[0] / 8) as u16);
+            set_ipv4_frag(&mut f, l3, if more { 0x2000 } else { 0 } | (start / 8) as u16);
             f
         })
         .collect()
@@ -342,23 +353,17 @@ pub fn fragments_v4(frame: &[u8], l3: usize, id: u16, cuts: &[usize]) -> Vec<Vec
 pub fn fragments_v6(frame: &[u8], l3: usize, id: u32, cuts: &[usize]) -> Vec<Vec<u8>> {
     let next = frame[l3 + 6];
     let payload = &frame[l3 + 40..];
-    let mut bounds = vec![0];
-    bounds.extend_from_slice(cuts);
-    bounds.push(payload.len());
-    bounds
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| {
-            assert!(w[0] % 8 == 0 && w[0] < w[1], "fragment offsets are multiples of 8, increasing");
+    fragment_pieces(payload.len(), cuts)
+        .into_iter()
+        .map(|(start, end, more)| {
             let mut f = frame[..l3 + 40].to_vec();
             f[l3 + 6] = 44;
-            let more = u16::from(i + 2 < bounds.len());
-            let word = ((w[0] / 8) as u16) << 3 | more;
+            let word = ((start / 8) as u16) << 3 | u16::from(more);
             f.extend_from_slice(&[next, 0]);
             f.extend_from_slice(&word.to_be_bytes());
             f.extend_from_slice(&id.to_be_bytes());
-            f.extend_from_slice(&payload[w[0]..w[1]]);
-            set_be16(&mut f, l3 + 4, (8 + w[1] - w[0]) as u16);
+            f.extend_from_slice(&payload[start..end]);
+            set_be16(&mut f, l3 + 4, (8 + end - start) as u16);
             f
         })
         .collect()

@@ -6,4 +6,4 @@ pub mod headers;
 mod layers;
 
 pub use cursor::Packet;
-pub use layers::{DNS_PORT, Fragment, Layers, MAX_L2_LEN, parse};
+pub use layers::{Addrs, DNS_PORT, Fragment, Layers, MAX_L2_LEN, parse};

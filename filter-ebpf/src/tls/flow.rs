@@ -14,7 +14,7 @@ use maps::{
 };
 
 use crate::{
-    packet::{Layers, Packet},
+    packet::{Addrs, Layers, Packet},
     tables::{self, FLOW_HINT, FLOWS, NEW_FLOWS},
     verdict::{Done, count, not_judged, pass},
 };
@@ -24,18 +24,10 @@ use crate::{
 #[inline(always)]
 pub fn key(pkt: &Packet, l: &Layers, seed: u64, ifindex: u32, sport: u16) -> Option<u64> {
     let seed = flow::seed_for(seed, ifindex);
-    let (addrs, _) = l.addrs();
-    if l.ipv6 {
-        let a = pkt.bytes::<32>(addrs)?;
-        let w =
-            |i: usize| u64::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
-        Some(flow::flow_key_v6(seed, [w(0), w(8)], [w(16), w(24)], sport, l.dport))
-    } else {
-        // Both addresses in one load, in the machine's byte order: the key
-        // is a hash, and byte swaps would only cost.
-        let both = u64::from_ne_bytes(pkt.bytes::<8>(addrs)?);
-        Some(flow::flow_key_v4(seed, (both >> 32) as u32, both as u32, sport, l.dport))
-    }
+    Some(match l.read_addrs(pkt)? {
+        Addrs::V6(src, dst) => flow::flow_key_v6(seed, src, dst, sport, l.dport),
+        Addrs::V4(src, dst) => flow::flow_key_v4(seed, src, dst, sport, l.dport),
+    })
 }
 
 /// Whether the flow hint says the flow with `key` may be in `FLOWS` or
