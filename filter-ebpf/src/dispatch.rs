@@ -63,6 +63,9 @@ pub fn enter(ctx: &XdpContext) -> Done {
     // constant there: the verifier then makes the tail call a direct jump
     // (`tests/tests/tail_calls.rs`).
     if layers.dport == DNS_PORT {
+        if layers.proto != IPPROTO_UDP {
+            return hand_on(ctx, &layers, None, None, Stage::DnsTcp);
+        }
         return hand_on(ctx, &layers, None, frag_key, Stage::Dns);
     }
     if layers.proto == IPPROTO_UDP {
@@ -131,21 +134,39 @@ pub fn proceed(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
     verdict::finish(ctx, done)
 }
 
-/// [`proceed`] for the DNS stage, which goes on to the answer stage, or to
-/// itself for the next message of a TCP segment. Each from a call site of
-/// its own, with a constant index. Past the kernel's limit of tail calls a
-/// segment's remaining messages cannot be judged.
+/// [`proceed`] for the DNS stage, which goes on to the answer stage, or
+/// back to the stream stage after a TCP query passed. Each from a call site
+/// of its own, with a constant index.
 #[inline(always)]
 pub fn proceed_dns(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
     let done = match next {
-        Ok(Stage::Dns) => tail_call_or(ctx, Stage::Dns, || match SETTINGS.get(0) {
-            Some(s) => not_judged(s, Counter::TcpPipelined),
-            None => pass(Counter::Internal),
-        }),
+        Ok(Stage::DnsTcp) => tail_call_or(ctx, Stage::DnsTcp, pipelined),
         Ok(_) => tail_call(ctx, Stage::Answer),
         Err(done) => done,
     };
     verdict::finish(ctx, done)
+}
+
+/// [`proceed`] for the DNS stream stage, which goes on to the DNS stage
+/// with each message's question.
+#[inline(always)]
+pub fn proceed_dns_tcp(ctx: &XdpContext, next: Result<Stage, Done>) -> u32 {
+    let done = match next {
+        Ok(_) => tail_call_or(ctx, Stage::Dns, pipelined),
+        Err(done) => done,
+    };
+    verdict::finish(ctx, done)
+}
+
+/// A TCP segment holding more DNS messages than the stages can judge one
+/// after another: two tail calls a message, within the kernel's limit of
+/// 33 a packet.
+#[inline(always)]
+fn pipelined() -> Done {
+    match SETTINGS.get(0) {
+        Some(s) => not_judged(s, Counter::TcpPipelined),
+        None => pass(Counter::Internal),
+    }
 }
 
 /// Tail-calls `stage`. A failed tail call (an empty slot: the loader fills

@@ -76,6 +76,13 @@ mod entry {
         dispatch::proceed_dns(&ctx, next)
     }
 
+    /// The DNS-over-TCP stream stage.
+    #[xdp(frags)]
+    #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
+    pub fn namewall_dns_tcp(ctx: XdpContext) -> u32 {
+        dispatch::proceed_dns_tcp(&ctx, dns::stream::judge(&ctx))
+    }
+
     /// The answer stage.
     #[xdp(frags)]
     #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]

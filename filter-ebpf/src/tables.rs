@@ -10,6 +10,7 @@ use aya_ebpf::{
 use maps::{
     Rule, RuleKey, Scratch, Settings, Trace,
     counters::SLOTS,
+    layout::dns_stream::{self, DnsStream},
     layout::event::Event,
     layout::flow::{FlowState, NewFlow},
     layout::fragment,
@@ -44,6 +45,11 @@ pub static NEW_FLOWS: LruHashMap<u64, NewFlow, 1024> = LruHashMap::new();
 /// Mappable, so the daemon's sweep can decrement them atomically.
 #[btf_map]
 pub static FLOW_HINT: Array<u64, 1024, { BPF_F_MMAPABLE as usize }> = Array::new();
+
+/// DNS over TCP connections: where each stream stands (see
+/// `maps::layout::dns_stream`). A plain hash map: a full table is visible.
+#[btf_map]
+pub static DNS_STREAMS: HashMap<u64, DnsStream, { dns_stream::ENTRIES as usize }> = HashMap::new();
 
 /// Datagrams whose first fragment was dropped, by key, with the time of
 /// the drop (see `maps::layout::fragment`).

@@ -143,11 +143,37 @@ counters! {
     TlsRetransmission => "tls_retransmission", Skipped, Tls, Pass;
     /// TCP segment without payload (handshake, ACK, FIN) to port 53, or of a flow the TLS path follows.
     TcpNoPayload => "tcp_no_payload", Skipped, Tls, Pass;
-    /// TCP payload to port 53 that does not start with a judgeable query:
-    /// a continuation segment (or a length prefix sent alone), a response, a
-    /// NOTIFY. Not judged: `--unjudged drop` drops it, so a client cannot
-    /// slip a query past the filter by splitting it across segments.
+    /// A DNS message over TCP that is no judgeable query: a length below a
+    /// DNS header, a response, a NOTIFY or UPDATE; or the first segment seen
+    /// of a connection (picked up mid-stream) that does not start with a
+    /// query. Not judged: `--unjudged drop` drops it.
     TcpNotMessageStart => "tcp_not_message_start", Unjudged, Dns, Pass;
+    /// DNS over TCP: a segment that ends before the question of the message
+    /// it carries does (the length prefix alone, a name split across
+    /// segments): its bytes kept (`maps::layout::dns_stream`), passed; the
+    /// question is judged with the segment that completes it.
+    DnsTcpPartial => "dns_tcp_partial", Skipped, Dns, Pass;
+    /// DNS over TCP: a segment holding only the rest of a message whose
+    /// question was judged allowed: passed.
+    DnsTcpRest => "dns_tcp_rest", Skipped, Dns, Pass;
+    /// DNS over TCP: a segment holding only bytes of the stream taken in
+    /// before (a retransmission): passed.
+    DnsTcpRetransmission => "dns_tcp_retransmission", Skipped, Dns, Pass;
+    /// DNS over TCP: a segment past a gap in the stream: not judged (the
+    /// client sends it again in order). The server would read it after
+    /// bytes the filter has not seen.
+    DnsTcpGap => "dns_tcp_gap", Unjudged, Dns, Pass;
+    /// DNS over TCP: a segment reaching before the first byte the filter
+    /// took in of a connection it picked up: those bytes were never judged.
+    DnsTcpBeforeStart => "dns_tcp_before_start", Unjudged, Dns, Pass;
+    /// DNS over TCP: a segment far (`maps::layout::flow::WINDOW`) from
+    /// where the connection's stream stands: not its stream (an off-path
+    /// sender); it changes nothing and is not judged.
+    DnsTcpNotInWindow => "dns_tcp_not_in_window", Unjudged, Dns, Pass;
+    /// DNS over TCP: a connection the full `DNS_STREAMS` map cannot hold:
+    /// not judged (without its place in the stream, the next segment could
+    /// not be).
+    DnsStreamTableFull => "dns_stream_table_full", Unjudged, Dns, Pass;
     /// A TCP segment holding more DNS messages than the stage judges one
     /// after another (a tail call each, up to the kernel's limit of 33):
     /// the rest cannot be (`--unjudged drop` drops the segment).

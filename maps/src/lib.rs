@@ -40,4 +40,5 @@ mod pod {
     unsafe impl aya::Pod for crate::Scratch {}
     unsafe impl aya::Pod for crate::layout::flow::FlowState {}
     unsafe impl aya::Pod for crate::layout::flow::NewFlow {}
+    unsafe impl aya::Pod for crate::layout::dns_stream::DnsStream {}
 }

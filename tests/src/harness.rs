@@ -87,8 +87,18 @@ impl Harness {
         Self { filter, rules }
     }
 
-    /// Runs one packet and reports what happened. Panics if the run fails.
+    /// Runs one packet as a table row: on its own, the first of its DNS
+    /// connection if it is DNS over TCP (the streams of packets run before
+    /// are forgotten). Panics if the run fails.
     pub fn run(&self, packet: &[u8]) -> Observed {
+        self.filter.forget_dns_streams().expect("forget DNS streams");
+        self.run_in_stream(packet)
+    }
+
+    /// Runs one packet after those run before, DNS streams kept (see
+    /// `maps::layout::dns_stream`), and reports what happened. Panics if
+    /// the run fails.
+    pub fn run_in_stream(&self, packet: &[u8]) -> Observed {
         let before = self.filter.counters_of_rows(2).expect("counters");
         let seq = self.filter.trace().expect("trace").seq;
         let r = self.filter.run(packet).expect("test run");

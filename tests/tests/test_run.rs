@@ -876,10 +876,17 @@ fn header_rows() -> Vec<Row> {
             },
             Counter::BadHeader,
         ),
-        Row::pass("TCP length prefix alone", Spec::udp4().tcp().build(&[0, 40]), Counter::TcpNotMessageStart),
+        // The first segment of a connection is taken for a message's start;
+        // one too short for the message's head is kept for the next.
+        Row::pass("TCP length prefix alone", Spec::udp4().tcp().build(&[0, 40]), Counter::DnsTcpPartial),
         Row::pass(
-            "TCP query without its length prefix (a continuation)",
+            "TCP query without its length prefix (its ID read as a length)",
             Spec::udp4().tcp().build(&dnswire::query("example.com", RecordType::A)),
+            Counter::DnsTcpPartial,
+        ),
+        Row::pass(
+            "TCP length below a DNS header",
+            Spec::udp4().tcp().build(&[0, 11, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0]),
             Counter::TcpNotMessageStart,
         ),
         // Each message of a segment is judged in turn: the blocked second
@@ -911,7 +918,7 @@ fn header_rows() -> Vec<Row> {
         Row { packet: packet::udp6_with_dest_opts(8, &blocked), ..eight },
         Row::pass("TCP pure ACK to 53", s.clone().tcp().build_ack(), Counter::TcpNoPayload),
         Row::pass(
-            "TCP segment in the middle of a message",
+            "TCP segment from the middle of a message (its QDCOUNT read as a length)",
             s.clone().tcp().build(&blocked[4..]),
             Counter::TcpNotMessageStart,
         ),
@@ -1049,10 +1056,10 @@ fn unjudged_rows() -> Vec<Row> {
         Row::dropped("IPv6 its later fragment", v6[1].clone(), Counter::FragmentDropped, None),
         fc("IPv4 first fragment, question cut", v4[0].clone(), Counter::DnsFragment),
         Row::dropped("IPv4 its later fragment", v4[1].clone(), Counter::FragmentDropped, None),
-        fc("TCP length prefix alone", s.clone().tcp().build(&[0, 40]), Counter::TcpNotMessageStart),
+        Row::pass("TCP length prefix alone", s.clone().tcp().build(&[0, 40]), Counter::DnsTcpPartial),
         fc(
-            "TCP query without its length prefix",
-            s.clone().tcp().build(&dnswire::query("example.com", RecordType::A)),
+            "TCP response",
+            s.clone().tcp().build(&packet::tcp_dns(&raw(0x8180, 1, &question))),
             Counter::TcpNotMessageStart,
         ),
         Row::reset(
@@ -1146,10 +1153,11 @@ fn raw_cut_rows(rows: &mut Vec<Row>, desc: &str, s: &Spec, msg: &[u8]) {
 }
 
 /// The DNS payload cut at every byte, the frame rebuilt around it with
-/// consistent IP/UDP lengths: the program judges the query if and only if
-/// the whole question is present. Over UDP that is a query whose additional
-/// records are cut, which a server may answer; over TCP it is the first
-/// segment of a message split over several, which is judged like a whole one.
+/// consistent IP/UDP lengths. Over UDP the program judges the query if and
+/// only if the whole question is present (a query whose additional records
+/// are cut, which a server may answer). Over TCP a cut segment is the first
+/// of a message split over several: kept until the message's head (all of
+/// a message this short) is whole, then judged.
 fn payload_cut_rows(rows: &mut Vec<Row>, desc: &str, s: &Spec, msg: &[u8], rule: Option<&str>) {
     let qlen = dnswire::question_len(msg).expect("a whole question");
     match s.transport {
@@ -1172,8 +1180,9 @@ fn payload_cut_rows(rows: &mut Vec<Row>, desc: &str, s: &Spec, msg: &[u8], rule:
                 let d = format!("{desc}: TCP payload cut to {k} of {} bytes", stream.len());
                 rows.push(match (k, rule) {
                     (0, _) => Row::pass(d, segment, Counter::TcpNoPayload),
-                    (k, _) if k < 14 => Row::pass(d, segment, Counter::TcpNotMessageStart),
-                    (k, _) if k < 14 + qlen => Row::pass(d, segment, Counter::DnsTruncated),
+                    // The message's head (all of a message this short) is
+                    // still to come: kept, and judged when it is whole.
+                    (k, _) if k < stream.len() => Row::pass(d, segment, Counter::DnsTcpPartial),
                     (_, Some(r)) => Row::reset(d, segment, Some(r)),
                     (_, None) => Row::pass(d, segment, Counter::PassNoMatch),
                 });

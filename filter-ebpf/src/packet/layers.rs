@@ -3,14 +3,14 @@
 //! transport payload, and handed to the next stage.
 
 use aya_ebpf::programs::XdpContext;
-use maps::{Counter, Handoff, handoff};
+use maps::{Counter, Handoff, handoff, layout::flow};
 
 use super::{
     Packet,
     headers::{
         ETH_P_IPV4, ETH_P_IPV6, ETH_P_PPPOE_SES, EthHdr, ExtHdr, FragHdr, Header as _, IPPROTO_TCP, IPPROTO_UDP,
         IPV6_AH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, Ipv4Hdr, Ipv6Hdr, Ipv6Head, PPP_IPV4,
-        PPP_IPV6, PppoeHdr, TcpHead, UdpHdr, VlanHdr, is_vlan,
+        PPP_IPV6, PppoeHdr, TCP_ACK, TCP_SYN, TcpHead, UdpHdr, VlanHdr, is_vlan,
     },
 };
 use crate::{tables::scratch, verifier};
@@ -134,6 +134,37 @@ impl Layers {
         }
     }
 
+    /// The key of the TCP flow this packet belongs to (client to server),
+    /// from its addresses, its ports and the interface it came in on (see
+    /// `maps::layout::flow`).
+    #[inline(always)]
+    pub fn flow_key(&self, pkt: &Packet, seed: u64, ifindex: u32, sport: u16) -> Option<u64> {
+        let seed = flow::seed_for(seed, ifindex);
+        Some(match self.read_addrs(pkt)? {
+            Addrs::V6(src, dst) => flow::flow_key_v6(seed, src, dst, sport, self.dport),
+            Addrs::V4(src, dst) => flow::flow_key_v4(seed, src, dst, sport, self.dport),
+        })
+    }
+
+    /// Why a TCP segment with header flags `tcp_flags` may never reach the
+    /// server's stream although it passes here: a client can send such a
+    /// segment as a decoy, carrying bytes the filter would read and the
+    /// server never gets. Such a segment must change no stream state and
+    /// decide nothing; with the "cannot judge" policy it is dropped.
+    /// - An IP TTL (hop limit) of 1 or 0: a router drops it after the filter.
+    /// - Data without ACK outside a SYN: Linux discards it (`tcp_ack`).
+    #[inline(always)]
+    pub fn tcp_decoy(&self, pkt: &Packet, tcp_flags: u8) -> Option<Counter> {
+        let ttl_at = self.l2_len + if self.ipv6 { 7 } else { 8 };
+        if pkt.u8(ttl_at).is_some_and(|ttl| ttl <= 1) {
+            return Some(Counter::TcpTtlExpiring);
+        }
+        if tcp_flags & (TCP_SYN | TCP_ACK) == 0 && self.payload_off != self.ip_end {
+            return Some(Counter::TcpNoAck);
+        }
+        None
+    }
+
     /// Bytes of transport payload in the IP packet.
     #[inline(always)]
     pub fn payload_len(&self) -> usize {
@@ -152,7 +183,8 @@ impl Layers {
         h.ip_end = self.ip_end as u32;
         h.dport = self.dport;
         h.proto = self.proto;
-        h.msg_off = 0;
+        h.stream = 0;
+        h.judged = 0;
         h.flags = if self.ipv6 { handoff::IPV6 } else { 0 }
             | if self.pppoe { handoff::PPPOE } else { 0 }
             | if self.fragment == Fragment::First { handoff::FIRST_FRAGMENT } else { 0 };

@@ -14,21 +14,10 @@ use maps::{
 };
 
 use crate::{
-    packet::{Addrs, Layers, Packet},
+    packet::{Layers, Packet},
     tables::{self, FLOW_HINT, FLOWS, NEW_FLOWS},
     verdict::{Done, count, not_judged, pass},
 };
-
-/// The flow's key from the packet's addresses and ports and the interface
-/// it came in on.
-#[inline(always)]
-pub fn key(pkt: &Packet, l: &Layers, seed: u64, ifindex: u32, sport: u16) -> Option<u64> {
-    let seed = flow::seed_for(seed, ifindex);
-    Some(match l.read_addrs(pkt)? {
-        Addrs::V6(src, dst) => flow::flow_key_v6(seed, src, dst, sport, l.dport),
-        Addrs::V4(src, dst) => flow::flow_key_v4(seed, src, dst, sport, l.dport),
-    })
-}
 
 /// Whether the flow hint says the flow with `key` may be in `FLOWS` or
 /// `NEW_FLOWS`.

@@ -104,7 +104,7 @@ pub fn triage(pkt: &Packet, l: &Layers, settings: &Settings, ifindex: u32) -> Re
     let Some(h) = pkt.header::<TcpFlagsHead>(l.l4_off) else {
         return Err(pass(Counter::TruncatedHeader));
     };
-    let Some(key) = flow::key(pkt, l, settings.seed, ifindex, h.sport()) else {
+    let Some(key) = l.flow_key(pkt, settings.seed, ifindex, h.sport()) else {
         return Err(pass(Counter::TruncatedHeader));
     };
     verdict::trace(|t| t.flow_key = key);
@@ -132,19 +132,10 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     };
     let l = Layers::taken_over(&scratch.handoff);
     let seg = Segment::taken_over(&scratch.handoff);
-    // A segment whose TTL (hop limit) runs out at this router never
-    // reaches the server: a client can send one as a decoy, a ClientHello
-    // the filter would read and the server never gets. It changes no flow
-    // and decides nothing; with the "cannot judge" policy it is dropped
-    // (as the router would, after the filter).
-    let ttl_at = l.l2_len + if l.ipv6 { 7 } else { 8 };
-    if Packet::new(ctx).u8(ttl_at).is_some_and(|ttl| ttl <= 1) {
-        return Err(not_judged(settings, Counter::TcpTtlExpiring));
-    }
-    // Data without ACK outside a SYN: Linux discards it (tcp_ack), so it may
-    // be a decoy the server never reads; it decides nothing either.
-    if seg.flags & (TCP_SYN | TCP_ACK) == 0 && l.payload_off != l.ip_end {
-        return Err(not_judged(settings, Counter::TcpNoAck));
+    // A decoy the server never takes in (TTL running out here, data
+    // without ACK) changes no flow and decides nothing.
+    if let Some(c) = l.tcp_decoy(&Packet::new(ctx), seg.flags) {
+        return Err(not_judged(settings, c));
     }
     let (key, syn) = (seg.key, seg.syn());
     // The clock for every segment that reaches this stage (SYNs, flows

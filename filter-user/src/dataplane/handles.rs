@@ -16,6 +16,7 @@ use std::collections::HashMap as StdHashMap;
 use maps::{
     Rule, Settings, Trace,
     counters::COUNT,
+    layout::dns_stream::DnsStream,
     layout::flow::{FlowState, NewFlow, hint_slot},
     layout::names,
 };
@@ -38,6 +39,7 @@ pub struct Maps {
     filter: Array<MapData, u64>,
     flows: HashMap<MapData, u64, FlowState>,
     new_flows: HashMap<MapData, u64, NewFlow>,
+    dns_streams: HashMap<MapData, u64, DnsStream>,
     flow_hint: Array<MapData, u64>,
     /// `FLOW_HINT` mapped into this process, for the flow sweep.
     hint: Option<sys::SharedCounters>,
@@ -77,6 +79,7 @@ impl Maps {
             filter: open(ebpf, names::FILTER)?,
             flows: open(ebpf, names::FLOWS)?,
             new_flows: open(ebpf, names::NEW_FLOWS)?,
+            dns_streams: open(ebpf, names::DNS_STREAMS)?,
             flow_hint: open(ebpf, names::FLOW_HINT)?,
             hint: None,
             hint_excess: StdHashMap::new(),
@@ -198,7 +201,47 @@ impl Maps {
             }
         }
         self.heal_hint(mask);
-        Ok(removed)
+        Ok(removed + self.sweep_dns_streams())
+    }
+
+    /// Forgets DNS-over-TCP connections idle past their time to live
+    /// (`maps::layout::dns_stream`); returns how many.
+    fn sweep_dns_streams(&mut self) -> usize {
+        let now = sys::monotonic_ns(libc::CLOCK_MONOTONIC_COARSE);
+        let expired: Vec<u64> =
+            self.dns_streams.iter().filter_map(Result::ok).filter(|(_, v)| v.expired(now)).map(|(k, _)| k).collect();
+        let mut removed = 0;
+        for key in expired {
+            // Looked at again right before the delete, as flows are.
+            let now = sys::monotonic_ns(libc::CLOCK_MONOTONIC_COARSE);
+            if self.dns_streams.get(&key, 0).is_ok_and(|v| v.expired(now)) && self.dns_streams.remove(&key).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Forgets every DNS-over-TCP connection (`DNS_STREAMS`): table-driven
+    /// tests run each packet as the first of its connection. Returns how
+    /// many were removed. Through a handle of its own, so a shared
+    /// reference does.
+    pub fn forget_dns_streams(&self) -> Result<usize, FilterError> {
+        let name = names::DNS_STREAMS;
+        let fd = self.dns_streams.map().fd().as_fd().try_clone_to_owned().map_err(|e| map_err(name)(MapError::IoError(e)))?;
+        let mut map: HashMap<MapData, u64, DnsStream> =
+            HashMap::try_from(Map::HashMap(MapData::from_fd(fd).map_err(map_err(name))?)).map_err(map_err(name))?;
+        let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
+        Ok(keys.into_iter().filter(|k| map.remove(k).is_ok()).count())
+    }
+
+    /// DNS-over-TCP connections followed now (`DNS_STREAMS`).
+    pub fn dns_stream_count(&self) -> usize {
+        self.dns_streams.keys().flatten().count()
+    }
+
+    /// A DNS-over-TCP connection's stream state, by flow key.
+    pub fn dns_stream(&self, key: u64) -> Option<DnsStream> {
+        self.dns_streams.get(&key, 0).ok()
     }
 
     /// Takes back hint counts no entry accounts for: an entry the
@@ -234,20 +277,21 @@ impl Maps {
         self.hint_excess = excess;
     }
 
-    /// Forgets every tracked flow, as if each had expired: the fuzz run
+    /// Forgets every tracked flow and DNS stream, as if each had expired: the fuzz run
     /// judges each packet against an empty flow table, so that one packet's
     /// verdict does not depend on the packets before it. Returns how many
     /// were removed.
     pub fn forget_flows(&mut self) -> Result<usize, FilterError> {
+        let streams = self.forget_dns_streams()?;
         let keys: Vec<u64> = self.flows.keys().filter_map(Result::ok).collect();
         let new_keys: Vec<u64> = self.new_flows.keys().filter_map(Result::ok).collect();
         if keys.is_empty() && new_keys.is_empty() {
-            return Ok(0);
+            return Ok(streams);
         }
         let mask = self.settings.hint_mask;
         self.map_hint()?;
         let Some(hint) = self.hint.as_ref() else { return Ok(0) };
-        let mut removed = 0;
+        let mut removed = streams;
         for key in keys {
             // Deleted here, or already by the kernel (which then decremented
             // the hint itself).

@@ -303,6 +303,21 @@ impl Filter {
         self.maps.sweep_flows()
     }
 
+    /// See [`Maps::forget_dns_streams`].
+    pub fn forget_dns_streams(&self) -> Result<usize, FilterError> {
+        self.maps.forget_dns_streams()
+    }
+
+    /// See [`Maps::dns_stream_count`].
+    pub fn dns_stream_count(&self) -> usize {
+        self.maps.dns_stream_count()
+    }
+
+    /// See [`Maps::dns_stream`].
+    pub fn dns_stream(&self, key: u64) -> Option<maps::layout::dns_stream::DnsStream> {
+        self.maps.dns_stream(key)
+    }
+
     /// See [`Maps::forget_flows`].
     pub fn forget_flows(&mut self) -> Result<usize, FilterError> {
         self.maps.forget_flows()

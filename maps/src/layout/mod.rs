@@ -18,6 +18,7 @@
 
 pub mod event;
 pub mod filter;
+pub mod dns_stream;
 pub mod flow;
 pub mod fragment;
 pub mod rule;
@@ -42,6 +43,8 @@ pub mod names {
     pub const FLOWS: &str = "FLOWS";
     /// `LruHashMap<u64, NewFlow>`: TCP flows between SYN and first data, see [`flow`].
     pub const NEW_FLOWS: &str = "NEW_FLOWS";
+    /// `HashMap<u64, DnsStream>`: DNS over TCP connections, see [`dns_stream`].
+    pub const DNS_STREAMS: &str = "DNS_STREAMS";
     /// `LruHashMap<u64, u64>`: datagrams whose first fragment was dropped, see [`fragment`].
     pub const FRAGMENTS: &str = "FRAGMENTS";
     /// `Array<u64>` (mmapable): counters sparing untracked flows a lookup, see [`flow`].

@@ -2,7 +2,7 @@
 //! stage hands the next through it.
 
 use crate::{
-    layout::{event, flow},
+    layout::{dns_stream, event, flow},
     parse::{name, tls},
 };
 
@@ -26,6 +26,10 @@ pub struct Scratch {
     /// Where the kernel builds an answer's headers before storing them into
     /// the packet (the BPF stack is too small to hold them).
     pub reply: [u8; REPLY_BUF],
+    /// DNS over TCP: the connection's stream as this segment moves it (see
+    /// [`dns_stream`]); before `tls_buf`, which the verifier counts as room
+    /// for its head's copies.
+    pub dns: dns_stream::DnsStream,
     /// A TCP segment's payload copied for the ClientHello parser.
     pub tls_buf: [u8; tls::TLS_BUF],
     /// The flow being parsed: fresh, or copied from `FLOWS` and back.
@@ -83,19 +87,35 @@ pub struct Handoff {
     /// With [`handoff::HELLO_SNI`]: bytes of the server name in
     /// `Scratch::flow.tls.name`.
     pub name_len: u16,
-    /// DNS over TCP: where the message being judged starts (its length
-    /// prefix), from the payload's start; 0 for a segment's first. The DNS
-    /// stage judges one message and, when another follows in the segment,
-    /// tail-calls itself with this set to it.
-    pub msg_off: u16,
+    /// DNS over TCP, from the stream stage to the DNS stage: bytes of the
+    /// message's question gathered in `Scratch::question` (the message may
+    /// end inside it).
+    pub qavail: u16,
     /// DNS stage to answer stage: the answer to write.
     pub answer: Answer,
     /// With [`handoff::FIRST_FRAGMENT`]: the datagram's key in `FRAGMENTS`
     /// (see [`crate::layout::fragment`]), recorded if the stage drops it.
     pub frag_key: u64,
+    /// DNS over TCP: where the message being judged ends, from the
+    /// payload's start (past the payload's end when it goes on in later
+    /// segments). The stream stage hands each message's head to the DNS
+    /// stage, which hands the segment back to go on from here.
+    pub msg_end: u32,
+    /// DNS over TCP: the query's flags word.
+    pub qflags: u16,
+    /// DNS over TCP: how the last message judged in the segment passed
+    /// ([`handoff`] `JUDGED_*`).
+    pub judged: u8,
+    /// DNS over TCP: [`handoff`] `STREAM_*` bits.
+    pub stream: u8,
+    /// DNS over TCP: where the question's QNAME is in this packet, for the
+    /// trace; 0 when the message's head began in an earlier segment.
+    pub qname_at: u16,
+    /// Explicit padding; always 0.
+    pub pad2: [u8; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<Handoff>() == 64);
+const _: () = assert!(core::mem::size_of::<Handoff>() == 80);
 
 /// The answer to a blocked DNS query over UDP, as the DNS stage chose it,
 /// for the answer stage to write in place of the query.
@@ -133,6 +153,17 @@ pub mod handoff {
     pub const FIRST_FRAGMENT: u8 = 1 << 2;
     /// The IP packet is inside a PPPoE session header (ending `l2_len`).
     pub const PPPOE: u8 = 1 << 3;
+
+    /// [`super::Handoff::judged`]: no rule matched the last message's name.
+    pub const JUDGED_NO_MATCH: u8 = 1;
+    /// [`super::Handoff::judged`]: an allow rule decided the last message's name.
+    pub const JUDGED_ALLOWED: u8 = 2;
+    /// [`super::Handoff::stream`]: the stream stage is called back by the DNS
+    /// stage, after a message judged allowed; the segment goes on at
+    /// `msg_end`.
+    pub const STREAM_BACK: u8 = 1 << 0;
+    /// [`super::Handoff::stream`]: the connection had an entry in `DNS_STREAMS`.
+    pub const STREAM_TRACKED: u8 = 1 << 1;
 
     /// [`super::Handoff::hello`]: a complete server name.
     pub const HELLO_SNI: u8 = 1 << 0;
@@ -178,6 +209,7 @@ const _: () = assert!(
             + core::mem::size_of::<Handoff>()
             + 64
             + REPLY_BUF
+            + core::mem::size_of::<dns_stream::DnsStream>()
             + tls::TLS_BUF
             + core::mem::size_of::<flow::FlowState>()
             + 24

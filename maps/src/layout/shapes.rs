@@ -10,6 +10,7 @@ use core::mem::size_of;
 
 use crate::{
     Scratch, Settings, Trace, counters,
+    layout::dns_stream::{self, DnsStream},
     layout::flow::{FlowState, NewFlow},
     layout::fragment,
     layout::names,
@@ -101,6 +102,8 @@ pub const MAPS: &[MapShape] = {
         // The start of the current second and the events sent in it.
         // Later fragments of dropped datagrams: short-lived, bounded by eviction.
         row(names::FRAGMENTS,    LruHash,     8,   8,                    Fixed(fragment::ENTRIES),        NOT_PINNED),
+        // DNS over TCP connections: plain (a full map is visible), idle ones swept.
+        row(names::DNS_STREAMS,  Hash,        8,   size::<DnsStream>(),  Fixed(dns_stream::ENTRIES),      NOT_PINNED),
         row(names::EVENT_BUDGET, PerCpuArray, 4,   16,                   Fixed(1),                        NOT_PINNED),
         // The stages of this object's entry program: never adopted (a new
         // program tail-calls its own build's stages), pinned apart, per

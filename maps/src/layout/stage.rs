@@ -34,6 +34,9 @@ crate::vocab::vocabulary! {
         Hello = 3 => "namewall_hello",
         /// The answer to a blocked DNS query, written in place of the query.
         Answer = 4 => "namewall_answer",
+        /// DNS over TCP: the segment placed in its connection's stream, each
+        /// message's head gathered for the DNS stage, the stream's state kept.
+        DnsTcp = 5 => "namewall_dns_tcp",
     }
 }
 

@@ -1,0 +1,251 @@
+//! The DNS-over-TCP stream stage (see `maps::layout::dns_stream`): each
+//! segment placed in its connection's stream, each message's head (length
+//! prefix, header, question) gathered from as many segments as it spans and
+//! handed to the DNS stage, which judges the question and, when it passes,
+//! hands the segment back to go on after the message.
+//!
+//! The stream's entry is written only when every message the segment holds
+//! has passed: a segment with a blocked message leaves the stream where it
+//! was, so its retransmission is judged again rather than taken for bytes
+//! already seen.
+
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use maps::{
+    Counter, Scratch, Settings, Stage, handoff,
+    layout::dns_stream::{self, DnsStream, HEAD_BUF, HEAD_MAX, Place},
+    parse::name::{MAX_QUESTION, QUESTION_BUF},
+};
+
+use crate::{
+    packet::{
+        Layers, Packet,
+        headers::{DNS_HLEN, TCP_SYN, TCP_URG, TcpFlagsHead},
+    },
+    tables::{DNS_STREAMS, SETTINGS, scratch},
+    verdict::{Done, not_judged, pass},
+    verifier,
+};
+
+/// Where the QNAME starts in a message's head: past the length prefix and
+/// the DNS header.
+const QNAME_AT: usize = 2 + DNS_HLEN;
+
+/// The stream stage: the segment the entry stage handed over, or the rest
+/// of one after a message the DNS stage passed.
+#[inline(always)]
+pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
+    let (Some(settings), Some(scratch)) = (SETTINGS.get(0), scratch()) else {
+        return Err(pass(Counter::Internal));
+    };
+    let l = Layers::taken_over(&scratch.handoff);
+    // Bounded: `ip_end` is masked, and the payload starts before it.
+    let seg_len = (l.payload_len() & 0xffff) as u32;
+    let off = if scratch.handoff.stream & handoff::STREAM_BACK != 0 {
+        // The message passed ends here; past the segment, its rest is to come.
+        let end = scratch.handoff.msg_end;
+        if end >= seg_len {
+            scratch.dns.skip = end - seg_len;
+            seg_len
+        } else {
+            end
+        }
+    } else {
+        enter(ctx, &l, seg_len, settings, scratch)?
+    };
+    next(ctx, &l, off, seg_len, settings, scratch)
+}
+
+/// Places a segment fresh from the entry stage in its connection's stream,
+/// copying the stream's state into `scratch.dns`; returns where in the
+/// payload the stream's next byte is, past the rest of a message passed
+/// before.
+#[inline(always)]
+fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratch: &mut Scratch) -> Result<u32, Done> {
+    let pkt = Packet::new(ctx);
+    let Some(t) = pkt.header::<TcpFlagsHead>(l.l4_off) else {
+        return Err(pass(Counter::TruncatedHeader));
+    };
+    let flags = t.flags();
+    if let Some(c) = l.tcp_decoy(&pkt, flags) {
+        return Err(not_judged(settings, c));
+    }
+    // The receiver takes the urgent byte out of the stream (SO_OOBINLINE is
+    // off by default), which would shift every message after it. No DNS
+    // client sends urgent data.
+    if flags & TCP_URG != 0 {
+        return Err(not_judged(settings, Counter::TcpUrgent));
+    }
+    // SAFETY: the context the kernel passed; ingress_ifindex is always readable.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(key) = l.flow_key(&pkt, settings.seed, ifindex, t.sport()) else {
+        return Err(pass(Counter::TruncatedHeader));
+    };
+    scratch.handoff.flow_key = key;
+    // A SYN's own sequence number comes before its data (TCP Fast Open).
+    let seq = t.seq().wrapping_add(u32::from(flags & TCP_SYN != 0));
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: a value pointer from this run's lookup, read at once.
+    let entry = DNS_STREAMS.get_ptr(key).map(|p| unsafe { &*p });
+    let entry = match entry {
+        Some(e) if e.expired(now) => {
+            // Nothing to keep: the connection is picked up afresh.
+            let _ = DNS_STREAMS.remove(key);
+            None
+        }
+        other => other,
+    };
+    let off = match dns_stream::place(entry, seq, seg_len) {
+        Place::PickUp => {
+            let d = &mut scratch.dns;
+            (d.next_seq, d.start_seq, d.skip, d.have) = (seq, seq, 0, 0);
+            0
+        }
+        Place::From(off) => {
+            if let Some(e) = entry {
+                verifier::copy_words(&raw mut scratch.dns, e);
+            }
+            off
+        }
+        Place::Old => return Err(pass(Counter::DnsTcpRetransmission)),
+        Place::Gap => return Err(not_judged(settings, Counter::DnsTcpGap)),
+        Place::BeforeStart => return Err(not_judged(settings, Counter::DnsTcpBeforeStart)),
+        Place::NotInWindow => return Err(not_judged(settings, Counter::DnsTcpNotInWindow)),
+    };
+    let d = &mut scratch.dns;
+    d.next_seq = seq.wrapping_add(seg_len);
+    d.last_seen_ns = now;
+    let take = if d.skip < seg_len - off { d.skip } else { seg_len - off };
+    d.skip -= take;
+    Ok(off + take)
+}
+
+/// Goes on at `off` in the payload, at a message's start or inside its
+/// head: hands a whole head to the DNS stage, or keeps the stream's state
+/// and passes the segment when it ends first.
+#[inline(always)]
+fn next(
+    ctx: &XdpContext,
+    l: &Layers,
+    off: u32,
+    seg_len: u32,
+    settings: &Settings,
+    scratch: &mut Scratch,
+) -> Result<Stage, Done> {
+    if off >= seg_len {
+        let outcome = match scratch.handoff.judged {
+            handoff::JUDGED_NO_MATCH => Counter::PassNoMatch,
+            handoff::JUDGED_ALLOWED => Counter::PassAllowed,
+            _ => Counter::DnsTcpRest,
+        };
+        return Err(keep(scratch, settings, outcome));
+    }
+    // Where the QNAME is, for the trace, if the whole head is in this segment.
+    let qname_at = if scratch.dns.have == 0 { l.payload_off + off as usize + 2 + DNS_HLEN } else { 0 };
+    let (off, prefix) = gather(ctx, l, off, seg_len, 2, &mut scratch.dns)?;
+    if !prefix {
+        return Err(keep(scratch, settings, Counter::DnsTcpPartial));
+    }
+    let d = &scratch.dns;
+    let msg_len = u32::from(u16::from_be_bytes([d.head[0], d.head[1]]));
+    if (msg_len as usize) < DNS_HLEN {
+        return Err(not_judged(settings, Counter::TcpNotMessageStart));
+    }
+    let head_len = if 2 + msg_len < HEAD_MAX as u32 { 2 + msg_len } else { HEAD_MAX as u32 };
+    let (off, whole) = gather(ctx, l, off, seg_len, head_len, &mut scratch.dns)?;
+    if !whole {
+        return Err(keep(scratch, settings, Counter::DnsTcpPartial));
+    }
+    let d = &scratch.dns;
+    let flags = u16::from_be_bytes([d.head[4], d.head[5]]);
+    let qdcount = u16::from_be_bytes([d.head[6], d.head[7]]);
+    // Responses, other opcodes, no question: in a client's stream they are
+    // as likely bytes the client framed to look so; `--unjudged drop` must
+    // not let them through.
+    if flags & 0x8000 != 0 || (flags >> 11) & 0xf != 0 || qdcount == 0 {
+        return Err(not_judged(settings, Counter::TcpNotMessageStart));
+    }
+    if qdcount > 1 {
+        return Err(not_judged(settings, Counter::DnsMultiQuestion));
+    }
+    // The question for the DNS stage, as a UDP query's is copied there; the
+    // message may end inside it (`qavail`).
+    let (head, question) = (&scratch.dns.head, &mut scratch.question);
+    copy_question(head, question);
+    let h = &mut scratch.handoff;
+    h.qflags = flags;
+    h.qavail = (head_len - 2 - DNS_HLEN as u32) as u16;
+    h.msg_end = off + (2 + msg_len - head_len);
+    h.qname_at = qname_at as u16;
+    scratch.dns.have = 0;
+    Ok(Stage::Dns)
+}
+
+/// Copies the question out of a message's head into the DNS stage's
+/// buffer: a fixed length, at least the most a question can be (the DNS
+/// stage reads only `qavail` bytes of it), a word at a time (see
+/// `verifier::copy_words`).
+#[inline(always)]
+fn copy_question(head: &[u8; HEAD_BUF], question: &mut [u8; QUESTION_BUF]) {
+    const WORDS: usize = (HEAD_BUF - QNAME_AT) / 8;
+    const { assert!(8 * WORDS >= MAX_QUESTION && 8 * WORDS <= QUESTION_BUF) };
+    let (src, dst) = (head.as_ptr(), question.as_mut_ptr());
+    for i in 0..WORDS {
+        // SAFETY: word `i` lies inside `head` (past `QNAME_AT`) and inside
+        // `question`; unaligned, as the QNAME is at an even offset.
+        unsafe {
+            let w = src.add(QNAME_AT + 8 * i).cast::<u64>().read_unaligned();
+            dst.add(8 * i).cast::<u64>().write_volatile(w);
+        }
+    }
+}
+
+/// Adds bytes from the payload at `off` to the message head in `d` until it
+/// holds `want` bytes or the segment ends; returns the offset after them,
+/// and whether the head now holds `want`.
+#[inline(always)]
+fn gather(ctx: &XdpContext, l: &Layers, off: u32, seg_len: u32, want: u32, d: &mut DnsStream) -> Result<(u32, bool), Done> {
+    let have = u32::from(d.have);
+    if have >= want {
+        return Ok((off, true));
+    }
+    let left = seg_len - off;
+    if left == 0 {
+        return Ok((off, false));
+    }
+    let take = if want - have < left { want - have } else { left };
+    // Bounds the verifier sees, each tested on its own (LLVM would fold
+    // the tests into arithmetic it learns nothing from): `have < HEAD_MAX`
+    // and `0 < take <= HEAD_MAX`, so the copy stays inside `Scratch`, whose
+    // `tls_buf` follows the head.
+    let at = verifier::opaque(have as usize);
+    if at >= HEAD_MAX {
+        return Err(pass(Counter::Internal));
+    }
+    let len = verifier::opaque(take as usize);
+    if len == 0 {
+        return Err(pass(Counter::Internal));
+    }
+    let len = verifier::opaque(len);
+    if len > HEAD_MAX {
+        return Err(pass(Counter::Internal));
+    }
+    // SAFETY: `at < HEAD_MAX <= HEAD_BUF`, and `at + len <= want <= HEAD_MAX`.
+    let dst = unsafe { d.head.as_mut_ptr().add(at) };
+    if !Packet::load(ctx, l.payload_off + off as usize, dst, len) {
+        return Err(pass(Counter::TruncatedHeader));
+    }
+    d.have = (have + take) as u16;
+    Ok((off + take, have + take >= want))
+}
+
+/// Writes the stream's state as this segment leaves it and passes the
+/// segment as `outcome`. A connection the full map cannot hold is not
+/// judged: without its place, its next segment could not be.
+#[inline(always)]
+fn keep(scratch: &Scratch, settings: &Settings, outcome: Counter) -> Done {
+    if DNS_STREAMS.insert(scratch.handoff.flow_key, &scratch.dns, 0).is_err() {
+        return not_judged(settings, Counter::DnsStreamTableFull);
+    }
+    pass(outcome)
+}
