@@ -246,8 +246,9 @@ fn dnstcp(lab: &Lab, dst: &str, name: &str, cut: &str) -> Value {
 
 /// DNS over TCP in two segments: the length prefix alone, or the name cut
 /// between them. dnsmasq reads the stream whole and answers; through
-/// namewall the blocked name never reaches it (a segment that does not
-/// start with a whole query is not judged and dropped by default).
+/// namewall the stream is followed the same way: a blocked name never
+/// reaches dnsmasq (the segment completing its question is dropped and the
+/// client reset), an unlisted one is answered.
 #[test]
 fn dns_over_tcp_split_into_segments() {
     let lab = Lab::new("tcpsplit");
@@ -265,28 +266,28 @@ fn dns_over_tcp_split_into_segments() {
     }
     let daemon = lab.daemon("run", &[]);
     let mut refused = Vec::new();
-    let mut allowed = Vec::new();
     for (_, dst) in FAMILIES {
         for (name, cut) in [("tb1.ads.lab", "prefix"), ("tb2.ads.lab", "name")] {
             let r = dnstcp(&lab, dst, name, cut);
             assert!(r["answer"].is_null(), "{name} cut at the {cut} via {dst}: no answer: {r}");
             refused.push(name.to_owned());
         }
-        // Not asserted: dropped today like the blocked ones (not judged);
-        // a stream reassembly for DNS over TCP is planned.
         for (name, cut) in [("tb3.www.lab", "prefix"), ("tb4.www.lab", "name")] {
-            let answered = !dnstcp(&lab, dst, name, cut)["answer"].is_null();
-            allowed.push(format!("{name} cut at the {cut} via {dst}: answered {answered}"));
+            let r = dnstcp(&lab, dst, name, cut);
+            assert_dnsmasq_answered(
+                &format!("{name} cut at the {cut} via {dst}, through namewall"),
+                &r["answer"],
+                "10.12.0.80",
+            );
+            wait_logged(&dns, name);
         }
     }
     let counters = daemon.stop();
-    eprintln!("allowed names split over TCP through namewall: {allowed:#?}");
     assert_never_logged(&dns, &refused);
-    // The prefix alone and the continuations: not a message start; a
-    // message start whose question the segment's end cuts: truncated.
-    assert!(get(&counters, "tcp_not_message_start") >= 2, "{counters:?}");
-    assert!(get(&counters, "dns_truncated") >= 2, "{counters:?}");
-    assert!(get(&counters, "unjudged_drop") >= 2, "{counters:?}");
+    // Each first segment kept; each blocked question reset when whole.
+    assert!(get(&counters, "dns_tcp_partial") >= 8, "{counters:?}");
+    assert!(get(&counters, "reset_tcp") >= 4, "{counters:?}");
+    assert_eq!(get(&counters, "unjudged_drop"), 0, "{counters:?}");
 }
 
 /// The flood: 20 000 SYNs to nginx from random addresses of the client's

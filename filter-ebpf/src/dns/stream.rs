@@ -204,7 +204,14 @@ fn copy_question(head: &[u8; HEAD_BUF], question: &mut [u8; QUESTION_BUF]) {
 /// holds `want` bytes or the segment ends; returns the offset after them,
 /// and whether the head now holds `want`.
 #[inline(always)]
-fn gather(ctx: &XdpContext, l: &Layers, off: u32, seg_len: u32, want: u32, d: &mut DnsStream) -> Result<(u32, bool), Done> {
+fn gather(
+    ctx: &XdpContext,
+    l: &Layers,
+    off: u32,
+    seg_len: u32,
+    want: u32,
+    d: &mut DnsStream,
+) -> Result<(u32, bool), Done> {
     let have = u32::from(d.have);
     if have >= want {
         return Ok((off, true));

@@ -227,7 +227,13 @@ impl Maps {
     /// reference does.
     pub fn forget_dns_streams(&self) -> Result<usize, FilterError> {
         let name = names::DNS_STREAMS;
-        let fd = self.dns_streams.map().fd().as_fd().try_clone_to_owned().map_err(|e| map_err(name)(MapError::IoError(e)))?;
+        let fd = self
+            .dns_streams
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| map_err(name)(MapError::IoError(e)))?;
         let mut map: HashMap<MapData, u64, DnsStream> =
             HashMap::try_from(Map::HashMap(MapData::from_fd(fd).map_err(map_err(name))?)).map_err(map_err(name))?;
         let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();

@@ -16,9 +16,9 @@
 //! - [`scratch`]: per-CPU working memory, and what one stage hands the
 //!   next; [`stage`]: the stages' program-array slots.
 
+pub mod dns_stream;
 pub mod event;
 pub mod filter;
-pub mod dns_stream;
 pub mod flow;
 pub mod fragment;
 pub mod rule;

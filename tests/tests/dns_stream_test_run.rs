@@ -1,0 +1,396 @@
+//! DNS over TCP as a stream (`maps::layout::dns_stream`), through
+//! `BPF_PROG_TEST_RUN` on the loaded program: queries split anywhere
+//! (the length prefix alone, inside the name, a byte per segment), several
+//! queries on one connection, long queries, retransmissions, gaps,
+//! overlaps, decoys, off-path segments, connections picked up mid-stream,
+//! and the bounds (messages per segment, the table). Each script is one
+//! connection's segments in the order sent; every construction is tried
+//! with a blocked name (refused: the client reset) and an unlisted one
+//! (passes: no collateral blocking).
+
+use hickory_proto::rr::RecordType;
+use maps::{Action, Counter, counters::CounterKind, layout::dns_stream};
+use namewall_tests::{
+    dnswire,
+    harness::{Harness, Observed},
+    packet,
+    tls::Flow,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const BLOCKED: &str = "www.blocked.example";
+/// As long as [`BLOCKED`], so one can stand in for the other's bytes.
+const UNLISTED: &str = "www.nothing.example";
+
+/// A packet of a script and what the program must do with it.
+struct Step {
+    desc: String,
+    frame: Vec<u8>,
+    action: u32,
+    outcome: Counter,
+}
+
+/// One connection's segments, run in order against a fresh stream table.
+struct Script {
+    desc: String,
+    steps: Vec<Step>,
+}
+
+fn step(desc: impl Into<String>, frame: Vec<u8>, action: u32, outcome: Counter) -> Step {
+    Step { desc: desc.into(), frame, action, outcome }
+}
+
+/// Passed with `outcome`.
+fn passes(desc: impl Into<String>, frame: Vec<u8>, outcome: Counter) -> Step {
+    step(desc, frame, XDP_PASS, outcome)
+}
+
+/// Refused: the query dropped and the client reset.
+fn resets(desc: impl Into<String>, frame: Vec<u8>) -> Step {
+    step(desc, frame, XDP_TX, Counter::ResetTcp)
+}
+
+/// Not judged: dropped under the default `--unjudged drop`.
+fn unjudged(desc: impl Into<String>, frame: Vec<u8>, outcome: Counter) -> Step {
+    assert_eq!(outcome.kind(), CounterKind::Unjudged, "{outcome:?}");
+    step(desc, frame, XDP_DROP, outcome)
+}
+
+/// The stream of one query for `name`: its length prefix and the message.
+fn query(name: &str) -> Vec<u8> {
+    packet::tcp_dns(&dnswire::query(name, RecordType::A))
+}
+
+/// A query for `name` padded (EDNS padding) to about `n` bytes: longer than
+/// the head the filter gathers, so its rest is passed unread.
+fn long_query(name: &str, n: u16) -> Vec<u8> {
+    packet::tcp_dns(&dnswire::with_padding(&dnswire::query(name, RecordType::A), n))
+}
+
+/// A connection to port 53 of its own (by client port).
+fn conn(sport: u16) -> Flow {
+    Flow::v4().dport(53).sport(sport)
+}
+
+/// How a query for `name` ends: refused if blocked, passed otherwise.
+fn judged(desc: impl Into<String>, name: &str, frame: Vec<u8>) -> Step {
+    if name == BLOCKED { resets(desc, frame) } else { passes(desc, frame, Counter::PassNoMatch) }
+}
+
+/// `frame` with its IPv4 TTL set to `ttl` (header checksum fixed, as a
+/// router checks it).
+fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+    f[14 + 8] = ttl;
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = maps::parse::checksum::finish(maps::parse::checksum::add_bytes(0, &f[14..34]));
+    f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// `frame` with TCP flags `or` added (its checksum is not checked here).
+fn with_flags(mut f: Vec<u8>, or: u8) -> Vec<u8> {
+    f[14 + 20 + 13] |= or;
+    f
+}
+
+/// `frame` with PSH as its only TCP flag: data without ACK.
+fn psh_only(mut f: Vec<u8>) -> Vec<u8> {
+    f[14 + 20 + 13] = 0x08;
+    f
+}
+
+/// Whether `o` is a TCP reset toward the client.
+fn is_reset(o: &Observed) -> bool {
+    o.output.get(14 + 20 + 13).is_some_and(|f| f & 0x04 != 0)
+}
+
+fn harness() -> Harness {
+    Harness::with("blocked.example\n", "", Action::Nxdomain, true)
+}
+
+/// Runs every script on a fresh stream table; fails once, listing each
+/// failing step.
+fn run(h: &Harness, scripts: &[Script]) {
+    let mut failures = Vec::new();
+    for s in scripts {
+        h.filter.forget_dns_streams().expect("forget streams");
+        for (i, st) in s.steps.iter().enumerate() {
+            let o = h.run_in_stream(&st.frame);
+            let mut errs = Vec::new();
+            if let Err(e) = o.one_outcome() {
+                errs.push(e);
+            }
+            if (o.action, o.outcome) != (st.action, st.outcome) {
+                errs.push(format!(
+                    "{} {}, want {} {}",
+                    o.action_name(),
+                    o.outcome.name(),
+                    st.action,
+                    st.outcome.name()
+                ));
+            }
+            if st.action == XDP_TX && !is_reset(&o) {
+                errs.push("answered, but not with a reset".into());
+            }
+            if st.action == XDP_PASS && o.output != st.frame {
+                errs.push("passed, but changed".into());
+            }
+            if !errs.is_empty() {
+                failures.push(format!("{} / step {i} ({}): {}", s.desc, st.desc, errs.join("; ")));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failing steps:\n  {}", failures.len(), failures.join("\n  "));
+}
+
+/// A query split in two at every byte, and in three; the length prefix
+/// alone; a byte per segment.
+#[test]
+fn queries_split_anywhere() {
+    let h = harness();
+    let mut scripts = Vec::new();
+    let mut port = 20000;
+    for name in [BLOCKED, UNLISTED] {
+        let q = query(name);
+        for k in 1..q.len() {
+            port += 1;
+            let c = conn(port);
+            scripts.push(Script {
+                desc: format!("{name}: split at byte {k} of {}", q.len()),
+                steps: vec![
+                    passes("first part", c.segment(0, &q[..k]), Counter::DnsTcpPartial),
+                    judged("second part", name, c.segment(k, &q[k..])),
+                ],
+            });
+        }
+        port += 1;
+        let c = conn(port);
+        scripts.push(Script {
+            desc: format!("{name}: in three, cut inside the header and inside the name"),
+            steps: vec![
+                passes("prefix and half the header", c.segment(0, &q[..8]), Counter::DnsTcpPartial),
+                passes("to the name's middle", c.segment(8, &q[8..20]), Counter::DnsTcpPartial),
+                judged("the rest", name, c.segment(20, &q[20..])),
+            ],
+        });
+        port += 1;
+        let c = conn(port);
+        let mut steps: Vec<Step> = (0..q.len() - 1)
+            .map(|i| passes(format!("byte {i}"), c.segment(i, &q[i..=i]), Counter::DnsTcpPartial))
+            .collect();
+        steps.push(judged("the last byte", name, c.segment(q.len() - 1, &q[q.len() - 1..])));
+        scripts.push(Script { desc: format!("{name}: one byte per segment"), steps });
+    }
+    run(&h, &scripts);
+}
+
+/// Several queries on one connection, in segments of their own or sharing
+/// them; a long query whose rest is passed unread; the messages a segment
+/// may hold.
+#[test]
+fn queries_follow_each_other() {
+    let h = harness();
+    let (a, b) = (query(UNLISTED), query(BLOCKED));
+    let c = conn(30001);
+    let both = [a.clone(), b.clone()].concat();
+    let mut scripts = vec![
+        Script {
+            desc: "two queries, a segment each, the second blocked".into(),
+            steps: vec![
+                passes("unlisted", c.segment(0, &a), Counter::PassNoMatch),
+                resets("blocked", c.segment(a.len(), &b)),
+            ],
+        },
+        Script {
+            desc: "the second query's start in the first's segment".into(),
+            steps: vec![
+                passes("unlisted and 5 bytes", c.segment(0, &both[..a.len() + 5]), Counter::DnsTcpPartial),
+                resets("the blocked one's rest", c.segment(a.len() + 5, &both[a.len() + 5..])),
+            ],
+        },
+        Script {
+            desc: "the first query's end in the second's segment".into(),
+            steps: vec![
+                passes("most of the unlisted one", c.segment(0, &both[..a.len() - 3]), Counter::DnsTcpPartial),
+                resets("its end and the blocked one", c.segment(a.len() - 3, &both[a.len() - 3..])),
+            ],
+        },
+    ];
+    for name in [BLOCKED, UNLISTED] {
+        let long = long_query(name, 600);
+        let c = conn(if name == BLOCKED { 30002 } else { 30003 });
+        let mut steps = vec![judged("its first 300 bytes: the head", name, c.segment(0, &long[..300]))];
+        if name == UNLISTED {
+            steps.push(passes("its rest, unread", c.segment(300, &long[300..]), Counter::DnsTcpRest));
+            steps.push(resets("then a blocked query", c.segment(long.len(), &b)));
+        }
+        scripts.push(Script { desc: format!("{name}: a 600-byte query"), steps });
+    }
+    // Two tail calls a message (to the DNS stage and back), within the
+    // kernel's 33: a segment's first 16 messages are judged.
+    let many = |n: usize, last: &[u8]| [vec![a.clone(); n - 1].concat(), last.to_vec()].concat();
+    let c = conn(30004);
+    scripts.push(Script {
+        desc: "16 queries in one segment".into(),
+        steps: vec![passes("16 unlisted", c.segment(0, &many(16, &a)), Counter::PassNoMatch)],
+    });
+    scripts.push(Script {
+        desc: "16 queries in one segment, the last blocked".into(),
+        steps: vec![resets("15 unlisted, 1 blocked", c.segment(0, &many(16, &b)))],
+    });
+    scripts.push(Script {
+        desc: "20 queries in one segment".into(),
+        steps: vec![unjudged("20 unlisted", c.segment(0, &many(20, &a)), Counter::TcpPipelined)],
+    });
+    run(&h, &scripts);
+}
+
+/// Segments out of the stream's order: retransmissions, gaps, overlaps,
+/// bytes before where the filter picked the connection up, segments far
+/// from the stream (an off-path sender).
+#[test]
+fn segments_out_of_order() {
+    let h = harness();
+    let (a, b) = (query(UNLISTED), query(BLOCKED));
+    let c = conn(31001);
+    let n = a.len();
+    let scripts = vec![
+        Script {
+            desc: "a retransmission of a query passed".into(),
+            steps: vec![
+                passes("unlisted", c.segment(0, &a), Counter::PassNoMatch),
+                passes("again", c.segment(0, &a), Counter::DnsTcpRetransmission),
+                resets("then a blocked one", c.segment(n, &b)),
+            ],
+        },
+        Script {
+            desc: "a blocked query sent again is judged again".into(),
+            steps: vec![resets("blocked", c.segment(0, &b)), resets("again", c.segment(0, &b))],
+        },
+        Script {
+            desc: "a segment past a gap".into(),
+            steps: vec![
+                passes("unlisted", c.segment(0, &a), Counter::PassNoMatch),
+                unjudged("an unlisted query 10 bytes on", c.segment(n + 10, &a), Counter::DnsTcpGap),
+                resets("the stream in order: blocked", c.segment(n, &b)),
+            ],
+        },
+        // The connection is picked up at the first segment seen, taken for
+        // a message's start; what comes before it can never be judged, so
+        // the server never gets a whole query.
+        Script {
+            desc: "the second half of a split query first".into(),
+            steps: vec![
+                passes("second half (picked up there)", c.segment(20, &b[20..]), Counter::DnsTcpPartial),
+                unjudged("first half", c.segment(0, &b[..20]), Counter::DnsTcpBeforeStart),
+                passes("second half again", c.segment(20, &b[20..]), Counter::DnsTcpRetransmission),
+                unjudged("first half again", c.segment(0, &b[..20]), Counter::DnsTcpBeforeStart),
+            ],
+        },
+        Script {
+            desc: "a segment overlapping the query passed, its new bytes a blocked query".into(),
+            steps: vec![
+                passes("unlisted", c.segment(0, &a), Counter::PassNoMatch),
+                resets("its last 5 bytes and a blocked one", c.segment(n - 5, &[&a[n - 5..], &b[..]].concat())),
+            ],
+        },
+        Script {
+            desc: "a segment overlapping with other bytes where it overlaps".into(),
+            steps: vec![
+                passes("unlisted", c.segment(0, &a), Counter::PassNoMatch),
+                // The server keeps the bytes it has; what is new is the
+                // blocked query.
+                resets("5 other bytes and a blocked one", c.segment(n - 5, &[&[0xff; 5][..], &b[..]].concat())),
+            ],
+        },
+        Script {
+            desc: "picked up mid-stream, then bytes before that".into(),
+            steps: vec![
+                passes("a query at stream byte 1000", c.segment(1000, &a), Counter::PassNoMatch),
+                resets("the next: blocked", c.segment(1000 + n, &b)),
+                unjudged(
+                    "bytes before byte 1000",
+                    c.segment(990, &[&[0; 10][..], &a[..]].concat()),
+                    Counter::DnsTcpBeforeStart,
+                ),
+            ],
+        },
+        Script {
+            desc: "picked up mid-stream at a blocked query".into(),
+            steps: vec![resets("blocked at stream byte 5000", c.segment(5000, &b))],
+        },
+        Script {
+            desc: "an off-path segment far from the stream changes nothing".into(),
+            steps: vec![
+                passes("the first 20 bytes of a blocked query", c.segment(0, &b[..20]), Counter::DnsTcpPartial),
+                unjudged(
+                    "an unlisted query's end 2^21 bytes on",
+                    c.segment(20 + (1 << 21), &a[20..]),
+                    Counter::DnsTcpNotInWindow,
+                ),
+                resets("the blocked query's rest", c.segment(20, &b[20..])),
+            ],
+        },
+    ];
+    run(&h, &scripts);
+}
+
+/// Segments the server never takes in (TTL running out at this router, no
+/// ACK) and urgent data change nothing and decide nothing.
+#[test]
+fn decoys_change_nothing() {
+    let h = harness();
+    let (a, b) = (query(UNLISTED), query(BLOCKED));
+    // Same length: the decoy's bytes could complete the blocked query's head.
+    assert_eq!(a.len(), b.len());
+    let c = conn(32001);
+    let k = 14 + 4;
+    let scripts = vec![
+        Script {
+            desc: "a TTL-1 decoy completing the query with another name".into(),
+            steps: vec![
+                passes("the blocked query's first bytes", c.segment(0, &b[..k]), Counter::DnsTcpPartial),
+                unjudged("decoy, TTL 1", with_ttl(c.segment(k, &a[k..]), 1), Counter::TcpTtlExpiring),
+                resets("the real rest", c.segment(k, &b[k..])),
+            ],
+        },
+        Script {
+            desc: "a decoy without ACK".into(),
+            steps: vec![
+                passes("the blocked query's first bytes", c.segment(0, &b[..k]), Counter::DnsTcpPartial),
+                unjudged("decoy, no ACK", psh_only(c.segment(k, &a[k..])), Counter::TcpNoAck),
+                resets("the real rest", c.segment(k, &b[k..])),
+            ],
+        },
+        Script {
+            desc: "urgent data".into(),
+            steps: vec![unjudged("a query with URG", with_flags(c.segment(0, &a), 0x20), Counter::TcpUrgent)],
+        },
+    ];
+    run(&h, &scripts);
+}
+
+/// A full stream table: a new connection is not judged (dropped by
+/// default); connections it holds go on.
+#[test]
+fn a_full_stream_table() {
+    let h = harness();
+    h.filter.forget_dns_streams().expect("forget streams");
+    let a = query(UNLISTED);
+    let held = conn(1000);
+    assert_eq!(h.run_in_stream(&held.segment(0, &a[..5])).outcome, Counter::DnsTcpPartial);
+    let entries = dns_stream::ENTRIES as u16;
+    for i in 1..entries {
+        let o = h.run_in_stream(&conn(1000 + i).segment(0, &a[..5]));
+        assert_eq!(o.outcome, Counter::DnsTcpPartial, "connection {i}");
+    }
+    assert_eq!(h.filter.dns_stream_count(), usize::from(entries));
+    let o = h.run_in_stream(&conn(1000 + entries).segment(0, &a));
+    assert_eq!((o.action, o.outcome), (XDP_DROP, Counter::DnsStreamTableFull));
+    let o = h.run_in_stream(&held.segment(5, &a[5..]));
+    assert_eq!((o.action, o.outcome), (XDP_PASS, Counter::PassNoMatch), "a held connection goes on");
+    assert_eq!(h.filter.forget_dns_streams().expect("forget"), usize::from(entries));
+}
