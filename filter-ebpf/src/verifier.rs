@@ -50,7 +50,7 @@ pub fn opaque(x: usize) -> usize {
 /// read"); volatile words keep LLVM from folding the loop back into one.
 #[inline(always)]
 pub fn copy_words<T: Copy>(dst: *mut T, src: *const T) {
-    const { assert!(size_of::<T>() % 8 == 0 && align_of::<T>() >= 8) };
+    const { assert!(size_of::<T>().is_multiple_of(8) && align_of::<T>() >= 8) };
     let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
     for i in 0..size_of::<T>() / 8 {
         // SAFETY: word `i` of both values, both valid and 8-byte aligned.

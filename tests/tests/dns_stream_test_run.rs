@@ -229,6 +229,14 @@ fn queries_follow_each_other() {
         }
         scripts.push(Script { desc: format!("{name}: a 600-byte query"), steps });
     }
+    scripts.push(Script {
+        desc: "a length below a DNS header".into(),
+        steps: vec![unjudged(
+            "length 11",
+            conn(30005).segment(0, &[0, 11, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0]),
+            Counter::TcpNotMessageStart,
+        )],
+    });
     // Two tail calls a message (to the DNS stage and back), within the
     // kernel's 33: a segment's first 16 messages are judged.
     let many = |n: usize, last: &[u8]| [vec![a.clone(); n - 1].concat(), last.to_vec()].concat();
@@ -253,7 +261,7 @@ fn queries_follow_each_other() {
 /// from the stream (an off-path sender).
 #[test]
 fn segments_out_of_order() {
-    let h = harness();
+    let nw = harness();
     let (a, b) = (query(UNLISTED), query(BLOCKED));
     let c = conn(31001);
     let n = a.len();
@@ -335,14 +343,14 @@ fn segments_out_of_order() {
             ],
         },
     ];
-    run(&h, &scripts);
+    run(&nw, &scripts);
 }
 
 /// Segments the server never takes in (TTL running out at this router, no
 /// ACK) and urgent data change nothing and decide nothing.
 #[test]
 fn decoys_change_nothing() {
-    let h = harness();
+    let nw = harness();
     let (a, b) = (query(UNLISTED), query(BLOCKED));
     // Same length: the decoy's bytes could complete the blocked query's head.
     assert_eq!(a.len(), b.len());
@@ -370,7 +378,7 @@ fn decoys_change_nothing() {
             steps: vec![unjudged("a query with URG", with_flags(c.segment(0, &a), 0x20), Counter::TcpUrgent)],
         },
     ];
-    run(&h, &scripts);
+    run(&nw, &scripts);
 }
 
 /// A full stream table: a new connection is not judged (dropped by

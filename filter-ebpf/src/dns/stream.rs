@@ -170,8 +170,7 @@ fn next(
     }
     // The question for the DNS stage, as a UDP query's is copied there; the
     // message may end inside it (`qavail`).
-    let (head, question) = (&scratch.dns.head, &mut scratch.question);
-    copy_question(head, question);
+    copy_question(scratch);
     let h = &mut scratch.handoff;
     h.qflags = flags;
     h.qavail = (head_len - 2 - DNS_HLEN as u32) as u16;
@@ -186,17 +185,17 @@ fn next(
 /// stage reads only `qavail` bytes of it), a word at a time (see
 /// `verifier::copy_words`).
 #[inline(always)]
-fn copy_question(head: &[u8; HEAD_BUF], question: &mut [u8; QUESTION_BUF]) {
+#[expect(clippy::cast_ptr_alignment, reason = "`Scratch::question` is 8-aligned (asserted)")]
+fn copy_question(scratch: &mut Scratch) {
     const WORDS: usize = (HEAD_BUF - QNAME_AT) / 8;
     const { assert!(8 * WORDS >= MAX_QUESTION && 8 * WORDS <= QUESTION_BUF) };
-    let (src, dst) = (head.as_ptr(), question.as_mut_ptr());
+    const { assert!(core::mem::offset_of!(Scratch, question).is_multiple_of(8)) };
+    let src = scratch.dns.head.as_ptr();
+    let dst = scratch.question.as_mut_ptr().cast::<u64>();
     for i in 0..WORDS {
-        // SAFETY: word `i` lies inside `head` (past `QNAME_AT`) and inside
-        // `question`; unaligned, as the QNAME is at an even offset.
-        unsafe {
-            let w = src.add(QNAME_AT + 8 * i).cast::<u64>().read_unaligned();
-            dst.add(8 * i).cast::<u64>().write_volatile(w);
-        }
+        // SAFETY: word `i` lies inside `head` (past `QNAME_AT`; unaligned,
+        // as the QNAME is at an even offset) and inside `question`.
+        unsafe { dst.add(i).write_volatile(src.add(QNAME_AT + 8 * i).cast::<u64>().read_unaligned()) };
     }
 }
 
@@ -250,6 +249,7 @@ fn gather(
 /// segment as `outcome`. A connection the full map cannot hold is not
 /// judged: without its place, its next segment could not be.
 #[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "by value, 304 bytes would be copied to the stack")]
 fn keep(scratch: &Scratch, settings: &Settings, outcome: Counter) -> Done {
     if DNS_STREAMS.insert(scratch.handoff.flow_key, &scratch.dns, 0).is_err() {
         return not_judged(settings, Counter::DnsStreamTableFull);

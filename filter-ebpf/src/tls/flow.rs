@@ -14,7 +14,6 @@ use maps::{
 };
 
 use crate::{
-    packet::{Layers, Packet},
     tables::{self, FLOW_HINT, FLOWS, NEW_FLOWS},
     verdict::{Done, count, not_judged, pass},
 };
