@@ -309,6 +309,30 @@ fn pppoe_answers() {
     }
 }
 
+/// A blocked query behind three and four VLAN tags is answered behind the
+/// same tags: the tag stack kept byte for byte, and inside it an answer a
+/// resolver's client accepts.
+#[test]
+fn deep_vlan_answers() {
+    let h = harness(true);
+    for spec in [Spec::udp4(), Spec::udp6()] {
+        for tags in [3usize, 4] {
+            let mut frame = spec.clone().vlan(Vlan::Double(1, 2)).build(&dnswire::query(BLOCKED, RecordType::AAAA));
+            for t in 2..tags {
+                frame = packet::push_vlan(&frame, 0x88a8, 300 + t as u16);
+            }
+            let o = h.run(&frame);
+            assert_eq!((o.action, o.outcome), (XDP_TX, Counter::Nxdomain), "{tags} tags");
+            let (out, stack) = (&o.output, 12..12 + 4 * tags);
+            assert_eq!(&out[stack.clone()], &frame[stack.clone()], "{tags} tags kept");
+            assert_eq!(&out[..6], &frame[6..12], "{tags} tags: back to the sender's MAC");
+            let plain = [&out[..12], &out[stack.end..]].concat();
+            let ans = dnswire::parse_answer(&plain).expect("an answer inside the tags");
+            assert_eq!(ans.message.response_code(), ResponseCode::NXDomain, "{tags} tags");
+        }
+    }
+}
+
 /// Urgent data in a ClientHello: the receiver removes the urgent byte, so
 /// a byte inserted into the name hides it from a parser that reads the
 /// segment as sent. Not judged; the same segment without URG is.
