@@ -22,7 +22,7 @@ use crate::{
         headers::{DNS_HLEN, TCP_SYN, TCP_URG, TcpFlagsHead},
     },
     tables::{DNS_STREAMS, SETTINGS, scratch},
-    verdict::{Done, not_judged, pass},
+    verdict::{self, Done, not_judged, pass},
     verifier,
 };
 
@@ -81,6 +81,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
         return Err(pass(Counter::TruncatedHeader));
     };
     scratch.handoff.flow_key = key;
+    verdict::trace(|t| t.flow_key = key);
     // A SYN's own sequence number comes before its data (TCP Fast Open).
     let seq = t.seq().wrapping_add(u32::from(flags & TCP_SYN != 0));
     // SAFETY: a plain helper call.

@@ -156,9 +156,12 @@ fn kernel_decision(c: Counter) -> Option<(Decision, Protocol)> {
     Some(match c {
         Counter::PassNoMatch => (Decision::NoMatch, Protocol::Dns),
         Counter::PassAllowed => (Decision::Allowed, Protocol::Dns),
-        Counter::Nxdomain | Counter::Refused | Counter::Sinkhole | Counter::Drop | Counter::DropTcp => {
-            (Decision::Blocked, Protocol::Dns)
-        }
+        Counter::Nxdomain
+        | Counter::Refused
+        | Counter::Sinkhole
+        | Counter::Drop
+        | Counter::DropTcp
+        | Counter::ResetTcp => (Decision::Blocked, Protocol::Dns),
         Counter::TlsPassNoMatch | Counter::TlsPassNoSni => (Decision::NoMatch, Protocol::Tls),
         Counter::TlsPassAllowed => (Decision::Allowed, Protocol::Tls),
         Counter::TlsReset | Counter::TlsDrop => (Decision::Blocked, Protocol::Tls),

@@ -15,7 +15,10 @@
 //! Only what both sides can honestly judge in one packet; everything else is
 //! [`Judgement::CannotJudge`] with a reason:
 //! - a DNS query over UDP to port 53: QR = 0, opcode QUERY, exactly one
-//!   question whose QNAME is uncompressed, QTYPE and QCLASS present;
+//!   question whose QNAME is uncompressed, QTYPE and QCLASS present; over
+//!   TCP the same, as the one whole message of a segment after its length
+//!   prefix (neither SYN, RST nor URG set: the fuzz loop empties the stream
+//!   table after every packet, so the segment starts a connection's stream);
 //! - a TLS ClientHello complete in one TCP segment to a port other than 53,
 //!   neither SYN nor RST set (a data segment of a flow the filter does not
 //!   track: the fuzz loop empties the flow table after every packet), in
@@ -209,6 +212,7 @@ pub struct Layers {
 
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_URG: u8 = 0x20;
 const TCP_ACK: u8 = 0x10;
 
 /// Parses `frame` down to the transport payload.
@@ -409,10 +413,18 @@ pub fn judge(frame: &[u8]) -> Judgement {
     };
     let payload = &frame[l.payload.0..l.payload.1];
     let asked = if l.dport == 53 {
-        if l.proto != 17 {
-            return Judgement::CannotJudge("DNS over TCP");
-        }
-        match dns_question(payload) {
+        let msg = if l.proto == 17 {
+            payload
+        } else {
+            if l.tcp_flags & (TCP_SYN | TCP_RST | TCP_URG) != 0 {
+                return Judgement::CannotJudge("DNS over TCP with SYN, RST or URG");
+            }
+            match tcp_dns_message(payload) {
+                Ok(m) => m,
+                Err(why) => return Judgement::CannotJudge(why),
+            }
+        };
+        match dns_question(msg) {
             Ok(labels) => Asked::Dns(labels),
             Err(why) => return Judgement::CannotJudge(why),
         }
@@ -443,6 +455,19 @@ fn judged(asked: Asked, refused: Option<&'static str>) -> Judged {
         Asked::Tls(None) => Decision::NoMatch,
     };
     Judged { asked, decision, refused }
+}
+
+/// The one DNS message a TCP segment holds whole, after its length prefix
+/// (RFC 1035 §4.2.2): with the flow table emptied after every packet, the
+/// segment is the first of its connection the filter sees, taken for the
+/// start of a message.
+fn tcp_dns_message(payload: &[u8]) -> Result<&[u8], &'static str> {
+    let Some(&[hi, lo]) = payload.get(..2) else { return Err("no DNS-over-TCP length prefix") };
+    let msg = &payload[2..];
+    if msg.len() != usize::from(u16::from_be_bytes([hi, lo])) {
+        return Err("not exactly one whole DNS message in the TCP segment");
+    }
+    Ok(msg)
 }
 
 /// The labels of the one question of a DNS query.
