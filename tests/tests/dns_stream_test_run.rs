@@ -8,6 +8,7 @@
 //! with a blocked name (refused: the client reset) and an unlisted one
 //! (passes: no collateral blocking).
 
+use etherparse::TcpHeader;
 use hickory_proto::rr::RecordType;
 use maps::{Action, Counter, counters::CounterKind, layout::dns_stream};
 use namewall_tests::{
@@ -376,6 +377,45 @@ fn decoys_change_nothing() {
         Script {
             desc: "urgent data".into(),
             steps: vec![unjudged("a query with URG", with_flags(c.segment(0, &a), 0x20), Counter::TcpUrgent)],
+        },
+    ];
+    run(&nw, &scripts);
+}
+
+/// A SYN carrying data (TCP Fast Open): whole queries in it are judged,
+/// but it moves no stream (the server takes the data only with a valid
+/// cookie; otherwise the client sends it again, maybe other bytes, after
+/// the handshake). Data ending inside a query is not judged.
+#[test]
+fn fast_open() {
+    let nw = harness();
+    let (unlisted, blocked) = (query(UNLISTED), query(BLOCKED));
+    let syn_with = |c: &Flow, payload: &[u8]| {
+        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.client_isn, c.window);
+        (tcp.syn, tcp.psh) = (true, true);
+        c.frame(tcp, payload)
+    };
+    let c = conn(33001);
+    let n = unlisted.len();
+    let scripts = vec![
+        Script { desc: "a blocked query in the SYN".into(), steps: vec![resets("SYN+data", syn_with(&c, &blocked))] },
+        Script {
+            desc: "an unlisted query in the SYN, ignored by the server, then a blocked one in its place".into(),
+            steps: vec![
+                passes("SYN+data", syn_with(&c, &unlisted), Counter::PassNoMatch),
+                resets("the first data segment", c.segment(0, &blocked)),
+            ],
+        },
+        Script {
+            desc: "an unlisted query in the SYN, taken by the server, then a blocked one".into(),
+            steps: vec![
+                passes("SYN+data", syn_with(&c, &unlisted), Counter::PassNoMatch),
+                resets("the next query", c.segment(n, &blocked)),
+            ],
+        },
+        Script {
+            desc: "a SYN whose data ends inside a query".into(),
+            steps: vec![unjudged("SYN+data", syn_with(&c, &blocked[..20]), Counter::DnsTcpSynPartial)],
         },
     ];
     run(&nw, &scripts);

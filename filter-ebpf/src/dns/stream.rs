@@ -83,7 +83,11 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
     scratch.handoff.flow_key = key;
     verdict::trace(|t| t.flow_key = key);
     // A SYN's own sequence number comes before its data (TCP Fast Open).
-    let seq = t.seq().wrapping_add(u32::from(flags & TCP_SYN != 0));
+    let syn = flags & TCP_SYN != 0;
+    let seq = t.seq().wrapping_add(u32::from(syn));
+    if syn {
+        scratch.handoff.stream |= handoff::STREAM_SYN;
+    }
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: a value pointer from this run's lookup, read at once.
@@ -249,9 +253,23 @@ fn gather(
 /// Writes the stream's state as this segment leaves it and passes the
 /// segment as `outcome`. A connection the full map cannot hold is not
 /// judged: without its place, its next segment could not be.
+///
+/// A SYN's data (TCP Fast Open) is written nowhere: the server takes it only
+/// with a valid cookie, and otherwise the client sends it again after the
+/// handshake, maybe other bytes, which must not pass as a retransmission.
+/// Either way the next data segment starts a message, where it is picked up
+/// (so data that ends inside a message is not judged).
 #[inline(always)]
 #[expect(clippy::needless_borrows_for_generic_args, reason = "by value, 304 bytes would be copied to the stack")]
 fn keep(scratch: &Scratch, settings: &Settings, outcome: Counter) -> Done {
+    if scratch.handoff.stream & handoff::STREAM_SYN != 0 {
+        let d = &scratch.dns;
+        return if d.have == 0 && d.skip == 0 {
+            pass(outcome)
+        } else {
+            not_judged(settings, Counter::DnsTcpSynPartial)
+        };
+    }
     if DNS_STREAMS.insert(scratch.handoff.flow_key, &scratch.dns, 0).is_err() {
         return not_judged(settings, Counter::DnsStreamTableFull);
     }

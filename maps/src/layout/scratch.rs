@@ -162,8 +162,9 @@ pub mod handoff {
     /// stage, after a message judged allowed; the segment goes on at
     /// `msg_end`.
     pub const STREAM_BACK: u8 = 1 << 0;
-    /// [`super::Handoff::stream`]: the connection had an entry in `DNS_STREAMS`.
-    pub const STREAM_TRACKED: u8 = 1 << 1;
+    /// [`super::Handoff::stream`]: the segment is a SYN carrying data (TCP
+    /// Fast Open): judged, but it moves no stream.
+    pub const STREAM_SYN: u8 = 1 << 1;
 
     /// [`super::Handoff::hello`]: a complete server name.
     pub const HELLO_SNI: u8 = 1 << 0;
