@@ -273,6 +273,9 @@ counters! {
     /// blocked flow could not be remembered (its later segments reach the
     /// server, which never got the ClientHello).
     FlowTableFull => "flow_table_full", Extra, Tls, -;
+    /// Extra: an expired `FLOWS` entry the kernel deleted to make room for
+    /// a new one, the table being full (see `maps::layout::flow::ring_slots`).
+    FlowReclaimed => "flow_reclaimed", Extra, Tls, -;
     /// Extra: a block event over this CPU's per-second budget: not sent.
     EventOverBudget => "event_over_budget", Extra, Other, -;
     /// Extra: a block event the ring buffer had no room for (user space behind): lost.

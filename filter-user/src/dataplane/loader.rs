@@ -121,6 +121,7 @@ fn load_object(sizes: &Sizes, trace: bool, debug: bool, pin: Option<&PinDir>) ->
         .map_max_entries(names::FLOWS, sizes.flows)
         .map_max_entries(names::NEW_FLOWS, sizes.flows)
         .map_max_entries(names::FLOW_HINT, sizes.hint_words as u32)
+        .map_max_entries(names::FLOW_RING, maps::layout::flow::ring_slots(sizes.flows as usize) as u32)
         .map_max_entries(names::EVENTS, sizes.events);
     // Pinned maps are opened when they exist (a running filter's, with
     // their sizes), created and pinned otherwise.
@@ -315,6 +316,11 @@ impl Filter {
     /// See [`Maps::sweep_flows`].
     pub fn sweep_flows(&mut self) -> Result<usize, FilterError> {
         self.maps.sweep_flows()
+    }
+
+    /// See [`Maps::age_flows`].
+    pub fn age_flows(&mut self, ns: u64) -> Result<usize, FilterError> {
+        self.maps.age_flows(ns)
     }
 
     /// See [`Maps::forget_flows`].
