@@ -41,6 +41,16 @@ pub static FLOWS: HashMap<u64, FlowState, 1024> = HashMap::new();
 #[btf_map]
 pub static NEW_FLOWS: LruHashMap<u64, NewFlow, 1024> = LruHashMap::new();
 
+/// Keys of the latest `FLOWS` insertions, the ring expired entries are
+/// reclaimed from when `FLOWS` is full (see `maps::layout::flow::ring_slots`);
+/// its size is set at load.
+#[btf_map]
+pub static FLOW_RING: Array<u64, 1024> = Array::new();
+
+/// The ring's hands: the next slot written, the next slot examined.
+#[btf_map]
+pub static FLOW_CLOCK: Array<[u64; 2], 1> = Array::new();
+
 /// Counters sparing untracked flows the `FLOWS` lookup (see `maps::layout::flow`).
 /// Mappable, so the daemon's sweep can decrement them atomically.
 #[btf_map]
@@ -96,6 +106,20 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: this CPU's slot; XDP programs do not nest on a CPU, and the
     // stages of one packet run one after the other.
     SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Reads a 64-bit word of map memory that CPUs share, then adds `delta`
+/// to it atomically; returns the value read. Not one atomic fetch-and-add:
+/// the value `atomic_xadd` returns is not the word's old value in the code
+/// this target gets (the ring's hands all stayed at one slot), so two CPUs
+/// may read the same value. Callers use it for hands that go round a ring,
+/// where two CPUs on one slot only lose a key to the daemon's sweep.
+#[inline(always)]
+pub fn fetch_add(word: *mut u64, delta: u64) -> u64 {
+    // SAFETY: as for `atomic_add`.
+    let before = unsafe { word.read_volatile() };
+    atomic_add(word, delta);
+    before
 }
 
 /// Adds `delta` to a 64-bit word of map memory that CPUs share. core's

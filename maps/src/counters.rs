@@ -236,6 +236,12 @@ counters! {
     /// follow: Linux discards it, so it may be a decoy the server never
     /// reads. It changes no flow state and is not judged.
     TcpNoAck => "tcp_no_ack", Unjudged, Tls, Pass;
+    /// A segment that would change a flow's state or decide it (one
+    /// starting like a ClientHello, data of a ClientHello in progress, the
+    /// first data or the SYN of a tracked flow, urgent data) with a wrong
+    /// TCP checksum: the receiver discards it, so it may be a decoy the
+    /// server never reads. It changes no flow state and is not judged.
+    TcpBadChecksum => "tcp_bad_checksum", Unjudged, Tls, Pass;
     /// A segment with urgent data (URG) that would start or go on with a
     /// ClientHello: the receiver removes the urgent byte from the stream,
     /// which can hide the name from the parser; not judged.
@@ -299,6 +305,9 @@ counters! {
     /// blocked flow could not be remembered (its later segments reach the
     /// server, which never got the ClientHello).
     FlowTableFull => "flow_table_full", Extra, Tls, -;
+    /// Extra: an expired `FLOWS` entry the kernel deleted to make room for
+    /// a new one, the table being full (see `maps::layout::flow::ring_slots`).
+    FlowReclaimed => "flow_reclaimed", Extra, Tls, -;
     /// Extra: a block event over this CPU's per-second budget: not sent.
     EventOverBudget => "event_over_budget", Extra, Other, -;
     /// Extra: a block event the ring buffer had no room for (user space behind): lost.

@@ -384,3 +384,31 @@ pub fn pppoe(frame: &[u8], session: u16) -> Vec<u8> {
     f.extend_from_slice(ip);
     f
 }
+
+/// Recomputes the TCP checksum of a frame whose IP header starts at `l3`
+/// (IPv4 with any options, or IPv6 without extension headers), after a
+/// test changed the segment on purpose (flags, urgent pointer) and wants
+/// the program to take it as a segment the receiver would accept.
+pub fn fix_tcp_checksum(frame: &mut [u8], l3: usize) {
+    use maps::parse::checksum::{add_bytes, finish, pseudo_header};
+    let (tcp_at, pseudo) = if frame[l3] >> 4 == 6 {
+        let len = usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]));
+        let src: [u8; 16] = frame[l3 + 8..l3 + 24].try_into().expect("16 bytes");
+        let dst: [u8; 16] = frame[l3 + 24..l3 + 40].try_into().expect("16 bytes");
+        (l3 + 40, pseudo_header(&src, &dst, 6, u32::try_from(len).expect("a length")))
+    } else {
+        let ihl = usize::from(frame[l3] & 0xf) * 4;
+        let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
+        let src: [u8; 4] = frame[l3 + 12..l3 + 16].try_into().expect("4 bytes");
+        let dst: [u8; 4] = frame[l3 + 16..l3 + 20].try_into().expect("4 bytes");
+        (l3 + ihl, pseudo_header(&src, &dst, 6, u32::try_from(total - ihl).expect("a length")))
+    };
+    let end = if frame[l3] >> 4 == 6 {
+        l3 + 40 + usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]))
+    } else {
+        l3 + usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]))
+    };
+    frame[tcp_at + 16..tcp_at + 18].copy_from_slice(&[0, 0]);
+    let sum = finish(add_bytes(pseudo, &frame[tcp_at..end]));
+    frame[tcp_at + 16..tcp_at + 18].copy_from_slice(&sum.to_be_bytes());
+}

@@ -352,6 +352,7 @@ fn urgent_data_in_a_client_hello() {
         if urg {
             f[14 + 20 + 13] |= 0x20;
             f[14 + 20 + 18..14 + 20 + 20].copy_from_slice(&((at + 3) as u16).to_be_bytes());
+            packet::fix_tcp_checksum(&mut f, 14);
         }
         f
     };
@@ -361,6 +362,7 @@ fn urgent_data_in_a_client_hello() {
         let mut f = Spec { sport, ..Spec::udp4().tcp().dport(443) }.build_ack();
         f[14 + 20 + 13] |= 0x20;
         f[14 + 20 + 18..14 + 20 + 20].copy_from_slice(&40u16.to_be_bytes());
+        packet::fix_tcp_checksum(&mut f, 14);
         f
     };
     for drop in [true, false] {
@@ -487,4 +489,189 @@ fn flows_are_kept_apart_by_interface() {
         ]
     });
     assert_eq!(actions, [XDP_TX, XDP_DROP, XDP_PASS, XDP_DROP]);
+}
+
+/// Where the TCP header starts in [`Flow::v4`] and [`Flow::v6`] frames.
+const TCP_AT_V4: usize = 14 + 20;
+const TCP_AT_V6: usize = 14 + 40;
+
+/// `frame` with its TCP checksum made wrong.
+fn bad_checksum(mut frame: Vec<u8>, tcp_at: usize) -> Vec<u8> {
+    frame[tcp_at + 16] ^= 0x5a;
+    frame
+}
+
+/// `frame` with its TCP checksum field in the form a sender offloading
+/// its checksum leaves: the pseudo-header's sum alone.
+fn offload_form(mut frame: Vec<u8>, tcp_at: usize) -> Vec<u8> {
+    use maps::parse::checksum::{offloaded_form, pseudo_header};
+    let tcp_len = u32::try_from(frame.len() - tcp_at).expect("a segment");
+    let pseudo = if tcp_at == TCP_AT_V6 {
+        let a: [u8; 16] = frame[14 + 8..14 + 24].try_into().expect("16 bytes");
+        let b: [u8; 16] = frame[14 + 24..14 + 40].try_into().expect("16 bytes");
+        pseudo_header(&a, &b, 6, tcp_len)
+    } else {
+        let a: [u8; 4] = frame[14 + 12..14 + 16].try_into().expect("4 bytes");
+        let b: [u8; 4] = frame[14 + 16..14 + 20].try_into().expect("4 bytes");
+        pseudo_header(&a, &b, 6, tcp_len)
+    };
+    frame[tcp_at + 16..tcp_at + 18].copy_from_slice(&offloaded_form(pseudo).to_be_bytes());
+    frame
+}
+
+/// Decoys with a wrong TCP checksum, which the receiver discards (Linux:
+/// `tcp_checksum_complete`): the rest of a split ClientHello sent first
+/// with another name and a bad checksum, then for real. The decoy decides
+/// nothing and changes no flow, whichever of the two names it carries; a
+/// decoy first segment or SYN starts no tracking; a payload spread over
+/// the buffers of a multi-buffer frame is summed to its last byte; a field
+/// in the offload form is wrong unless the daemon accepts that form (on
+/// virtual interfaces). IPv4 and IPv6, under both policies.
+#[test]
+fn checksum_decoys_decide_nothing() {
+    let blocked = tls::client_hello(Some(BLOCKED), HelloKind::Small);
+    let allowed = tls::replace_server_name(&blocked, ALLOWED.as_bytes());
+    // Cut inside the name, after the "www." both names start with: the
+    // first halves are the same bytes, the rests name one or the other.
+    let cut = tls::find(&blocked, BLOCKED.as_bytes()).expect("the name") + 4;
+    assert_eq!((blocked.len(), &blocked[..cut]), (allowed.len(), &allowed[..cut]));
+    // First data that is not TLS, long enough for a multi-buffer frame.
+    let long: Vec<u8> = b"GET / HTTP/1.1\r\n".iter().copied().cycle().take(6001).collect();
+    for drop in [true, false] {
+        let h = harness(drop);
+        let mut rows = Vec::new();
+        for (fam, base, at, port) in [("IPv4", Flow::v4(), TCP_AT_V4, 44000), ("IPv6", Flow::v6(), TCP_AT_V6, 45000)] {
+            let flow = |p: u16| base.clone().sport(port + p);
+            let bad = |f: Vec<u8>| bad_checksum(f, at);
+            let unjudged = |desc: &str, f: Vec<u8>| {
+                row(format!("{fam}: {desc}"), f, XDP_PASS, Counter::TcpBadChecksum).unjudged(drop)
+            };
+            let judged = |desc: &str, f: Vec<u8>, action: u32, outcome: Counter| {
+                row(format!("{fam}: {desc}"), f, action, outcome)
+            };
+            let decided = flow(1);
+            rows.extend([
+                judged("SYN", decided.syn(), XDP_PASS, Counter::TcpSyn),
+                judged("first half", decided.segment(0, &blocked[..cut]), XDP_PASS, Counter::TlsPending),
+                unjudged("decoy rest naming an allowed name, bad checksum", bad(decided.segment(cut, &allowed[cut..]))),
+                judged(
+                    "... then the rest naming the blocked name",
+                    decided.segment(cut, &blocked[cut..]),
+                    XDP_TX,
+                    Counter::TlsReset,
+                ),
+            ]);
+            let unseen = flow(2);
+            rows.extend([
+                judged("first half (SYN unseen)", unseen.segment(0, &blocked[..cut]), XDP_PASS, Counter::TlsPending),
+                unjudged("decoy rest naming the blocked name, bad checksum", bad(unseen.segment(cut, &blocked[cut..]))),
+                judged(
+                    "... then the rest naming an allowed name",
+                    unseen.segment(cut, &allowed[cut..]),
+                    XDP_PASS,
+                    Counter::TlsPassNoMatch,
+                ),
+            ]);
+            let good = flow(3);
+            rows.extend([
+                judged("good checksums: SYN", good.syn(), XDP_PASS, Counter::TcpSyn),
+                judged("good checksums: first half", good.segment(0, &blocked[..cut]), XDP_PASS, Counter::TlsPending),
+                judged(
+                    "good checksums: the rest, blocked",
+                    good.segment(cut, &blocked[cut..]),
+                    XDP_TX,
+                    Counter::TlsReset,
+                ),
+            ]);
+            let no_syn = flow(4);
+            rows.extend([
+                unjudged("decoy whole ClientHello, allowed name, bad checksum", bad(no_syn.segment(0, &allowed))),
+                unjudged("decoy first half, bad checksum", bad(no_syn.segment(0, &blocked[..cut]))),
+                judged(
+                    "... left no state: the rest alone is untracked data",
+                    no_syn.segment(cut, &blocked[cut..]),
+                    XDP_PASS,
+                    Counter::TcpOther,
+                ),
+            ]);
+            // A decoy SYN with another initial sequence number: tracked,
+            // it would put the real stream out of its window.
+            let syn_decoy = flow(5);
+            let decoy_syn = bad(syn_decoy.clone().isns(0x5000_0000, 0x2000_0000).syn());
+            rows.extend([
+                unjudged("decoy SYN with another ISN, bad checksum", decoy_syn),
+                judged(
+                    "... tracked nothing: the real first half",
+                    syn_decoy.segment(0, &blocked[..cut]),
+                    XDP_PASS,
+                    Counter::TlsPending,
+                ),
+                judged("... and its rest", syn_decoy.segment(cut, &blocked[cut..]), XDP_TX, Counter::TlsReset),
+            ]);
+            let long_flow = flow(6);
+            let mut flipped_tail = long_flow.segment(0, &long);
+            *flipped_tail.last_mut().expect("a byte") ^= 1;
+            rows.extend([
+                judged("SYN before 6001 bytes of data", long_flow.syn(), XDP_PASS, Counter::TcpSyn),
+                unjudged("6001 bytes of first data, bad checksum", bad(long_flow.segment(0, &long))),
+                unjudged("6001 bytes of first data, its last byte changed", flipped_tail),
+                judged(
+                    "6001 bytes of first data, good",
+                    long_flow.segment(0, &long),
+                    XDP_PASS,
+                    Counter::TlsNotClientHello,
+                ),
+            ]);
+            let offloaded = flow(7);
+            rows.push(unjudged(
+                "first half, checksum in the offload form",
+                offload_form(offloaded.segment(0, &blocked[..cut]), at),
+            ));
+        }
+        let table = if drop { "checksum decoys, --unjudged drop" } else { "checksum decoys, --unjudged pass" };
+        run(&h, table, &rows);
+        // Per family, the three flows blocked and nothing else: no decoy
+        // left an entry.
+        assert_eq!(h.filter.flow_count().expect("flows"), 6, "{table}");
+        assert_eq!(h.filter.new_flow_count().expect("new flows"), 0, "{table}");
+    }
+}
+
+/// Where the daemon accepts the offload form (decided virtual interface), decided
+/// split ClientHello whose segments carry it is judged as usual, and decided
+/// wrong checksum in another form is still decided decoy.
+#[test]
+fn offload_form_accepted_on_virtual_interfaces() {
+    let blocked = tls::client_hello(Some(BLOCKED), HelloKind::Small);
+    let cut = tls::find(&blocked, BLOCKED.as_bytes()).expect("the name") + 4;
+    let mut h = harness(true);
+    h.filter.accept_offloaded_checksums(true).expect("settings");
+    let mut rows = Vec::new();
+    for (fam, base, at) in [("IPv4", Flow::v4().sport(46001), TCP_AT_V4), ("IPv6", Flow::v6().sport(46002), TCP_AT_V6)]
+    {
+        let decoy = base.clone().sport(46003);
+        rows.extend([
+            row(format!("{fam}: SYN, offload form"), offload_form(base.syn(), at), XDP_PASS, Counter::TcpSyn),
+            row(
+                format!("{fam}: first half, offload form"),
+                offload_form(base.segment(0, &blocked[..cut]), at),
+                XDP_PASS,
+                Counter::TlsPending,
+            ),
+            row(
+                format!("{fam}: the rest, offload form"),
+                offload_form(base.segment(cut, &blocked[cut..]), at),
+                XDP_TX,
+                Counter::TlsReset,
+            ),
+            row(
+                format!("{fam}: another wrong checksum"),
+                bad_checksum(decoy.segment(0, &blocked), at),
+                XDP_DROP,
+                Counter::TcpBadChecksum,
+            )
+            .unjudged(true),
+        ]);
+    }
+    run(&h, "offload form accepted", &rows);
 }

@@ -251,7 +251,10 @@ fn run_table(h: &Harness, table: &str, scripts: &[Script]) {
     let blocks = count(wants().filter(|w| matches!(w.outcome, Counter::TlsReset | Counter::TlsDrop)).count())
         + count(scripts.iter().map(|s| s.open).sum::<usize>())
         - count(scripts.iter().map(|s| s.closes).sum::<usize>());
-    if !wants().any(|w| w.extras.contains(&Counter::FlowTableFull)) && !scripts.iter().any(|s| s.lru_full) {
+    // A full table, or one the kernel reclaimed expired entries from, holds
+    // what no row accounts for.
+    let full = |w: &Want| w.extras.contains(&Counter::FlowTableFull) || w.extras.contains(&Counter::FlowReclaimed);
+    if !wants().any(full) && !scripts.iter().any(|s| s.lru_full) {
         let after = tracked(h);
         if count(after) != count(before) + blocks {
             failures.push(format!(
@@ -1963,6 +1966,76 @@ fn flow_table_pressure() {
         let freed = rig.delivery("a new flow uses a freed entry", &again, &hello, &[cut], &fate);
         rig.run(&format!("{mode}: room again"), &[freed]);
     }
+}
+
+/// The kernel's own expiry (issue 10): `FLOWS` full of entries past their
+/// time to live (aged here as if the daemon had been down for 11 minutes)
+/// takes a new split ClientHello all the same, without the daemon's sweep:
+/// the insertion that finds the table full examines the next
+/// `RECLAIM_SLOTS` slots of the ring of inserted keys and deletes the
+/// expired entries there (`flow_reclaimed` each), then tries again. The
+/// flow is followed and judged; later ClientHellos find room. Live entries
+/// are never reclaimed: a table full of them still gives
+/// `tls_flow_table_full` (see `flow_table_pressure`, and the last rows).
+#[test]
+fn full_table_of_expired_flows_reclaimed_by_the_kernel() {
+    use maps::layout::flow::RECLAIM_SLOTS;
+    let opts = LoadOptions { max_flows: 16, ..LoadOptions::default() };
+    let mut rig = Rig::with(BLOCK, ALLOW, opts, true, TlsPolicy::default());
+    let hello = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
+    let sni = hello.name().expect("named");
+    let (len, cut) = (hello.len(), hello.sni_first().expect("named"));
+    let s = &hello.stream;
+    let reset = |f: &Flow, end| Want::reset(f, end).rule(Some("blocked.example")).sni(Some(&sni));
+    let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
+    let ok_cut = ok.sni_first().expect("named");
+
+    // Five blocked flows and eleven ClientHellos in progress fill FLOWS.
+    let mut filling = Script::new("16 flows fill FLOWS").leaves_open(11);
+    for _ in 0..5 {
+        let f = rig.v4();
+        filling.send(&f, s, 0, len, reset(&f, len));
+    }
+    for _ in 0..11 {
+        let f = rig.v4();
+        filling.send(&f, &ok.stream, 0, ok_cut, Want::pass(Counter::TlsPending));
+    }
+    rig.run("filling", &[filling]);
+    assert_eq!(rig.h.filter.flow_count().expect("flows"), 16);
+
+    // Still live: a split ClientHello cannot be followed, nothing reclaimed.
+    let mut live = Script::new("FLOWS full of live flows");
+    let early = rig.v4();
+    live.send(
+        &early,
+        s,
+        0,
+        cut,
+        Want { action: XDP_DROP, ..Want::pass(Counter::TlsFlowTableFull) }
+            .extras(&[Counter::FlowTableFull, Counter::UnjudgedDrop]),
+    );
+    rig.run("live", &[live]);
+    assert_eq!(rig.h.filter.flow_count().expect("flows"), 16);
+
+    // The daemon down for 11 minutes: every entry past its time to live
+    // (10 minutes for ClientHellos in progress, 1 for blocked flows).
+    assert_eq!(rig.h.filter.age_flows(660_000_000_000).expect("aged"), 16);
+    let mut reclaimed = Script::new("FLOWS full of expired flows");
+    let late = rig.v4();
+    // The first insertion examines the ring's first slots, whose 16 keys
+    // are all expired: as many entries are reclaimed as it examines.
+    let examined = vec![Counter::FlowReclaimed; RECLAIM_SLOTS as usize];
+    reclaimed.send(&late, s, 0, cut, Want::pass(Counter::TlsPending).extras(&examined));
+    reclaimed.send(&late, s, cut, len, reset(&late, len));
+    let again = rig.v6();
+    reclaimed.send(&again, s, 0, cut, Want::pass(Counter::TlsPending));
+    reclaimed.send(&again, s, cut, len, reset(&again, len));
+    rig.run("reclaimed", &[reclaimed]);
+    // 16 - 8 reclaimed + 2 blocked.
+    assert_eq!(rig.h.filter.flow_count().expect("flows"), 16 - RECLAIM_SLOTS as usize + 2);
+    // The sweep finds the rest of the expired entries, and only those.
+    assert_eq!(rig.h.filter.sweep_flows().expect("sweep"), 16 - RECLAIM_SLOTS as usize);
+    assert_eq!(rig.h.filter.flow_count().expect("flows"), 2);
 }
 
 /// TCP Fast Open (RFC 7413): a SYN carrying data is parsed as the stream's

@@ -13,12 +13,13 @@ use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use maps::{
     Counter, Scratch, Settings, Stage, handoff,
     layout::dns_stream::{self, DnsStream, HEAD_BUF, HEAD_MAX, Place},
+    layout::settings::policy,
     parse::name::{MAX_QUESTION, QUESTION_BUF},
 };
 
 use crate::{
     packet::{
-        Layers, Packet,
+        self, Layers, Packet,
         headers::{DNS_HLEN, TCP_SYN, TCP_URG, TcpFlagsHead},
     },
     tables::{DNS_STREAMS, SETTINGS, scratch},
@@ -100,7 +101,17 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
         }
         other => other,
     };
-    let off = match dns_stream::place(entry, seq, seg_len) {
+    let place = dns_stream::place(entry, seq, seg_len);
+    // A segment with a wrong TCP checksum never reaches the server's stream
+    // (the receiver discards it): one that would move the stream is a decoy,
+    // or damaged, and moves nothing (see `crate::packet::tcp_checksum_ok`).
+    // Only those are summed.
+    if matches!(place, Place::PickUp | Place::From(_))
+        && !packet::tcp_checksum_ok(ctx, l, settings.policy & policy::PARTIAL_CSUM != 0)
+    {
+        return Err(not_judged(settings, Counter::TcpBadChecksum));
+    }
+    let off = match place {
         Place::PickUp => {
             let d = &mut scratch.dns;
             (d.next_seq, d.start_seq, d.skip, d.have) = (seq, seq, 0, 0);

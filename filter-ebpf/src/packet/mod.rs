@@ -1,9 +1,11 @@
-//! Packet memory: the one bounds-checked cursor, typed header views, and
-//! the layer parser of the entry stage.
+//! Packet memory: the one bounds-checked cursor, typed header views, the
+//! layer parser of the entry stage, and the TCP checksum check.
 
+mod checksum;
 mod cursor;
 pub mod headers;
 mod layers;
 
+pub use checksum::tcp_checksum_ok;
 pub use cursor::Packet;
 pub use layers::{Addrs, DNS_PORT, Fragment, Layers, MAX_L2_LEN, parse};

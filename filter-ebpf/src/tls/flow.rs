@@ -3,9 +3,11 @@
 //! `maps::layout::flow`), and the hint counters that spare untracked flows
 //! a lookup.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_loop},
 };
 use maps::{
     Counter, Scratch, Settings,
@@ -14,7 +16,7 @@ use maps::{
 };
 
 use crate::{
-    tables::{self, FLOW_HINT, FLOWS, NEW_FLOWS},
+    tables::{self, FLOW_CLOCK, FLOW_HINT, FLOW_RING, FLOWS, NEW_FLOWS},
     verdict::{Done, count, not_judged, pass},
 };
 
@@ -35,20 +37,111 @@ fn hint_add(key: u64, settings: &Settings, delta: u64) {
 
 /// Inserts `value` for `key` into `FLOWS` if the flow is not there yet,
 /// counting it into the hint first (a hint that is too high costs a lookup;
-/// one that is too low would lose the flow). A flow that leaves `NEW_FLOWS`
-/// for `FLOWS` is deleted there after. False when the table is full.
+/// one that is too low would lose the flow), and notes a new key in the
+/// ring (see `maps::layout::flow::ring_slots`). A full table gets expired
+/// entries reclaimed from the ring ([`reclaim`]) and one more try. A flow
+/// that leaves `NEW_FLOWS` for `FLOWS` is deleted there after. False when
+/// the table is still full.
 #[inline(always)]
 pub fn remember(key: u64, settings: &Settings, value: &FlowState) -> bool {
-    hint_add(key, settings, 1);
-    if FLOWS.insert(key, value, u64::from(BPF_NOEXIST)).is_err() {
-        // Already there (its count taken back: the entry has one), or full.
-        hint_add(key, settings, u64::MAX);
-        if FLOWS.insert(key, value, u64::from(BPF_EXIST)).is_err() {
-            return false;
-        }
+    if insert_new(key, settings, value) {
+        forget_new(key, settings);
+        return true;
+    }
+    // Already there (its count taken back: the entry has one), or full.
+    if FLOWS.insert(key, value, u64::from(BPF_EXIST)).is_ok() {
+        forget_new(key, settings);
+        return true;
+    }
+    reclaim(settings);
+    if !insert_new(key, settings, value) {
+        return false;
     }
     forget_new(key, settings);
     true
+}
+
+/// Inserts a key not in `FLOWS` yet, counted into the hint and noted in
+/// the ring; false (the count taken back) if it is there or the table full.
+#[inline(always)]
+fn insert_new(key: u64, settings: &Settings, value: &FlowState) -> bool {
+    hint_add(key, settings, 1);
+    if FLOWS.insert(key, value, u64::from(BPF_NOEXIST)).is_err() {
+        hint_add(key, settings, u64::MAX);
+        return false;
+    }
+    if let Some(clock) = FLOW_CLOCK.get_ptr_mut(0) {
+        // SAFETY: word 0 of the clock's value, which stays allocated.
+        let hand = tables::fetch_add(unsafe { (&raw mut (*clock)[0]).cast() }, 1);
+        // Cannot fail: the slot is masked below the ring's size.
+        let _ = FLOW_RING.set(ring_slot(hand, settings), key, 0);
+    }
+    true
+}
+
+/// The ring slot a hand at `hand` points to: the ring has one slot per
+/// eight words of the hint (`maps::layout::flow::ring_slots`).
+#[inline(always)]
+fn ring_slot(hand: u64, settings: &Settings) -> u32 {
+    (hand & (settings.hint_mask >> 3)) as u32
+}
+
+/// What the reclaiming loop's callback gets on the stack: values that stay
+/// the same over the loop, so the verifier checks the callback once.
+#[repr(C)]
+struct ReclaimArgs {
+    now: u64,
+    hint_mask: u64,
+}
+
+/// `FLOWS` is full: examines the next `maps::layout::flow::RECLAIM_SLOTS`
+/// slots of the ring and deletes the entries there that are past their
+/// time to live (`flow_reclaimed`), the kernel's own expiry for when the
+/// daemon's sweep has not run. One `bpf_loop` iteration per slot: the
+/// verifier checks the lookup and delete once.
+#[inline(always)]
+fn reclaim(settings: &Settings) {
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let mut args = ReclaimArgs { now, hint_mask: settings.hint_mask };
+    // SAFETY: a static callback and a pointer to our own stack.
+    unsafe { bpf_loop(flow::RECLAIM_SLOTS, reclaim_slot as *mut c_void, (&raw mut args).cast(), 0) };
+}
+
+extern "C" fn reclaim_slot(_index: u64, arg: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer reclaim gave it.
+    let a = unsafe { &*arg.cast::<ReclaimArgs>() };
+    let Some(clock) = FLOW_CLOCK.get_ptr_mut(0) else { return 1 };
+    // SAFETY: word 1 of the clock's value, which stays allocated.
+    let hand = tables::fetch_add(unsafe { (&raw mut (*clock)[1]).cast() }, 1);
+    let slot = (hand & (a.hint_mask >> 3)) as u32;
+    let Some(p) = FLOW_RING.get_ptr_mut(slot) else { return 0 };
+    // SAFETY: a value pointer from this lookup.
+    let key = unsafe { p.read_volatile() };
+    if key == 0 {
+        return 0;
+    }
+    // SAFETY: the entry is copied at once (its time and kind are all that is read).
+    let expired = match unsafe { FLOWS.get(key) } {
+        Some(s) => s.expired(a.now),
+        // Gone (decided, or swept): the slot is free.
+        None => true,
+    };
+    if !expired {
+        return 0;
+    }
+    // A packet of the flow on another CPU may have touched the entry since:
+    // an entry idle for its whole time to live until then is forgotten all
+    // the same, as the sweep would have done a moment before.
+    if FLOWS.remove(key).is_ok() {
+        if let Some(h) = FLOW_HINT.get_ptr_mut(flow::hint_slot(key, a.hint_mask)) {
+            tables::atomic_add(h, u64::MAX);
+        }
+        count(Counter::FlowReclaimed);
+    }
+    // SAFETY: as above.
+    unsafe { p.write_volatile(0) };
+    0
 }
 
 /// Stops tracking a flow, in either table; the hint is decremented after

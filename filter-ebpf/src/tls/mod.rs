@@ -23,7 +23,9 @@
 //!    One that only repeats bytes already seen passes; one that starts
 //!    before the stream is dropped. RST and FIN never end tracking (the
 //!    server may have discarded them); data without ACK, with TTL 1 or with
-//!    urgent data decides nothing.
+//!    urgent data decides nothing, nor does a segment with a wrong TCP
+//!    checksum (checked only on segments that would change or decide a
+//!    flow, see `crate::packet::tcp_checksum_ok`).
 //! 4. A ClientHello's first segment that holds the name is read in place by
 //!    the one-pass locator (`maps::parse::sni`). Anything else (a name in a later
 //!    segment, record-layer fragmentation, a continuation) is copied into
@@ -50,7 +52,7 @@ use maps::{
 use self::hello::Quick;
 use crate::{
     packet::{
-        Layers, Packet,
+        self, Layers, Packet,
         headers::{TCP_ACK, TCP_SYN, TCP_URG, TcpFlagsHead},
     },
     tables::{FLOWS, NEW_FLOWS, SETTINGS, scratch},
@@ -173,6 +175,33 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     // A `NEW_FLOWS` entry far from this segment is another stream's too
     // (a decoy SYN's, say): it must not make the segment pass unjudged.
     let new_occupied = new.is_some_and(|v| !v.in_window(seg.seq) && v.flags & flows::NEW_URGENT == 0);
+    // A segment with a wrong TCP checksum never reaches the server's
+    // stream (the receiver discards it): one that would change the flow's
+    // state or decide it is a decoy, or damaged, and does neither; with
+    // the "cannot judge" policy it is dropped, which costs an honest
+    // client nothing (the server would discard it too) and keeps the
+    // filter and the receiver agreeing where their views of a checksum
+    // can differ (see `crate::packet::tcp_checksum_ok`). Only such
+    // segments are summed: established traffic and the rest pass without.
+    let payload = l.payload_off != l.ip_end;
+    let decisive = seg.flags & TCP_URG != 0
+        || match (&state, &new) {
+            // Data of a ClientHello in progress (a blocked flow's
+            // segments are dropped whatever their checksum).
+            (Some(s), _) => !syn && payload && s.kind != flows::BLOCKED,
+            // A SYN that starts tracking the flow.
+            (None, None) if syn => true,
+            // A segment outside a tracked stream, or a SYN on a flow
+            // between SYN and first data, changes nothing.
+            (None, _) if syn || occupied || new_occupied => false,
+            // The first data after the SYN, ClientHello or not: it decides
+            // whether the flow is followed.
+            (None, Some(v)) if v.flags & flows::NEW_URGENT == 0 => payload,
+            (None, _) => payload && hello::starts_like_hello(&Packet::new(ctx), &l),
+        };
+    if decisive && !packet::tcp_checksum_ok(ctx, &l, settings.policy & policy::PARTIAL_CSUM != 0) {
+        return Err(not_judged(settings, Counter::TcpBadChecksum));
+    }
     // Urgent data, on this segment or signalled before on the flow.
     let mut state = state;
     let urgent = seg.flags & TCP_URG != 0

@@ -291,6 +291,13 @@ pub fn link_type(name: &str) -> Option<u16> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/type")).ok()?.trim().parse().ok()
 }
 
+/// Whether interface `name` is virtual (veth, bridge, bond, VLAN, ...):
+/// sysfs links a device backed by hardware (a PCI NIC, a virtio device) to
+/// it as `/sys/class/net/NAME/device`, and a virtual one has none.
+pub fn is_virtual(name: &str) -> bool {
+    !std::path::Path::new(&format!("/sys/class/net/{name}/device")).exists()
+}
+
 /// Whether XDP on an interface of link type `t` sees Ethernet frames: an
 /// Ethernet device (`ARPHRD_ETHER`: NICs, veth, bridges, VLAN and bond
 /// devices), or loopback, which frames packets with a zeroed Ethernet header.

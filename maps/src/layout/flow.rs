@@ -222,6 +222,29 @@ pub const fn hint_words(flows: usize) -> usize {
     if w < 1024 { 1024 } else { w }
 }
 
+/// Slots of `FLOW_RING` for `flows` flows: one eighth of the hint's
+/// words, a power of two at least `flows` (at least 128), so that the
+/// kernel finds its mask in the settings (`hint_mask >> 3`).
+///
+/// The ring keeps the keys of the latest `FLOWS` insertions, each written
+/// at the next slot of a hand that goes round. When an insertion finds
+/// `FLOWS` full, the kernel examines the next [`RECLAIM_SLOTS`] slots of a
+/// second hand, deletes the entries there that are past their time to
+/// live, and tries once more: a table filled by stale entries (the daemon
+/// down, or a flood of partial ClientHellos left to age) frees itself
+/// without the daemon's sweep. Holding at least as many keys as the table
+/// has entries, the ring covers a table filled by its latest insertions,
+/// as a flood fills it; an older entry whose slot was written over is left
+/// to the sweep. A slot whose key has no entry any more is emptied (key 0).
+pub const fn ring_slots(flows: usize) -> usize {
+    hint_words(flows) / 8
+}
+
+/// Ring slots examined per insertion that found `FLOWS` full: each costs a
+/// lookup, so a table full of live entries costs a failing insertion a
+/// bounded few.
+pub const RECLAIM_SLOTS: u32 = 8;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +295,15 @@ mod tests {
         }
         assert_ne!(seed_for(1, 2), seed_for(1, 3));
         assert_eq!(seed_for(1, 0), 1);
+    }
+
+    #[test]
+    fn ring_mask_follows_the_hint_mask() {
+        for flows in [1, 16, 128, 1000, 65536, 100_000] {
+            let slots = ring_slots(flows);
+            assert!(slots.is_power_of_two() && slots >= flows && slots >= 128, "{flows}: {slots}");
+            assert_eq!((hint_words(flows) as u64 - 1) >> 3, slots as u64 - 1, "{flows}");
+        }
     }
 
     #[test]

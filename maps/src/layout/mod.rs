@@ -49,6 +49,13 @@ pub mod names {
     pub const FRAGMENTS: &str = "FRAGMENTS";
     /// `Array<u64>` (mmapable): counters sparing untracked flows a lookup, see [`flow`].
     pub const FLOW_HINT: &str = "FLOW_HINT";
+    /// `Array<u64>`: keys of the latest `FLOWS` insertions, the ring the
+    /// kernel reclaims expired entries from when `FLOWS` is full (see
+    /// [`super::flow::ring_slots`]).
+    pub const FLOW_RING: &str = "FLOW_RING";
+    /// `Array<[u64; 2]>`: the ring's hands, the next slot written and the
+    /// next slot examined.
+    pub const FLOW_CLOCK: &str = "FLOW_CLOCK";
     /// `PerCpuArray<u64>` indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
     /// `PerCpuArray<Scratch>`: per-CPU working memory for one packet.
@@ -75,7 +82,7 @@ pub mod names {
 /// configuration, and their meaning (settings fields, counter indices, flow
 /// state). Bump it with any such change: a daemon refuses pinned state of
 /// another version instead of misreading it.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Slot of the active rule set in `RULESETS`.
 pub const ACTIVE_RULESET: u32 = 0;

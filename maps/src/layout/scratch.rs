@@ -40,7 +40,19 @@ pub struct Scratch {
     pub tls_step: u64,
     /// The block event being built (see [`event`]).
     pub event: event::Event,
+    /// A chunk of a TCP segment copied for its checksum (the kernel's
+    /// `packet::checksum`): words, so the checksum helper reads it aligned.
+    pub csum: [u32; CSUM_WORDS],
+    /// The checksum loop's state: next byte, end, sum so far, failure
+    /// flag. In map memory, which the verifier does not track: kept on the
+    /// stack, a position that grows each iteration makes it check the loop
+    /// body once per iteration, past its limit of jumps.
+    pub csum_walk: [u64; 4],
 }
+
+/// Words of [`Scratch::csum`]: 512 bytes, the most `bpf_csum_diff` sums in
+/// one call on kernels before 6.12 (the size of its per-CPU scratchpad).
+pub const CSUM_WORDS: usize = 128;
 
 /// The layers of a packet as the entry program parsed them, for a TCP
 /// segment what its triage found, and for a ClientHello what the TLS stage
@@ -215,4 +227,6 @@ const _: () = assert!(
             + core::mem::size_of::<flow::FlowState>()
             + 24
             + core::mem::size_of::<event::Event>()
+            + 4 * CSUM_WORDS
+            + 32
 );

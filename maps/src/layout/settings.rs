@@ -64,6 +64,16 @@ pub mod policy {
     pub const NO_SNI_BLOCK: u8 = 1 << 1;
     /// Drop QUIC Initial packets, so browsers fall back to TCP and TLS.
     pub const QUIC_BLOCK: u8 = 1 << 2;
+    /// Take a TCP checksum field holding only the pseudo-header's sum (the
+    /// form a sender offloading its checksum leaves, see
+    /// `crate::parse::checksum::offloaded_form`) as right. Set by the daemon
+    /// when it attaches to a virtual interface (veth: segments from a local
+    /// stack cross it in that form and the receiver trusts them unchecked)
+    /// or in skb mode (generic XDP runs after GRO, whose merged segments
+    /// are in that form). Off, as on a physical NIC in native mode, which
+    /// hands XDP frames as they were on the wire: a field in that form is
+    /// a wrong checksum there, and the receiver discards the segment.
+    pub const PARTIAL_CSUM: u8 = 1 << 3;
 }
 
 /// Whether `mask` (a [`Settings::depth_mask`]) has a rule depth of

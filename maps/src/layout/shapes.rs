@@ -94,6 +94,8 @@ pub const MAPS: &[MapShape] = {
         row(names::FLOWS,        Hash,        8,   size::<FlowState>(),  Configured,                      PINNED),
         row(names::NEW_FLOWS,    LruHash,     8,   size::<NewFlow>(),    Configured,                      PINNED),
         row(names::FLOW_HINT,    Array,       4,   8,                    Configured,                      PINNED),
+        row(names::FLOW_RING,    Array,       4,   8,                    Configured,                      PINNED),
+        row(names::FLOW_CLOCK,   Array,       4,   16,                   Fixed(1),                        PINNED),
         // A ring buffer has neither keys nor values, only bytes.
         row(names::EVENTS,       RingBuf,     0,   0,                    Configured,                      PINNED),
         row(names::COUNTERS,     PerCpuArray, 4,   8,                    Fixed(counters::SLOTS as u32),   PINNED),
