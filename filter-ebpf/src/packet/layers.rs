@@ -76,6 +76,8 @@ pub enum Addrs {
 pub struct Layers {
     /// Ethernet header plus VLAN tags and PPPoE header.
     pub l2_len: usize,
+    /// Number of VLAN tags (0..=[`MAX_VLAN_TAGS`]).
+    pub vlan_tags: usize,
     /// The IP packet is inside a PPPoE session header.
     pub pppoe: bool,
     pub ipv6: bool,
@@ -174,6 +176,7 @@ impl Layers {
     #[inline(always)]
     pub fn hand_off(&self, h: &mut Handoff) {
         h.l2_len = self.l2_len as u16;
+        h.vlan_tags = self.vlan_tags as u8;
         h.l4_off = self.l4_off as u16;
         h.payload_off = self.payload_off as u16;
         h.payload_end = self.payload_end as u16;
@@ -197,6 +200,7 @@ impl Layers {
     pub fn taken_over(h: &Handoff) -> Self {
         Self {
             l2_len: (h.l2_len & 0x3f) as usize,
+            vlan_tags: (h.vlan_tags & 0x7) as usize,
             pppoe: h.flags & handoff::PPPOE != 0,
             ipv6: h.flags & handoff::IPV6 != 0,
             l4_off: (h.l4_off & 0xfff) as usize,
@@ -226,8 +230,8 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     // Untagged IPv4 and IPv6 first, in straight-line code: this runs for
     // every packet.
     let outer = pkt.header::<EthHdr>(0).ok_or(Counter::TruncatedHeader)?.ethertype();
-    let (ethertype, l2_len, pppoe) =
-        if outer == ETH_P_IPV4 || outer == ETH_P_IPV6 { (outer, ETH_HLEN, false) } else { parse_l2(pkt, outer)? };
+    let (ethertype, l2_len, vlan_tags, pppoe) =
+        if outer == ETH_P_IPV4 || outer == ETH_P_IPV6 { (outer, ETH_HLEN, 0, false) } else { parse_l2(pkt, outer)? };
     let l3 = l2_len;
     let (ipv6, ip) = if ethertype == ETH_P_IPV4 {
         (false, parse_ipv4(pkt, l3)?)
@@ -239,6 +243,7 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
     let Ip { proto, l4_off, end: ip_end, fragment, frag_id } = ip;
     let layers = |dport, payload_off, payload_end, fragment| Layers {
         l2_len,
+        vlan_tags,
         pppoe,
         ipv6,
         l4_off,
@@ -314,17 +319,19 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
 
 /// Follows VLAN tags and a PPPoE session header after the outer
 /// `EtherType` (which is neither IPv4 nor IPv6): the IP `EtherType`, the
-/// layer-2 length and whether PPPoE carries the packet.
+/// layer-2 length, the tags and whether PPPoE carries the packet.
 #[inline(always)]
-fn parse_l2(pkt: &Packet, outer: u16) -> Result<(u16, usize, bool), Counter> {
+fn parse_l2(pkt: &Packet, outer: u16) -> Result<(u16, usize, usize, bool), Counter> {
     let mut ethertype = outer;
     let mut off = ETH_HLEN;
+    let mut tags: usize = 0;
     for _ in 0..MAX_VLAN_TAGS {
         if !is_vlan(ethertype) {
             break;
         }
         ethertype = pkt.header::<VlanHdr>(off).ok_or(Counter::TruncatedHeader)?.inner();
         off += VlanHdr::LEN;
+        tags += 1;
     }
     if is_vlan(ethertype) {
         return Err(Counter::VlanTooDeep);
@@ -354,9 +361,9 @@ fn parse_l2(pkt: &Packet, outer: u16) -> Result<(u16, usize, bool), Counter> {
     let Some(scratch) = scratch() else {
         return Err(Counter::Internal);
     };
-    let v = [u64::from(ethertype), off as u64, u64::from(pppoe)];
-    let [ethertype, off, pppoe] = verifier::forget(&raw mut scratch.spill, v);
-    Ok((ethertype as u16, off as usize & 0x3f, pppoe & 1 != 0))
+    let v = [u64::from(ethertype), off as u64, tags as u64, u64::from(pppoe)];
+    let [ethertype, off, tags, pppoe] = verifier::forget(&raw mut scratch.spill, v);
+    Ok((ethertype as u16, off as usize & 0x3f, tags as usize & 0x7, pppoe & 1 != 0))
 }
 
 /// A frame shorter than the IP packet it carries was cut short; Linux drops

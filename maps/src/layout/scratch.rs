@@ -89,8 +89,8 @@ pub struct Handoff {
     pub ack: u32,
     /// TCP: the header's flags byte.
     pub tcp_flags: u8,
-    /// Explicit padding; always 0.
-    pub pad0: u8,
+    /// Number of VLAN tags (0..=4).
+    pub vlan_tags: u8,
     /// TLS stage to ClientHello verdict stage: what the ClientHello showed
     /// ([`handoff`] `HELLO_*` bits).
     pub hello: u8,
