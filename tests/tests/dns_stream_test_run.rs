@@ -103,6 +103,12 @@ fn psh_only(mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
+/// `frame` with its TCP checksum made wrong.
+fn bad_checksum(mut f: Vec<u8>) -> Vec<u8> {
+    f[14 + 20 + 16] ^= 0x5a;
+    f
+}
+
 /// Whether `o` is a TCP reset toward the client.
 fn is_reset(o: &Observed) -> bool {
     o.output.get(14 + 20 + 13).is_some_and(|f| f & 0x04 != 0)
@@ -372,6 +378,21 @@ fn decoys_change_nothing() {
                 passes("the blocked query's first bytes", c.segment(0, &b[..k]), Counter::DnsTcpPartial),
                 unjudged("decoy, no ACK", psh_only(c.segment(k, &a[k..])), Counter::TcpNoAck),
                 resets("the real rest", c.segment(k, &b[k..])),
+            ],
+        },
+        Script {
+            desc: "a decoy with a wrong TCP checksum".into(),
+            steps: vec![
+                passes("the blocked query's first bytes", c.segment(0, &b[..k]), Counter::DnsTcpPartial),
+                unjudged("decoy, checksum wrong", bad_checksum(c.segment(k, &a[k..])), Counter::TcpBadChecksum),
+                resets("the real rest", c.segment(k, &b[k..])),
+            ],
+        },
+        Script {
+            desc: "a first segment with a wrong TCP checksum starts nothing".into(),
+            steps: vec![
+                unjudged("an unlisted query, checksum wrong", bad_checksum(c.segment(0, &a)), Counter::TcpBadChecksum),
+                resets("the real first segment, blocked", c.segment(0, &b)),
             ],
         },
         Script {

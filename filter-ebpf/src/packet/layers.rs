@@ -76,7 +76,9 @@ pub enum Addrs {
 pub struct Layers {
     /// Ethernet header plus VLAN tags and PPPoE header.
     pub l2_len: usize,
-    /// Number of VLAN tags (0..=[`MAX_VLAN_TAGS`]).
+    /// Number of VLAN tags (0..=[`MAX_VLAN_TAGS`]). No stage reads it; but
+    /// without it LLVM lays the entry stage out so that the verifier walks
+    /// it twice over (169k instructions against 92k, Linux 6.18).
     pub vlan_tags: usize,
     /// The IP packet is inside a PPPoE session header.
     pub pppoe: bool,
