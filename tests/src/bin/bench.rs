@@ -450,6 +450,36 @@ fn evasion_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
     expect(f, &pppoe, Counter::PassNoMatch, "DNS query in PPPoE");
     rows.push(Row::measure("DNS query in PPPoE, no match", "≤ 6x", || timed(&pppoe), || base(&pppoe)));
 
+    // DNS over TCP: each run a connection of its own (a repeat would be a
+    // retransmission), its stream kept in `DNS_STREAMS`, which is emptied
+    // (untimed) before it fills.
+    let query = packet::tcp_dns(&dnswire::query(allowed, RecordType::A));
+    let conn = |i: usize| {
+        if i % 4096 == 0 {
+            f.forget_dns_streams().expect("empty DNS_STREAMS");
+        }
+        flow_no(i).dport(53)
+    };
+    let base_single = |pkt: &[u8]| singles(TLS_SINGLE_RUNS, || ns(baseline.bench(pkt, 1).expect("baseline run").1));
+    f.forget_dns_streams().expect("empty DNS_STREAMS");
+    expect(f, &conn(0).segment(0, &query), Counter::PassNoMatch, "DNS query over TCP");
+    let mut next = 0;
+    rows.push(Row::measure(
+        "DNS query over TCP, one segment, no match (1 run per call)",
+        "",
+        || singles_after(f, &mut next, |_| Vec::new(), |i| conn(i).segment(0, &query)),
+        || base_single(&conn(0).segment(0, &query)),
+    ));
+    f.forget_dns_streams().expect("empty DNS_STREAMS");
+    let mut next = 0;
+    rows.push(Row::measure(
+        "DNS query over TCP split inside the name: segment 2, judged (1 run per call)",
+        "",
+        || singles_after(f, &mut next, |i| vec![conn(i).segment(0, &query[..20])], |i| conn(i).segment(20, &query[20..])),
+        || base_single(&conn(0).segment(20, &query[20..])),
+    ));
+    f.forget_dns_streams().expect("empty DNS_STREAMS");
+
     // The worst segment: the smallest records that let a whole ClientHello
     // fit one segment (a ClientHello that went on would leave state, and
     // the next run would be a retransmission), behind the deepest headers.
