@@ -145,6 +145,8 @@ pub const fn step_budget(len: usize) -> u32 {
     (len / 2 + 16) as u32
 }
 
+/// Bytes of a record header: type, version, 16-bit length (RFC 8446 §5.1).
+const RECORD_HEADER: usize = 5;
 /// TLS content type of handshake records (RFC 8446 §5.1).
 const CONTENT_HANDSHAKE: u8 = 22;
 /// Handshake type of a ClientHello (RFC 8446 §4).
@@ -533,16 +535,24 @@ fn step_once(st: &mut Fields, name: &mut [u8; MAX_SNI], buf: &[u8; TLS_BUF], len
         return done;
     }
     let len = if len < TLS_BUF { len } else { TLS_BUF };
-    let at = *pos;
+    let mut at = *pos;
     if at >= len {
         return Step::NeedMore;
     }
     if st.rec_left == 0 {
-        *pos = at + record_header(st, buf, at, len - at);
-        return match terminal(st) {
-            Some(done) => done,
-            None => more(*pos, len),
-        };
+        let n = record_header(st, buf, at, len - at);
+        *pos = at + n;
+        if let Some(done) = terminal(st) {
+            return done;
+        }
+        // A whole header, of a record with data in this segment: its data
+        // in the same step, so that a ClientHello in tiny records costs a
+        // step per record, not two. A header read byte by byte (cut by
+        // the segment) or an empty record ends the step.
+        if n != RECORD_HEADER || st.rec_left == 0 || *pos >= len {
+            return more(*pos, len);
+        }
+        at = *pos;
     }
     let seg = len - at;
     let rec = st.rec_left as usize;
@@ -677,7 +687,7 @@ fn reject(st: &mut Fields, e: TlsError) -> bool {
 /// else one. Returns the bytes consumed; a rejected header ends the stream.
 #[inline(always)]
 fn record_header(st: &mut Fields, buf: &[u8; TLS_BUF], at: usize, seg: usize) -> usize {
-    if st.hdr == 0 && seg >= 5 {
+    if st.hdr == 0 && seg >= RECORD_HEADER {
         // Straight-line with constant indices, so each `header_byte` folds to
         // its own check.
         let ok = header_byte(st, 0, byte(buf, at))
@@ -685,7 +695,7 @@ fn record_header(st: &mut Fields, buf: &[u8; TLS_BUF], at: usize, seg: usize) ->
             && header_byte(st, 2, byte(buf, at + 2))
             && header_byte(st, 3, byte(buf, at + 3))
             && header_byte(st, 4, byte(buf, at + 4));
-        return if ok { 5 } else { 0 };
+        return if ok { RECORD_HEADER } else { 0 };
     }
     header_byte(st, st.hdr, byte(buf, at));
     1
