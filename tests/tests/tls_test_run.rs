@@ -50,7 +50,7 @@ use maps::{
     counters::CounterKind,
     layout::rule::{self, Verdict as RuleVerdict},
     parse::name::{self, LABEL_SLOTS},
-    parse::tls::{self as parser, MAX_SNI, Step as Parsed, TLS_BUF, TlsError, TlsState, step_budget},
+    parse::tls::{self as parser, MAX_SNI, SEGMENT_STEPS, Step as Parsed, TLS_BUF, TlsError, TlsState},
 };
 use namewall_tests::{
     harness::{Harness, Observed},
@@ -601,6 +601,46 @@ fn within_buffer(len: usize, cuts: &[usize], fate: &Fate) -> Fate {
     fate.clone()
 }
 
+/// `fate` for `stream` sent in segments cut at `cuts`, under the
+/// program's bound on parse work: a segment may take at most
+/// [`SEGMENT_STEPS`] parser steps up to the flow's verdict (reading on past
+/// an allowed name for ECH included). The first segment, up to the
+/// deciding one, that needs more is not judged (`tls_segment_bound`,
+/// passed: fail-open), and the flow is forgotten.
+fn within_steps(stream: &[u8], cuts: &[usize], fate: &Fate) -> Fate {
+    // The policy reads on past the name to the ClientHello's end.
+    let reads_on = fate.name.as_ref().is_some_and(|n| n.at != fate.at);
+    let mut st = TlsState::new();
+    let mut buf = Box::new([0u8; TLS_BUF]);
+    for (a, b) in bounds(stream.len(), cuts) {
+        if a > fate.at {
+            break;
+        }
+        let copy = (b - a).min(TLS_BUF);
+        buf[..copy].copy_from_slice(&stream[a..a + copy]);
+        let mut pos = 0;
+        let mut steps = 0;
+        loop {
+            if steps == SEGMENT_STEPS {
+                return Fate {
+                    at: a,
+                    verdict: Verdict::Pass(Counter::TlsSegmentBound),
+                    extras: Vec::new(),
+                    name: fate.name.clone().filter(|n| n.at < a),
+                };
+            }
+            steps += 1;
+            match parser::step(&mut st, &buf, copy, &mut pos) {
+                Parsed::Continue => {}
+                Parsed::Sni if reads_on => {}
+                Parsed::NeedMore => break,
+                _ => return fate.clone(),
+            }
+        }
+    }
+    fate.clone()
+}
+
 /// Segment bounds of a `len`-byte stream cut at `cuts`.
 fn bounds(len: usize, cuts: &[usize]) -> Vec<(usize, usize)> {
     let mut b = vec![0];
@@ -679,7 +719,7 @@ impl Rig {
     /// it gets `fate`'s verdict, later ones the blocked flow's drop or,
     /// when the flow passed, what untracked traffic gets ([`Reference`]).
     fn delivery(&self, desc: impl Into<String>, flow: &Flow, hello: &Hello, cuts: &[usize], fate: &Fate) -> Script {
-        let fate = &within_buffer(hello.len(), cuts, fate);
+        let fate = &within_steps(&hello.stream, cuts, &within_buffer(hello.len(), cuts, fate));
         let mut s = Script::new(desc);
         s.syn(flow);
         let mut after: Option<Reference<'_>> = None;
@@ -896,7 +936,8 @@ impl<'a> Reference<'a> {
             // parse passes and is forgotten; past the parser's bounds, or on
             // a flow tracked from its SYN, it is not judged.
             Parsed::Malformed(e) if !from_syn && e != TlsError::TooLong => Want::pass(Counter::TcpOther),
-            Parsed::Malformed(_) | Parsed::Continue => Want::pass(Counter::TlsMalformed),
+            Parsed::Malformed(_) => Want::pass(Counter::TlsMalformed),
+            Parsed::Continue => Want::pass(Counter::TlsSegmentBound),
             Parsed::End => {
                 let w = Want::pass(Counter::TlsPassNoSni).extra(Counter::TlsNoSni);
                 if st.ech() { w.extra(Counter::TlsEch) } else { w }
@@ -924,13 +965,13 @@ impl<'a> Reference<'a> {
 /// The parser's steps over one segment's bytes until one says more than
 /// "continue", as the program runs them: over the segment's first
 /// [`TLS_BUF`] bytes (a `ClientHello` going on past them is `TooLong`), at
-/// most [`step_budget`] of them (a budget used up leaves `Continue`).
+/// most [`SEGMENT_STEPS`] of them (a budget used up leaves `Continue`).
 fn run_parser(st: &mut TlsState, bytes: &[u8]) -> Parsed {
     let copy = bytes.len().min(TLS_BUF);
     let mut buf = Box::new([0u8; TLS_BUF]);
     buf[..copy].copy_from_slice(&bytes[..copy]);
     let mut pos = 0;
-    for _ in 0..step_budget(copy) {
+    for _ in 0..SEGMENT_STEPS {
         match parser::step(st, &buf, copy, &mut pos) {
             Parsed::Continue => {}
             Parsed::NeedMore if copy < bytes.len() => return Parsed::Malformed(TlsError::TooLong),

@@ -34,6 +34,10 @@ pub struct Scratch {
     pub tls_pos: u64,
     pub tls_len: u64,
     pub tls_step: u64,
+    /// Parser steps this segment has taken, against
+    /// `maps::parse::tls::SEGMENT_STEPS` (reading on past the name for ECH
+    /// shares the segment's steps).
+    pub tls_steps: u64,
     /// The block event being built (see [`event`]).
     pub event: event::Event,
 }
@@ -180,6 +184,6 @@ const _: () = assert!(
             + REPLY_BUF
             + tls::TLS_BUF
             + core::mem::size_of::<flow::FlowState>()
-            + 24
+            + 32
             + core::mem::size_of::<event::Event>()
 );
