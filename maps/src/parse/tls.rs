@@ -86,8 +86,8 @@
 //! - **Any number of records**: no server bounds the records of a
 //!   ClientHello (Go only its useless records, OpenSSL only empty ones), so
 //!   neither does the parser; its callers bound the work per segment
-//!   instead ([`SEGMENT_STEPS`]: about twenty records or extensions beyond
-//!   a real ClientHello's), and a ClientHello spread over segments is read
+//!   instead ([`SEGMENT_STEPS`]: 32 records or extensions beyond a real
+//!   ClientHello's), and a ClientHello spread over segments is read
 //!   whole, its record state carried from one segment to the next.
 //! - **server_name_list entries**: Go (`clientHelloMsg.unmarshal`) skips
 //!   entries of other name types wherever they are and refuses a second
@@ -139,11 +139,12 @@ pub const NAME_CHUNK: usize = 64;
 /// `tls_segment_bound`, then the `--unjudged` policy), and its flow with
 /// it.
 ///
-/// Why 48: real ClientHellos take 20 steps (rustls's, small or
+/// Why 64: real ClientHellos take 20 steps (rustls's, small or
 /// post-quantum) to 28 (a Chromium-like one with 18 extensions) in one
 /// segment, three more for a 255-byte name, one or two more for a cut
-/// between segments; that leaves room for about twenty more records or
-/// extensions in a segment. Past that, each step costs the kernel about as
+/// between segments; OpenSSL skips up to 32 empty records in a row (a
+/// step each). That leaves room for the longest of them with 32 more
+/// records or extensions in a segment. Past that, each step costs the kernel about as
 /// much as the rest of the ClientHello's path together (a `bpf_loop`
 /// iteration of the whole state machine), so the bound is what keeps the
 /// worst segment within a few times a plain one: without it a segment of
@@ -154,7 +155,7 @@ pub const NAME_CHUNK: usize = 64;
 /// the parser's state, record layer included, goes on from one to the next.
 ///
 /// `segment_bound` tests both sides of it.
-pub const SEGMENT_STEPS: u32 = 48;
+pub const SEGMENT_STEPS: u32 = 64;
 const _: () = assert!(SEGMENT_STEPS <= u8::MAX as u32);
 
 /// Bytes of a record header: type, version, 16-bit length (RFC 8446 §5.1).
