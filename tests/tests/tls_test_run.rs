@@ -1260,10 +1260,9 @@ fn hundreds_of_one_byte_records() {
             let desc = format!("{desc}, {} 1-byte records, {how}", hello.records.len());
             let sc = rig.delivery(desc.clone(), &f, &hello, &cuts, &fate);
             let cut = sc.frames.iter().any(|f| f.want.outcome == Counter::TlsSegmentBound);
-            let judged = sc
-                .frames
-                .iter()
-                .any(|f| matches!(f.want.outcome, Counter::TlsReset | Counter::TlsPassAllowed | Counter::TlsPassNoMatch));
+            let judged = sc.frames.iter().any(|f| {
+                matches!(f.want.outcome, Counter::TlsReset | Counter::TlsPassAllowed | Counter::TlsPassNoMatch)
+            });
             // Segments of 20 records or fewer are judged; of 89 or more
             // (536 bytes), not.
             assert_eq!((cut, judged), (seg > 120, seg <= 120), "{desc}, {how}");
@@ -2829,9 +2828,9 @@ fn segment_bound_both_sides() {
                     if unjudged_drop { Want { action: XDP_DROP, ..w }.extra(Counter::UnjudgedDrop) } else { w }
                 } else {
                     match judgement {
-                        Judgement::Block { .. } => Want::reset(&f, hello.len())
-                            .rule(Some("blocked.example"))
-                            .sni(Some(b"www.blocked.example")),
+                        Judgement::Block { .. } => {
+                            Want::reset(&f, hello.len()).rule(Some("blocked.example")).sni(Some(b"www.blocked.example"))
+                        }
                         _ => Want::pass(Counter::TlsPassAllowed)
                             .rule(Some("ok.blocked.example"))
                             .sni(Some(b"ok.blocked.example")),
