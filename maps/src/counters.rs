@@ -286,6 +286,11 @@ counters! {
     /// `maps::layout::flow::WINDOW`): the entry cannot follow both, and is
     /// not replaced; not judged.
     TlsNotInWindow => "tls_not_in_window", Unjudged, Tls, Pass;
+    /// A segment of a ClientHello that needs more parser steps than one
+    /// segment may take (`maps::parse::tls::SEGMENT_STEPS`: hundreds of tiny
+    /// records or extensions in one packet, far past what real clients
+    /// send): not judged, and its flow is forgotten.
+    TlsSegmentBound => "tls_segment_bound", Unjudged, Tls, Pass;
     /// A QUIC Initial packet: passed (the default policy).
     QuicInitial => "quic_initial", Verdict, Quic, Pass;
     /// A QUIC Initial packet: dropped, so the client falls back to TCP.

@@ -50,7 +50,7 @@ use maps::{
     counters::CounterKind,
     layout::rule::{self, Verdict as RuleVerdict},
     parse::name::{self, LABEL_SLOTS},
-    parse::tls::{self as parser, MAX_SNI, Step as Parsed, TLS_BUF, TlsError, TlsState, step_budget},
+    parse::tls::{self as parser, MAX_SNI, SEGMENT_STEPS, Step as Parsed, TLS_BUF, TlsError, TlsState},
 };
 use namewall_tests::{
     harness::{Harness, Observed},
@@ -604,6 +604,46 @@ fn within_buffer(len: usize, cuts: &[usize], fate: &Fate) -> Fate {
     fate.clone()
 }
 
+/// `fate` for `stream` sent in segments cut at `cuts`, under the
+/// program's bound on parse work: a segment may take at most
+/// [`SEGMENT_STEPS`] parser steps up to the flow's verdict (reading on past
+/// an allowed name for ECH included). The first segment, up to the
+/// deciding one, that needs more is not judged (`tls_segment_bound`,
+/// passed: fail-open), and the flow is forgotten.
+fn within_steps(stream: &[u8], cuts: &[usize], fate: &Fate) -> Fate {
+    // The policy reads on past the name to the ClientHello's end.
+    let reads_on = fate.name.as_ref().is_some_and(|n| n.at != fate.at);
+    let mut st = TlsState::new();
+    let mut buf = Box::new([0u8; TLS_BUF]);
+    for (a, b) in bounds(stream.len(), cuts) {
+        if a > fate.at {
+            break;
+        }
+        let copy = (b - a).min(TLS_BUF);
+        buf[..copy].copy_from_slice(&stream[a..a + copy]);
+        let mut pos = 0;
+        let mut steps = 0;
+        loop {
+            if steps == SEGMENT_STEPS {
+                return Fate {
+                    at: a,
+                    verdict: Verdict::Pass(Counter::TlsSegmentBound),
+                    extras: Vec::new(),
+                    name: fate.name.clone().filter(|n| n.at < a),
+                };
+            }
+            steps += 1;
+            match parser::step(&mut st, &buf, copy, &mut pos) {
+                Parsed::Continue => {}
+                Parsed::Sni if reads_on => {}
+                Parsed::NeedMore => break,
+                _ => return fate.clone(),
+            }
+        }
+    }
+    fate.clone()
+}
+
 /// Segment bounds of a `len`-byte stream cut at `cuts`.
 fn bounds(len: usize, cuts: &[usize]) -> Vec<(usize, usize)> {
     let mut b = vec![0];
@@ -682,7 +722,7 @@ impl Rig {
     /// it gets `fate`'s verdict, later ones the blocked flow's drop or,
     /// when the flow passed, what untracked traffic gets ([`Reference`]).
     fn delivery(&self, desc: impl Into<String>, flow: &Flow, hello: &Hello, cuts: &[usize], fate: &Fate) -> Script {
-        let fate = &within_buffer(hello.len(), cuts, fate);
+        let fate = &within_steps(&hello.stream, cuts, &within_buffer(hello.len(), cuts, fate));
         let mut s = Script::new(desc);
         s.syn(flow);
         let mut after: Option<Reference<'_>> = None;
@@ -899,7 +939,8 @@ impl<'a> Reference<'a> {
             // parse passes and is forgotten; past the parser's bounds, or on
             // a flow tracked from its SYN, it is not judged.
             Parsed::Malformed(e) if !from_syn && e != TlsError::TooLong => Want::pass(Counter::TcpOther),
-            Parsed::Malformed(_) | Parsed::Continue => Want::pass(Counter::TlsMalformed),
+            Parsed::Malformed(_) => Want::pass(Counter::TlsMalformed),
+            Parsed::Continue => Want::pass(Counter::TlsSegmentBound),
             Parsed::End => {
                 let w = Want::pass(Counter::TlsPassNoSni).extra(Counter::TlsNoSni);
                 if st.ech() { w.extra(Counter::TlsEch) } else { w }
@@ -927,13 +968,13 @@ impl<'a> Reference<'a> {
 /// The parser's steps over one segment's bytes until one says more than
 /// "continue", as the program runs them: over the segment's first
 /// [`TLS_BUF`] bytes (a `ClientHello` going on past them is `TooLong`), at
-/// most [`step_budget`] of them (a budget used up leaves `Continue`).
+/// most [`SEGMENT_STEPS`] of them (a budget used up leaves `Continue`).
 fn run_parser(st: &mut TlsState, bytes: &[u8]) -> Parsed {
     let copy = bytes.len().min(TLS_BUF);
     let mut buf = Box::new([0u8; TLS_BUF]);
     buf[..copy].copy_from_slice(&bytes[..copy]);
     let mut pos = 0;
-    for _ in 0..step_budget(copy) {
+    for _ in 0..SEGMENT_STEPS {
         match parser::step(st, &buf, copy, &mut pos) {
             Parsed::Continue => {}
             Parsed::NeedMore if copy < bytes.len() => return Parsed::Malformed(TlsError::TooLong),
@@ -1185,11 +1226,12 @@ fn record_fragmentation() {
 }
 
 /// Hundreds of one-byte records, which servers reassemble (OpenSSL, Go and
-/// rustls bound the records of a `ClientHello` by none): in one segment and
-/// across full-sized and small segments, blocked names are reset and
-/// allowed ones pass, judged. The program's bound is its buffer: a segment
-/// longer than 4096 bytes whose first 4096 do not decide is refused
-/// (`tls_malformed`), never passed as if judged.
+/// rustls bound the records of a `ClientHello` by none): across small
+/// segments, blocked names are reset and allowed ones pass, judged, the
+/// record layer's state carried from segment to segment. The program's
+/// bound is its work per segment ([`SEGMENT_STEPS`]): a segment of more
+/// records than that (in one segment, or full-sized ones) is refused
+/// (`tls_segment_bound`), never passed as if judged.
 #[test]
 fn hundreds_of_one_byte_records() {
     let mut rig = Rig::new(TlsPolicy::default());
@@ -1209,20 +1251,29 @@ fn hundreds_of_one_byte_records() {
         let hello = base.refragment(&vec![1; base.layout.end]);
         assert!(hello.records.len() > 200, "{desc}: {}", hello.records.len());
         let fate = rig.fate(&hello, &judgement);
-        for (how, seg) in
-            [("one segment", hello.len()), ("1448-byte segments", 1448), ("1460-byte", 1460), ("536-byte", 536)]
-        {
+        for (how, seg) in [
+            ("one segment", hello.len()),
+            ("1448-byte segments", 1448),
+            ("536-byte", 536),
+            ("120-byte", 120),
+            ("48-byte", 48),
+        ] {
             let cuts: Vec<usize> = (seg..hello.len()).step_by(seg).collect();
             let f = rig.flow(&tcp4());
             let desc = format!("{desc}, {} 1-byte records, {how}", hello.records.len());
-            let sc = rig.delivery(desc, &f, &hello, &cuts, &fate);
-            refused += sc.frames.iter().filter(|f| f.want.outcome == Counter::TlsMalformed).count();
+            let sc = rig.delivery(desc.clone(), &f, &hello, &cuts, &fate);
+            let cut = sc.frames.iter().any(|f| f.want.outcome == Counter::TlsSegmentBound);
+            let judged = sc.frames.iter().any(|f| {
+                matches!(f.want.outcome, Counter::TlsReset | Counter::TlsPassAllowed | Counter::TlsPassNoMatch)
+            });
+            // Segments of 20 records or fewer are judged; of 89 or more
+            // (536 bytes), not.
+            assert_eq!((cut, judged), (seg > 120, seg <= 120), "{desc}, {how}");
+            refused += usize::from(cut);
             scripts.push(sc);
         }
     }
-    // The padded one in one segment (its name past 4800 bytes), and the
-    // post-quantum one in one segment when rustls put its name late.
-    assert!((1..=2).contains(&refused), "{refused}");
+    assert_eq!(refused, 12);
     rig.run("hundreds of one-byte records", &scripts);
 }
 
@@ -2148,11 +2199,6 @@ fn accepted_rows(rig: &mut Rig, s: &[u8]) -> Vec<Script> {
                 "other name_types around the host_name".to_owned(),
                 with_name_list(s, &[(7, b"a"), (0, b"www.blocked.example"), (9, b"zz")]),
             ),
-            ("another name_type first, in 1-byte records".to_owned(), {
-                let named = with_name_list(s, &[(1, b"opaque"), (0, b"www.blocked.example")]);
-                let n = tls::handshake_bytes(&named).len();
-                tls::refragment(&named, &vec![1; n])
-            }),
         ])
         .collect();
     for (desc, payload) in accepted {
@@ -2164,6 +2210,29 @@ fn accepted_rows(rig: &mut Rig, s: &[u8]) -> Vec<Script> {
         sc.push("FIN", f.fin_at(payload.len()), Want::blocked_flow());
         scripts.push(sc);
     }
+    // The same in 1-byte records, in segments of 20 records (one alone
+    // would take more parser steps than a segment may): pending up to the
+    // segment with the name's last byte, which is reset.
+    let named = with_name_list(s, &[(1, b"opaque"), (0, b"www.blocked.example")]);
+    let hs = tls::handshake_bytes(&named);
+    let stream = tls::refragment(&named, &vec![1; hs.len()]);
+    let last = hs.windows(19).position(|w| w == b"www.blocked.example").expect("the name") + 18;
+    // Handshake byte `i` is the sixth byte of record `i`.
+    let decided = 6 * last + 5;
+    let f = rig.v4();
+    let mut sc = Script::new("another name_type first, in 1-byte records, 120-byte segments");
+    sc.syn(&f);
+    for (a, b) in bounds(stream.len(), &(120..stream.len()).step_by(120).collect::<Vec<_>>()) {
+        let want = if b <= decided {
+            Want::pass(Counter::TlsPending)
+        } else if a <= decided {
+            Want::reset(&f, b).rule(Some("blocked.example")).sni(Some(b"www.blocked.example"))
+        } else {
+            Want::blocked_flow()
+        };
+        sc.send(&f, &stream, a, b, want);
+    }
+    scripts.push(sc);
     // The same with an allowed name: it passes, judged.
     let allowed_second = with_name_list(s, &[(1, b"opaque"), (0, b"ok.blocked.example")]);
     let f = rig.v6();
@@ -2777,4 +2846,81 @@ fn off_path_senders_cannot_freeze_a_connection() {
     scripts.push(sc);
 
     rig.run("off-path senders", &scripts);
+}
+
+/// Parser steps one segment holding all of `stream` takes to the verdict
+/// (the call that returns it included), as the program counts them.
+fn one_segment_steps(stream: &[u8]) -> usize {
+    let mut st = TlsState::new();
+    let mut buf = Box::new([0u8; TLS_BUF]);
+    buf[..stream.len()].copy_from_slice(stream);
+    let mut pos = 0;
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        if parser::step(&mut st, &buf, stream.len(), &mut pos) != Parsed::Continue {
+            return steps;
+        }
+    }
+}
+
+/// Both sides of the bound on parse work per segment
+/// ([`SEGMENT_STEPS`]), with `ClientHello`s whose leading bytes are
+/// one-byte records: just under it a blocked name is reset and an allowed
+/// one passes, judged; one record more and the segment is not judged
+/// (`tls_segment_bound`), dropped by the default `--unjudged drop` and
+/// passed under `--unjudged pass`.
+#[test]
+fn segment_bound_both_sides() {
+    for unjudged_drop in [true, false] {
+        let mut rig = Rig::with(BLOCK, ALLOW, LoadOptions::default(), unjudged_drop, TlsPolicy::default());
+        let mut scripts = Vec::new();
+        for (name, judgement) in
+            [("www.blocked.example", blocked("blocked.example")), ("ok.blocked.example", allowed("ok.blocked.example"))]
+        {
+            let base = Hello::rustls(Some(name), HelloKind::Small);
+            let steps = |k: usize| one_segment_steps(&base.refragment(&vec![1; k]).stream);
+            let under = (1..base.layout.end)
+                .take_while(|&k| steps(k) <= SEGMENT_STEPS as usize)
+                .last()
+                .expect("a ClientHello within the bound");
+            assert!(under > 30 && steps(under + 1) > SEGMENT_STEPS as usize, "{under}");
+            for k in [under, under + 1] {
+                let hello = base.refragment(&vec![1; k]);
+                let over = k > under;
+                let f = rig.v4();
+                let mut sc = Script::new(format!(
+                    "{name}, {} records ({}), --unjudged {}",
+                    hello.records.len(),
+                    if over { "one over the bound" } else { "just within the bound" },
+                    if unjudged_drop { "drop" } else { "pass" },
+                ));
+                sc.syn(&f);
+                let fate = if over {
+                    let w = Want::pass(Counter::TlsSegmentBound);
+                    if unjudged_drop { Want { action: XDP_DROP, ..w }.extra(Counter::UnjudgedDrop) } else { w }
+                } else {
+                    match judgement {
+                        Judgement::Block { .. } => {
+                            Want::reset(&f, hello.len()).rule(Some("blocked.example")).sni(Some(b"www.blocked.example"))
+                        }
+                        _ => Want::pass(Counter::TlsPassAllowed)
+                            .rule(Some("ok.blocked.example"))
+                            .sni(Some(b"ok.blocked.example")),
+                    }
+                };
+                sc.send(&f, &hello.stream, 0, hello.len(), fate);
+                // Not judged, the flow is forgotten: its next segment is
+                // the connection's data, passed.
+                let after = if over || !matches!(judgement, Judgement::Block { .. }) {
+                    Want::pass(Counter::TcpNoPayload)
+                } else {
+                    Want::blocked_flow()
+                };
+                sc.push("FIN", f.fin_at(hello.len()), after);
+                scripts.push(sc);
+            }
+        }
+        rig.run("segment bound", &scripts);
+    }
 }

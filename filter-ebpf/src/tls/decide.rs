@@ -154,6 +154,11 @@ fn finish_allowed(
                     scratch,
                 ));
             }
+            // The segment's steps ran out before the ClientHello's end.
+            Step::Continue => {
+                flow::forget_if_tracked(key, settings);
+                return Decision::Done(not_judged(settings, Counter::TlsSegmentBound));
+            }
             _ => {}
         }
     }

@@ -99,21 +99,24 @@ pub fn quick(ctx: &XdpContext, l: &Layers, len: usize, whole_list: bool, scratch
 #[inline(always)]
 pub fn run_parser(scratch: &mut Scratch, len: usize) -> Step {
     scratch.tls_pos = 0;
+    scratch.tls_steps = 0;
     run_parser_from(scratch, len)
 }
 
-/// Continues the parser where it stopped in `tls_buf`, for at most
-/// `maps::parse::tls::step_budget(len)` steps: more than any `len` bytes
-/// take, however the ClientHello is cut into records, and bounded by them.
-/// A budget used up leaves `Continue`, which the caller counts as malformed.
+/// Continues the parser where it stopped in `tls_buf`, with what is left
+/// of the segment's `maps::parse::tls::SEGMENT_STEPS` steps. A budget used
+/// up leaves `Continue`: the segment is past the bound, not judged.
 #[inline(always)]
 pub fn run_parser_from(scratch: &mut Scratch, len: usize) -> Step {
     scratch.tls_step = tls::STEP_CONTINUE;
+    let used = scratch.tls_steps;
+    let left = u64::from(tls::SEGMENT_STEPS).saturating_sub(used);
     let mut args = StepArgs { len: len as u64 };
     // SAFETY: a static callback and a pointer to our own stack.
-    unsafe {
-        bpf_loop(tls::step_budget(len), step_callback as *mut c_void, (&raw mut args).cast(), 0);
-    }
+    let done = unsafe { bpf_loop(left as u32, step_callback as *mut c_void, (&raw mut args).cast(), 0) };
+    // The iterations run (the one that stopped included); an error (never
+    // expected) spends the rest.
+    scratch.tls_steps = if done >= 0 { used + done.unsigned_abs() } else { u64::from(tls::SEGMENT_STEPS) };
     // SAFETY: the callbacks wrote through their own lookup of the scratch map.
     let code = unsafe { (&raw const scratch.tls_step).read_volatile() };
     tls::Step::from_code(code)

@@ -516,11 +516,18 @@ fn parse(
                 }
                 return Err(pass(Counter::TcpOther));
             }
-            Step::Malformed(_) | Step::Continue => {
+            Step::Malformed(_) => {
                 if tracked {
                     flow::forget(key, settings);
                 }
                 return Err(not_judged(settings, Counter::TlsMalformed));
+            }
+            // The segment needs more steps than one may take.
+            Step::Continue => {
+                if tracked {
+                    flow::forget(key, settings);
+                }
+                return Err(not_judged(settings, Counter::TlsSegmentBound));
             }
             Step::End => {
                 // SAFETY: the scratch map's parser state.

@@ -38,6 +38,10 @@ pub struct Scratch {
     pub tls_pos: u64,
     pub tls_len: u64,
     pub tls_step: u64,
+    /// Parser steps this segment has taken, against
+    /// `maps::parse::tls::SEGMENT_STEPS` (reading on past the name for ECH
+    /// shares the segment's steps).
+    pub tls_steps: u64,
     /// The block event being built (see [`event`]).
     pub event: event::Event,
     /// A chunk of a TCP segment copied for its checksum (the kernel's
@@ -225,7 +229,7 @@ const _: () = assert!(
             + core::mem::size_of::<dns_stream::DnsStream>()
             + tls::TLS_BUF
             + core::mem::size_of::<flow::FlowState>()
-            + 24
+            + 32
             + core::mem::size_of::<event::Event>()
             + 4 * CSUM_WORDS
             + 32
