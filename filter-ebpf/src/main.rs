@@ -97,6 +97,13 @@ mod entry {
         dispatch::proceed(&ctx, tls::judge(&ctx))
     }
 
+    /// The ClientHello parse stage.
+    #[xdp(frags)]
+    #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]
+    pub fn namewall_tls_parse(ctx: XdpContext) -> u32 {
+        dispatch::proceed(&ctx, tls::parse_stage(&ctx))
+    }
+
     /// The ClientHello verdict stage.
     #[xdp(frags)]
     #[expect(clippy::needless_pass_by_value, reason = "the signature aya's #[xdp] expects")]

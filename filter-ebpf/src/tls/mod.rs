@@ -233,10 +233,9 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         // Urgent data signalled earlier (by a segment without payload, its
         // pointer ahead) is taken out of a later segment too.
         Ok(_) if urgent => Err(not_judged(settings, Counter::TcpUrgent)),
-        // One call site: the parser and everything after it is inlined,
-        // and verified, once.
+        // The parser and everything after it is a stage of its own
+        // ([`parse_stage`]), verified once for all the ways here.
         Ok(p) => {
-            let p = p.forgotten(scratch);
             if p.fresh {
                 flow::restart(&mut scratch.flow.tls);
                 scratch.flow.flags = if p.tracked { flows::FLAG_SYN_SEEN } else { 0 };
@@ -244,11 +243,24 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
                 scratch.flow.isn = p.seq.wrapping_sub(1);
                 scratch.flow.passed_at = 0;
             }
-            let seg = Segment { seq: p.seq, ..seg };
-            parse(ctx, &l, &seg, &p, settings, scratch)
+            p.hand_off(&mut scratch.handoff);
+            Ok(Stage::TlsParse)
         }
         Err(done) => Err(done),
     }
+}
+
+/// The parse stage: the segment the TLS stage placed in its flow, parsed
+/// as `scratch.handoff` says (see [`ParseFrom`]).
+#[inline(always)]
+pub fn parse_stage(ctx: &XdpContext) -> Result<Stage, Done> {
+    let (Some(settings), Some(scratch)) = (SETTINGS.get(0), scratch()) else {
+        return Err(pass(Counter::Internal));
+    };
+    let l = Layers::taken_over(&scratch.handoff);
+    let seg = Segment::taken_over(&scratch.handoff);
+    let p = ParseFrom::taken_over(&scratch.handoff);
+    parse(ctx, &l, &seg, &p, settings, scratch)
 }
 
 /// How to parse a segment: from which sequence number its payload counts
@@ -263,14 +275,27 @@ struct ParseFrom {
 }
 
 impl ParseFrom {
-    /// Each way here leaves these as different constants, and the verifier
-    /// would check the parser, the lookups and the reset writer once per
-    /// combination: passed through [`verifier::forget`].
+    /// Leaves how to parse the segment for the parse stage: each way here
+    /// leaves these as different constants, and through map memory the
+    /// verifier checks the parser once for all of them.
     #[inline(always)]
-    fn forgotten(self, scratch: &mut Scratch) -> Self {
-        let v = [u64::from(self.seq), self.skip as u64, u64::from(self.tracked), u64::from(self.fresh)];
-        let [seq, skip, tracked, fresh] = verifier::forget(&raw mut scratch.spill, v);
-        Self { seq: seq as u32, skip: (skip & 0x1_ffff) as usize, tracked: tracked & 1 != 0, fresh: fresh & 1 != 0 }
+    fn hand_off(&self, h: &mut Handoff) {
+        h.seq = self.seq;
+        h.parse_skip = self.skip as u32;
+        h.parse =
+            if self.tracked { handoff::PARSE_TRACKED } else { 0 } | if self.fresh { handoff::PARSE_FRESH } else { 0 };
+    }
+
+    /// What [`ParseFrom::hand_off`] left, its bound restored by a mask that
+    /// never changes it (a segment's payload is under 64 KiB).
+    #[inline(always)]
+    fn taken_over(h: &Handoff) -> Self {
+        Self {
+            seq: h.seq,
+            skip: (h.parse_skip & 0x1_ffff) as usize,
+            tracked: h.parse & handoff::PARSE_TRACKED != 0,
+            fresh: h.parse & handoff::PARSE_FRESH != 0,
+        }
     }
 }
 

@@ -127,8 +127,13 @@ pub struct Handoff {
     /// DNS over TCP: where the question's QNAME is in this packet, for the
     /// trace; 0 when the message's head began in an earlier segment.
     pub qname_at: u16,
+    /// TLS stage to parse stage: [`handoff`] `PARSE_*` bits.
+    pub parse: u8,
     /// Explicit padding; always 0.
-    pub pad2: [u8; 6],
+    pub pad2: u8,
+    /// TLS stage to parse stage: payload bytes seen before (parsing starts
+    /// past them).
+    pub parse_skip: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Handoff>() == 80);
@@ -181,6 +186,12 @@ pub mod handoff {
     /// [`super::Handoff::stream`]: the segment is a SYN carrying data (TCP
     /// Fast Open): judged, but it moves no stream.
     pub const STREAM_SYN: u8 = 1 << 1;
+
+    /// [`super::Handoff::parse`]: the flow is in `FLOWS`.
+    pub const PARSE_TRACKED: u8 = 1 << 0;
+    /// [`super::Handoff::parse`]: the segment starts the ClientHello (the
+    /// parser starts afresh rather than from `Scratch::flow`).
+    pub const PARSE_FRESH: u8 = 1 << 1;
 
     /// [`super::Handoff::hello`]: a complete server name.
     pub const HELLO_SNI: u8 = 1 << 0;

@@ -37,6 +37,11 @@ crate::vocab::vocabulary! {
         /// DNS over TCP: the segment placed in its connection's stream, each
         /// message's head gathered for the DNS stage, the stream's state kept.
         DnsTcp = 5 => "namewall_dns_tcp",
+        /// A TCP segment the TLS stage placed in its flow: its ClientHello
+        /// bytes parsed (in place, or by the state machine from the flow's
+        /// state), the state kept for the next segment or the name handed
+        /// to the [`Stage::Hello`] stage.
+        TlsParse = 6 => "namewall_tls_parse",
     }
 }
 

@@ -455,7 +455,7 @@ fn evasion_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
     // (untimed) before it fills.
     let query = packet::tcp_dns(&dnswire::query(allowed, RecordType::A));
     let conn = |i: usize| {
-        if i % 4096 == 0 {
+        if i.is_multiple_of(4096) {
             f.forget_dns_streams().expect("empty DNS_STREAMS");
         }
         flow_no(i).dport(53)
@@ -475,7 +475,14 @@ fn evasion_rows(f: &Filter, baseline: &Baseline, repeat: u32) -> Vec<Row> {
     rows.push(Row::measure(
         "DNS query over TCP split inside the name: segment 2, judged (1 run per call)",
         "",
-        || singles_after(f, &mut next, |i| vec![conn(i).segment(0, &query[..20])], |i| conn(i).segment(20, &query[20..])),
+        || {
+            singles_after(
+                f,
+                &mut next,
+                |i| vec![conn(i).segment(0, &query[..20])],
+                |i| conn(i).segment(20, &query[20..]),
+            )
+        },
         || base_single(&conn(0).segment(20, &query[20..])),
     ));
     f.forget_dns_streams().expect("empty DNS_STREAMS");
