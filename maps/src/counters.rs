@@ -291,6 +291,13 @@ counters! {
     /// records or extensions in one packet, far past what real clients
     /// send): not judged, and its flow is forgotten.
     TlsSegmentBound => "tls_segment_bound", Unjudged, Tls, Pass;
+    /// A SYN's data (TCP Fast Open) that is not a blocked ClientHello: not
+    /// judged. The server takes a SYN's data only with a valid cookie,
+    /// which the filter cannot see; taking the data as the stream's start
+    /// either way would let a client send bytes the server never reads and
+    /// then others. Dropped by default: the client sends the SYN again
+    /// without data (RFC 7413 §4.2.2), and its first data is judged.
+    TlsSynData => "tls_syn_data", Unjudged, Tls, Pass;
     /// A QUIC Initial packet: passed (the default policy).
     QuicInitial => "quic_initial", Verdict, Quic, Pass;
     /// A QUIC Initial packet: dropped, so the client falls back to TCP.

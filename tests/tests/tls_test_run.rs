@@ -2089,61 +2089,97 @@ fn full_table_of_expired_flows_reclaimed_by_the_kernel() {
     assert_eq!(rig.h.filter.flow_count().expect("flows"), 2);
 }
 
-/// TCP Fast Open (RFC 7413): a SYN carrying data is parsed as the stream's
-/// first bytes (`tcp_fast_open` counted beside the outcome). A blocked
-/// `ClientHello` in it gets a RST with sequence number 0 (a SYN
-/// acknowledges nothing) acknowledging the SYN and its data; one that goes
-/// on in later segments is followed like any other.
+/// TCP Fast Open (RFC 7413): a SYN's data is parsed (`tcp_fast_open`
+/// counted beside the outcome), but only a block is taken from it: the
+/// server takes the data only with a valid cookie, which the filter cannot
+/// see, so a client could send a ClientHello (or part of one, or anything)
+/// the server never reads and then another. A blocked `ClientHello` gets a
+/// RST with sequence number 0 (a SYN acknowledges nothing) acknowledging the
+/// SYN and its data; anything else is not judged (`tls_syn_data`): dropped
+/// by default, the flow left as a plain SYN leaves it, so the client's
+/// data after the handshake (RFC 7413 §4.2.2: it sends the SYN again
+/// without data) is judged from the stream's first byte; passed under
+/// `--unjudged pass`, the flow forgotten.
 #[test]
 fn tcp_fast_open() {
-    let mut rig = Rig::new(TlsPolicy::default());
-    let tfo = |f: &Flow, payload: &[u8]| tcp_frame(f, f.client_isn, flags::SYN, payload);
-    let mut scripts = Vec::new();
-    for (kind, spec) in
-        [(HelloKind::Small, tcp4()), (HelloKind::PostQuantum, layout("QinQ/IPv6+hbh+routing+dest-opts"))]
-    {
-        let hello = Hello::rustls(Some("www.blocked.example"), kind);
-        let (s, len, sni) = (&hello.stream, hello.len(), hello.name());
-        let f = rig.flow(&spec);
-        let mut sc = Script::new(format!("{kind:?}: a whole blocked ClientHello in the SYN"));
-        let rst = Want { rst: Some((f.clone(), 0, f.seq_at(len))), ..Want::reset(&f, len) };
+    for unjudged_drop in [true, false] {
+        let mut rig = Rig::with(BLOCK, ALLOW, LoadOptions::default(), unjudged_drop, TlsPolicy::default());
+        let mode = if unjudged_drop { "--unjudged drop" } else { "--unjudged pass" };
+        let tfo = |f: &Flow, payload: &[u8]| tcp_frame(f, f.client_isn, flags::SYN, payload);
+        let not_judged = || {
+            let w = if unjudged_drop {
+                Want::drop(Counter::TlsSynData).extra(Counter::UnjudgedDrop)
+            } else {
+                Want::pass(Counter::TlsSynData)
+            };
+            w.extra(Counter::TcpFastOpen)
+        };
+        let mut scripts = Vec::new();
+        for (kind, spec) in
+            [(HelloKind::Small, tcp4()), (HelloKind::PostQuantum, layout("QinQ/IPv6+hbh+routing+dest-opts"))]
+        {
+            let hello = Hello::rustls(Some("www.blocked.example"), kind);
+            let (s, len, sni) = (&hello.stream, hello.len(), hello.name());
+            let f = rig.flow(&spec);
+            let mut sc = Script::new(format!("{kind:?}: a whole blocked ClientHello in the SYN"));
+            let rst = Want { rst: Some((f.clone(), 0, f.seq_at(len))), ..Want::reset(&f, len) };
+            sc.push(
+                "SYN+data",
+                tfo(&f, s),
+                rst.extra(Counter::TcpFastOpen).rule(Some("blocked.example")).sni(sni.as_deref()),
+            );
+            sc.push("ACK", f.ack_at(len), Want::blocked_flow());
+            sc.send(&f, s, 0, len, Want::blocked_flow());
+            scripts.push(sc);
+
+            let f = rig.flow(&spec);
+            let cut = hello.sni_first().expect("named");
+            let mut sc = Script::new(format!("{kind:?}: the SYN carries the ClientHello up to the name"));
+            sc.push("SYN+data", tfo(&f, &s[..cut]), not_judged());
+            if unjudged_drop {
+                // The rest first: the flow waits for its first byte.
+                sc.send(&f, s, cut, len, Want::drop(Counter::TlsOutOfOrder));
+                sc.push("SYN again, without data", f.syn(), Want::pass(Counter::TcpSyn));
+                sc.send(&f, s, 0, len, Want::reset(&f, len).rule(Some("blocked.example")).sni(sni.as_deref()));
+            } else {
+                sc.send(&f, s, cut, len, Want::pass(Counter::TcpOther));
+            }
+            scripts.push(sc);
+        }
+        let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
+        let blocked = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
+        let f = rig.v6();
+        let mut sc = Script::new("an allowed ClientHello in the SYN, then a blocked one after the handshake");
+        // Read and looked up (the trace shows it), but not taken.
         sc.push(
             "SYN+data",
-            tfo(&f, s),
-            rst.extra(Counter::TcpFastOpen).rule(Some("blocked.example")).sni(sni.as_deref()),
+            tfo(&f, &ok.stream),
+            not_judged().rule(Some("ok.blocked.example")).sni(ok.name().as_deref()),
         );
-        sc.push("ACK", f.ack_at(len), Want::blocked_flow());
-        sc.send(&f, s, 0, len, Want::blocked_flow());
+        sc.send(
+            &f,
+            &blocked.stream,
+            0,
+            blocked.len(),
+            Want::reset(&f, blocked.len()).rule(Some("blocked.example")).sni(blocked.name().as_deref()),
+        );
         scripts.push(sc);
-
-        let f = rig.flow(&spec);
-        let cut = hello.sni_first().expect("named");
-        let mut sc = Script::new(format!("{kind:?}: the SYN carries the ClientHello up to the name"));
-        sc.push("SYN+data", tfo(&f, &s[..cut]), Want::pass(Counter::TlsPending).extra(Counter::TcpFastOpen));
-        sc.send(&f, s, cut, len, Want::reset(&f, len).rule(Some("blocked.example")).sni(sni.as_deref()));
+        let f = rig.v4();
+        // Dropped, the flow waits in `NEW_FLOWS` for its first byte.
+        let open = usize::from(unjudged_drop);
+        let mut sc = Script::new("an HTTP request in the SYN").leaves_open(open);
+        let get = b"GET / HTTP/1.1\r\nHost: www.blocked.example\r\n\r\n";
+        sc.push("SYN+data", tfo(&f, get), not_judged());
+        let after = if unjudged_drop { Want::drop(Counter::TlsOutOfOrder) } else { Want::pass(Counter::TcpOther) };
+        sc.push("more data", f.segment(get.len(), get), after);
         scripts.push(sc);
+        let none = Hello::rustls(None, HelloKind::Small);
+        let f = rig.v4();
+        let mut sc = Script::new("a ClientHello without a name in the SYN").leaves_open(open);
+        sc.push("SYN+data", tfo(&f, &none.stream), not_judged().extra(Counter::TlsNoSni));
+        scripts.push(sc);
+        rig.run(&format!("TCP Fast Open, {mode}"), &scripts);
     }
-    let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
-    let f = rig.v6();
-    let mut sc = Script::new("an allowed ClientHello in the SYN");
-    let pass = Want::pass(Counter::TlsPassAllowed).rule(Some("ok.blocked.example")).sni(ok.name().as_deref());
-    sc.push("SYN+data", tfo(&f, &ok.stream), pass.extra(Counter::TcpFastOpen));
-    sc.push("data", f.segment(ok.len(), b"\x17\x03\x03\x00\x01x"), Want::pass(Counter::TcpOther));
-    sc.push("FIN", f.fin_at(ok.len() + 6), Want::pass(Counter::TcpNoPayload));
-    scripts.push(sc);
-    let f = rig.v4();
-    let mut sc = Script::new("an HTTP request in the SYN");
-    let get = b"GET / HTTP/1.1\r\nHost: www.blocked.example\r\n\r\n";
-    sc.push("SYN+data", tfo(&f, get), Want::pass(Counter::TlsNotClientHello).extra(Counter::TcpFastOpen));
-    sc.push("more data", f.segment(get.len(), get), Want::pass(Counter::TcpOther));
-    scripts.push(sc);
-    let none = Hello::rustls(None, HelloKind::Small);
-    let f = rig.v4();
-    let mut sc = Script::new("a ClientHello without a name in the SYN");
-    let no_sni = Want::pass(Counter::TlsPassNoSni).extras(&[Counter::TlsNoSni, Counter::TcpFastOpen]);
-    sc.push("SYN+data", tfo(&f, &none.stream), no_sni);
-    scripts.push(sc);
-    rig.run("TCP Fast Open", &scripts);
 }
 
 /// `stream` with `f` applied to a copy.

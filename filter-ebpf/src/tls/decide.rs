@@ -40,6 +40,7 @@ pub fn judge(ctx: &XdpContext) -> Done {
     let l = Layers::taken_over(h);
     let seg = Segment::taken_over(h);
     let ech = h.hello & handoff::HELLO_ECH != 0;
+    let syn_data = h.parse & handoff::PARSE_SYN != 0;
     let sni = (h.hello & handoff::HELLO_SNI != 0).then_some(Name {
         len: (h.name_len & 0xff) as usize,
         ech,
@@ -53,6 +54,8 @@ pub fn judge(ctx: &XdpContext) -> Done {
         None => no_sni(seg.key, ech, settings, scratch),
     };
     match decision {
+        // A SYN's data decides only a block (see `flow::syn_data_not_judged`).
+        Decision::Done(_) if syn_data => flow::syn_data_not_judged(seg.key, seg.seq.wrapping_sub(1), settings),
         Decision::Done(r) => r,
         Decision::Block(action) => block(ctx, &l, &seg, action, settings, scratch),
     }

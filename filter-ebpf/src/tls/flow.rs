@@ -190,6 +190,23 @@ pub fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings) -> Done {
     pass(Counter::TcpSyn)
 }
 
+/// A SYN's data (TCP Fast Open) that was not blocked: not judged (see
+/// `maps::Counter::TlsSynData`), and it leaves the flow as a plain SYN
+/// would have, so the data the client sends after the handshake is judged
+/// from the stream's first byte. Under `--unjudged pass` the flow is
+/// forgotten instead: the server may have taken the data, and a flow whose
+/// first data was expected at the first byte would stall.
+#[inline(always)]
+pub fn syn_data_not_judged(key: u64, isn: u32, settings: &Settings) -> Done {
+    forget(key, settings);
+    if settings.unjudged == maps::layout::settings::UNJUDGED_DROP {
+        // SAFETY: a plain helper call.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        let _ = track_syn(key, isn, now, settings);
+    }
+    not_judged(settings, Counter::TlsSynData)
+}
+
 /// Urgent data was signalled on a flow (see `maps::layout::flow::FLAG_URGENT`):
 /// noted in its `FLOWS` entry (`state`), its `NEW_FLOWS` entry (`new`), or a
 /// `NEW_FLOWS` entry made for it.

@@ -272,6 +272,8 @@ struct ParseFrom {
     skip: usize,
     tracked: bool,
     fresh: bool,
+    /// The segment is a SYN carrying data (TCP Fast Open).
+    syn: bool,
 }
 
 impl ParseFrom {
@@ -282,8 +284,9 @@ impl ParseFrom {
     fn hand_off(&self, h: &mut Handoff) {
         h.seq = self.seq;
         h.parse_skip = self.skip as u32;
-        h.parse =
-            if self.tracked { handoff::PARSE_TRACKED } else { 0 } | if self.fresh { handoff::PARSE_FRESH } else { 0 };
+        h.parse = if self.tracked { handoff::PARSE_TRACKED } else { 0 }
+            | if self.fresh { handoff::PARSE_FRESH } else { 0 }
+            | if self.syn { handoff::PARSE_SYN } else { 0 };
     }
 
     /// What [`ParseFrom::hand_off`] left, its bound restored by a mask that
@@ -295,6 +298,7 @@ impl ParseFrom {
             skip: (h.parse_skip & 0x1_ffff) as usize,
             tracked: h.parse & handoff::PARSE_TRACKED != 0,
             fresh: h.parse & handoff::PARSE_FRESH != 0,
+            syn: h.parse & handoff::PARSE_SYN != 0,
         }
     }
 }
@@ -321,7 +325,7 @@ fn untracked(
     if occupied {
         return Err(not_judged(settings, Counter::TlsNotInWindow));
     }
-    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: false, fresh: true })
+    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: false, fresh: true, syn: false })
 }
 
 /// A segment of a flow in `NEW_FLOWS` (SYN seen, no data yet): its first
@@ -348,7 +352,7 @@ fn judge_new(l: &Layers, seg: &Segment, v: &maps::layout::flow::NewFlow) -> Resu
     if delta < 0 {
         return Err(drop(Counter::TlsOutOfWindow));
     }
-    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: true, fresh: true })
+    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: true, fresh: true, syn: false })
 }
 
 /// A SYN of an untracked flow: start tracking it; with data (TCP Fast
@@ -363,7 +367,7 @@ fn judge_syn(l: &Layers, seg: &Segment, now: u64, settings: &Settings) -> Result
     // after the SYN's own sequence number. A ClientHello here must not slip
     // past because it rode in a SYN.
     count(Counter::TcpFastOpen);
-    Ok(ParseFrom { seq: seg.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true })
+    Ok(ParseFrom { seq: seg.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true, syn: true })
 }
 
 /// A SYN in the window of a flow in `FLOWS`. A blocked flow stays blocked:
@@ -463,7 +467,7 @@ fn judge_tracked(
     if !fresh {
         scratch.flow = *s;
     }
-    Ok(ParseFrom { seq: seg.seq, skip: seen, tracked: true, fresh })
+    Ok(ParseFrom { seq: seg.seq, skip: seen, tracked: true, fresh, syn: false })
 }
 
 /// Runs the parser over this segment's payload from byte `p.skip`, with
@@ -520,6 +524,10 @@ fn parse(
         } else {
             outcome
         };
+        // A SYN's data decides only a block (see `flow::syn_data_not_judged`).
+        if p.syn && !matches!(outcome, Step::End | Step::Sni) {
+            return Err(flow::syn_data_not_judged(key, seg.seq.wrapping_sub(1), settings));
+        }
         found = match outcome {
             Step::NeedMore => return Err(flow::keep(key, seg.seq.wrapping_add(payload_len as u32), settings, scratch)),
             Step::NotClientHello => {

@@ -192,6 +192,9 @@ pub mod handoff {
     /// [`super::Handoff::parse`]: the segment starts the ClientHello (the
     /// parser starts afresh rather than from `Scratch::flow`).
     pub const PARSE_FRESH: u8 = 1 << 1;
+    /// [`super::Handoff::parse`]: the segment is a SYN carrying data (TCP
+    /// Fast Open): only a block is taken from it.
+    pub const PARSE_SYN: u8 = 1 << 2;
 
     /// [`super::Handoff::hello`]: a complete server name.
     pub const HELLO_SNI: u8 = 1 << 0;
