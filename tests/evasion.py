@@ -17,7 +17,11 @@ JSON object on stdout saying what the client saw:
             and a receiver without SO_OOBINLINE (nginx) drops it from the
             stream (RFC 9293 §3.8.5), so the server reads the real name
             while a filter reading the segments sees one byte more. Then
-            the handshake goes on and a GET is sent
+            the handshake goes on and a GET is sent. With --decoy, the
+            ClientHello is sent in two writes cut inside the name, and
+            between them a decoy segment (raw, scapy) carrying the rest with
+            the name's remaining letters changed and a wrong TCP checksum:
+            the server discards it, a filter that reads it sees another name
   synflood  --count SYNs to --dst --port from random addresses of --subnet
             (never .1 and .2: the router and the client) and random ports,
             spread over --seconds
@@ -36,7 +40,24 @@ import struct
 import sys
 import time
 
-from scapy.all import DNS, DNSQR, DNSRROPT, EDNS0TLV, IP, TCP, UDP, Ether, IPv6, IPv6ExtHdrFragment, raw
+import threading
+
+from scapy.all import (
+    DNS,
+    DNSQR,
+    DNSRROPT,
+    EDNS0TLV,
+    IP,
+    TCP,
+    UDP,
+    AsyncSniffer,
+    Ether,
+    IPv6,
+    IPv6ExtHdrFragment,
+    conf,
+    raw,
+    send,
+)
 
 
 def out(**kw):
@@ -192,6 +213,8 @@ def tls(a):
             wait_acked(sock, a.timeout)
             sock.send(b"X", socket.MSG_OOB)
             sock.send(hello[at:])
+        elif a.decoy:
+            send_with_decoy(sock, a, hello, at)
         else:
             sock.send(hello)
         step = "handshake"
@@ -230,6 +253,37 @@ def tls(a):
         out(handshake=True, response=body.decode("latin-1"), error=None, hello_bytes=len(hello), cut=at)
     except (OSError, ssl.SSLError) as e:
         out(handshake=False, response="", error=f"{step}: {type(e).__name__}: {e}", hello_bytes=len(hello), cut=at)
+
+
+def send_with_decoy(sock, a, hello, at):
+    """Sends HELLO in two writes cut at AT, and between them a decoy: the
+    rest with the name's remaining letters made x, in a raw segment at the
+    socket's next sequence number with a wrong TCP checksum. The socket's
+    numbers are read off its first segment, sniffed as it leaves."""
+    ready = threading.Event()
+    sport = sock.getsockname()[1]
+    sniffer = AsyncSniffer(
+        iface=conf.route6.route(a.dst)[0] if ":" in a.dst else conf.route.route(a.dst)[0],
+        lfilter=lambda p: TCP in p and p[TCP].sport == sport and p[TCP].dport == a.port and len(p[TCP].payload) > 0,
+        started_callback=ready.set,
+        store=True,
+    )
+    sniffer.start()
+    ready.wait(a.timeout)
+    sock.send(hello[:at])
+    wait_acked(sock, a.timeout)
+    sent = sniffer.stop()
+    first = sent[-1][TCP]
+    seq, ack = first.seq + len(first.payload), first.ack
+    rest = hello[at:]
+    tail = a.name[len(a.name) // 2 :]
+    decoy = "".join(c if c == "." else "x" for c in tail).encode() + rest[len(tail) :]
+    ip = IPv6(dst=a.dst) if ":" in a.dst else IP(dst=a.dst)
+    seg = ip / TCP(sport=sport, dport=a.port, flags="PA", seq=seq, ack=ack, window=first.window) / decoy
+    right = seg.__class__(raw(seg))[TCP].chksum
+    seg[TCP].chksum = right ^ 0x5A5A
+    send(seg, verbose=False)
+    sock.send(rest)
 
 
 def checksum(data):
@@ -303,6 +357,7 @@ def main():
     c.add_argument("--port", type=int, default=443)
     c.add_argument("--name", required=True)
     c.add_argument("--urgent", action="store_true")
+    c.add_argument("--decoy", action="store_true")
     c.add_argument("--timeout", type=float, default=3)
     c = sub.add_parser("synflood")
     c.add_argument("--dst", required=True)

@@ -4,7 +4,8 @@
 //! This file holds only the entry points. The rest, from the bottom up:
 //! [`verifier`] (workarounds, one place each), [`tables`] (every map),
 //! [`packet`] (the one cursor, header views, the layer parser),
-//! [`verdict`] (outcome counters, trace, block events), [`fragments`]
+//! [`verdict`] (outcome counters, trace, block events), [`flows`] (the
+//! TCP flow tables TLS and DNS over TCP share), [`fragments`]
 //! (first fragments judged, later ones of dropped datagrams), [`names`] (label
 //! walk and rule lookup), [`reply`] (answers and resets written in place),
 //! then the protocols: [`dns`], [`tls`], [`quic`]; and [`dispatch`], the
@@ -25,6 +26,8 @@
 mod dispatch;
 #[cfg(target_arch = "bpf")]
 mod dns;
+#[cfg(target_arch = "bpf")]
+mod flows;
 #[cfg(target_arch = "bpf")]
 mod fragments;
 #[cfg(target_arch = "bpf")]

@@ -239,6 +239,32 @@ fn urgent_byte_inside_the_server_name() {
     assert_eq!(get(&counters, "tls_pass_no_match"), 1, "{counters:?}");
 }
 
+/// A decoy with a wrong TCP checksum between the two halves of a
+/// ClientHello cut inside the server name, carrying the rest with the
+/// name's remaining letters changed: the server discards it (a filter that
+/// read it would judge another name). namewall verifies the checksum of
+/// every segment that would move a flow: the decoy changes nothing (and is
+/// dropped, `tcp_bad_checksum`), and the real rest is judged.
+#[test]
+fn checksum_decoy_inside_the_server_name() {
+    let lab = Lab::new("csum");
+    let server: TlsServer = tlslab::start_tls_server(&lab.t.server, lab.path(), 443, &["www.lab", "blocked.lab"]);
+    let decoy = |name: &str| {
+        evasion(&lab.t.client, &["tls", "--dst", addr::SERVER_V4, "--port", "443", "--name", name, "--decoy"])
+    };
+    let daemon = lab.daemon("run", &[]);
+    let r = decoy("www.lab");
+    assert_served("www.lab with a checksum decoy, through namewall", &r, "www.lab");
+    let r = decoy("blocked.lab");
+    assert!(r["handshake"] == false, "blocked.lab with a checksum decoy must not complete: {r}");
+    let counters = daemon.stop();
+    let names = server.served_names();
+    assert!(names.iter().all(|n| n != "blocked.lab" && !n.contains("xx")), "nginx served {names:?}");
+    assert!(get(&counters, "tcp_bad_checksum") >= 2, "{counters:?}");
+    assert!(get(&counters, "tls_reset") >= 1, "{counters:?}");
+    assert_eq!(get(&counters, "tls_pass_no_match"), 1, "{counters:?}");
+}
+
 /// `evasion.py dnstcp`: a query over TCP written in two sends.
 fn dnstcp(lab: &Lab, dst: &str, name: &str, cut: &str) -> Value {
     evasion(&lab.t.client, &["dnstcp", "--dst", dst, "--name", name, "--cut", cut])

@@ -13,7 +13,8 @@ use maps::{
     parse::tls::{Step, TlsState},
 };
 
-use super::{Name, Segment, flow, hello};
+use super::{Name, Segment, hello};
+use crate::flows as flow;
 use crate::{
     names,
     packet::Layers,

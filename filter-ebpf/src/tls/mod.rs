@@ -38,7 +38,6 @@
 //!    its ClientHello).
 
 pub mod decide;
-mod flow;
 mod hello;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
@@ -51,6 +50,7 @@ use maps::{
 
 use self::hello::Quick;
 use crate::{
+    flows as flow,
     packet::{
         self, Layers, Packet,
         headers::{TCP_ACK, TCP_SYN, TCP_URG, TcpFlagsHead},

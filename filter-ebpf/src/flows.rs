@@ -1,5 +1,6 @@
-//! The flow tables: TLS flows between SYN and first data (`NEW_FLOWS`), in
-//! the middle of a ClientHello or blocked (`FLOWS`; see
+//! The flow tables: TCP flows between SYN and first data (`NEW_FLOWS`; TLS
+//! on any port, and DNS over TCP, whose stream is anchored at the SYN), TLS
+//! flows in the middle of a ClientHello or blocked (`FLOWS`; see
 //! `maps::layout::flow`), and the hint counters that spare untracked flows
 //! a lookup.
 
