@@ -170,12 +170,17 @@ counters! {
     /// where the connection's stream stands: not its stream (an off-path
     /// sender); it changes nothing and is not judged.
     DnsTcpNotInWindow => "dns_tcp_not_in_window", Unjudged, Dns, Pass;
-    /// DNS over TCP: a SYN whose data (TCP Fast Open) ends inside a message:
-    /// not judged. Whether the server takes a SYN's data depends on its
-    /// cookie, which the filter cannot see, so such data moves no stream,
-    /// and what completes the message could not be judged. (A SYN's data of
-    /// whole queries is judged.)
-    DnsTcpSynPartial => "dns_tcp_syn_partial", Unjudged, Dns, Pass;
+    /// DNS over TCP: a SYN carrying data (TCP Fast Open): not judged.
+    /// Whether the server takes a SYN's data depends on its cookie, which
+    /// the filter cannot see; the stream is anchored at the SYN, so the
+    /// client, which sends the SYN again without data (RFC 7413 §4.2.2),
+    /// has its queries judged after the handshake.
+    DnsTcpSynData => "dns_tcp_syn_data", Unjudged, Dns, Pass;
+    /// DNS over TCP: a segment within a stream's window after a SYN other
+    /// than the connection's came on its addresses and ports (a new
+    /// connection reusing them, framed from its own SYN, whose bytes would
+    /// be taken for the old stream's): not judged.
+    DnsTcpReused => "dns_tcp_reused", Unjudged, Dns, Pass;
     /// DNS over TCP: a connection the full `DNS_STREAMS` map cannot hold:
     /// not judged (without its place in the stream, the next segment could
     /// not be).

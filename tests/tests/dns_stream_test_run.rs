@@ -109,6 +109,13 @@ fn bad_checksum(mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
+/// A SYN from `c` carrying `payload` (TCP Fast Open).
+fn syn_with(c: &Flow, payload: &[u8]) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.client_isn, c.window);
+    (tcp.syn, tcp.psh) = (true, true);
+    c.frame(tcp, payload)
+}
+
 /// Whether `o` is a TCP reset toward the client.
 fn is_reset(o: &Observed) -> bool {
     o.output.get(14 + 20 + 13).is_some_and(|f| f & 0x04 != 0)
@@ -118,12 +125,12 @@ fn harness() -> Harness {
     Harness::with("blocked.example\n", "", Action::Nxdomain, true)
 }
 
-/// Runs every script on a fresh stream table; fails once, listing each
+/// Runs every script on fresh flow and stream tables; fails once, listing each
 /// failing step.
-fn run(h: &Harness, scripts: &[Script]) {
+fn run(h: &mut Harness, scripts: &[Script]) {
     let mut failures = Vec::new();
     for s in scripts {
-        h.filter.forget_dns_streams().expect("forget streams");
+        h.filter.forget_flows().expect("forget streams and flows");
         for (i, st) in s.steps.iter().enumerate() {
             let o = h.run_in_stream(&st.frame);
             let mut errs = Vec::new();
@@ -157,7 +164,7 @@ fn run(h: &Harness, scripts: &[Script]) {
 /// alone; a byte per segment.
 #[test]
 fn queries_split_anywhere() {
-    let h = harness();
+    let mut h = harness();
     let mut scripts = Vec::new();
     let mut port = 20000;
     for name in [BLOCKED, UNLISTED] {
@@ -191,7 +198,7 @@ fn queries_split_anywhere() {
         steps.push(judged("the last byte", name, c.segment(q.len() - 1, &q[q.len() - 1..])));
         scripts.push(Script { desc: format!("{name}: one byte per segment"), steps });
     }
-    run(&h, &scripts);
+    run(&mut h, &scripts);
 }
 
 /// Several queries on one connection, in segments of their own or sharing
@@ -199,7 +206,7 @@ fn queries_split_anywhere() {
 /// may hold.
 #[test]
 fn queries_follow_each_other() {
-    let h = harness();
+    let mut h = harness();
     let (a, b) = (query(UNLISTED), query(BLOCKED));
     let c = conn(30001);
     let both = [a.clone(), b.clone()].concat();
@@ -260,7 +267,7 @@ fn queries_follow_each_other() {
         desc: "20 queries in one segment".into(),
         steps: vec![unjudged("20 unlisted", c.segment(0, &many(20, &a)), Counter::TcpPipelined)],
     });
-    run(&h, &scripts);
+    run(&mut h, &scripts);
 }
 
 /// Segments out of the stream's order: retransmissions, gaps, overlaps,
@@ -268,7 +275,7 @@ fn queries_follow_each_other() {
 /// from the stream (an off-path sender).
 #[test]
 fn segments_out_of_order() {
-    let nw = harness();
+    let mut nw = harness();
     let (a, b) = (query(UNLISTED), query(BLOCKED));
     let c = conn(31001);
     let n = a.len();
@@ -350,14 +357,14 @@ fn segments_out_of_order() {
             ],
         },
     ];
-    run(&nw, &scripts);
+    run(&mut nw, &scripts);
 }
 
 /// Segments the server never takes in (TTL running out at this router, no
 /// ACK) and urgent data change nothing and decide nothing.
 #[test]
 fn decoys_change_nothing() {
-    let nw = harness();
+    let mut nw = harness();
     let (a, b) = (query(UNLISTED), query(BLOCKED));
     // Same length: the decoy's bytes could complete the blocked query's head.
     assert_eq!(a.len(), b.len());
@@ -400,46 +407,146 @@ fn decoys_change_nothing() {
             steps: vec![unjudged("a query with URG", with_flags(c.segment(0, &a), 0x20), Counter::TcpUrgent)],
         },
     ];
-    run(&nw, &scripts);
+    run(&mut nw, &scripts);
 }
 
-/// A SYN carrying data (TCP Fast Open): whole queries in it are judged,
-/// but it moves no stream (the server takes the data only with a valid
-/// cookie; otherwise the client sends it again, maybe other bytes, after
-/// the handshake). Data ending inside a query is not judged.
+/// A SYN carrying data (TCP Fast Open): not judged (the server takes the
+/// data only with a valid cookie, which the filter cannot see). The stream
+/// is anchored at the SYN all the same: the client sends the SYN again
+/// without data (RFC 7413 §4.2.2) and its queries after the handshake are
+/// judged from the stream's first byte.
 #[test]
 fn fast_open() {
-    let nw = harness();
+    let mut nw = harness();
     let (unlisted, blocked) = (query(UNLISTED), query(BLOCKED));
-    let syn_with = |c: &Flow, payload: &[u8]| {
-        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.client_isn, c.window);
-        (tcp.syn, tcp.psh) = (true, true);
-        c.frame(tcp, payload)
-    };
     let c = conn(33001);
     let n = unlisted.len();
     let scripts = vec![
-        Script { desc: "a blocked query in the SYN".into(), steps: vec![resets("SYN+data", syn_with(&c, &blocked))] },
         Script {
-            desc: "an unlisted query in the SYN, ignored by the server, then a blocked one in its place".into(),
+            desc: "a blocked query in the SYN".into(),
             steps: vec![
-                passes("SYN+data", syn_with(&c, &unlisted), Counter::PassNoMatch),
+                unjudged("SYN+data", syn_with(&c, &blocked), Counter::DnsTcpSynData),
+                passes("the SYN again, without data", c.syn(), Counter::TcpSyn),
+                resets("the query after the handshake", c.segment(0, &blocked)),
+            ],
+        },
+        Script {
+            desc: "an unlisted query in the SYN, then a blocked one in its place".into(),
+            steps: vec![
+                unjudged("SYN+data", syn_with(&c, &unlisted), Counter::DnsTcpSynData),
                 resets("the first data segment", c.segment(0, &blocked)),
             ],
         },
         Script {
-            desc: "an unlisted query in the SYN, taken by the server, then a blocked one".into(),
+            desc: "an unlisted query in the SYN, then a query as if the server took it".into(),
             steps: vec![
-                passes("SYN+data", syn_with(&c, &unlisted), Counter::PassNoMatch),
-                resets("the next query", c.segment(n, &blocked)),
+                unjudged("SYN+data", syn_with(&c, &unlisted), Counter::DnsTcpSynData),
+                unjudged("the next query", c.segment(n, &blocked), Counter::DnsTcpGap),
+            ],
+        },
+    ];
+    run(&mut nw, &scripts);
+}
+
+/// The stream is anchored at the connection's SYN: nothing comes before its
+/// first byte. A first segment reaching before it is read from there, as
+/// the receiver reads it (it drops the bytes before); another SYN on the
+/// same addresses and ports within the stream's window (a new connection
+/// reusing them, its number chosen among the bytes taken in) leaves no
+/// segment there judged.
+#[test]
+fn streams_anchored_at_the_syn() {
+    let mut nw = harness();
+    let (unlisted, blocked) = (query(UNLISTED), query(BLOCKED));
+    let c = conn(34001);
+    let n = unlisted.len();
+    // Data from `k` bytes before the stream's first byte.
+    let early = |k: u32, payload: &[u8]| {
+        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.seq_at(0).wrapping_sub(k), c.window);
+        (tcp.ack, tcp.acknowledgment_number, tcp.psh) = (true, c.server_seq(), true);
+        c.frame(tcp, payload)
+    };
+    // An unlisted query's first 20 bytes: a length prefix and a question
+    // a filter reading from the segment's start would judge instead.
+    let decoy_start = &unlisted[..20];
+    let long = long_query(UNLISTED, 600);
+    let scripts = vec![
+        Script {
+            desc: "a first segment reaching 20 bytes before the first byte".into(),
+            steps: vec![
+                passes("SYN", c.syn(), Counter::TcpSyn),
+                resets("20 other bytes, then a blocked query", early(20, &[decoy_start, &blocked[..]].concat())),
             ],
         },
         Script {
-            desc: "a SYN whose data ends inside a query".into(),
-            steps: vec![unjudged("SYN+data", syn_with(&c, &blocked[..20]), Counter::DnsTcpSynPartial)],
+            desc: "the same, the query unlisted".into(),
+            steps: vec![
+                passes("SYN", c.syn(), Counter::TcpSyn),
+                passes(
+                    "20 other bytes, then an unlisted query",
+                    early(20, &[decoy_start, &unlisted[..]].concat()),
+                    Counter::PassNoMatch,
+                ),
+                resets("then a blocked one", c.segment(n, &blocked)),
+            ],
+        },
+        Script {
+            desc: "bytes only before the first byte".into(),
+            steps: vec![
+                passes("SYN", c.syn(), Counter::TcpSyn),
+                unjudged("20 bytes before it", early(20, decoy_start), Counter::DnsTcpNotInWindow),
+                resets("the first data", c.segment(0, &blocked)),
+            ],
+        },
+        Script {
+            desc: "the first data past a gap".into(),
+            steps: vec![
+                passes("SYN", c.syn(), Counter::TcpSyn),
+                unjudged("an unlisted query 5 bytes on", c.segment(5, &unlisted), Counter::DnsTcpGap),
+                resets("the first data", c.segment(0, &blocked)),
+            ],
+        },
+        Script {
+            desc: "a new connection with the same number after a long query".into(),
+            steps: vec![
+                passes("SYN", c.syn(), Counter::TcpSyn),
+                passes("a 600-byte unlisted query", c.segment(0, &long), Counter::PassNoMatch),
+                passes("SYN, the same number", c.syn(), Counter::TcpSyn),
+                unjudged("a blocked query at the first byte", c.segment(0, &blocked), Counter::DnsTcpReused),
+                unjudged(
+                    "an unlisted one after the old stream",
+                    c.segment(long.len(), &unlisted),
+                    Counter::DnsTcpReused,
+                ),
+            ],
+        },
+        Script {
+            desc: "the connection's own SYN repeated before any data".into(),
+            steps: vec![
+                passes("SYN", c.syn(), Counter::TcpSyn),
+                passes("SYN again", c.syn(), Counter::TcpSyn),
+                resets("the first data", c.segment(0, &blocked)),
+            ],
+        },
+        Script {
+            desc: "a segment forged before the client's SYN holds no place".into(),
+            steps: vec![
+                passes("forged: an unlisted query, picked up", c.segment(1 << 30, &unlisted), Counter::PassNoMatch),
+                passes("SYN", c.syn(), Counter::TcpSyn),
+                resets("the client's first data, blocked", c.segment(0, &blocked)),
+                resets("again", c.segment(0, &blocked)),
+            ],
+        },
+        Script {
+            desc: "a segment forged ahead of the client's first, then its own".into(),
+            steps: vec![
+                passes("SYN", c.syn(), Counter::TcpSyn),
+                unjudged("forged, far from the SYN", c.segment(1 << 30, &unlisted), Counter::DnsTcpNotInWindow),
+                passes("the client's first data", c.segment(0, &unlisted), Counter::PassNoMatch),
+            ],
         },
     ];
-    run(&nw, &scripts);
+    run(&mut nw, &scripts);
 }
 
 /// A full stream table: a new connection is not judged (dropped by

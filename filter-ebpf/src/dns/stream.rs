@@ -18,11 +18,12 @@ use maps::{
 };
 
 use crate::{
+    flows,
     packet::{
         self, Layers, Packet,
         headers::{DNS_HLEN, TCP_SYN, TCP_URG, TcpFlagsHead},
     },
-    tables::{DNS_STREAMS, SETTINGS, scratch},
+    tables::{DNS_STREAMS, NEW_FLOWS, SETTINGS, scratch},
     verdict::{self, Done, not_judged, pass},
     verifier,
 };
@@ -83,17 +84,13 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
     };
     scratch.handoff.flow_key = key;
     verdict::trace(|t| t.flow_key = key);
-    // A SYN's own sequence number comes before its data (TCP Fast Open).
     let syn = flags & TCP_SYN != 0;
-    let seq = t.seq().wrapping_add(u32::from(syn));
-    if syn {
-        scratch.handoff.stream |= handoff::STREAM_SYN;
-    }
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // SAFETY: a value pointer from this run's lookup, read at once.
-    let entry = DNS_STREAMS.get_ptr(key).map(|p| unsafe { &*p });
-    let entry = match entry {
+    let entry = DNS_STREAMS.get_ptr_mut(key);
+    // SAFETY: a value pointer from this run's lookup; the entry stays
+    // allocated for the whole run.
+    let entry = match entry.map(|p| unsafe { &mut *p }) {
         Some(e) if e.expired(now) => {
             // Nothing to keep: the connection is picked up afresh.
             let _ = DNS_STREAMS.remove(key);
@@ -101,32 +98,68 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
         }
         other => other,
     };
-    let place = dns_stream::place(entry, seq, seg_len);
-    // A segment with a wrong TCP checksum never reaches the server's stream
-    // (the receiver discards it): one that would move the stream is a decoy,
-    // or damaged, and moves nothing (see `crate::packet::tcp_checksum_ok`).
-    // Only those are summed.
-    if matches!(place, Place::PickUp | Place::From(_))
-        && !packet::tcp_checksum_ok(ctx, l, settings.policy & policy::PARTIAL_CSUM != 0)
-    {
+    // Whatever would move a stream (a SYN anchoring it, data) must reach
+    // the server: a segment with a wrong TCP checksum never does (the
+    // receiver discards it), so it is a decoy, or damaged, and moves nothing
+    // (see `crate::packet::tcp_checksum_ok`).
+    if !packet::tcp_checksum_ok(ctx, l, settings.policy & policy::PARTIAL_CSUM != 0) {
         return Err(not_judged(settings, Counter::TcpBadChecksum));
     }
-    let off = match place {
-        Place::PickUp => {
-            let d = &mut scratch.dns;
-            (d.next_seq, d.start_seq, d.skip, d.have) = (seq, seq, 0, 0);
-            0
+    if syn {
+        return Err(syn_seen(t.seq(), seg_len, entry, key, now, settings));
+    }
+    let seq = t.seq();
+    // Not followed yet: anchored at the connection's SYN if it was seen
+    // (`NEW_FLOWS`), picked up here otherwise. A stream picked up (never
+    // anchored) gives way to the connection's own SYN-anchored one when
+    // this segment starts exactly at that SYN's next byte: a segment a
+    // sender forged before the client's first one cannot hold the
+    // connection's place.
+    let replaceable = entry.as_ref().is_some_and(|e| e.flags & dns_stream::ANCHORED == 0 && !e.in_window(seq));
+    let anchor = if entry.is_none() || replaceable {
+        // SAFETY: a value pointer from this run's lookup, copied at once (16 bytes).
+        NEW_FLOWS.get_ptr(key).map(|p| unsafe { *p }).filter(|v| !v.expired(now))
+    } else {
+        None
+    };
+    let anchor = anchor.filter(|v| entry.is_none() || v.isn.wrapping_add(1) == seq);
+    let off = if let Some(v) = anchor {
+        let d = &mut scratch.dns;
+        let start = v.isn.wrapping_add(1);
+        (d.next_seq, d.start_seq, d.skip, d.have, d.flags) = (start, start, 0, 0, dns_stream::ANCHORED);
+        scratch.handoff.stream |= handoff::STREAM_FROM_SYN;
+        match dns_stream::place(Some(&scratch.dns), seq, seg_len) {
+            Place::From(off) => off,
+            Place::Gap => return Err(not_judged(settings, Counter::DnsTcpGap)),
+            // Bytes only before the stream's first byte, or far from it.
+            _ => return Err(not_judged(settings, Counter::DnsTcpNotInWindow)),
         }
-        Place::From(off) => {
-            if let Some(e) = entry {
-                verifier::copy_words(&raw mut scratch.dns, e);
+    } else {
+        match dns_stream::place(entry.as_deref(), seq, seg_len) {
+            // After another SYN within the stream's window, no segment in
+            // it can be placed: it may be the new connection's, framed from
+            // that SYN (see `syn_seen`).
+            Place::Old | Place::From(_) | Place::Gap | Place::BeforeStart
+                if entry.as_ref().is_some_and(|e| e.flags & dns_stream::SYN_AGAIN != 0) =>
+            {
+                return Err(not_judged(settings, Counter::DnsTcpReused));
             }
-            off
+            Place::PickUp => {
+                let d = &mut scratch.dns;
+                (d.next_seq, d.start_seq, d.skip, d.have, d.flags) = (seq, seq, 0, 0, 0);
+                0
+            }
+            Place::From(off) => {
+                if let Some(e) = entry {
+                    verifier::copy_words(&raw mut scratch.dns, e);
+                }
+                off
+            }
+            Place::Old => return Err(pass(Counter::DnsTcpRetransmission)),
+            Place::Gap => return Err(not_judged(settings, Counter::DnsTcpGap)),
+            Place::BeforeStart => return Err(not_judged(settings, Counter::DnsTcpBeforeStart)),
+            Place::NotInWindow => return Err(not_judged(settings, Counter::DnsTcpNotInWindow)),
         }
-        Place::Old => return Err(pass(Counter::DnsTcpRetransmission)),
-        Place::Gap => return Err(not_judged(settings, Counter::DnsTcpGap)),
-        Place::BeforeStart => return Err(not_judged(settings, Counter::DnsTcpBeforeStart)),
-        Place::NotInWindow => return Err(not_judged(settings, Counter::DnsTcpNotInWindow)),
     };
     let d = &mut scratch.dns;
     d.next_seq = seq.wrapping_add(seg_len);
@@ -261,28 +294,59 @@ fn gather(
     Ok((off + take, have + take >= want))
 }
 
+/// A SYN to port 53. On a connection not followed yet it anchors the
+/// stream: its number goes into `NEW_FLOWS` (an LRU: a SYN flood evicts its
+/// own entries), and the connection's first data must start right after it.
+/// On a followed stream, a SYN other than the connection's own (its
+/// retransmission, before any data) is a new connection reusing the
+/// addresses and ports, or forged. Within the stream's window its data
+/// would be framed from that SYN, which the filter cannot tell from the old
+/// stream's: no segment there is judged any more
+/// (`dns_stream::SYN_AGAIN`, `dns_tcp_reused`) until the entry expires
+/// (an off-path sender must guess a number within the window: 2^-11 a
+/// try). Outside the window the new connection's data is not judged either
+/// (`dns_tcp_not_in_window`) until then. A SYN's
+/// data (TCP Fast Open) is not judged: the server takes it only with a
+/// valid cookie, which the filter cannot see.
+#[inline(always)]
+fn syn_seen(isn: u32, seg_len: u32, entry: Option<&mut DnsStream>, key: u64, now: u64, settings: &Settings) -> Done {
+    match entry {
+        Some(e) => {
+            // The connection's own SYN again: anchored there, and no data yet.
+            let own =
+                e.flags & dns_stream::ANCHORED != 0 && isn.wrapping_add(1) == e.start_seq && e.next_seq == e.start_seq;
+            if !own && e.in_window(isn.wrapping_add(1)) {
+                e.flags |= dns_stream::SYN_AGAIN;
+            } else if e.flags & dns_stream::ANCHORED == 0 && !own {
+                // Far from a stream that was only picked up (maybe forged):
+                // the connection's first data at this SYN's next byte will
+                // take its place.
+                let _ = flows::track_syn(key, isn, now, settings);
+            }
+        }
+        None => {
+            let _ = flows::track_syn(key, isn, now, settings);
+        }
+    }
+    if seg_len != 0 {
+        return not_judged(settings, Counter::DnsTcpSynData);
+    }
+    pass(Counter::TcpSyn)
+}
+
 /// Writes the stream's state as this segment leaves it and passes the
 /// segment as `outcome`. A connection the full map cannot hold is not
-/// judged: without its place, its next segment could not be.
-///
-/// A SYN's data (TCP Fast Open) is written nowhere: the server takes it only
-/// with a valid cookie, and otherwise the client sends it again after the
-/// handshake, maybe other bytes, which must not pass as a retransmission.
-/// Either way the next data segment starts a message, where it is picked up
-/// (so data that ends inside a message is not judged).
+/// judged: without its place, its next segment could not be. A stream just
+/// anchored at its SYN no longer needs the SYN's `NEW_FLOWS` entry.
 #[inline(always)]
 #[expect(clippy::needless_borrows_for_generic_args, reason = "by value, 304 bytes would be copied to the stack")]
 fn keep(scratch: &Scratch, settings: &Settings, outcome: Counter) -> Done {
-    if scratch.handoff.stream & handoff::STREAM_SYN != 0 {
-        let d = &scratch.dns;
-        return if d.have == 0 && d.skip == 0 {
-            pass(outcome)
-        } else {
-            not_judged(settings, Counter::DnsTcpSynPartial)
-        };
-    }
-    if DNS_STREAMS.insert(scratch.handoff.flow_key, &scratch.dns, 0).is_err() {
+    let key = scratch.handoff.flow_key;
+    if DNS_STREAMS.insert(key, &scratch.dns, 0).is_err() {
         return not_judged(settings, Counter::DnsStreamTableFull);
+    }
+    if scratch.handoff.stream & handoff::STREAM_FROM_SYN != 0 {
+        flows::forget_new(key, settings);
     }
     pass(outcome)
 }

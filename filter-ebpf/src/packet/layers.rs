@@ -309,8 +309,13 @@ pub fn parse(ctx: &XdpContext, pkt: &Packet) -> Result<Layers, Counter> {
                 return Err(Counter::BadHeader);
             }
             // Segments without payload matter to TLS flow tracking (SYN,
-            // later packets of blocked flows), not to DNS.
-            if payload_off == ip_end && dport == DNS_PORT && !first {
+            // later packets of blocked flows), and to DNS only as a SYN
+            // (which anchors the connection's stream).
+            if payload_off == ip_end
+                && dport == DNS_PORT
+                && !first
+                && pkt.u8(l4_off + 13).is_some_and(|f| f & TCP_SYN == 0)
+            {
                 return Err(Counter::TcpNoPayload);
             }
             Ok(layers(dport, payload_off, ip_end, fragment))

@@ -75,8 +75,10 @@ pub struct DnsStream {
     /// Bytes of the current message's head in [`DnsStream::head`], its
     /// length prefix first.
     pub have: u16,
+    /// [`ANCHORED`], [`SYN_AGAIN`].
+    pub flags: u8,
     /// Explicit padding; always 0.
-    pub pad: u16,
+    pub pad: u8,
     /// `bpf_ktime_get_coarse_ns` of the last segment that moved the stream.
     pub last_seen_ns: u64,
     /// The current message's first `have` bytes.
@@ -89,7 +91,14 @@ impl DnsStream {
     /// A connection picked up at a segment starting at `seq`.
     #[inline(always)]
     pub const fn new(seq: u32) -> Self {
-        Self { next_seq: seq, start_seq: seq, skip: 0, have: 0, pad: 0, last_seen_ns: 0, head: [0; HEAD_BUF] }
+        Self { next_seq: seq, start_seq: seq, skip: 0, have: 0, flags: 0, pad: 0, last_seen_ns: 0, head: [0; HEAD_BUF] }
+    }
+
+    /// Whether a segment starting at `seq` is within [`WINDOW`] bytes of
+    /// where the stream stands.
+    #[inline(always)]
+    pub const fn in_window(&self, seq: u32) -> bool {
+        seq.wrapping_sub(self.next_seq).wrapping_add(WINDOW) <= 2 * WINDOW
     }
 
     /// Whether the entry is past its time to live at `now_ns`.
@@ -99,6 +108,17 @@ impl DnsStream {
         now_ns.wrapping_sub(self.last_seen_ns) > ttl
     }
 }
+
+/// [`DnsStream::flags`]: the stream's first byte is known from the
+/// connection's SYN (`start_seq` is its number plus one), not only the
+/// first byte the filter saw: nothing comes before it.
+pub const ANCHORED: u8 = 1;
+/// [`DnsStream::flags`]: a SYN other than this connection's came on its
+/// addresses and ports within its window (a new connection reusing them,
+/// maybe with a number chosen to fall among bytes taken in): its data would
+/// be framed from that SYN, not as the filter follows the stream, so no
+/// segment within the window is judged any more.
+pub const SYN_AGAIN: u8 = 2;
 
 /// Where a segment falls in a connection's stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,8 +157,16 @@ pub const fn place(entry: Option<&DnsStream>, seq: u32, len: u32) -> Place {
     }
     // At or before the next byte: before the stream's first byte too when
     // its distance from that byte is more than the stream's length (it
-    // wrapped below zero).
+    // wrapped below zero). A stream anchored at its SYN has nothing before
+    // its first byte: the receiver drops a segment's bytes before it (they
+    // would be the SYN's, or older) and reads on from there, and so does
+    // the filter.
+    let before = s.start_seq.wrapping_sub(seq);
     if seq.wrapping_sub(s.start_seq) > s.next_seq.wrapping_sub(s.start_seq) {
+        if s.flags & ANCHORED != 0 && before < len {
+            let behind = s.next_seq.wrapping_sub(seq);
+            return if behind >= len { Place::Old } else { Place::From(behind) };
+        }
         return Place::BeforeStart;
     }
     let behind = s.next_seq.wrapping_sub(seq);
@@ -176,6 +204,18 @@ mod tests {
             assert_eq!(place(Some(&s), seq, len), want, "{seq} +{len}");
         }
         assert_eq!(place(None, 5, 1), Place::PickUp);
+    }
+
+    #[test]
+    fn an_anchored_stream_has_nothing_before_its_start() {
+        let s = DnsStream { flags: ANCHORED, ..at(1000, 1000) };
+        assert_eq!(place(Some(&s), 990, 30), Place::From(10));
+        assert_eq!(place(Some(&s), 990, 10), Place::BeforeStart);
+        let s = DnsStream { flags: ANCHORED, ..at(1100, 1000) };
+        assert_eq!(place(Some(&s), 990, 130), Place::From(110));
+        assert_eq!(place(Some(&s), 990, 50), Place::Old);
+        let picked = at(1000, 1000);
+        assert_eq!(place(Some(&picked), 990, 30), Place::BeforeStart);
     }
 
     #[test]

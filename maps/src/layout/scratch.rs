@@ -183,9 +183,10 @@ pub mod handoff {
     /// stage, after a message judged allowed; the segment goes on at
     /// `msg_end`.
     pub const STREAM_BACK: u8 = 1 << 0;
-    /// [`super::Handoff::stream`]: the segment is a SYN carrying data (TCP
-    /// Fast Open): judged, but it moves no stream.
-    pub const STREAM_SYN: u8 = 1 << 1;
+    /// [`super::Handoff::stream`]: the stream was anchored at this segment
+    /// from the connection's `NEW_FLOWS` entry, which goes once the stream's
+    /// own entry is written.
+    pub const STREAM_FROM_SYN: u8 = 1 << 1;
 
     /// [`super::Handoff::parse`]: the flow is in `FLOWS`.
     pub const PARSE_TRACKED: u8 = 1 << 0;
