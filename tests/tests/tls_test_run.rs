@@ -2165,6 +2165,20 @@ fn tcp_fast_open() {
         );
         scripts.push(sc);
         let f = rig.v4();
+        let mut sc = Script::new("an allowed ClientHello in a SYN, then a blocked one in the SYN again");
+        sc.push(
+            "SYN+data",
+            tfo(&f, &ok.stream),
+            not_judged().rule(Some("ok.blocked.example")).sni(ok.name().as_deref()),
+        );
+        let rst = Want { rst: Some((f.clone(), 0, f.seq_at(blocked.len()))), ..Want::reset(&f, blocked.len()) };
+        sc.push(
+            "SYN+data again",
+            tfo(&f, &blocked.stream),
+            rst.extra(Counter::TcpFastOpen).rule(Some("blocked.example")).sni(blocked.name().as_deref()),
+        );
+        scripts.push(sc);
+        let f = rig.v4();
         // Dropped, the flow waits in `NEW_FLOWS` for its first byte.
         let open = usize::from(unjudged_drop);
         let mut sc = Script::new("an HTTP request in the SYN").leaves_open(open);

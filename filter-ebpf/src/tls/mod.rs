@@ -211,7 +211,7 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         flow::mark_urgent(key, state.as_deref_mut(), new.as_ref(), seg.seq, now, settings);
     }
     let how = match (state, new) {
-        (Some(s), _) if syn => judge_syn_tracked(&l, s, now),
+        (Some(s), _) if syn => judge_syn_tracked(&l, s, now, settings),
         (Some(s), _) => judge_tracked(&l, &seg, s, now, settings, scratch),
         // An entry of either table that this segment is outside of: the
         // segment changes neither, and what it starts cannot be followed.
@@ -335,9 +335,14 @@ fn judge_new(l: &Layers, seg: &Segment, v: &maps::layout::flow::NewFlow) -> Resu
     let first = v.isn.wrapping_add(1);
     if seg.syn() {
         // Repeated, or another attempt with another number: the entry
-        // stays as it is (state changes only in sequence), and data a
-        // repeated Fast Open SYN carries was taken the first time.
-        return Err(pass(if l.payload_off == l.ip_end { Counter::TcpSyn } else { Counter::TlsRetransmission }));
+        // stays as it is (state changes only in sequence). Data a SYN
+        // carries was never taken as the stream's (see
+        // `flow::syn_data_not_judged`): parsed again, only a block taken.
+        if l.payload_off == l.ip_end {
+            return Err(pass(Counter::TcpSyn));
+        }
+        count(Counter::TcpFastOpen);
+        return Ok(ParseFrom { seq: seg.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true, syn: true });
     }
     let delta = seg.seq.wrapping_sub(first).cast_signed();
     if l.payload_len() == 0 {
@@ -379,15 +384,17 @@ fn judge_syn(l: &Layers, seg: &Segment, now: u64, settings: &Settings) -> Result
 /// (A SYN outside the window is another connection's: tracked afresh in
 /// `NEW_FLOWS`.)
 #[inline(always)]
-fn judge_syn_tracked(l: &Layers, s: &mut FlowState, now: u64) -> Result<ParseFrom, Done> {
+fn judge_syn_tracked(l: &Layers, s: &mut FlowState, now: u64, settings: &Settings) -> Result<ParseFrom, Done> {
     s.last_seen_ns = now;
     if s.kind == flows::BLOCKED {
         return Err(drop(Counter::TlsBlockedFlow));
     }
     if l.payload_off != l.ip_end {
-        // A Fast Open SYN repeated, or one for a flow already under way:
-        // its data is not taken as the stream's.
-        return Err(pass(Counter::TlsRetransmission));
+        // A Fast Open SYN on a flow under way: its data is not taken as the
+        // stream's, and not judged (the server may take it if the old
+        // connection is gone).
+        count(Counter::TcpFastOpen);
+        return Err(not_judged(settings, Counter::TlsSynData));
     }
     Err(pass(Counter::TcpSyn))
 }
