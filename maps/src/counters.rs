@@ -241,6 +241,12 @@ counters! {
     /// follow: Linux discards it, so it may be a decoy the server never
     /// reads. It changes no flow state and is not judged.
     TcpNoAck => "tcp_no_ack", Unjudged, Tls, Pass;
+    /// A segment a flow's state would follow whose headers make Linux
+    /// discard it: a wrong IPv4 header checksum, source routing or malformed
+    /// IPv4 options, a TCP MD5 or AO signature option, data on a RST. It
+    /// may be a decoy the server never reads; it changes no flow state and
+    /// is not judged.
+    TcpDiscarded => "tcp_discarded", Unjudged, Tls, Pass;
     /// A segment that would change a flow's state or decide it (one
     /// starting like a ClientHello, data of a ClientHello in progress, the
     /// first data or the SYN of a tracked flow, urgent data) with a wrong

@@ -14,7 +14,7 @@ use maps::{Action, Counter, counters::CounterKind, layout::dns_stream};
 use namewall_tests::{
     dnswire,
     harness::{Harness, Observed},
-    packet,
+    packet::{self, Spec},
     tls::Flow,
 };
 
@@ -369,30 +369,69 @@ fn decoys_change_nothing() {
     // Same length: the decoy's bytes could complete the blocked query's head.
     assert_eq!(a.len(), b.len());
     let c = conn(32001);
-    let k = 14 + 4;
-    let scripts = vec![
+    let cut = 14 + 4;
+    // Decoys Linux discards for their headers, each carrying the rest of the
+    // query with the other name.
+    let rest = |seg: &Flow| seg.segment(cut, &a[cut..]);
+    let bad_ip_checksum = {
+        let mut f = rest(&c);
+        f[14 + 10] ^= 0x5a;
+        f
+    };
+    let rst_with_data = {
+        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.seq_at(cut), c.window);
+        (tcp.rst, tcp.ack, tcp.acknowledgment_number) = (true, true, c.server_seq());
+        c.frame(tcp, &a[cut..])
+    };
+    let signed = |kind: u8| {
+        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.seq_at(cut), c.window);
+        (tcp.ack, tcp.acknowledgment_number, tcp.psh) = (true, c.server_seq(), true);
+        let mut opt = vec![kind, 18];
+        opt.resize(18, 0x42);
+        opt.extend_from_slice(&[1, 1]);
+        tcp.set_options_raw(&opt).expect("20 bytes of options");
+        c.frame(tcp, &a[cut..])
+    };
+    // Loose source routing through 10.0.0.1 (RFC 791 §3.1), then an end.
+    let routed = Flow::new(Spec::udp4().v4_options(&[0x83, 7, 4, 10, 0, 0, 1, 0])).dport(53).sport(32001);
+    let discarded = |what: &str, decoy: Vec<u8>| Script {
+        desc: format!("a decoy {what}"),
+        steps: vec![
+            passes("the blocked query's first bytes", c.segment(0, &b[..cut]), Counter::DnsTcpPartial),
+            unjudged(format!("decoy, {what}"), decoy, Counter::TcpDiscarded),
+            resets("the real rest", c.segment(cut, &b[cut..])),
+        ],
+    };
+    let mut scripts = vec![
+        discarded("with a wrong IPv4 header checksum", bad_ip_checksum),
+        discarded("RST with data", rst_with_data),
+        discarded("with a TCP MD5 signature option", signed(19)),
+        discarded("with a TCP-AO option", signed(29)),
+        discarded("with IPv4 loose source routing", rest(&routed)),
+    ];
+    scripts.extend([
         Script {
             desc: "a TTL-1 decoy completing the query with another name".into(),
             steps: vec![
-                passes("the blocked query's first bytes", c.segment(0, &b[..k]), Counter::DnsTcpPartial),
-                unjudged("decoy, TTL 1", with_ttl(c.segment(k, &a[k..]), 1), Counter::TcpTtlExpiring),
-                resets("the real rest", c.segment(k, &b[k..])),
+                passes("the blocked query's first bytes", c.segment(0, &b[..cut]), Counter::DnsTcpPartial),
+                unjudged("decoy, TTL 1", with_ttl(c.segment(cut, &a[cut..]), 1), Counter::TcpTtlExpiring),
+                resets("the real rest", c.segment(cut, &b[cut..])),
             ],
         },
         Script {
             desc: "a decoy without ACK".into(),
             steps: vec![
-                passes("the blocked query's first bytes", c.segment(0, &b[..k]), Counter::DnsTcpPartial),
-                unjudged("decoy, no ACK", psh_only(c.segment(k, &a[k..])), Counter::TcpNoAck),
-                resets("the real rest", c.segment(k, &b[k..])),
+                passes("the blocked query's first bytes", c.segment(0, &b[..cut]), Counter::DnsTcpPartial),
+                unjudged("decoy, no ACK", psh_only(c.segment(cut, &a[cut..])), Counter::TcpNoAck),
+                resets("the real rest", c.segment(cut, &b[cut..])),
             ],
         },
         Script {
             desc: "a decoy with a wrong TCP checksum".into(),
             steps: vec![
-                passes("the blocked query's first bytes", c.segment(0, &b[..k]), Counter::DnsTcpPartial),
-                unjudged("decoy, checksum wrong", bad_checksum(c.segment(k, &a[k..])), Counter::TcpBadChecksum),
-                resets("the real rest", c.segment(k, &b[k..])),
+                passes("the blocked query's first bytes", c.segment(0, &b[..cut]), Counter::DnsTcpPartial),
+                unjudged("decoy, checksum wrong", bad_checksum(c.segment(cut, &a[cut..])), Counter::TcpBadChecksum),
+                resets("the real rest", c.segment(cut, &b[cut..])),
             ],
         },
         Script {
@@ -406,7 +445,7 @@ fn decoys_change_nothing() {
             desc: "urgent data".into(),
             steps: vec![unjudged("a query with URG", with_flags(c.segment(0, &a), 0x20), Counter::TcpUrgent)],
         },
-    ];
+    ]);
     run(&mut nw, &scripts);
 }
 

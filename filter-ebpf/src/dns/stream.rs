@@ -68,7 +68,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
         return Err(pass(Counter::TruncatedHeader));
     };
     let flags = t.flags();
-    if let Some(c) = l.tcp_decoy(&pkt, flags) {
+    if let Some(c) = l.tcp_decoy(ctx, flags) {
         return Err(not_judged(settings, c));
     }
     // The receiver takes the urgent byte out of the stream (SO_OOBINLINE is

@@ -77,6 +77,13 @@ pub fn tcp_checksum_ok(ctx: &XdpContext, l: &Layers, accept_offloaded: bool) -> 
     }
 }
 
+/// Whether the IPv4 header `[l3, l4)` sums to its checksum (RFC 791): Linux
+/// drops a packet whose header checksum is wrong (`ip_rcv_core`).
+#[inline(always)]
+pub fn ipv4_header_checksum_ok(ctx: &XdpContext, l3: usize, l4: usize) -> bool {
+    sum_segment(ctx, l3, l4).is_some_and(|sum| checksum::fold(sum) == 0xffff)
+}
+
 /// What the `bpf_loop` callback gets on this stage's stack: only the
 /// context (its type is all the verifier tracks of it); the loop's
 /// position and sum are in `Scratch::csum_walk`.

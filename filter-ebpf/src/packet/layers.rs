@@ -10,7 +10,7 @@ use super::{
     headers::{
         ETH_P_IPV4, ETH_P_IPV6, ETH_P_PPPOE_SES, EthHdr, ExtHdr, FragHdr, Header as _, IPPROTO_TCP, IPPROTO_UDP,
         IPV6_AH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING, Ipv4Hdr, Ipv6Hdr, Ipv6Head, PPP_IPV4,
-        PPP_IPV6, PppoeHdr, TCP_ACK, TCP_SYN, TcpHead, UdpHdr, VlanHdr, is_vlan,
+        PPP_IPV6, PppoeHdr, TCP_ACK, TCP_RST, TCP_SYN, TcpHead, UdpHdr, VlanHdr, is_vlan,
     },
 };
 use crate::{tables::scratch, verifier};
@@ -155,14 +155,30 @@ impl Layers {
     /// decide nothing; with the "cannot judge" policy it is dropped.
     /// - An IP TTL (hop limit) of 1 or 0: a router drops it after the filter.
     /// - Data without ACK outside a SYN: Linux discards it (`tcp_ack`).
+    /// - Headers Linux discards the segment for (`tcp_discarded`): a wrong
+    ///   IPv4 header checksum (`ip_rcv_core`); IPv4 options it rejects, loose
+    ///   or strict source routing (`accept_source_route` is off by default)
+    ///   or malformed ones (`ip_options_compile`); a TCP MD5 or AO signature
+    ///   option, which it drops unless a key is configured for the peer
+    ///   (`tcp_inbound_hash`; no DNS or TLS server configures one); data on a
+    ///   RST, which either resets the connection or is answered with a
+    ///   challenge ACK and dropped (RFC 5961 §3.2).
     #[inline(always)]
-    pub fn tcp_decoy(&self, pkt: &Packet, tcp_flags: u8) -> Option<Counter> {
+    pub fn tcp_decoy(&self, ctx: &XdpContext, tcp_flags: u8) -> Option<Counter> {
+        let pkt = Packet::new(ctx);
         let ttl_at = self.l2_len + if self.ipv6 { 7 } else { 8 };
         if pkt.u8(ttl_at).is_some_and(|ttl| ttl <= 1) {
             return Some(Counter::TcpTtlExpiring);
         }
-        if tcp_flags & (TCP_SYN | TCP_ACK) == 0 && self.payload_off != self.ip_end {
+        let data = self.payload_off != self.ip_end;
+        if tcp_flags & (TCP_SYN | TCP_ACK) == 0 && data {
             return Some(Counter::TcpNoAck);
+        }
+        if (tcp_flags & TCP_RST != 0 && data)
+            || (!self.ipv6 && !super::checksum::ipv4_header_checksum_ok(ctx, self.l2_len, self.l4_off))
+            || super::options::rejected(ctx, self)
+        {
+            return Some(Counter::TcpDiscarded);
         }
         None
     }

@@ -136,7 +136,7 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     let seg = Segment::taken_over(&scratch.handoff);
     // A decoy the server never takes in (TTL running out here, data
     // without ACK) changes no flow and decides nothing.
-    if let Some(c) = l.tcp_decoy(&Packet::new(ctx), seg.flags) {
+    if let Some(c) = l.tcp_decoy(ctx, seg.flags) {
         return Err(not_judged(settings, c));
     }
     let (key, syn) = (seg.key, seg.syn());
