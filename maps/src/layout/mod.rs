@@ -82,7 +82,7 @@ pub mod names {
 /// configuration, and their meaning (settings fields, counter indices, flow
 /// state). Bump it with any such change: a daemon refuses pinned state of
 /// another version instead of misreading it.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Slot of the active rule set in `RULESETS`.
 pub const ACTIVE_RULESET: u32 = 0;
