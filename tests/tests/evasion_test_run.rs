@@ -528,6 +528,7 @@ fn offload_form(mut frame: Vec<u8>, tcp_at: usize) -> Vec<u8> {
 /// in the offload form is wrong unless the daemon accepts that form (on
 /// virtual interfaces). IPv4 and IPv6, under both policies.
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of rows, both families")]
 fn checksum_decoys_decide_nothing() {
     let blocked = tls::client_hello(Some(BLOCKED), HelloKind::Small);
     let allowed = tls::replace_server_name(&blocked, ALLOWED.as_bytes());
@@ -585,7 +586,14 @@ fn checksum_decoys_decide_nothing() {
             ]);
             let no_syn = flow(4);
             rows.extend([
-                unjudged("decoy whole ClientHello, allowed name, bad checksum", bad(no_syn.segment(0, &allowed))),
+                // A whole ClientHello on a flow in neither table leaves no
+                // state: judged like any, unsummed (a decoy decides nothing).
+                judged(
+                    "whole ClientHello, untracked flow, allowed name, bad checksum: judged, nothing kept",
+                    bad(no_syn.segment(0, &allowed)),
+                    XDP_PASS,
+                    Counter::TlsPassNoMatch,
+                ),
                 unjudged("decoy first half, bad checksum", bad(no_syn.segment(0, &blocked[..cut]))),
                 judged(
                     "... left no state: the rest alone is untracked data",
@@ -665,8 +673,8 @@ fn offload_form_accepted_on_virtual_interfaces() {
                 Counter::TlsReset,
             ),
             row(
-                format!("{fam}: another wrong checksum"),
-                bad_checksum(decoy.segment(0, &blocked), at),
+                format!("{fam}: another wrong checksum (a first half, which would leave state)"),
+                bad_checksum(decoy.segment(0, &blocked[..cut]), at),
                 XDP_DROP,
                 Counter::TcpBadChecksum,
             )

@@ -68,7 +68,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
         return Err(pass(Counter::TruncatedHeader));
     };
     let flags = t.flags();
-    if let Some(c) = l.tcp_decoy(ctx, flags) {
+    if let Some(c) = l.tcp_decoy(&pkt, flags) {
         return Err(not_judged(settings, c));
     }
     // The receiver takes the urgent byte out of the stream (SO_OOBINLINE is
@@ -102,6 +102,9 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
     // the server: a segment with a wrong TCP checksum never does (the
     // receiver discards it), so it is a decoy, or damaged, and moves nothing
     // (see `crate::packet::tcp_checksum_ok`).
+    if l.headers_discarded(ctx) {
+        return Err(not_judged(settings, Counter::TcpDiscarded));
+    }
     if !packet::tcp_checksum_ok(ctx, l, settings.policy & policy::PARTIAL_CSUM != 0) {
         return Err(not_judged(settings, Counter::TcpBadChecksum));
     }

@@ -152,20 +152,17 @@ impl Layers {
     /// server's stream although it passes here: a client can send such a
     /// segment as a decoy, carrying bytes the filter would read and the
     /// server never gets. Such a segment must change no stream state and
-    /// decide nothing; with the "cannot judge" policy it is dropped.
+    /// decide nothing; with the "cannot judge" policy it is dropped. The
+    /// checks every segment a flow follows can afford:
     /// - An IP TTL (hop limit) of 1 or 0: a router drops it after the filter.
     /// - Data without ACK outside a SYN: Linux discards it (`tcp_ack`).
-    /// - Headers Linux discards the segment for (`tcp_discarded`): a wrong
-    ///   IPv4 header checksum (`ip_rcv_core`); IPv4 options it rejects, loose
-    ///   or strict source routing (`accept_source_route` is off by default)
-    ///   or malformed ones (`ip_options_compile`); a TCP MD5 or AO signature
-    ///   option, which it drops unless a key is configured for the peer
-    ///   (`tcp_inbound_hash`; no DNS or TLS server configures one); data on a
-    ///   RST, which either resets the connection or is answered with a
-    ///   challenge ACK and dropped (RFC 5961 §3.2).
+    /// - Data on a RST, which either resets the connection or is answered
+    ///   with a challenge ACK and dropped (RFC 5961 §3.2).
+    ///
+    /// [`Layers::headers_discarded`] has the dearer ones, for segments that
+    /// would move a flow.
     #[inline(always)]
-    pub fn tcp_decoy(&self, ctx: &XdpContext, tcp_flags: u8) -> Option<Counter> {
-        let pkt = Packet::new(ctx);
+    pub fn tcp_decoy(&self, pkt: &Packet, tcp_flags: u8) -> Option<Counter> {
         let ttl_at = self.l2_len + if self.ipv6 { 7 } else { 8 };
         if pkt.u8(ttl_at).is_some_and(|ttl| ttl <= 1) {
             return Some(Counter::TcpTtlExpiring);
@@ -174,13 +171,20 @@ impl Layers {
         if tcp_flags & (TCP_SYN | TCP_ACK) == 0 && data {
             return Some(Counter::TcpNoAck);
         }
-        if (tcp_flags & TCP_RST != 0 && data)
-            || (!self.ipv6 && !super::checksum::ipv4_header_checksum_ok(ctx, self.l2_len, self.l4_off))
-            || super::options::rejected(ctx, self)
-        {
+        if tcp_flags & TCP_RST != 0 && data {
             return Some(Counter::TcpDiscarded);
         }
         None
+    }
+
+    /// Whether Linux discards the segment for its headers (`tcp_discarded`):
+    /// a wrong IPv4 header checksum (`ip_rcv_core`), source routing or
+    /// malformed IPv4 options, a TCP MD5 or AO signature option (see
+    /// `packet::options`).
+    #[inline(always)]
+    pub fn headers_discarded(&self, ctx: &XdpContext) -> bool {
+        (!self.ipv6 && !super::checksum::ipv4_header_checksum_ok(ctx, self.l2_len, self.l4_off))
+            || super::options::rejected(ctx, self)
     }
 
     /// Bytes of transport payload in the IP packet.

@@ -49,7 +49,7 @@ const REJECTED: u64 = 1 << 63;
 pub fn rejected(ctx: &XdpContext, l: &Layers) -> bool {
     let ip_opts = if l.ipv6 { 0 } else { (l.l4_off - l.l2_len).saturating_sub(20) };
     let tcp_opts = (l.payload_off - l.l4_off).saturating_sub(TCP_FIXED);
-    if ip_opts == 0 && tcp_opts == 0 {
+    if ip_opts == 0 && (tcp_opts == 0 || timestamps_only(ctx, l, tcp_opts)) {
         return false;
     }
     let Some(s) = scratch() else { return true };
@@ -75,6 +75,15 @@ pub fn rejected(ctx: &XdpContext, l: &Layers) -> bool {
     // SAFETY: this CPU's scratch memory, written by the callbacks.
     let end = unsafe { (&raw const s.csum_walk[TCP_END]).read_volatile() };
     end & REJECTED != 0
+}
+
+/// Whether the TCP options are only a timestamp after two no-ops, as Linux
+/// sends them on every segment after the handshake: known good without a
+/// walk.
+#[inline(always)]
+fn timestamps_only(ctx: &XdpContext, l: &Layers, tcp_opts: usize) -> bool {
+    tcp_opts == 12
+        && Packet::new(ctx).bytes::<4>(l.l4_off + TCP_FIXED).is_some_and(|b| b == [TCPOPT_NOP, TCPOPT_NOP, 8, 10])
 }
 
 /// One option of the walk: the IPv4 ones first, then the TCP ones. Returns

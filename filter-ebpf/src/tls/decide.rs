@@ -51,8 +51,8 @@ pub fn judge(ctx: &XdpContext) -> Done {
     // name) names no rule, a block by rule sets it (`judge_sni`).
     verdict::name_event(scratch, None, Protocol::Tls, sni.map_or(0, |n| n.len));
     let decision = match sni {
-        Some(name) => judge_sni(&l, &seg, name, settings, scratch),
-        None => no_sni(seg.key, ech, settings, scratch),
+        Some(name) => judge_sni(ctx, &l, &seg, name, settings, scratch),
+        None => no_sni(ctx, seg.key, ech, settings, scratch),
     };
     match decision {
         // A SYN's data decides only a block (see `flow::syn_data_not_judged`).
@@ -65,13 +65,13 @@ pub fn judge(ctx: &XdpContext) -> Done {
 /// A ClientHello that ended without server name, or the end of one whose
 /// name was allowed while ECH ClientHellos are blocked.
 #[inline(always)]
-fn no_sni(key: u64, ech: bool, settings: &Settings, scratch: &mut Scratch) -> Decision {
+fn no_sni(ctx: &XdpContext, key: u64, ech: bool, settings: &Settings, scratch: &mut Scratch) -> Decision {
     let flags = scratch.flow.flags;
     if flags & flows::FLAG_SNI_PASSED != 0 {
         // The name was judged allowed; only ECH was left to learn.
         let allowed =
             if flags & flows::FLAG_SNI_ALLOWED != 0 { Counter::TlsPassAllowed } else { Counter::TlsPassNoMatch };
-        return finish_allowed(None, key, Name { len: 0, ech, complete: true }, settings, scratch, allowed);
+        return finish_allowed(ctx, None, key, Name { len: 0, ech, complete: true }, settings, scratch, allowed);
     }
     if ech {
         count(Counter::TlsEch);
@@ -86,7 +86,14 @@ fn no_sni(key: u64, ech: bool, settings: &Settings, scratch: &mut Scratch) -> De
 
 /// The server name is complete: judge it.
 #[inline(always)]
-fn judge_sni(l: &Layers, seg: &Segment, sni: Name, settings: &Settings, scratch: &mut Scratch) -> Decision {
+fn judge_sni(
+    ctx: &XdpContext,
+    l: &Layers,
+    seg: &Segment,
+    sni: Name,
+    settings: &Settings,
+    scratch: &mut Scratch,
+) -> Decision {
     let Ok(name) = names::parse_text(scratch, sni.len, settings.seed) else {
         flow::forget_if_tracked(seg.key, settings);
         return Decision::Done(not_judged(settings, Counter::TlsMalformed));
@@ -113,7 +120,7 @@ fn judge_sni(l: &Layers, seg: &Segment, sni: Name, settings: &Settings, scratch:
         Some((Verdict::Allow, _)) => Counter::TlsPassAllowed,
         None => Counter::TlsPassNoMatch,
     };
-    finish_allowed(Some((l, seg)), seg.key, sni, settings, scratch, allowed)
+    finish_allowed(ctx, Some((l, seg)), seg.key, sni, settings, scratch, allowed)
 }
 
 /// An allowed name: done, unless ECH ClientHellos are blocked and the rest
@@ -121,6 +128,7 @@ fn judge_sni(l: &Layers, seg: &Segment, sni: Name, settings: &Settings, scratch:
 /// `segment` is given when the parser may read on in this segment.
 #[inline(always)]
 fn finish_allowed(
+    ctx: &XdpContext,
     segment: Option<(&Layers, &Segment)>,
     key: u64,
     sni: Name,
@@ -151,6 +159,11 @@ fn finish_allowed(
             // SAFETY: the scratch map's parser state.
             Step::End => ech = unsafe { TlsState::ech_and_sni_len(&raw const scratch.flow.tls) }.0,
             Step::NeedMore => {
+                if scratch.handoff.parse & handoff::PARSE_UNCHECKED != 0
+                    && let Err(done) = super::checked(ctx, l, settings)
+                {
+                    return Decision::Done(done);
+                }
                 return Decision::Done(flow::keep(
                     key,
                     seg.seq.wrapping_add(l.payload_len() as u32),

@@ -136,7 +136,7 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     let seg = Segment::taken_over(&scratch.handoff);
     // A decoy the server never takes in (TTL running out here, data
     // without ACK) changes no flow and decides nothing.
-    if let Some(c) = l.tcp_decoy(ctx, seg.flags) {
+    if let Some(c) = l.tcp_decoy(&Packet::new(ctx), seg.flags) {
         return Err(not_judged(settings, c));
     }
     let (key, syn) = (seg.key, seg.syn());
@@ -184,23 +184,29 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
     // can differ (see `crate::packet::tcp_checksum_ok`). Only such
     // segments are summed: established traffic and the rest pass without.
     let payload = l.payload_off != l.ip_end;
-    let decisive = seg.flags & TCP_URG != 0
-        || match (&state, &new) {
-            // Data of a ClientHello in progress (a blocked flow's
-            // segments are dropped whatever their checksum).
-            (Some(s), _) => !syn && payload && s.kind != flows::BLOCKED,
-            // A SYN that starts tracking the flow.
-            (None, None) if syn => true,
-            // A segment outside a tracked stream, or a SYN on a flow
-            // between SYN and first data, changes nothing.
-            (None, _) if syn || occupied || new_occupied => false,
-            // The first data after the SYN, ClientHello or not: it decides
-            // whether the flow is followed.
-            (None, Some(v)) if v.flags & flows::NEW_URGENT == 0 => payload,
-            (None, _) => payload && hello::starts_like_hello(&Packet::new(ctx), &l),
-        };
-    if decisive && !packet::tcp_checksum_ok(ctx, &l, settings.policy & policy::PARTIAL_CSUM != 0) {
-        return Err(not_judged(settings, Counter::TcpBadChecksum));
+    // A segment of a flow in neither table (no SYN seen, no URG) leaves state
+    // only if it starts a ClientHello it does not hold whole: checked then,
+    // by the parse stage (`ParseFrom::unchecked`), so that the common
+    // ClientHello in one segment is not summed.
+    let deferred = seg.flags & TCP_URG == 0 && state.is_none() && new.is_none() && !syn && !occupied && !new_occupied;
+    let decisive = !deferred
+        && (seg.flags & TCP_URG != 0
+            || match (&state, &new) {
+                // Data of a ClientHello in progress (a blocked flow's
+                // segments are dropped whatever their checksum).
+                (Some(s), _) => !syn && payload && s.kind != flows::BLOCKED,
+                // A SYN that starts tracking the flow.
+                (None, None) if syn => true,
+                // A segment outside a tracked stream, or a SYN on a flow
+                // between SYN and first data, changes nothing.
+                (None, _) if syn || occupied || new_occupied => false,
+                // The first data after the SYN, ClientHello or not: it decides
+                // whether the flow is followed.
+                (None, Some(v)) if v.flags & flows::NEW_URGENT == 0 => payload,
+                (None, _) => payload && hello::starts_like_hello(&Packet::new(ctx), &l),
+            });
+    if decisive {
+        checked(ctx, &l, settings)?;
     }
     // Urgent data, on this segment or signalled before on the flow.
     let mut state = state;
@@ -235,7 +241,8 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         Ok(_) if urgent => Err(not_judged(settings, Counter::TcpUrgent)),
         // The parser and everything after it is a stage of its own
         // ([`parse_stage`]), verified once for all the ways here.
-        Ok(p) => {
+        Ok(mut p) => {
+            p.unchecked = deferred;
             if p.fresh {
                 flow::restart(&mut scratch.flow.tls);
                 scratch.flow.flags = if p.tracked { flows::FLAG_SYN_SEEN } else { 0 };
@@ -267,6 +274,7 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<Stage, Done> {
 /// (the SYN's own number does not), how many of its bytes were seen
 /// before, whether the flow is in `FLOWS`, and whether the parser starts
 /// afresh (the first data of a flow) or goes on from `scratch.flow`.
+#[expect(clippy::struct_excessive_bools, reason = "the handoff's `PARSE_*` bits, unpacked to be read by name")]
 struct ParseFrom {
     seq: u32,
     skip: usize,
@@ -274,6 +282,9 @@ struct ParseFrom {
     fresh: bool,
     /// The segment is a SYN carrying data (TCP Fast Open).
     syn: bool,
+    /// Its headers and TCP checksum are not verified yet (see
+    /// [`checked`]): before it leaves any state, they are.
+    unchecked: bool,
 }
 
 impl ParseFrom {
@@ -286,7 +297,8 @@ impl ParseFrom {
         h.parse_skip = self.skip as u32;
         h.parse = if self.tracked { handoff::PARSE_TRACKED } else { 0 }
             | if self.fresh { handoff::PARSE_FRESH } else { 0 }
-            | if self.syn { handoff::PARSE_SYN } else { 0 };
+            | if self.syn { handoff::PARSE_SYN } else { 0 }
+            | if self.unchecked { handoff::PARSE_UNCHECKED } else { 0 };
     }
 
     /// What [`ParseFrom::hand_off`] left, its bound restored by a mask that
@@ -299,6 +311,7 @@ impl ParseFrom {
             tracked: h.parse & handoff::PARSE_TRACKED != 0,
             fresh: h.parse & handoff::PARSE_FRESH != 0,
             syn: h.parse & handoff::PARSE_SYN != 0,
+            unchecked: h.parse & handoff::PARSE_UNCHECKED != 0,
         }
     }
 }
@@ -325,7 +338,7 @@ fn untracked(
     if occupied {
         return Err(not_judged(settings, Counter::TlsNotInWindow));
     }
-    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: false, fresh: true, syn: false })
+    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: false, fresh: true, syn: false, unchecked: false })
 }
 
 /// A segment of a flow in `NEW_FLOWS` (SYN seen, no data yet): its first
@@ -342,7 +355,14 @@ fn judge_new(l: &Layers, seg: &Segment, v: &maps::layout::flow::NewFlow) -> Resu
             return Err(pass(Counter::TcpSyn));
         }
         count(Counter::TcpFastOpen);
-        return Ok(ParseFrom { seq: seg.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true, syn: true });
+        return Ok(ParseFrom {
+            seq: seg.seq.wrapping_add(1),
+            skip: 0,
+            tracked: true,
+            fresh: true,
+            syn: true,
+            unchecked: false,
+        });
     }
     let delta = seg.seq.wrapping_sub(first).cast_signed();
     if l.payload_len() == 0 {
@@ -357,7 +377,7 @@ fn judge_new(l: &Layers, seg: &Segment, v: &maps::layout::flow::NewFlow) -> Resu
     if delta < 0 {
         return Err(drop(Counter::TlsOutOfWindow));
     }
-    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: true, fresh: true, syn: false })
+    Ok(ParseFrom { seq: seg.seq, skip: 0, tracked: true, fresh: true, syn: false, unchecked: false })
 }
 
 /// A SYN of an untracked flow: start tracking it; with data (TCP Fast
@@ -372,7 +392,7 @@ fn judge_syn(l: &Layers, seg: &Segment, now: u64, settings: &Settings) -> Result
     // after the SYN's own sequence number. A ClientHello here must not slip
     // past because it rode in a SYN.
     count(Counter::TcpFastOpen);
-    Ok(ParseFrom { seq: seg.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true, syn: true })
+    Ok(ParseFrom { seq: seg.seq.wrapping_add(1), skip: 0, tracked: true, fresh: true, syn: true, unchecked: false })
 }
 
 /// A SYN in the window of a flow in `FLOWS`. A blocked flow stays blocked:
@@ -474,7 +494,7 @@ fn judge_tracked(
     if !fresh {
         scratch.flow = *s;
     }
-    Ok(ParseFrom { seq: seg.seq, skip: seen, tracked: true, fresh, syn: false })
+    Ok(ParseFrom { seq: seg.seq, skip: seen, tracked: true, fresh, syn: false, unchecked: false })
 }
 
 /// Runs the parser over this segment's payload from byte `p.skip`, with
@@ -535,6 +555,9 @@ fn parse(
         if p.syn && !matches!(outcome, Step::End | Step::Sni) {
             return Err(flow::syn_data_not_judged(key, seg.seq.wrapping_sub(1), settings));
         }
+        if p.unchecked && matches!(outcome, Step::NeedMore) {
+            checked(ctx, l, settings)?;
+        }
         found = match outcome {
             Step::NeedMore => return Err(flow::keep(key, seg.seq.wrapping_add(payload_len as u32), settings, scratch)),
             Step::NotClientHello => {
@@ -594,6 +617,21 @@ fn parse(
     // The segment's payload counts from here (past a SYN's own number).
     scratch.handoff.seq = seg.seq;
     Ok(Stage::Hello)
+}
+
+/// Whether Linux takes the segment: its headers (see
+/// `Layers::headers_discarded`) and its TCP checksum. A segment it discards
+/// may be a decoy the server never reads, which must change no flow state:
+/// not judged (`tcp_discarded`, `tcp_bad_checksum`).
+#[inline(always)]
+pub fn checked(ctx: &XdpContext, l: &Layers, settings: &Settings) -> Result<(), Done> {
+    if l.headers_discarded(ctx) {
+        return Err(not_judged(settings, Counter::TcpDiscarded));
+    }
+    if !packet::tcp_checksum_ok(ctx, l, settings.policy & policy::PARTIAL_CSUM != 0) {
+        return Err(not_judged(settings, Counter::TcpBadChecksum));
+    }
+    Ok(())
 }
 
 /// What parsing a segment came to, before acting on it.

@@ -196,6 +196,9 @@ pub mod handoff {
     /// [`super::Handoff::parse`]: the segment is a SYN carrying data (TCP
     /// Fast Open): only a block is taken from it.
     pub const PARSE_SYN: u8 = 1 << 2;
+    /// [`super::Handoff::parse`]: the segment's headers and TCP checksum
+    /// are not verified yet; they are before it leaves any flow state.
+    pub const PARSE_UNCHECKED: u8 = 1 << 3;
 
     /// [`super::Handoff::hello`]: a complete server name.
     pub const HELLO_SNI: u8 = 1 << 0;
