@@ -264,6 +264,10 @@ fn queries_follow_each_other() {
         steps: vec![resets("15 unlisted, 1 blocked", c.segment(0, &many(16, &b)))],
     });
     scripts.push(Script {
+        desc: "17 queries in one segment: one past the tail calls".into(),
+        steps: vec![unjudged("17 unlisted", c.segment(0, &many(17, &a)), Counter::TcpPipelined)],
+    });
+    scripts.push(Script {
         desc: "20 queries in one segment".into(),
         steps: vec![unjudged("20 unlisted", c.segment(0, &many(20, &a)), Counter::TcpPipelined)],
     });

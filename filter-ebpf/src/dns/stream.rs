@@ -227,7 +227,8 @@ fn next(
     h.qflags = flags;
     h.qavail = (head_len - 2 - DNS_HLEN as u32) as u16;
     h.msg_end = off + (2 + msg_len - head_len);
-    h.qname_at = qname_at as u16;
+    // An offset past 16 bits (a jumbo frame) is not recorded.
+    h.qname_at = u16::try_from(qname_at).unwrap_or(0);
     scratch.dns.have = 0;
     Ok(Stage::Dns)
 }
