@@ -199,11 +199,15 @@ pub fn track_syn(key: u64, seq: u32, now: u64, settings: &Settings) -> Done {
 /// first data was expected at the first byte would stall.
 #[inline(always)]
 pub fn syn_data_not_judged(key: u64, isn: u32, settings: &Settings) -> Done {
-    forget(key, settings);
     if settings.unjudged == maps::layout::settings::UNJUDGED_DROP {
+        // The SYN's own entry (this number: the only SYN data parsed is a
+        // flow's first, or a repeat of it), put back if the verdict took it.
+        forget_tracked(key, settings);
         // SAFETY: a plain helper call.
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         let _ = track_syn(key, isn, now, settings);
+    } else {
+        forget(key, settings);
     }
     not_judged(settings, Counter::TlsSynData)
 }

@@ -406,7 +406,16 @@ fn decoys_change_nothing() {
             resets("the real rest", c.segment(cut, &b[cut..])),
         ],
     };
+    let malformed_option = {
+        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.seq_at(cut), c.window);
+        (tcp.ack, tcp.acknowledgment_number, tcp.psh) = (true, c.server_seq(), true);
+        tcp.set_options_raw(&[0xfd, 0, 1, 1]).expect("4 bytes of options");
+        c.frame(tcp, &a[cut..])
+    };
+    let cipso = Flow::new(Spec::udp4().v4_options(&[0x86, 6, 0, 0, 0, 1, 0, 0])).dport(53).sport(32001);
     let mut scripts = vec![
+        discarded("with a malformed TCP option (length 0)", malformed_option),
+        discarded("with a CIPSO IPv4 option", rest(&cipso)),
         discarded("with a wrong IPv4 header checksum", bad_ip_checksum),
         discarded("RST with data", rst_with_data),
         discarded("with a TCP MD5 signature option", signed(19)),
@@ -578,6 +587,16 @@ fn streams_anchored_at_the_syn() {
                 passes("SYN", c.syn(), Counter::TcpSyn),
                 resets("the client's first data, blocked", c.segment(0, &blocked)),
                 resets("again", c.segment(0, &blocked)),
+            ],
+        },
+        Script {
+            desc: "a stream picked up and followed is not moved by a SYN".into(),
+            steps: vec![
+                passes("picked up: an unlisted query", c.segment(1 << 30, &unlisted), Counter::PassNoMatch),
+                passes("its next query", c.segment((1 << 30) + n, &unlisted), Counter::PassNoMatch),
+                passes("a SYN far from it", c.syn(), Counter::TcpSyn),
+                unjudged("data after that SYN", c.segment(0, &unlisted), Counter::DnsTcpNotInWindow),
+                resets("the stream goes on, judged", c.segment((1 << 30) + 2 * n, &blocked)),
             ],
         },
         Script {

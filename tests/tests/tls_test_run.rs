@@ -2101,6 +2101,7 @@ fn full_table_of_expired_flows_reclaimed_by_the_kernel() {
 /// without data) is judged from the stream's first byte; passed under
 /// `--unjudged pass`, the flow forgotten.
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of scripts, under both policies")]
 fn tcp_fast_open() {
     for unjudged_drop in [true, false] {
         let mut rig = Rig::with(BLOCK, ALLOW, LoadOptions::default(), unjudged_drop, TlsPolicy::default());
@@ -2155,6 +2156,22 @@ fn tcp_fast_open() {
             "SYN+data",
             tfo(&f, &ok.stream),
             not_judged().rule(Some("ok.blocked.example")).sni(ok.name().as_deref()),
+        );
+        sc.send(
+            &f,
+            &blocked.stream,
+            0,
+            blocked.len(),
+            Want::reset(&f, blocked.len()).rule(Some("blocked.example")).sni(blocked.name().as_deref()),
+        );
+        scripts.push(sc);
+        let f = rig.v4();
+        let mut sc = Script::new("a SYN, then a SYN with another number and data: the first byte stays");
+        sc.push("SYN", f.syn(), Want::pass(Counter::TcpSyn));
+        sc.push(
+            "SYN+data, another number",
+            tcp_frame(&f, f.client_isn.wrapping_add(100_000), flags::SYN, &ok.stream),
+            not_judged(),
         );
         sc.send(
             &f,

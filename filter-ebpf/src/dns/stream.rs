@@ -102,7 +102,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
     // the server: a segment with a wrong TCP checksum never does (the
     // receiver discards it), so it is a decoy, or damaged, and moves nothing
     // (see `crate::packet::tcp_checksum_ok`).
-    if l.headers_discarded(ctx) {
+    if packet::headers_discarded(ctx, l) {
         return Err(not_judged(settings, Counter::TcpDiscarded));
     }
     if !packet::tcp_checksum_ok(ctx, l, settings.policy & policy::PARTIAL_CSUM != 0) {
@@ -117,8 +117,10 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
     // anchored) gives way to the connection's own SYN-anchored one when
     // this segment starts exactly at that SYN's next byte: a segment a
     // sender forged before the client's first one cannot hold the
-    // connection's place.
-    let replaceable = entry.as_ref().is_some_and(|e| e.flags & dns_stream::ANCHORED == 0 && !e.in_window(seq));
+    // connection's place (nor can a sender move a stream picked up mid-way
+    // once it has followed more than one segment: `DnsStream::segments`).
+    let replaceable =
+        entry.as_ref().is_some_and(|e| e.flags & dns_stream::ANCHORED == 0 && e.segments <= 1 && !e.in_window(seq));
     let anchor = if entry.is_none() || replaceable {
         // SAFETY: a value pointer from this run's lookup, copied at once (16 bytes).
         NEW_FLOWS.get_ptr(key).map(|p| unsafe { *p }).filter(|v| !v.expired(now))
@@ -129,7 +131,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
     let off = if let Some(v) = anchor {
         let d = &mut scratch.dns;
         let start = v.isn.wrapping_add(1);
-        (d.next_seq, d.start_seq, d.skip, d.have, d.flags) = (start, start, 0, 0, dns_stream::ANCHORED);
+        (d.next_seq, d.start_seq, d.skip, d.have, d.flags, d.segments) = (start, start, 0, 0, dns_stream::ANCHORED, 0);
         scratch.handoff.stream |= handoff::STREAM_FROM_SYN;
         match dns_stream::place(Some(&scratch.dns), seq, seg_len) {
             Place::From(off) => off,
@@ -149,7 +151,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
             }
             Place::PickUp => {
                 let d = &mut scratch.dns;
-                (d.next_seq, d.start_seq, d.skip, d.have, d.flags) = (seq, seq, 0, 0, 0);
+                (d.next_seq, d.start_seq, d.skip, d.have, d.flags, d.segments) = (seq, seq, 0, 0, 0, 0);
                 0
             }
             Place::From(off) => {
@@ -167,6 +169,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
     let d = &mut scratch.dns;
     d.next_seq = seq.wrapping_add(seg_len);
     d.last_seen_ns = now;
+    d.segments = d.segments.saturating_add(1);
     let take = if d.skip < seg_len - off { d.skip } else { seg_len - off };
     d.skip -= take;
     Ok(off + take)

@@ -159,7 +159,7 @@ impl Layers {
     /// - Data on a RST, which either resets the connection or is answered
     ///   with a challenge ACK and dropped (RFC 5961 §3.2).
     ///
-    /// [`Layers::headers_discarded`] has the dearer ones, for segments that
+    /// `packet::headers_discarded` has the dearer ones, for segments that
     /// would move a flow.
     #[inline(always)]
     pub fn tcp_decoy(&self, pkt: &Packet, tcp_flags: u8) -> Option<Counter> {
@@ -175,16 +175,6 @@ impl Layers {
             return Some(Counter::TcpDiscarded);
         }
         None
-    }
-
-    /// Whether Linux discards the segment for its headers (`tcp_discarded`):
-    /// a wrong IPv4 header checksum (`ip_rcv_core`), source routing or
-    /// malformed IPv4 options, a TCP MD5 or AO signature option (see
-    /// `packet::options`).
-    #[inline(always)]
-    pub fn headers_discarded(&self, ctx: &XdpContext) -> bool {
-        (!self.ipv6 && !super::checksum::ipv4_header_checksum_ok(ctx, self.l2_len, self.l4_off))
-            || super::options::rejected(ctx, self)
     }
 
     /// Bytes of transport payload in the IP packet.

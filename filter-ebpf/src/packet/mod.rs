@@ -11,3 +11,4 @@ mod options;
 pub use checksum::tcp_checksum_ok;
 pub use cursor::Packet;
 pub use layers::{Addrs, DNS_PORT, Fragment, Layers, MAX_L2_LEN, parse};
+pub use options::headers_discarded;

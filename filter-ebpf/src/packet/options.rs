@@ -1,9 +1,10 @@
 //! IPv4 and TCP options Linux discards a segment for: loose or strict
-//! source routing and malformed IPv4 options (`ip_options_compile`; the
+//! source routing, CIPSO, and malformed IPv4 options (`ip_options_compile`; the
 //! router after the filter and the server both refuse source routing with
 //! `accept_source_route` off, the default), and a TCP MD5 (RFC 2385) or
 //! AO (RFC 5925) signature option, which Linux drops unless a key is
-//! configured for the peer (`tcp_inbound_hash`). A client can send such a
+//! configured for the peer (`tcp_inbound_hash`), and malformed TCP options.
+//! A client can send such a
 //! segment as a decoy the filter would read and the server never does.
 //!
 //! The options (at most 40 bytes of each) are copied into scratch memory
@@ -23,6 +24,11 @@ const IPOPT_END: u8 = 0;
 const IPOPT_NOOP: u8 = 1;
 const IPOPT_LSRR: u8 = 0x83;
 const IPOPT_SSRR: u8 = 0x89;
+/// Record route, timestamp (RFC 791), and CIPSO (RFC 1108's successor,
+/// refused unless a domain of interpretation is configured).
+const IPOPT_RR: u8 = 7;
+const IPOPT_TIMESTAMP: u8 = 0x44;
+const IPOPT_CIPSO: u8 = 0x86;
 /// TCP option kinds: end, no-op, MD5 signature (RFC 2385), TCP-AO (RFC 5925).
 const TCPOPT_EOL: u8 = 0;
 const TCPOPT_NOP: u8 = 1;
@@ -44,9 +50,17 @@ const TCP_POS: usize = 2;
 const TCP_END: usize = 3;
 const REJECTED: u64 = 1 << 63;
 
+/// Whether Linux discards the segment `l` describes for its headers
+/// (`tcp_discarded`): a wrong IPv4 header checksum (`ip_rcv_core`), or
+/// options it refuses ([`rejected`]).
+#[inline(always)]
+pub fn headers_discarded(ctx: &XdpContext, l: &Layers) -> bool {
+    (!l.ipv6 && !super::checksum::ipv4_header_checksum_ok(ctx, l.l2_len, l.l4_off)) || rejected(ctx, l)
+}
+
 /// Whether the segment `l` describes carries options Linux discards it for.
 #[inline(always)]
-pub fn rejected(ctx: &XdpContext, l: &Layers) -> bool {
+fn rejected(ctx: &XdpContext, l: &Layers) -> bool {
     let ip_opts = if l.ipv6 { 0 } else { (l.l4_off - l.l2_len).saturating_sub(20) };
     let tcp_opts = (l.payload_off - l.l4_off).saturating_sub(TCP_FIXED);
     if ip_opts == 0 && (tcp_opts == 0 || timestamps_only(ctx, l, tcp_opts)) {
@@ -99,10 +113,16 @@ extern "C" fn step(_index: u64, _arg: *mut c_void) -> i64 {
         match byte(pos) {
             IPOPT_END => w[IP_POS] = end,
             IPOPT_NOOP => w[IP_POS] = pos + 1,
-            IPOPT_LSRR | IPOPT_SSRR => return reject(w),
-            _ => {
+            IPOPT_LSRR | IPOPT_SSRR | IPOPT_CIPSO => return reject(w),
+            kind => {
                 let n = u64::from(byte(pos + 1));
                 if pos + 1 >= end || n < 2 || pos + n > end {
+                    return reject(w);
+                }
+                // Record route and timestamp with a pointer before their
+                // data (`ip_options_compile`).
+                let pointer = byte(pos + 2);
+                if (kind == IPOPT_RR && (n < 3 || pointer < 4)) || (kind == IPOPT_TIMESTAMP && (n < 4 || pointer < 5)) {
                     return reject(w);
                 }
                 w[IP_POS] = pos + n;
@@ -119,10 +139,13 @@ extern "C" fn step(_index: u64, _arg: *mut c_void) -> i64 {
         TCPOPT_NOP => w[TCP_POS] = pos + 1,
         TCPOPT_MD5SIG | TCPOPT_AO => return reject(w),
         _ => {
-            // Where Linux stops parsing too (`tcp_parse_options`).
+            // A length below 2 or past the options' end: Linux stops parsing
+            // there (`tcp_parse_options`), and from 6.7 drops the segment
+            // when it could still hold a signature (`tcp_inbound_hash`). No
+            // stack sends one: discarded here either way.
             let n = u64::from(byte(pos + 1));
-            if pos + 1 >= end || n < 2 {
-                return 1;
+            if pos + 1 >= end || n < 2 || pos + n > end {
+                return reject(w);
             }
             w[TCP_POS] = pos + n;
         }

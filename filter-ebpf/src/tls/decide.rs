@@ -198,6 +198,13 @@ fn block(
     settings: &Settings,
     scratch: &mut Scratch,
 ) -> Done {
+    // An unsummed segment (a whole ClientHello on an untracked flow) is
+    // checked before it leaves a blocked flow behind.
+    if scratch.handoff.parse & handoff::PARSE_UNCHECKED != 0
+        && let Err(done) = super::checked(ctx, l, settings)
+    {
+        return done;
+    }
     let action = tls_action(rule_action, settings.tls_action);
     scratch.flow.kind = flows::BLOCKED;
     scratch.flow.action = action;

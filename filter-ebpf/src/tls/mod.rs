@@ -225,7 +225,7 @@ pub fn judge(ctx: &XdpContext) -> Result<Stage, Done> {
         // An entry made only to remember urgent data holds the flow to
         // nothing else.
         (None, Some(v)) if v.flags & flows::NEW_URGENT != 0 && !syn => untracked(ctx, &l, &seg, false, settings),
-        (None, Some(v)) => judge_new(&l, &seg, &v),
+        (None, Some(v)) => judge_new(&l, &seg, &v, settings),
         (None, None) if syn => judge_syn(&l, &seg, now, settings),
         (None, None) => untracked(ctx, &l, &seg, false, settings),
     };
@@ -344,7 +344,12 @@ fn untracked(
 /// A segment of a flow in `NEW_FLOWS` (SYN seen, no data yet): its first
 /// data must start at the stream's first byte.
 #[inline(always)]
-fn judge_new(l: &Layers, seg: &Segment, v: &maps::layout::flow::NewFlow) -> Result<ParseFrom, Done> {
+fn judge_new(
+    l: &Layers,
+    seg: &Segment,
+    v: &maps::layout::flow::NewFlow,
+    settings: &Settings,
+) -> Result<ParseFrom, Done> {
     let first = v.isn.wrapping_add(1);
     if seg.syn() {
         // Repeated, or another attempt with another number: the entry
@@ -355,6 +360,11 @@ fn judge_new(l: &Layers, seg: &Segment, v: &maps::layout::flow::NewFlow) -> Resu
             return Err(pass(Counter::TcpSyn));
         }
         count(Counter::TcpFastOpen);
+        // Another number: another attempt, or a sender moving the flow's
+        // first byte; its data is not judged and changes nothing.
+        if seg.seq != v.isn {
+            return Err(not_judged(settings, Counter::TlsSynData));
+        }
         return Ok(ParseFrom {
             seq: seg.seq.wrapping_add(1),
             skip: 0,
@@ -620,12 +630,12 @@ fn parse(
 }
 
 /// Whether Linux takes the segment: its headers (see
-/// `Layers::headers_discarded`) and its TCP checksum. A segment it discards
+/// `packet::headers_discarded`) and its TCP checksum. A segment it discards
 /// may be a decoy the server never reads, which must change no flow state:
 /// not judged (`tcp_discarded`, `tcp_bad_checksum`).
 #[inline(always)]
 pub fn checked(ctx: &XdpContext, l: &Layers, settings: &Settings) -> Result<(), Done> {
-    if l.headers_discarded(ctx) {
+    if packet::headers_discarded(ctx, l) {
         return Err(not_judged(settings, Counter::TcpDiscarded));
     }
     if !packet::tcp_checksum_ok(ctx, l, settings.policy & policy::PARTIAL_CSUM != 0) {

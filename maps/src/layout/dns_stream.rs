@@ -77,8 +77,11 @@ pub struct DnsStream {
     pub have: u16,
     /// [`ANCHORED`], [`SYN_AGAIN`].
     pub flags: u8,
-    /// Explicit padding; always 0.
-    pub pad: u8,
+    /// Segments that moved the stream, up to 255: a stream picked up (not
+    /// anchored) gives way to its connection's SYN-anchored one only while
+    /// it has taken one segment (a forged one, before the client's first),
+    /// never once it follows a real stream.
+    pub segments: u8,
     /// `bpf_ktime_get_coarse_ns` of the last segment that moved the stream.
     pub last_seen_ns: u64,
     /// The current message's first `have` bytes.
@@ -91,7 +94,16 @@ impl DnsStream {
     /// A connection picked up at a segment starting at `seq`.
     #[inline(always)]
     pub const fn new(seq: u32) -> Self {
-        Self { next_seq: seq, start_seq: seq, skip: 0, have: 0, flags: 0, pad: 0, last_seen_ns: 0, head: [0; HEAD_BUF] }
+        Self {
+            next_seq: seq,
+            start_seq: seq,
+            skip: 0,
+            have: 0,
+            flags: 0,
+            segments: 0,
+            last_seen_ns: 0,
+            head: [0; HEAD_BUF],
+        }
     }
 
     /// Whether a segment starting at `seq` is within [`WINDOW`] bytes of
