@@ -385,17 +385,36 @@ pub fn pppoe(frame: &[u8], session: u16) -> Vec<u8> {
     f
 }
 
+/// Sets the IPv4 TTL of an untagged frame and recomputes its header
+/// checksum, as a router checks it.
+pub fn set_ipv4_ttl(frame: &mut [u8], ttl: u8) {
+    use maps::parse::checksum::{add_bytes, finish};
+    frame[14 + 8] = ttl;
+    frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let ihl = usize::from(frame[14] & 0xf) * 4;
+    let sum = finish(add_bytes(0, &frame[14..14 + ihl]));
+    frame[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+}
+
 /// Recomputes the TCP checksum of a frame whose IP header starts at `l3`
-/// (IPv4 with any options, or IPv6 without extension headers), after a
-/// test changed the segment on purpose (flags, urgent pointer) and wants
-/// the program to take it as a segment the receiver would accept.
+/// (IPv4 with any options, or IPv6 with any hop-by-hop, routing and
+/// destination-options headers), after a test changed the segment on
+/// purpose (flags, urgent pointer) and wants the program to take it as a
+/// segment the receiver would accept.
 pub fn fix_tcp_checksum(frame: &mut [u8], l3: usize) {
     use maps::parse::checksum::{add_bytes, finish, pseudo_header};
     let (tcp_at, pseudo) = if frame[l3] >> 4 == 6 {
         let len = usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]));
         let src: [u8; 16] = frame[l3 + 8..l3 + 24].try_into().expect("16 bytes");
         let dst: [u8; 16] = frame[l3 + 24..l3 + 40].try_into().expect("16 bytes");
-        (l3 + 40, pseudo_header(&src, &dst, 6, u32::try_from(len).expect("a length")))
+        // Past the extension headers (RFC 8200 §4: 8-octet units after the first 8).
+        let (mut next, mut at) = (frame[l3 + 6], l3 + 40);
+        while matches!(next, 0 | 43 | 60) {
+            next = frame[at];
+            at += 8 + 8 * usize::from(frame[at + 1]);
+        }
+        let tcp_len = l3 + 40 + len - at;
+        (at, pseudo_header(&src, &dst, 6, u32::try_from(tcp_len).expect("a length")))
     } else {
         let ihl = usize::from(frame[l3] & 0xf) * 4;
         let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));

@@ -84,10 +84,7 @@ fn judged(desc: impl Into<String>, name: &str, frame: Vec<u8>) -> Step {
 /// `frame` with its IPv4 TTL set to `ttl` (header checksum fixed, as a
 /// router checks it).
 fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
-    f[14 + 8] = ttl;
-    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-    let sum = maps::parse::checksum::finish(maps::parse::checksum::add_bytes(0, &f[14..34]));
-    f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    packet::set_ipv4_ttl(&mut f, ttl);
     f
 }
 
@@ -113,6 +110,15 @@ fn bad_checksum(mut f: Vec<u8>) -> Vec<u8> {
 fn syn_with(c: &Flow, payload: &[u8]) -> Vec<u8> {
     let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.client_isn, c.window);
     (tcp.syn, tcp.psh) = (true, true);
+    c.frame(tcp, payload)
+}
+
+/// A data segment of `c` (ACK, PSH) at sequence number `seq`, its header
+/// then changed by `edit` (flags, options).
+fn segment_at(c: &Flow, seq: u32, edit: impl FnOnce(&mut TcpHeader), payload: &[u8]) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), seq, c.window);
+    (tcp.ack, tcp.acknowledgment_number, tcp.psh) = (true, c.server_seq(), true);
+    edit(&mut tcp);
     c.frame(tcp, payload)
 }
 
@@ -382,19 +388,15 @@ fn decoys_change_nothing() {
         f[14 + 10] ^= 0x5a;
         f
     };
-    let rst_with_data = {
-        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.seq_at(cut), c.window);
-        (tcp.rst, tcp.ack, tcp.acknowledgment_number) = (true, true, c.server_seq());
-        c.frame(tcp, &a[cut..])
+    let with_options = |options: &[u8]| {
+        segment_at(&c, c.seq_at(cut), |t| t.set_options_raw(options).expect("whole words of options"), &a[cut..])
     };
+    let rst_with_data = segment_at(&c, c.seq_at(cut), |t| (t.rst, t.psh) = (true, false), &a[cut..]);
     let signed = |kind: u8| {
-        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.seq_at(cut), c.window);
-        (tcp.ack, tcp.acknowledgment_number, tcp.psh) = (true, c.server_seq(), true);
         let mut opt = vec![kind, 18];
         opt.resize(18, 0x42);
         opt.extend_from_slice(&[1, 1]);
-        tcp.set_options_raw(&opt).expect("20 bytes of options");
-        c.frame(tcp, &a[cut..])
+        with_options(&opt)
     };
     // Loose source routing through 10.0.0.1 (RFC 791 §3.1), then an end.
     let routed = Flow::new(Spec::udp4().v4_options(&[0x83, 7, 4, 10, 0, 0, 1, 0])).dport(53).sport(32001);
@@ -406,12 +408,7 @@ fn decoys_change_nothing() {
             resets("the real rest", c.segment(cut, &b[cut..])),
         ],
     };
-    let malformed_option = {
-        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.seq_at(cut), c.window);
-        (tcp.ack, tcp.acknowledgment_number, tcp.psh) = (true, c.server_seq(), true);
-        tcp.set_options_raw(&[0xfd, 0, 1, 1]).expect("4 bytes of options");
-        c.frame(tcp, &a[cut..])
-    };
+    let malformed_option = with_options(&[0xfd, 0, 1, 1]);
     let cipso = Flow::new(Spec::udp4().v4_options(&[0x86, 6, 0, 0, 0, 1, 0, 0])).dport(53).sport(32001);
     let mut scripts = vec![
         discarded("with a malformed TCP option (length 0)", malformed_option),
@@ -513,11 +510,7 @@ fn streams_anchored_at_the_syn() {
     let c = conn(34001);
     let n = unlisted.len();
     // Data from `k` bytes before the stream's first byte.
-    let early = |k: u32, payload: &[u8]| {
-        let mut tcp = TcpHeader::new(c.client_port(), c.server_port(), c.seq_at(0).wrapping_sub(k), c.window);
-        (tcp.ack, tcp.acknowledgment_number, tcp.psh) = (true, c.server_seq(), true);
-        c.frame(tcp, payload)
-    };
+    let early = |k: u32, payload: &[u8]| segment_at(&c, c.seq_at(0).wrapping_sub(k), |_| (), payload);
     // An unlisted query's first 20 bytes: a length prefix and a question
     // a filter reading from the segment's start would judge instead.
     let decoy_start = &unlisted[..20];

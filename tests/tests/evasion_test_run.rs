@@ -422,11 +422,7 @@ fn ttl_decoys_decide_nothing() {
     let frame = |name: &str, ttl: u8, sport: u16| {
         let spec = Spec { sport, ..Spec::udp4().tcp().dport(443) };
         let mut f = spec.build(&tls::client_hello(Some(name), HelloKind::Small));
-        f[14 + 8] = ttl;
-        // The IPv4 header checksum, as a router would check it.
-        f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-        let sum = maps::parse::checksum::finish(maps::parse::checksum::add_bytes(0, &f[14..34]));
-        f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+        packet::set_ipv4_ttl(&mut f, ttl);
         f
     };
     // PSH only: a data segment without ACK.

@@ -2101,7 +2101,6 @@ fn full_table_of_expired_flows_reclaimed_by_the_kernel() {
 /// without data) is judged from the stream's first byte; passed under
 /// `--unjudged pass`, the flow forgotten.
 #[test]
-#[expect(clippy::too_many_lines, reason = "one table of scripts, under both policies")]
 fn tcp_fast_open() {
     for unjudged_drop in [true, false] {
         let mut rig = Rig::with(BLOCK, ALLOW, LoadOptions::default(), unjudged_drop, TlsPolicy::default());
@@ -2149,6 +2148,9 @@ fn tcp_fast_open() {
         }
         let ok = Hello::rustls(Some("ok.blocked.example"), HelloKind::Small);
         let blocked = Hello::rustls(Some("www.blocked.example"), HelloKind::Small);
+        // The blocked ClientHello sent whole after the handshake: reset.
+        let blocked_reset =
+            |f: &Flow| Want::reset(f, blocked.len()).rule(Some("blocked.example")).sni(blocked.name().as_deref());
         let f = rig.v6();
         let mut sc = Script::new("an allowed ClientHello in the SYN, then a blocked one after the handshake");
         // Read and looked up (the trace shows it), but not taken.
@@ -2157,13 +2159,7 @@ fn tcp_fast_open() {
             tfo(&f, &ok.stream),
             not_judged().rule(Some("ok.blocked.example")).sni(ok.name().as_deref()),
         );
-        sc.send(
-            &f,
-            &blocked.stream,
-            0,
-            blocked.len(),
-            Want::reset(&f, blocked.len()).rule(Some("blocked.example")).sni(blocked.name().as_deref()),
-        );
+        sc.send(&f, &blocked.stream, 0, blocked.len(), blocked_reset(&f));
         scripts.push(sc);
         let f = rig.v4();
         let mut sc = Script::new("a SYN, then a SYN with another number and data: the first byte stays");
@@ -2173,13 +2169,7 @@ fn tcp_fast_open() {
             tcp_frame(&f, f.client_isn.wrapping_add(100_000), flags::SYN, &ok.stream),
             not_judged(),
         );
-        sc.send(
-            &f,
-            &blocked.stream,
-            0,
-            blocked.len(),
-            Want::reset(&f, blocked.len()).rule(Some("blocked.example")).sni(blocked.name().as_deref()),
-        );
+        sc.send(&f, &blocked.stream, 0, blocked.len(), blocked_reset(&f));
         scripts.push(sc);
         let f = rig.v4();
         let mut sc = Script::new("an allowed ClientHello in a SYN, then a blocked one in the SYN again");

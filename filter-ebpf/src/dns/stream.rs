@@ -129,9 +129,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
     };
     let anchor = anchor.filter(|v| entry.is_none() || v.isn.wrapping_add(1) == seq);
     let off = if let Some(v) = anchor {
-        let d = &mut scratch.dns;
-        let start = v.isn.wrapping_add(1);
-        (d.next_seq, d.start_seq, d.skip, d.have, d.flags, d.segments) = (start, start, 0, 0, dns_stream::ANCHORED, 0);
+        scratch.dns.begin(v.isn.wrapping_add(1), dns_stream::ANCHORED);
         scratch.handoff.stream |= handoff::STREAM_FROM_SYN;
         match dns_stream::place(Some(&scratch.dns), seq, seg_len) {
             Place::From(off) => off,
@@ -150,8 +148,7 @@ fn enter(ctx: &XdpContext, l: &Layers, seg_len: u32, settings: &Settings, scratc
                 return Err(not_judged(settings, Counter::DnsTcpReused));
             }
             Place::PickUp => {
-                let d = &mut scratch.dns;
-                (d.next_seq, d.start_seq, d.skip, d.have, d.flags, d.segments) = (seq, seq, 0, 0, 0, 0);
+                scratch.dns.begin(seq, 0);
                 0
             }
             Place::From(off) => {

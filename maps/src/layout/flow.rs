@@ -166,7 +166,7 @@ impl FlowState {
     /// flow's: the byte after its ClientHello).
     #[inline(always)]
     pub const fn in_window(&self, seq: u32) -> bool {
-        seq.wrapping_sub(self.next_seq).wrapping_add(WINDOW) <= 2 * WINDOW
+        within_window(self.next_seq, seq)
     }
 }
 
@@ -175,8 +175,16 @@ impl NewFlow {
     /// space (see [`FlowState::in_window`]).
     #[inline(always)]
     pub const fn in_window(&self, seq: u32) -> bool {
-        seq.wrapping_sub(self.isn.wrapping_add(1)).wrapping_add(WINDOW) <= 2 * WINDOW
+        within_window(self.isn.wrapping_add(1), seq)
     }
+}
+
+/// Whether a segment starting at `seq` is within [`WINDOW`] bytes, either
+/// way, of `next_seq`, where a stream stands: the one test of every table
+/// that follows a TCP stream (TLS flows, DNS streams).
+#[inline(always)]
+pub const fn within_window(next_seq: u32, seq: u32) -> bool {
+    seq.wrapping_sub(next_seq).wrapping_add(WINDOW) <= 2 * WINDOW
 }
 
 /// The flow key's seed for packets of interface `ifindex`: the same

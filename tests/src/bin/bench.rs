@@ -583,17 +583,8 @@ fn tcp_behind(frame: &[u8], payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(payload);
     let payload_len = (f.len() - l3 - 40) as u16;
     f[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
-    // The TCP checksum (a wrong one would make the segment a decoy, not
-    // judged): over the pseudo-header and the segment after the eight
-    // extension headers.
-    let tcp_at = l3 + 40 + 8 * 8;
-    let src: [u8; 16] = f[l3 + 8..l3 + 24].try_into().expect("16 bytes");
-    let dst: [u8; 16] = f[l3 + 24..l3 + 40].try_into().expect("16 bytes");
-    let tcp_len = u32::try_from(f.len() - tcp_at).expect("a length");
-    f[tcp_at + 16..tcp_at + 18].copy_from_slice(&[0, 0]);
-    let pseudo = maps::parse::checksum::pseudo_header(&src, &dst, 6, tcp_len);
-    let sum = maps::parse::checksum::finish(maps::parse::checksum::add_bytes(pseudo, &f[tcp_at..]));
-    f[tcp_at + 16..tcp_at + 18].copy_from_slice(&sum.to_be_bytes());
+    // A wrong TCP checksum would make the segment a decoy, not judged.
+    packet::fix_tcp_checksum(&mut f, l3);
     f
 }
 
